@@ -1,0 +1,1 @@
+"""Billing: wallets, the append-only ledger, reservations (holds), top-ups and invoices."""

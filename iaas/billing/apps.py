@@ -1,0 +1,19 @@
+from django.apps import AppConfig
+
+
+class BillingConfig(AppConfig):
+    name = "iaas.billing"
+    label = "billing"
+    verbose_name = "Billing"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from iaas.contracts import billing, bus
+        from iaas.contracts.events import AllowanceReleased, ChargeRecorded
+
+        from .contract import BillingContractImpl
+        from .handlers import apply_release, settle_charge
+
+        billing.bind(BillingContractImpl())
+        bus.subscribe(ChargeRecorded, settle_charge)
+        bus.subscribe(AllowanceReleased, apply_release)

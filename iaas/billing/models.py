@@ -1,0 +1,240 @@
+"""Billing's tables. The invariants the database can hold are constraints here, so no
+bug in Python can overspend (I2, I3's parts, I5, I6 with the trigger in migrations)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from iaas.contracts.types import format_minor_units
+
+
+class Wallet(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        FROZEN = "frozen", "Frozen"
+        CLOSED = "closed", "Closed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="wallets")
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    balance = models.BigIntegerField(default=0, editable=False)
+    reserved = models.BigIntegerField(default=0, editable=False)
+    # The last ledger sequence number handed out, under this row's lock (I9).
+    ledger_sequence = models.BigIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "currency"], name="wallet_one_per_owner_currency"),
+            models.CheckConstraint(condition=Q(balance__gte=0), name="wallet_balance_not_negative"),
+            models.CheckConstraint(condition=Q(reserved__gte=0), name="wallet_reserved_not_negative"),
+            models.CheckConstraint(
+                condition=Q(reserved__lte=F("balance")), name="wallet_reserved_within_balance"
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[A-Z]{3}$"), name="wallet_currency_iso4217"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "frozen", "closed"]), name="wallet_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.currency} wallet {self.id}"
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+    def money(self, amount: int) -> str:
+        return format_minor_units(amount, self.currency)
+
+
+class LedgerEntry(models.Model):
+    """One line of a wallet's book. Append-only (I6): a database trigger refuses UPDATE
+    and DELETE; a mistake is corrected by a new entry."""
+
+    class Kind(models.TextChoices):
+        TOP_UP = "top_up", "Top-up"
+        CHARGE = "charge", "Charge"
+        REFUND = "refund", "Refund"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="ledger_entries")
+    sequence = models.BigIntegerField()
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    amount = models.BigIntegerField(help_text="Signed minor units: credits positive, debits negative.")
+    balance_after = models.BigIntegerField()
+    # When the business event happened (the purchase, the metered hour) ...
+    transaction_date = models.DateTimeField()
+    # ... and when Billing booked it.
+    posted_at = models.DateTimeField(default=timezone.now)
+    description = models.CharField(max_length=255)
+    # What this entry books, unique per wallet: "charge:<id>", "top-up:<id>", ...
+    reference = models.CharField(max_length=120)
+    context = models.CharField(max_length=20, blank=True, help_text="The selling context of a charge.")
+    source_id = models.UUIDField(null=True, blank=True, help_text="The charge, top-up or refund booked.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The operator who made an adjustment.",
+    )
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        ordering = ["wallet", "-sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["wallet", "sequence"], name="ledger_sequence_unique"),
+            models.UniqueConstraint(fields=["wallet", "reference"], name="ledger_reference_unique"),
+            models.CheckConstraint(condition=~Q(amount=0), name="ledger_amount_not_zero"),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0), name="ledger_balance_after_not_negative"
+            ),
+            models.CheckConstraint(condition=Q(sequence__gte=1), name="ledger_sequence_positive"),
+            models.CheckConstraint(
+                condition=(
+                    Q(kind="top_up", amount__gt=0)
+                    | Q(kind="refund", amount__gt=0)
+                    | Q(kind="charge", amount__lt=0)
+                    | Q(kind="adjustment")
+                ),
+                name="ledger_amount_sign_matches_kind",
+            ),
+        ]
+        indexes = [models.Index(fields=["kind", "transaction_date"], name="ledger_kind_date")]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.kind} {self.amount}"
+
+
+class Hold(models.Model):
+    """What Billing has reserved for one selling context out of one wallet and not yet
+    seen settled or released. ``wallet.reserved`` is the sum of its holds (I3)."""
+
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="holds")
+    context = models.CharField(max_length=20)
+    amount = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["wallet", "context"], name="hold_one_per_wallet_context"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="hold_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.context} hold on {self.wallet_id}"
+
+
+class Reservation(models.Model):
+    """The append-only record of every change to a hold: a grant, a capture (a charge
+    settled), a release. Captures and releases are keyed by the event's business id
+    (the charge's or release's id) under a unique constraint: applied at most once (I5)."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant", "Granted"
+        CAPTURE = "capture", "Captured (charge settled)"
+        RELEASE = "release", "Released"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="reservations")
+    context = models.CharField(max_length=20)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    amount = models.BigIntegerField()
+    source_id = models.UUIDField(null=True, blank=True, help_text="The charge or release applied.")
+    ledger_entry = models.OneToOneField(
+        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="capture"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="reservation_amount_positive"),
+            models.UniqueConstraint(
+                fields=["kind", "source_id"],
+                condition=Q(source_id__isnull=False),
+                name="reservation_applied_once",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="grant", source_id__isnull=True)
+                | ~Q(kind="grant") & Q(source_id__isnull=False),
+                name="reservation_source_matches_kind",
+            ),
+        ]
+        indexes = [models.Index(fields=["wallet", "context"], name="reservation_wallet_context")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} for {self.context}"
+
+
+class TopUp(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="top_ups")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    provider = models.CharField(max_length=50)
+    provider_reference = models.CharField(max_length=120, blank=True)
+    # The payer's reference (an idempotency key, a bank transfer reference): the same
+    # reference on the same wallet is one top-up, credited once.
+    reference = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    ledger_entry = models.OneToOneField(
+        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="top_up"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="top_up_amount_positive"),
+            models.UniqueConstraint(fields=["wallet", "reference"], name="top_up_reference_unique"),
+            models.CheckConstraint(
+                condition=~Q(status="succeeded") | Q(ledger_entry__isnull=False),
+                name="top_up_succeeded_is_booked",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"top-up {self.amount} {self.currency} ({self.status})"
+
+
+class Adjustment(models.Model):
+    """An operator's correction of a balance, with the reason and who made it. The money
+    moves by the ledger entry it points at."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="adjustments")
+    amount = models.BigIntegerField()
+    reason = models.TextField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    ledger_entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="adjustment")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount=0), name="adjustment_amount_not_zero"),
+            models.CheckConstraint(condition=~Q(reason=""), name="adjustment_reason_required"),
+        ]
+        permissions = [("make_adjustment", "Can adjust a wallet's balance")]
+
+    def __str__(self) -> str:
+        return f"adjustment {self.amount} on {self.wallet_id}"

@@ -1,0 +1,385 @@
+"""Billing's writes. Every function that moves money locks the wallet row first
+(through ``wallet_lock``), then a hold; never the other way round."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from functools import partial
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from iaas.contracts import bus
+from iaas.contracts.errors import (
+    AdjustmentRefused,
+    CurrencyMismatch,
+    InsufficientFunds,
+    InvalidState,
+    WalletExists,
+    WalletNotActive,
+    WalletNotFound,
+)
+from iaas.contracts.events import FundsReserved, ReleaseRequested, WalletToppedUp
+
+from .models import Adjustment, Hold, LedgerEntry, Reservation, TopUp, Wallet
+from .payments import payment_provider
+
+
+def wallet_lock(wallet_id: uuid.UUID, *, owner_id: int | None = None) -> Wallet:
+    """Lock a wallet row for the rest of the transaction (FOR NO KEY UPDATE, so rows
+    that only reference it, like new ledger entries, are not blocked)."""
+    rows = Wallet.objects.select_for_update(no_key=True)
+    if owner_id is not None:
+        rows = rows.filter(owner_id=owner_id)
+    try:
+        return rows.get(pk=wallet_id)
+    except Wallet.DoesNotExist:
+        raise WalletNotFound() from None
+
+
+def _save_money(wallet: Wallet) -> None:
+    wallet.save(update_fields=["balance", "reserved", "ledger_sequence", "updated_at"])
+
+
+def _book(
+    wallet: Wallet,
+    *,
+    kind: str,
+    amount: int,
+    reference: str,
+    description: str,
+    transaction_date: dt.datetime | None = None,
+    context: str = "",
+    source_id: uuid.UUID | None = None,
+    created_by_id: int | None = None,
+) -> LedgerEntry:
+    """Append a ledger entry and move the balance, on a wallet the caller has locked (I1, I9)."""
+    wallet.ledger_sequence += 1
+    wallet.balance += amount
+    now = timezone.now()
+    return LedgerEntry.objects.create(
+        wallet=wallet,
+        sequence=wallet.ledger_sequence,
+        kind=kind,
+        amount=amount,
+        balance_after=wallet.balance,
+        transaction_date=transaction_date or now,
+        posted_at=now,
+        description=description[:255],
+        reference=reference,
+        context=context,
+        source_id=source_id,
+        created_by_id=created_by_id,
+    )
+
+
+def _hold_add(*, wallet_id: uuid.UUID, context: str, delta: int) -> None:
+    """Add ``delta`` (may be negative) to a hold, creating it on first use. One
+    statement; it locks the hold row, which comes after the wallet in the lock order.
+    The hold's CHECK (amount >= 0) refuses a hold going negative."""
+    if delta < 0:
+        updated = Hold.objects.filter(wallet_id=wallet_id, context=context).update(amount=F("amount") + delta)
+        if updated != 1:
+            raise IntegrityError(f"no {context} hold on wallet {wallet_id} to shrink")
+        return
+    # PostgreSQL checks the proposed row's CHECKs before ON CONFLICT, so only growth
+    # goes through the upsert.
+    table = connection.ops.quote_name(Hold._meta.db_table)
+    wallet_key = Hold._meta.get_field("wallet").target_field.get_db_prep_value(wallet_id, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (wallet_id, context, amount) VALUES (%s, %s, %s) "  # noqa: S608
+            f"ON CONFLICT (wallet_id, context) "
+            f"DO UPDATE SET amount = {table}.amount + EXCLUDED.amount",
+            [wallet_key, context, delta],
+        )
+
+
+# --- Wallets ---------------------------------------------------------------------------
+
+
+def wallet_create(*, owner_id: int, currency: str) -> Wallet:
+    if currency not in settings.IAAS_SUPPORTED_CURRENCIES:
+        raise ValueError(f"unsupported currency {currency!r}")
+    try:
+        with transaction.atomic():
+            return Wallet.objects.create(owner_id=owner_id, currency=currency)
+    except IntegrityError:
+        if Wallet.objects.filter(owner_id=owner_id, currency=currency).exists():
+            raise WalletExists() from None
+        raise
+
+
+def wallet_set_status(*, wallet_id: uuid.UUID, status: str) -> Wallet:
+    """Freeze, unfreeze or close a wallet. Freezing or closing asks the selling contexts
+    to give their allowance back (they stay the source of truth for releases)."""
+    with transaction.atomic():
+        wallet = wallet_lock(wallet_id)
+        if wallet.status == Wallet.Status.CLOSED:
+            raise InvalidState("A closed wallet stays closed.")
+        wallet.status = status
+        wallet.save(update_fields=["status", "updated_at"])
+        if status != Wallet.Status.ACTIVE:
+            _publish_release_request(wallet, requested_by="billing")
+        return wallet
+
+
+# --- Reservations (the contract's synchronous side) ------------------------------------
+
+
+def funds_reserve(
+    *, wallet_id: uuid.UUID, owner_id: int, context: str, currency: str, amount: int, minimum: int
+) -> Reservation:
+    """Grant ``context`` up to ``amount`` and at least ``minimum`` out of the wallet's
+    unreserved balance, in the caller's transaction, under the wallet lock (I2)."""
+    if not 0 < minimum <= amount:
+        raise ValueError("reserve needs 0 < minimum <= amount")
+    with transaction.atomic(savepoint=False):
+        wallet = wallet_lock(wallet_id, owner_id=owner_id)
+        if wallet.currency != currency:
+            raise CurrencyMismatch()
+        if wallet.status != Wallet.Status.ACTIVE:
+            raise WalletNotActive()
+        if wallet.available < minimum:
+            raise _refusal(wallet, context)
+        granted = min(amount, wallet.available)
+        wallet.reserved += granted
+        _save_money(wallet)
+        _hold_add(wallet_id=wallet.id, context=context, delta=granted)
+        reservation = Reservation.objects.create(
+            wallet=wallet, context=context, kind=Reservation.Kind.GRANT, amount=granted
+        )
+        bus.publish(
+            FundsReserved(
+                reservation_id=reservation.id,
+                wallet_id=wallet.id,
+                context=context,
+                amount=granted,
+                currency=wallet.currency,
+            )
+        )
+        return reservation
+
+
+def _refusal(wallet: Wallet, context: str) -> InsufficientFunds:
+    """The refusal. When other contexts hold funds for the wallet, it carries a release
+    request to publish once the refused purchase has rolled back (publishing it here
+    would roll back with the purchase)."""
+    others_hold = Hold.objects.filter(wallet=wallet, amount__gt=0).exclude(context=context).exists()
+    error = InsufficientFunds(release_requested=others_hold)
+    if others_hold:
+        error.after_rollback.append(partial(release_request, wallet_id=wallet.id, requested_by=context))
+    return error
+
+
+def _publish_release_request(wallet: Wallet, *, requested_by: str) -> bool:
+    holders = Hold.objects.filter(wallet=wallet, amount__gt=0).exclude(context=requested_by)
+    if not holders.exists():
+        return False
+    bus.publish(ReleaseRequested(wallet_id=wallet.id, requested_by=requested_by))
+    return True
+
+
+def release_request(*, wallet_id: uuid.UUID, requested_by: str) -> bool:
+    with transaction.atomic():
+        try:
+            wallet = Wallet.objects.get(pk=wallet_id)
+        except Wallet.DoesNotExist:
+            return False
+        return _publish_release_request(wallet, requested_by=requested_by)
+
+
+# --- Settlement and release (event handlers' work) -------------------------------------
+
+
+def _already_applied(kind: str, source_id: uuid.UUID) -> bool:
+    return Reservation.objects.filter(kind=kind, source_id=source_id).exists()
+
+
+def charge_settle(
+    *,
+    charge_id: uuid.UUID,
+    wallet_id: uuid.UUID,
+    context: str,
+    amount: int,
+    currency: str,
+    transaction_date: dt.datetime,
+    description: str,
+) -> LedgerEntry | None:
+    """Book a context's charge: balance and reserved drop, the hold shrinks, a charge
+    entry is appended. Keyed by the charge id: a second delivery does nothing (I5)."""
+    with transaction.atomic():
+        wallet = wallet_lock(wallet_id)
+        if _already_applied(Reservation.Kind.CAPTURE, charge_id):
+            return None
+        if currency != wallet.currency:
+            raise CurrencyMismatch(f"charge {charge_id} is in {currency}, wallet in {wallet.currency}")
+        entry = _book(
+            wallet,
+            kind=LedgerEntry.Kind.CHARGE,
+            amount=-amount,
+            reference=f"charge:{charge_id}",
+            description=description,
+            transaction_date=transaction_date,
+            context=context,
+            source_id=charge_id,
+        )
+        wallet.reserved -= amount
+        _save_money(wallet)
+        _hold_add(wallet_id=wallet.id, context=context, delta=-amount)
+        Reservation.objects.create(
+            wallet=wallet,
+            context=context,
+            kind=Reservation.Kind.CAPTURE,
+            amount=amount,
+            source_id=charge_id,
+            ledger_entry=entry,
+        )
+        return entry
+
+
+def allowance_release_apply(
+    *, release_id: uuid.UUID, wallet_id: uuid.UUID, context: str, amount: int
+) -> Reservation | None:
+    """A context gave allowance back: reserved and the hold shrink. Applied once (I5)."""
+    with transaction.atomic():
+        wallet = wallet_lock(wallet_id)
+        if _already_applied(Reservation.Kind.RELEASE, release_id):
+            return None
+        wallet.reserved -= amount
+        _save_money(wallet)
+        _hold_add(wallet_id=wallet.id, context=context, delta=-amount)
+        return Reservation.objects.create(
+            wallet=wallet,
+            context=context,
+            kind=Reservation.Kind.RELEASE,
+            amount=amount,
+            source_id=release_id,
+        )
+
+
+# --- Top-ups -----------------------------------------------------------------------------
+
+
+def top_up_create(*, wallet_id: uuid.UUID, owner_id: int, amount: int, reference: str | None = None) -> TopUp:
+    """Start a top-up through the configured payment provider. The sandbox provider
+    succeeds at once and the wallet is credited before this returns. The same
+    ``reference`` on the same wallet is the same top-up: returned, not credited again."""
+    if type(amount) is not int or amount <= 0 or amount > settings.IAAS_MAX_TOP_UP:
+        raise ValueError(f"a top-up is 1 to {settings.IAAS_MAX_TOP_UP} minor units")
+    provider = payment_provider()
+    reference = reference or f"top-up:{uuid.uuid4()}"
+    with transaction.atomic():
+        try:
+            wallet = Wallet.objects.get(pk=wallet_id, owner_id=owner_id)
+        except Wallet.DoesNotExist:
+            raise WalletNotFound() from None
+        if wallet.status != Wallet.Status.ACTIVE:
+            raise WalletNotActive()
+        existing = TopUp.objects.filter(wallet=wallet, reference=reference).first()
+        if existing is not None:
+            return existing
+        top_up = TopUp.objects.create(
+            wallet=wallet,
+            amount=amount,
+            currency=wallet.currency,
+            reference=reference,
+            provider=provider.name,
+        )
+        outcome = provider.start(top_up_id=top_up.id, amount=amount, currency=wallet.currency)
+        top_up.provider_reference = outcome.provider_reference
+        top_up.save(update_fields=["provider_reference"])
+        if outcome.succeeded:
+            return top_up_confirm(top_up_id=top_up.id)
+        return top_up
+
+
+def top_up_confirm(*, top_up_id: uuid.UUID) -> TopUp:
+    """The provider says the money arrived: credit the wallet, once."""
+    with transaction.atomic():
+        wallet_id = TopUp.objects.values_list("wallet_id", flat=True).get(pk=top_up_id)
+        wallet = wallet_lock(wallet_id)
+        top_up = TopUp.objects.select_for_update(no_key=True).get(pk=top_up_id)
+        if top_up.status == TopUp.Status.SUCCEEDED:
+            return top_up
+        if top_up.status == TopUp.Status.FAILED:
+            raise InvalidState("A failed top-up cannot be confirmed.")
+        entry = _book(
+            wallet,
+            kind=LedgerEntry.Kind.TOP_UP,
+            amount=top_up.amount,
+            reference=f"top-up:{top_up.id}",
+            description=f"Top-up via {top_up.provider}",
+            transaction_date=top_up.created_at,
+            source_id=top_up.id,
+        )
+        _save_money(wallet)
+        top_up.status = TopUp.Status.SUCCEEDED
+        top_up.completed_at = timezone.now()
+        top_up.ledger_entry = entry
+        top_up.save(update_fields=["status", "completed_at", "ledger_entry"])
+        bus.publish(
+            WalletToppedUp(
+                top_up_id=top_up.id,
+                wallet_id=wallet.id,
+                amount=top_up.amount,
+                currency=top_up.currency,
+            )
+        )
+        return top_up
+
+
+def top_up_fail(*, top_up_id: uuid.UUID) -> TopUp:
+    with transaction.atomic():
+        top_up = TopUp.objects.select_for_update(no_key=True).get(pk=top_up_id)
+        if top_up.status == TopUp.Status.SUCCEEDED:
+            raise InvalidState("A succeeded top-up cannot fail; refund it instead.")
+        top_up.status = TopUp.Status.FAILED
+        top_up.completed_at = timezone.now()
+        top_up.save(update_fields=["status", "completed_at"])
+        return top_up
+
+
+# --- Operator adjustments -----------------------------------------------------------------
+
+
+def wallet_adjust(*, wallet_id: uuid.UUID, amount: int, reason: str, operator_id: int) -> Adjustment:
+    """An operator's credit (amount > 0) or debit (amount < 0), with a required reason.
+    A debit takes unreserved money only: it never eats into what the services hold."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise AdjustmentRefused("An adjustment needs a reason.")
+    if type(amount) is not int or amount == 0:
+        raise AdjustmentRefused("An adjustment is a non-zero whole number of minor units.")
+    with transaction.atomic():
+        wallet = wallet_lock(wallet_id)
+        if amount < 0 and -amount > wallet.available:
+            raise AdjustmentRefused(
+                f"A debit of {wallet.money(-amount)} exceeds the available "
+                f"{wallet.money(wallet.available)} (balance {wallet.money(wallet.balance)}, "
+                f"reserved {wallet.money(wallet.reserved)})."
+            )
+        adjustment_id = uuid.uuid4()
+        entry = _book(
+            wallet,
+            kind=LedgerEntry.Kind.ADJUSTMENT,
+            amount=amount,
+            reference=f"adjustment:{adjustment_id}",
+            description=f"Adjustment: {reason}",
+            source_id=adjustment_id,
+            created_by_id=operator_id,
+        )
+        _save_money(wallet)
+        if amount < 0:
+            _publish_release_request(wallet, requested_by="billing")
+        return Adjustment.objects.create(
+            id=adjustment_id,
+            wallet=wallet,
+            amount=amount,
+            reason=reason,
+            created_by_id=operator_id,
+            ledger_entry=entry,
+        )

@@ -1,0 +1,1 @@
+"""Cloud: the server catalog, servers, and Cloud's allowance and charges."""

@@ -1,0 +1,195 @@
+"""The in-process event bus with a transactional outbox.
+
+``publish()`` writes one outbox row per subscribed handler in the caller's
+transaction, so an event exists exactly when the change that caused it committed.
+Delivery claims a row with ``SELECT ... FOR UPDATE SKIP LOCKED``, runs the handler in
+a savepoint, and marks the row in the same transaction: a crash anywhere leaves the
+row pending for ``deliver_events`` to finish. Handlers are idempotent (I5).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import traceback
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .events import Event, event_from_payload
+from .models import OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Event], None]
+
+_handlers: dict[str, dict[str, Handler]] = defaultdict(dict)  # event type -> name -> handler
+_handlers_by_name: dict[str, Handler] = {}
+
+
+class PublishOutsideTransaction(RuntimeError):
+    """publish() was called in autocommit mode: the event could outlive a rolled-back change."""
+
+
+def handler_name(handler: Handler) -> str:
+    return f"{handler.__module__}.{handler.__qualname__}"
+
+
+def subscribe(event_type: type[Event], handler: Handler) -> None:
+    """Register a handler (from a context's ``AppConfig.ready()``). Idempotent."""
+    name = handler_name(handler)
+    _handlers[event_type.type_name()][name] = handler
+    _handlers_by_name[name] = handler
+
+
+def subscribers(event_type: type[Event]) -> list[str]:
+    return sorted(_handlers[event_type.type_name()])
+
+
+def publish(*events: Event) -> list[OutboxMessage]:
+    """Write the events to the outbox in the current transaction."""
+    if not connection.in_atomic_block:
+        raise PublishOutsideTransaction("publish() must run inside transaction.atomic()")
+    rows = [
+        OutboxMessage(
+            event_id=event.event_id,
+            event_type=event.type_name(),
+            handler=name,
+            payload=event.to_payload(),
+            wallet_id=getattr(event, "wallet_id", None),
+            created_at=event.occurred_at,
+            available_at=event.occurred_at,
+        )
+        for event in events
+        for name in _handlers[event.type_name()]
+    ]
+    if not rows:
+        return []
+    created = OutboxMessage.objects.bulk_create(rows)
+    if settings.IAAS_DELIVER_ON_COMMIT:
+        ids = [row.pk for row in created]
+        transaction.on_commit(partial(deliver_messages, ids), robust=True)
+    return created
+
+
+# --- Delivery --------------------------------------------------------------------------
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    failed: int = 0
+
+    def __add__(self, other: DeliveryReport) -> DeliveryReport:
+        return DeliveryReport(self.delivered + other.delivered, self.failed + other.failed)
+
+
+def retry_delay(attempts: int) -> dt.timedelta:
+    """Exponential backoff, 2 s, 4 s, ... capped at five minutes."""
+    return dt.timedelta(seconds=min(2**attempts, 300))
+
+
+def _pending_due():
+    return OutboxMessage.objects.select_for_update(skip_locked=True).filter(
+        status=OutboxMessage.Status.PENDING, available_at__lte=timezone.now()
+    )
+
+
+def _run(message: OutboxMessage) -> bool:
+    """Run the row's handler in a savepoint and record the outcome on the row."""
+    handler = _handlers_by_name.get(message.handler)
+    message.attempts += 1
+    try:
+        if handler is None:
+            raise LookupError(f"no handler registered under {message.handler!r}")
+        event = event_from_payload(message.event_type, message.payload)
+        with transaction.atomic():
+            handler(event)
+    except Exception as error:
+        logger.warning("delivery of outbox row %s failed: %r", message.pk, error)
+        message.last_error = "".join(traceback.format_exception_only(error)).strip()[:4000]
+        if message.attempts >= settings.IAAS_OUTBOX_MAX_ATTEMPTS:
+            message.status = OutboxMessage.Status.FAILED
+        message.available_at = timezone.now() + retry_delay(message.attempts)
+        message.save(update_fields=["attempts", "last_error", "status", "available_at"])
+        return False
+    message.status = OutboxMessage.Status.DONE
+    message.delivered_at = timezone.now()
+    message.save(update_fields=["attempts", "status", "delivered_at"])
+    return True
+
+
+def deliver_message(message_id: int) -> bool | None:
+    """Deliver one row if it is pending, due and not being delivered elsewhere.
+    Returns True (delivered), False (handler failed) or None (nothing to do)."""
+    with transaction.atomic():
+        message = _pending_due().filter(pk=message_id).first()
+        if message is None:
+            return None
+        return _run(message)
+
+
+def deliver_messages(message_ids: Iterable[int]) -> DeliveryReport:
+    report = DeliveryReport()
+    for message_id in message_ids:
+        try:
+            outcome = deliver_message(message_id)
+        except Exception:  # the database itself failed: deliver_events will retry
+            logger.exception("could not deliver outbox row %s", message_id)
+            continue
+        if outcome is True:
+            report.delivered += 1
+        elif outcome is False:
+            report.failed += 1
+    return report
+
+
+def deliver_next() -> bool | None:
+    with transaction.atomic():
+        message = _pending_due().order_by("available_at", "id").first()
+        if message is None:
+            return None
+        return _run(message)
+
+
+def deliver_pending(*, limit: int | None = None) -> DeliveryReport:
+    """Deliver due pending rows, one transaction each, until none is left (or ``limit``)."""
+    report = DeliveryReport()
+    while limit is None or report.delivered + report.failed < limit:
+        outcome = deliver_next()
+        if outcome is None:
+            break
+        if outcome:
+            report.delivered += 1
+        else:
+            report.failed += 1
+    return report
+
+
+def retry_failed(message_ids: Iterable[int] | None = None) -> int:
+    """Put failed (or backing-off) rows back in line for delivery now."""
+    rows = OutboxMessage.objects.exclude(status=OutboxMessage.Status.DONE)
+    if message_ids is not None:
+        rows = rows.filter(pk__in=list(message_ids))
+    return rows.update(status=OutboxMessage.Status.PENDING, available_at=timezone.now())
+
+
+def pending_count() -> int:
+    return OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).count()
+
+
+def undelivered_amounts(event_types: Iterable[type[Event]]) -> dict[tuple[str, str, str], int]:
+    """Sum of ``amount`` over events not yet delivered, by (event type, wallet id, context):
+    what Billing has still to apply. Used by reconciliation (I4)."""
+    totals: dict[tuple[str, str, str], int] = defaultdict(int)
+    rows = OutboxMessage.objects.exclude(status=OutboxMessage.Status.DONE).filter(
+        event_type__in=[t.type_name() for t in event_types]
+    )
+    for event_type, payload in rows.values_list("event_type", "payload").iterator():
+        totals[(event_type, payload["wallet_id"], payload["context"])] += payload["amount"]
+    return dict(totals)

@@ -1,0 +1,39 @@
+"""What an invariant check reports, as plain data."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+INVARIANTS = {
+    "I1": "wallet.balance equals the sum of its ledger entries",
+    "I2": "0 <= reserved <= balance on every wallet",
+    "I3": "wallet.reserved equals the sum of its holds",
+    "I4": (
+        "per wallet and context, Billing's grants and hold match the context's allowance, "
+        "charges and releases"
+    ),
+    "I5": "every charge settled once, every release applied once",
+    "I6": "the ledger is append-only (trigger in place)",
+    "I7": "invoice numbers unique and gapless per series",
+    "I8": "every settled charge on exactly one invoice line",
+    "I9": "ledger sequences contiguous and balance_after chained",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    invariant: str
+    wallet_id: uuid.UUID | None
+    expected: object
+    found: object
+    detail: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "invariant": self.invariant,
+            "wallet_id": str(self.wallet_id) if self.wallet_id else None,
+            "expected": self.expected,
+            "found": self.found,
+            "detail": self.detail,
+        }

@@ -1,0 +1,61 @@
+"""Deliver pending outbox rows to their handlers. Safe in several processes at once:
+each row is claimed with SELECT ... FOR UPDATE SKIP LOCKED."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from django.core.management.base import BaseCommand
+
+from iaas.contracts import bus
+
+
+class Command(BaseCommand):
+    help = "Deliver pending events from the outbox (once, or --loop as a worker)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--loop", action="store_true", help="keep delivering until SIGTERM/SIGINT")
+        parser.add_argument("--interval", type=float, default=1.0, help="seconds to sleep when idle (--loop)")
+        parser.add_argument("--limit", type=int, default=None, help="deliver at most this many rows per pass")
+        parser.add_argument("--retry-failed", action="store_true", help="put failed rows back in line first")
+        parser.add_argument("--json", action="store_true", dest="as_json", help="print a JSON summary")
+
+    def handle(self, *args, loop, interval, limit, retry_failed, as_json, **options):
+        if retry_failed:
+            requeued = bus.retry_failed()
+            self.stderr.write(f"requeued {requeued} rows")
+        stopping = {"now": False}
+
+        def stop(signum, frame):
+            stopping["now"] = True
+
+        if loop:
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+        total = bus.DeliveryReport()
+        while True:
+            report = bus.deliver_pending(limit=limit)
+            total = total + report
+            if not loop or stopping["now"]:
+                break
+            if report.delivered + report.failed == 0:
+                deadline = time.monotonic() + interval
+                while time.monotonic() < deadline and not stopping["now"]:
+                    time.sleep(min(0.1, interval))
+            if stopping["now"]:
+                break
+        pending = bus.pending_count()
+        self._print(total, pending, as_json=as_json)
+        if total.failed:
+            raise SystemExit(1)
+
+    def _print(self, report: bus.DeliveryReport, pending: int, *, as_json: bool) -> None:
+        if as_json:
+            summary = {"delivered": report.delivered, "failed": report.failed, "pending": pending}
+            self.stdout.write(json.dumps(summary, sort_keys=True))
+        else:
+            self.stdout.write(
+                f"delivered {report.delivered}, failed {report.failed}, still pending {pending}"
+            )

@@ -1,0 +1,46 @@
+"""The outbox: one row per published event and subscribed handler, written in the
+publisher's transaction, marked done in the handler's (Spring Modulith's event
+publication registry)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class OutboxMessage(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Delivered"
+        FAILED = "failed", "Failed (gave up retrying)"
+
+    event_id = models.UUIDField(db_index=True)
+    event_type = models.CharField(max_length=100)
+    handler = models.CharField(max_length=200)
+    payload = models.JSONField()
+    wallet_id = models.UUIDField(null=True, blank=True, db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    available_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "outbox message"
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["event_id", "handler"], name="outbox_one_row_per_handler"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["available_at", "id"],
+                condition=Q(status="pending"),
+                name="outbox_pending_due",
+            ),
+        ]
+        permissions = [("retry_outboxmessage", "Can retry event deliveries")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} -> {self.handler} ({self.status})"

@@ -1,0 +1,41 @@
+"""What each selling context (Cloud, Hosting) exposes to the rest: read-only totals
+for reconciliation (I4) and the release of idle allowance. Each context registers
+itself at start-up."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class AllowanceTotals:
+    """A context's side of I4 for one wallet: granted = allowance + charged + released."""
+
+    wallet_id: uuid.UUID
+    context: str
+    allowance: int
+    granted: int
+    charged: int
+    released: int
+
+
+class SellingContext(Protocol):
+    name: str
+
+    def allowance_totals(self) -> list[AllowanceTotals]: ...
+
+    def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int: ...
+
+
+_registry: dict[str, SellingContext] = {}
+
+
+def register(context: SellingContext) -> None:
+    _registry[context.name] = context
+
+
+def contexts() -> list[SellingContext]:
+    return [_registry[name] for name in sorted(_registry)]

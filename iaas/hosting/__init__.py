@@ -1,0 +1,1 @@
+"""Hosting: the hosting catalog, subscriptions, and Hosting's allowance and charges."""

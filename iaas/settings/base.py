@@ -1,0 +1,196 @@
+"""Settings shared by every environment. Values that differ come from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = BASE_DIR / "var"  # git-ignored: the embedded SQLite database, static files
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-never-use-in-production"  # noqa: S105
+SECRET_KEY = os.environ.get("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    # The contexts. contracts first: it owns the outbox every context publishes into.
+    "iaas.contracts",
+    "iaas.billing",
+    "iaas.cloud",
+    "iaas.hosting",
+    "iaas.api",
+    "iaas.operations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "iaas.urls"
+WSGI_APPLICATION = "iaas.wsgi.application"
+ASGI_APPLICATION = "iaas.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "iaas" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- Database -----------------------------------------------------------------------
+# PostgreSQL (psycopg 3) from DATABASE_URL is the production database. Without it the
+# app runs on an embedded SQLite file. select_for_update is a no-op on SQLite, so there
+# every transaction starts IMMEDIATE (takes the write lock up front) and waits for a
+# busy lock instead of failing: writers are serialised, which keeps the money correct.
+LOCK_TIMEOUT_MS = int(os.environ.get("IAAS_LOCK_TIMEOUT_MS", "3000"))
+STATEMENT_TIMEOUT_MS = int(os.environ.get("IAAS_STATEMENT_TIMEOUT_MS", "30000"))
+
+
+def database_from_environment() -> dict:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        VAR_DIR.mkdir(exist_ok=True)
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("IAAS_SQLITE_PATH") or VAR_DIR / "db.sqlite3",
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    config = dj_database_url.parse(url, conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")))
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        # A lock we cannot get soon is retried by the caller, then answered with a 503:
+        # never an unbounded wait. Statement timeout bounds a runaway query.
+        config.setdefault("OPTIONS", {})["options"] = (
+            f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        )
+        config["CONN_HEALTH_CHECKS"] = True
+        config["TEST"] = {"NAME": os.environ.get("IAAS_TEST_DATABASE_NAME") or None}
+    return config
+
+
+DATABASES = {"default": database_from_environment()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+
+# Request bodies: the API takes small JSON documents; anything larger is refused.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("IAAS_MAX_BODY_BYTES", str(64 * 1024)))
+
+
+# --- The billing domain ---------------------------------------------------------------
+# Currencies a wallet may hold (upper-case ISO 4217).
+IAAS_SUPPORTED_CURRENCIES = env_list("IAAS_SUPPORTED_CURRENCIES", ["EUR", "USD", "GBP"])
+# Largest single top-up in minor units (1,000,000.00): far above any real prepayment,
+# far below the bigint limit, so no sum of top-ups can come near an overflow.
+IAAS_MAX_TOP_UP = int(os.environ.get("IAAS_MAX_TOP_UP", "100000000"))
+# The payment provider for top-ups. The sandbox succeeds at once; "manual" leaves the
+# top-up pending until an operator (or a provider webhook) confirms it.
+IAAS_PAYMENT_PROVIDER = os.environ.get(
+    "IAAS_PAYMENT_PROVIDER", "iaas.billing.payments.SandboxPaymentProvider"
+)
+# Reserve-ahead chunk per selling context, in minor units. 0: reserve exactly the
+# shortfall, so a customer can always spend the whole balance in any mix of contexts.
+IAAS_RESERVE_AHEAD = {
+    "cloud": int(os.environ.get("IAAS_RESERVE_AHEAD_CLOUD", "0")),
+    "hosting": int(os.environ.get("IAAS_RESERVE_AHEAD_HOSTING", "0")),
+}
+# Deliver outbox rows right after commit, in the same process (a latency shortcut; the
+# deliver_events command is what guarantees delivery).
+IAAS_DELIVER_ON_COMMIT = env_bool("IAAS_DELIVER_ON_COMMIT", True)
+# Delivery retries: after this many failed attempts a row is marked failed and waits
+# for an operator (the admin's retry action) or `deliver_events --retry-failed`.
+IAAS_OUTBOX_MAX_ATTEMPTS = int(os.environ.get("IAAS_OUTBOX_MAX_ATTEMPTS", "10"))
+# Transactions that hit a deadlock or lock timeout are retried this many times in all.
+IAAS_TRANSACTION_ATTEMPTS = int(os.environ.get("IAAS_TRANSACTION_ATTEMPTS", "4"))
+
+
+# --- REST framework and the schema ----------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_RATES": {
+        "register": os.environ.get("IAAS_THROTTLE_REGISTER", "30/minute"),
+        "token": os.environ.get("IAAS_THROTTLE_TOKEN", "30/minute"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "IaaS billing core API",
+    "DESCRIPTION": (
+        "Prepaid wallets, cloud servers and web hosting. Money is integer minor units "
+        "plus an ISO 4217 currency."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,223 @@
+"""The purchase protocol of a selling context, written once for Cloud and Hosting.
+
+Spend: lock the context's allowance row for the wallet (creating it on first use from
+Billing's wallet view), check the owner and currency, reserve the shortfall from
+Billing when the allowance is too small, deduct, record the charge and publish
+ChargeRecorded: all in the caller's transaction. Release: give idle allowance back
+and publish AllowanceReleased in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from iaas.contracts import billing, bus
+from iaas.contracts.errors import CurrencyMismatch, WalletNotFound
+from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ReleaseRequested
+from iaas.contracts.selling import AllowanceTotals
+from iaas.contracts.types import Money
+
+from .models import AbstractAllowance, AbstractCharge, AbstractRelease
+
+
+@dataclass(frozen=True)
+class Spender:
+    context: str
+    allowance_model: type[AbstractAllowance]
+    charge_model: type[AbstractCharge]
+    release_model: type[AbstractRelease]
+
+    # --- locks -------------------------------------------------------------------------
+
+    def allowance_lock(self, *, wallet_id: uuid.UUID, owner_id: int) -> AbstractAllowance:
+        """Lock this context's allowance row for the wallet, creating it first when the
+        wallet is new here (INSERT ... ON CONFLICT DO NOTHING, then lock)."""
+        rows = self.allowance_model.objects.select_for_update(no_key=True)
+        allowance = rows.filter(pk=wallet_id).first()
+        if allowance is None:
+            wallet = billing.wallet_view(wallet_id=wallet_id, owner_id=owner_id)
+            self.allowance_model.objects.bulk_create(
+                [
+                    self.allowance_model(
+                        wallet_id=wallet.id, owner_id=wallet.owner_id, currency=wallet.currency
+                    )
+                ],
+                ignore_conflicts=True,
+            )
+            allowance = rows.get(pk=wallet_id)
+        return allowance
+
+    # --- spend -------------------------------------------------------------------------
+
+    def reserve_ahead(self) -> int:
+        return settings.IAAS_RESERVE_AHEAD.get(self.context, 0)
+
+    def spend(
+        self,
+        *,
+        wallet_id: uuid.UUID,
+        owner_id: int,
+        price: Money,
+        description: str,
+        subject_id: uuid.UUID,
+        period_start: dt.datetime,
+        period_end: dt.datetime,
+        transaction_date: dt.datetime | None = None,
+        reserve_ahead: int | None = None,
+    ) -> AbstractCharge:
+        """Pay ``price`` out of this context's allowance, reserving the shortfall from
+        Billing. Must run inside the purchase's transaction: on any refusal the caller's
+        rows roll back with it. Raises WalletNotFound, CurrencyMismatch, InsufficientFunds."""
+        if not transaction.get_connection().in_atomic_block:
+            raise RuntimeError("spend() must run inside the purchase's transaction")
+        if price.amount <= 0:
+            raise ValueError("a price is a positive amount")
+        allowance = self.allowance_lock(wallet_id=wallet_id, owner_id=owner_id)
+        # Money held for Alice's wallet is never spent by Mallory naming it, and a USD
+        # allowance never pays an EUR price: checked on every spend, reserve or not.
+        if allowance.owner_id != owner_id:
+            raise WalletNotFound()
+        if allowance.currency != price.currency:
+            raise CurrencyMismatch(
+                f"The price is in {price.currency}, the wallet holds {allowance.currency}."
+            )
+        shortfall = price.amount - allowance.amount
+        if shortfall > 0:
+            chunk = self.reserve_ahead() if reserve_ahead is None else reserve_ahead
+            grant = billing.reserve(
+                wallet_id=wallet_id,
+                owner_id=owner_id,
+                context=self.context,
+                currency=price.currency,
+                amount=max(shortfall, chunk),
+                minimum=shortfall,
+            )
+            allowance.amount += grant.amount
+            allowance.granted_total += grant.amount
+        now = timezone.now()
+        allowance.amount -= price.amount
+        allowance.charged_total += price.amount
+        allowance.last_used_at = now
+        allowance.save(update_fields=["amount", "granted_total", "charged_total", "last_used_at"])
+        charge = self.charge_model.objects.create(
+            wallet_id=wallet_id,
+            owner_id=owner_id,
+            amount=price.amount,
+            currency=price.currency,
+            description=description[:255],
+            subject_id=subject_id,
+            period_start=period_start,
+            period_end=period_end,
+            transaction_date=transaction_date or now,
+        )
+        bus.publish(
+            ChargeRecorded(
+                charge_id=charge.id,
+                wallet_id=wallet_id,
+                context=self.context,
+                amount=charge.amount,
+                currency=charge.currency,
+                transaction_date=charge.transaction_date,
+                description=charge.description,
+            )
+        )
+        return charge
+
+    # --- release -----------------------------------------------------------------------
+
+    def release(
+        self, *, wallet_id: uuid.UUID, reason: str, amount: int | None = None
+    ) -> AbstractRelease | None:
+        """Give back ``amount`` (all of it when None) of the allowance for the wallet.
+        The context decides; Billing is told by AllowanceReleased."""
+        with transaction.atomic():
+            allowance = (
+                self.allowance_model.objects.select_for_update(no_key=True).filter(pk=wallet_id).first()
+            )
+            if allowance is None or allowance.amount == 0:
+                return None
+            give_back = allowance.amount if amount is None else min(amount, allowance.amount)
+            if give_back <= 0:
+                return None
+            allowance.amount -= give_back
+            allowance.released_total += give_back
+            allowance.save(update_fields=["amount", "released_total"])
+            release = self.release_model.objects.create(
+                wallet_id=wallet_id,
+                amount=give_back,
+                currency=allowance.currency,
+                reason=reason[:100],
+            )
+            bus.publish(
+                AllowanceReleased(
+                    release_id=release.id,
+                    wallet_id=wallet_id,
+                    context=self.context,
+                    amount=give_back,
+                    currency=allowance.currency,
+                    reason=release.reason,
+                )
+            )
+            return release
+
+    def release_on_request(self, event: ReleaseRequested) -> AbstractRelease | None:
+        """Billing needs money this context holds idle: give it back. The context stays
+        the source of truth; a purchase holding the allowance lock finishes first."""
+        if event.requested_by == self.context:
+            return None
+        return self.release(wallet_id=event.wallet_id, reason="requested by billing")
+
+    def release_idle(self, *, idle_for: dt.timedelta) -> int:
+        """Release every allowance unused for ``idle_for``: one wallet per transaction."""
+        cutoff = timezone.now() - idle_for
+        wallet_ids = self.allowance_model.objects.filter(amount__gt=0, last_used_at__lt=cutoff).values_list(
+            "wallet_id", flat=True
+        )
+        released = 0
+        for wallet_id in list(wallet_ids):
+            with transaction.atomic():
+                allowance = (
+                    self.allowance_model.objects.select_for_update(no_key=True, skip_locked=True)
+                    .filter(pk=wallet_id, amount__gt=0, last_used_at__lt=cutoff)
+                    .first()
+                )
+                if allowance is not None and self.release(wallet_id=wallet_id, reason="idle"):
+                    released += 1
+        return released
+
+    # --- reads -------------------------------------------------------------------------
+
+    def allowance_totals(self) -> list[AllowanceTotals]:
+        return [
+            AllowanceTotals(
+                wallet_id=row["wallet_id"],
+                context=self.context,
+                allowance=row["amount"],
+                granted=row["granted_total"],
+                charged=row["charged_total"],
+                released=row["released_total"],
+            )
+            for row in self.allowance_model.objects.values(
+                "wallet_id", "amount", "granted_total", "charged_total", "released_total"
+            ).order_by("wallet_id")
+        ]
+
+
+class SellingContextAdapter:
+    """A context's implementation of ``iaas.contracts.selling.SellingContext``."""
+
+    def __init__(self, spender: Spender) -> None:
+        self.spender = spender
+        self.name = spender.context
+
+    def allowance_totals(self) -> list[AllowanceTotals]:
+        return self.spender.allowance_totals()
+
+    def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int:
+        return self.spender.release_idle(idle_for=idle_for)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The first README command: set up and serve the app on http://127.0.0.1:8000.
+# Embedded SQLite under var/ unless DATABASE_URL is set. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/bootstrap.sh runtime
+export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-iaas.settings.development}
+.venv/bin/python manage.py migrate --no-input
+.venv/bin/python manage.py seed_demo
+exec .venv/bin/python manage.py runserver "${ADDRESS:-127.0.0.1:8000}"
