@@ -1,1 +1,56 @@
 """Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from django.apps import apps
+
+from iaas.contracts import bus
+from iaas.operations.reconciliation import reconcile
+from tests.factories import UserFactory, funded_wallet
+
+
+def install_catalogs() -> None:
+    """The catalogs come from data migrations, which a transactional test's flush
+    erases: install them again (idempotent)."""
+    for module in ("iaas.cloud.migrations.0002_catalog", "iaas.hosting.migrations.0002_catalog"):
+        importlib.import_module(module).install(apps, None)
+
+
+@pytest.fixture
+def catalog(db):
+    install_catalogs()
+
+
+@pytest.fixture
+def customer(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def other_customer(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def wallet(customer):
+    """The customer's EUR wallet with 100.00 EUR."""
+    return funded_wallet(customer, amount=10_000)
+
+
+@pytest.fixture
+def deliver():
+    """Deliver every pending event now (what deliver_events does)."""
+    return bus.deliver_pending
+
+
+@pytest.fixture
+def assert_invariants():
+    def check():
+        report = reconcile()
+        assert report.ok, report.as_dict()
+        return report
+
+    return check
