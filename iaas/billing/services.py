@@ -282,13 +282,18 @@ def top_up_create(*, wallet_id: uuid.UUID, owner_id: int, amount: int, reference
         existing = TopUp.objects.filter(wallet=wallet, reference=reference).first()
         if existing is not None:
             return existing
-        top_up = TopUp.objects.create(
-            wallet=wallet,
-            amount=amount,
-            currency=wallet.currency,
-            reference=reference,
-            provider=provider.name,
-        )
+        try:
+            with transaction.atomic():
+                top_up = TopUp.objects.create(
+                    wallet=wallet,
+                    amount=amount,
+                    currency=wallet.currency,
+                    reference=reference,
+                    provider=provider.name,
+                )
+        except IntegrityError:
+            # The same reference committed by a concurrent request: that is this top-up.
+            return TopUp.objects.get(wallet=wallet, reference=reference)
         outcome = provider.start(top_up_id=top_up.id, amount=amount, currency=wallet.currency)
         top_up.provider_reference = outcome.provider_reference
         top_up.save(update_fields=["provider_reference"])
