@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import transaction
 from django.test import override_settings
 from hypothesis import HealthCheck, settings
@@ -44,8 +43,12 @@ class BillingMachine(RuleBasedStateMachine):
         self.example = transaction.atomic()
         self.example.__enter__()
 
-    @initialize()
-    def open_wallet(self):
+    @initialize(
+        opening=st.integers(min_value=0, max_value=5_000),
+        cloud_chunk=st.sampled_from([0, 50, 1_000]),
+        hosting_chunk=st.sampled_from([0, 500, 2_000]),
+    )
+    def open_wallet(self, opening, cloud_chunk, hosting_chunk):
         install_catalogs()
         self.customer = UserFactory()
         self.wallet = billing.wallet_create(owner_id=self.customer.id, currency="EUR")
@@ -53,7 +56,9 @@ class BillingMachine(RuleBasedStateMachine):
         self.sold = 0  # sum of prices of purchases that went through
         self.flaky = False
         self.real_settle = bus._handlers_by_name[SETTLE_HANDLER]
-        self.reserve_ahead = dict(django_settings.IAAS_RESERVE_AHEAD)
+        self.reserve_ahead = {"cloud": cloud_chunk, "hosting": hosting_chunk}
+        if opening:
+            self.top_up(opening)
 
     def teardown(self):
         if hasattr(self, "real_settle"):
