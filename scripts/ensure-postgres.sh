@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints a DATABASE_URL for a PostgreSQL the test suite can use:
 #   1. $DATABASE_URL when set;
-#   2. the server on 127.0.0.1:5432 (user postgres) when one answers;
+#   2. the server on 127.0.0.1:5432 (user postgres) when one answers
+#      (IAAS_SHARED_PG_PORT changes the port);
 #   3. otherwise a private throwaway server started from the installed binaries
 #      (initdb + pg_ctl in var/pg-test), stopped by `scripts/ensure-postgres.sh --stop`.
 # Fails, naming the package to install, when there are no PostgreSQL binaries.
@@ -20,9 +21,12 @@ find_bin() {
   return 1
 }
 
+runas=()
+[ "$(id -u)" = 0 ] && runas=(runuser -u postgres --)  # PostgreSQL refuses to run as root
+
 if [ "${1:-}" = "--stop" ]; then
   if [ -f "$private_dir/data/postmaster.pid" ]; then
-    "$(find_bin pg_ctl)" -D "$private_dir/data" -m fast stop >/dev/null
+    "${runas[@]}" "$(find_bin pg_ctl)" -D "$private_dir/data" -m fast stop >/dev/null
   fi
   exit 0
 fi
@@ -40,8 +44,9 @@ answers() { # host port
   fi
 }
 
-if answers 127.0.0.1 5432; then
-  echo "postgres://postgres@127.0.0.1:5432/iaas"
+shared_port=${IAAS_SHARED_PG_PORT:-5432}
+if answers 127.0.0.1 "$shared_port"; then
+  echo "postgres://postgres@127.0.0.1:$shared_port/iaas"
   exit 0
 fi
 
@@ -53,17 +58,12 @@ initdb=$(find_bin initdb) || {
 pg_ctl=$(dirname "$initdb")/pg_ctl
 mkdir -p "$private_dir"
 if [ ! -f "$private_dir/data/PG_VERSION" ]; then
-  echo "==> starting a private PostgreSQL in $private_dir" >&2
-  runas=()
-  if [ "$(id -u)" = 0 ]; then   # initdb refuses to run as root
-    chown -R postgres "$private_dir" 2>/dev/null || true
-    runas=(runuser -u postgres --)
-  fi
+  echo "==> creating a private PostgreSQL in $private_dir" >&2
+  [ "$(id -u)" = 0 ] && chown -R postgres "$private_dir"
   "${runas[@]}" "$initdb" -D "$private_dir/data" -U postgres --auth=trust -E UTF8 >/dev/null
 fi
 if ! answers 127.0.0.1 "$private_port"; then
-  runas=()
-  [ "$(id -u)" = 0 ] && runas=(runuser -u postgres --)
+  echo "==> starting the private PostgreSQL on port $private_port" >&2
   "${runas[@]}" "$pg_ctl" -D "$private_dir/data" -l "$private_dir/server.log" -w \
     -o "-p $private_port -k $private_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
 fi
