@@ -12,8 +12,8 @@ class BillingConfig(AppConfig):
         from iaas.contracts.events import AllowanceReleased, ChargeRecorded
 
         from .contract import BillingContractImpl
-        from .handlers import apply_release, settle_charge
+        from .handlers import apply_release, settle_charge, settle_charges
 
         billing.bind(BillingContractImpl())
-        bus.subscribe(ChargeRecorded, settle_charge)
+        bus.subscribe(ChargeRecorded, settle_charge, batch=settle_charges)
         bus.subscribe(AllowanceReleased, apply_release)

@@ -7,16 +7,27 @@ from iaas.contracts.events import AllowanceReleased, ChargeRecorded
 from . import services
 
 
-def settle_charge(event: ChargeRecorded) -> None:
-    services.charge_settle(
+def _charge(event: ChargeRecorded) -> services.ChargeToSettle:
+    return services.ChargeToSettle(
         charge_id=event.charge_id,
-        wallet_id=event.wallet_id,
         context=event.context,
         amount=event.amount,
         currency=event.currency,
         transaction_date=event.transaction_date,
         description=event.description,
     )
+
+
+def settle_charge(event: ChargeRecorded) -> None:
+    services.charges_settle(wallet_id=event.wallet_id, charges=[_charge(event)])
+
+
+def settle_charges(events: list[ChargeRecorded]) -> None:
+    """Batch form for the delivery worker: one wallet's pending charges, one transaction."""
+    wallet_ids = {event.wallet_id for event in events}
+    if len(wallet_ids) != 1:
+        raise ValueError("a settlement batch is one wallet's charges")
+    services.charges_settle(wallet_id=wallet_ids.pop(), charges=[_charge(e) for e in events])
 
 
 def apply_release(event: AllowanceReleased) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import defaultdict
+from dataclasses import dataclass
 from functools import partial
 
 from django.conf import settings
@@ -44,7 +46,15 @@ def _save_money(wallet: Wallet) -> None:
     wallet.save(update_fields=["balance", "reserved", "ledger_sequence", "updated_at"])
 
 
-def _book(
+def _book(wallet: Wallet, **fields) -> LedgerEntry:
+    """Append a ledger entry (fields as ``_next_entry``) and move the balance, on a
+    wallet the caller has locked (I1, I9)."""
+    entry = _next_entry(wallet, **fields)
+    entry.save(force_insert=True)
+    return entry
+
+
+def _next_entry(
     wallet: Wallet,
     *,
     kind: str,
@@ -56,11 +66,12 @@ def _book(
     source_id: uuid.UUID | None = None,
     created_by_id: int | None = None,
 ) -> LedgerEntry:
-    """Append a ledger entry and move the balance, on a wallet the caller has locked (I1, I9)."""
+    """The wallet's next ledger entry, not yet saved: the sequence and balance_after are
+    assigned here, under the caller's wallet lock (I9)."""
     wallet.ledger_sequence += 1
     wallet.balance += amount
     now = timezone.now()
-    return LedgerEntry.objects.create(
+    return LedgerEntry(
         wallet=wallet,
         sequence=wallet.ledger_sequence,
         kind=kind,
@@ -168,16 +179,19 @@ def _refusal(wallet: Wallet, context: str) -> InsufficientFunds:
     """The refusal. When other contexts hold funds for the wallet, it carries a release
     request to publish once the refused purchase has rolled back (publishing it here
     would roll back with the purchase)."""
-    others_hold = Hold.objects.filter(wallet=wallet, amount__gt=0).exclude(context=context).exists()
+    others_hold = _others_hold_funds(wallet, context)
     error = InsufficientFunds(release_requested=others_hold)
     if others_hold:
         error.after_rollback.append(partial(release_request, wallet_id=wallet.id, requested_by=context))
     return error
 
 
+def _others_hold_funds(wallet: Wallet, context: str) -> bool:
+    return Hold.objects.filter(wallet=wallet, amount__gt=0).exclude(context=context).exists()
+
+
 def _publish_release_request(wallet: Wallet, *, requested_by: str) -> bool:
-    holders = Hold.objects.filter(wallet=wallet, amount__gt=0).exclude(context=requested_by)
-    if not holders.exists():
+    if not _others_hold_funds(wallet, requested_by):
         return False
     bus.publish(ReleaseRequested(wallet_id=wallet.id, requested_by=requested_by))
     return True
@@ -199,6 +213,71 @@ def _already_applied(kind: str, source_id: uuid.UUID) -> bool:
     return Reservation.objects.filter(kind=kind, source_id=source_id).exists()
 
 
+@dataclass(frozen=True)
+class ChargeToSettle:
+    charge_id: uuid.UUID
+    context: str
+    amount: int
+    currency: str
+    transaction_date: dt.datetime
+    description: str
+
+
+def charges_settle(*, wallet_id: uuid.UUID, charges: list[ChargeToSettle]) -> list[LedgerEntry]:
+    """Book contexts' charges on one wallet in one transaction: balance and reserved
+    drop, each context's hold shrinks, one charge entry per charge. Keyed by the charge
+    id: a charge already settled (or twice in the batch) is skipped (I5). One wallet
+    lock for the whole batch, so a busy wallet's settlements do not queue on its row."""
+    with transaction.atomic():
+        wallet = wallet_lock(wallet_id)
+        settled = set(
+            Reservation.objects.filter(
+                kind=Reservation.Kind.CAPTURE, source_id__in=[c.charge_id for c in charges]
+            ).values_list("source_id", flat=True)
+        )
+        entries, captures = [], []
+        per_context: dict[str, int] = defaultdict(int)
+        for charge in charges:
+            if charge.charge_id in settled:
+                continue
+            settled.add(charge.charge_id)
+            if charge.currency != wallet.currency:
+                raise CurrencyMismatch(
+                    f"charge {charge.charge_id} is in {charge.currency}, wallet in {wallet.currency}"
+                )
+            entry = _next_entry(
+                wallet,
+                kind=LedgerEntry.Kind.CHARGE,
+                amount=-charge.amount,
+                reference=f"charge:{charge.charge_id}",
+                description=charge.description,
+                transaction_date=charge.transaction_date,
+                context=charge.context,
+                source_id=charge.charge_id,
+            )
+            wallet.reserved -= charge.amount
+            per_context[charge.context] += charge.amount
+            entries.append(entry)
+            captures.append(
+                Reservation(
+                    wallet=wallet,
+                    context=charge.context,
+                    kind=Reservation.Kind.CAPTURE,
+                    amount=charge.amount,
+                    source_id=charge.charge_id,
+                    ledger_entry=entry,
+                )
+            )
+        if not entries:
+            return []
+        LedgerEntry.objects.bulk_create(entries)
+        _save_money(wallet)
+        for context, total in sorted(per_context.items()):
+            _hold_add(wallet_id=wallet.id, context=context, delta=-total)
+        Reservation.objects.bulk_create(captures)
+        return entries
+
+
 def charge_settle(
     *,
     charge_id: uuid.UUID,
@@ -209,36 +288,10 @@ def charge_settle(
     transaction_date: dt.datetime,
     description: str,
 ) -> LedgerEntry | None:
-    """Book a context's charge: balance and reserved drop, the hold shrinks, a charge
-    entry is appended. Keyed by the charge id: a second delivery does nothing (I5)."""
-    with transaction.atomic():
-        wallet = wallet_lock(wallet_id)
-        if _already_applied(Reservation.Kind.CAPTURE, charge_id):
-            return None
-        if currency != wallet.currency:
-            raise CurrencyMismatch(f"charge {charge_id} is in {currency}, wallet in {wallet.currency}")
-        entry = _book(
-            wallet,
-            kind=LedgerEntry.Kind.CHARGE,
-            amount=-amount,
-            reference=f"charge:{charge_id}",
-            description=description,
-            transaction_date=transaction_date,
-            context=context,
-            source_id=charge_id,
-        )
-        wallet.reserved -= amount
-        _save_money(wallet)
-        _hold_add(wallet_id=wallet.id, context=context, delta=-amount)
-        Reservation.objects.create(
-            wallet=wallet,
-            context=context,
-            kind=Reservation.Kind.CAPTURE,
-            amount=amount,
-            source_id=charge_id,
-            ledger_entry=entry,
-        )
-        return entry
+    """Book one context's charge (see charges_settle). None when already settled."""
+    charge = ChargeToSettle(charge_id, context, amount, currency, transaction_date, description)
+    entries = charges_settle(wallet_id=wallet_id, charges=[charge])
+    return entries[0] if entries else None
 
 
 def allowance_release_apply(

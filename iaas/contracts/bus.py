@@ -27,9 +27,11 @@ from .models import OutboxMessage
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Event], None]
+BatchHandler = Callable[[list[Event]], None]
 
 _handlers: dict[str, dict[str, Handler]] = defaultdict(dict)  # event type -> name -> handler
 _handlers_by_name: dict[str, Handler] = {}
+_batch_handlers_by_name: dict[str, BatchHandler] = {}
 
 
 class PublishOutsideTransaction(RuntimeError):
@@ -40,11 +42,17 @@ def handler_name(handler: Handler) -> str:
     return f"{handler.__module__}.{handler.__qualname__}"
 
 
-def subscribe(event_type: type[Event], handler: Handler) -> None:
-    """Register a handler (from a context's ``AppConfig.ready()``). Idempotent."""
+def subscribe(event_type: type[Event], handler: Handler, *, batch: BatchHandler | None = None) -> None:
+    """Register a handler (from a context's ``AppConfig.ready()``). Idempotent.
+
+    ``batch``, when given, handles several of the handler's pending events of one
+    wallet at once; the delivery worker uses it to apply a busy wallet's backlog in one
+    transaction. It must do exactly what calling ``handler`` on each would."""
     name = handler_name(handler)
     _handlers[event_type.type_name()][name] = handler
     _handlers_by_name[name] = handler
+    if batch is not None:
+        _batch_handlers_by_name[name] = batch
 
 
 def subscribers(event_type: type[Event]) -> list[str]:
@@ -149,25 +157,57 @@ def deliver_messages(message_ids: Iterable[int]) -> DeliveryReport:
     return report
 
 
-def deliver_next() -> bool | None:
+def _run_batch(messages: list[OutboxMessage]) -> DeliveryReport:
+    """Run a batch handler over one wallet's rows in one savepoint; if it fails, fall
+    back to the rows one by one, so one bad event never holds back the others."""
+    batch_handler = _batch_handlers_by_name[messages[0].handler]
+    try:
+        events = [event_from_payload(m.event_type, m.payload) for m in messages]
+        with transaction.atomic():
+            batch_handler(events)
+    except Exception as error:
+        logger.info("batch of %d rows failed (%r); delivering them one by one", len(messages), error)
+        outcomes = [_run(message) for message in messages]
+        return DeliveryReport(delivered=sum(outcomes), failed=len(outcomes) - sum(outcomes))
+    now = timezone.now()
+    for message in messages:
+        message.attempts += 1
+        message.status = OutboxMessage.Status.DONE
+        message.delivered_at = now
+    OutboxMessage.objects.bulk_update(messages, ["attempts", "status", "delivered_at"])
+    return DeliveryReport(delivered=len(messages))
+
+
+def deliver_next(*, batch_size: int = 1) -> DeliveryReport | None:
+    """Claim the next due row and deliver it. With ``batch_size`` > 1 and a batch
+    handler, the same handler's other due rows for that wallet are claimed too (up to
+    the size) and applied in one go."""
     with transaction.atomic():
         message = _pending_due().order_by("available_at", "id").first()
         if message is None:
             return None
-        return _run(message)
+        if batch_size > 1 and message.wallet_id and message.handler in _batch_handlers_by_name:
+            more = list(
+                _pending_due()
+                .filter(handler=message.handler, wallet_id=message.wallet_id)
+                .exclude(pk=message.pk)
+                .order_by("id")[: batch_size - 1]
+            )
+            if more:
+                return _run_batch([message, *more])
+        delivered = _run(message)
+        return DeliveryReport(delivered=int(delivered), failed=int(not delivered))
 
 
-def deliver_pending(*, limit: int | None = None) -> DeliveryReport:
-    """Deliver due pending rows, one transaction each, until none is left (or ``limit``)."""
+def deliver_pending(*, limit: int | None = None, batch_size: int = 1) -> DeliveryReport:
+    """Deliver due pending rows until none is left (or about ``limit`` were handled):
+    one transaction per row, or per wallet's batch with ``batch_size`` > 1."""
     report = DeliveryReport()
     while limit is None or report.delivered + report.failed < limit:
-        outcome = deliver_next()
+        outcome = deliver_next(batch_size=batch_size)
         if outcome is None:
             break
-        if outcome:
-            report.delivered += 1
-        else:
-            report.failed += 1
+        report = report + outcome
     return report
 
 

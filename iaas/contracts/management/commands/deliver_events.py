@@ -19,10 +19,16 @@ class Command(BaseCommand):
         parser.add_argument("--loop", action="store_true", help="keep delivering until SIGTERM/SIGINT")
         parser.add_argument("--interval", type=float, default=1.0, help="seconds to sleep when idle (--loop)")
         parser.add_argument("--limit", type=int, default=None, help="deliver at most this many rows per pass")
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=100,
+            help="apply up to this many of one wallet's pending settlements in one transaction",
+        )
         parser.add_argument("--retry-failed", action="store_true", help="put failed rows back in line first")
         parser.add_argument("--json", action="store_true", dest="as_json", help="print a JSON summary")
 
-    def handle(self, *args, loop, interval, limit, retry_failed, as_json, **options):
+    def handle(self, *args, loop, interval, limit, batch_size, retry_failed, as_json, **options):
         if retry_failed:
             requeued = bus.retry_failed()
             self.stderr.write(f"requeued {requeued} rows")
@@ -36,7 +42,7 @@ class Command(BaseCommand):
             signal.signal(signal.SIGINT, stop)
         total = bus.DeliveryReport()
         while True:
-            report = bus.deliver_pending(limit=limit)
+            report = bus.deliver_pending(limit=limit, batch_size=batch_size)
             total = total + report
             if not loop or stopping["now"]:
                 break
