@@ -42,8 +42,9 @@ def test_a_purchase_inside_the_allowance_never_touches_the_wallet(catalog, setti
     wallet = funded_wallet(customer, amount=1_000)
     buy_server(customer, wallet)()  # reserves 500 ahead
     sql = queries_of(buy_server(customer, wallet))
-    # plan, server insert, allowance lock, allowance update, charge insert, outbox insert
-    assert len(sql) == 6, "\n".join(sql)
+    # plan, server insert, allowance conditional update (locks and deducts in one
+    # statement), charge insert, outbox insert
+    assert len(sql) == 5, "\n".join(sql)
     assert not any("billing_wallet" in q for q in sql)
 
 
