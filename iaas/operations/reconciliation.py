@@ -89,8 +89,9 @@ def check_i4() -> list[Violation]:
 
 
 def reconcile() -> ReconciliationReport:
+    outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        if outermost and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         violations = billing.check_invariants()
