@@ -18,7 +18,6 @@ from django.utils.html import format_html
 
 from iaas.common.admin import (
     ReadOnlyAdmin,
-    ReadOnlyOperatorAdmin,
     admin_url,
     link,
     links_list,
@@ -96,7 +95,7 @@ class AdjustmentForm(forms.Form):
 
 
 @admin.register(Wallet)
-class WalletAdmin(ReadOnlyOperatorAdmin):
+class WalletAdmin(ReadOnlyAdmin):
     list_display = (
         "owner_column",
         "currency",
@@ -453,7 +452,7 @@ class ReservationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(TopUp)
-class TopUpAdmin(ReadOnlyOperatorAdmin):
+class TopUpAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at",
         "wallet_link",

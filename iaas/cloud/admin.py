@@ -13,7 +13,7 @@ from iaas.common.admin import (
     AllowanceAdmin,
     ChargeAdmin,
     OperatorAdmin,
-    ReadOnlyOperatorAdmin,
+    ReadOnlyAdmin,
     ReleaseAdmin,
     admin_url,
     links_list,
@@ -79,7 +79,7 @@ class ServerPlanAdmin(OperatorAdmin):
 
 
 @admin.register(Server)
-class ServerAdmin(ReadOnlyOperatorAdmin):
+class ServerAdmin(ReadOnlyAdmin):
     list_display = ("name", "owner_column", "plan", "status", "paid_until", "wallet", "created_at")
     list_filter = ("status", "plan", "created_at", "paid_until")
     search_fields = ("name", "owner__username", "owner__email", "wallet_id", "id")

@@ -119,22 +119,6 @@ def table(headers: Iterable[str], rows: Iterable[Iterable], *, empty: str = "Non
 # --- Read-only tables and guarded actions -------------------------------------------------------
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows operators may look at but nobody edits, adds or deletes in the admin: money
-    moves only through the contexts' services. The view permission is kept."""
-
-    change_form_template = "admin/iaas/change_form.html"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
 class OperatorAdmin(admin.ModelAdmin):
     """Admin actions whose permissions are checked on the server: posting an action the
     user is not allowed (a hidden button is no protection) is a 403, not a silent
@@ -234,8 +218,19 @@ class OperatorAdmin(admin.ModelAdmin):
         )
 
 
-class ReadOnlyOperatorAdmin(ReadOnlyAdmin, OperatorAdmin):
-    """No editing through forms, but operator actions through services."""
+class ReadOnlyAdmin(OperatorAdmin):
+    """Rows operators may look at but nobody edits, adds or deletes in the admin: money
+    and states move only through the contexts' services (operator actions). The view
+    permission is kept."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 # --- The selling contexts' spending tables ------------------------------------------------------

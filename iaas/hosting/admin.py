@@ -12,7 +12,7 @@ from iaas.common.admin import (
     AllowanceAdmin,
     ChargeAdmin,
     OperatorAdmin,
-    ReadOnlyOperatorAdmin,
+    ReadOnlyAdmin,
     ReleaseAdmin,
     admin_url,
     links_list,
@@ -58,7 +58,7 @@ class HostingPlanAdmin(OperatorAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(ReadOnlyOperatorAdmin):
+class SubscriptionAdmin(ReadOnlyAdmin):
     list_display = ("domain", "owner_column", "plan", "status", "current_period_end", "wallet", "created_at")
     list_filter = ("status", "plan", "created_at", "current_period_end")
     search_fields = ("domain", "owner__username", "owner__email", "wallet_id", "id")

@@ -17,7 +17,7 @@ from django.urls import path
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from iaas.common.admin import ReadOnlyOperatorAdmin, wallet_link
+from iaas.common.admin import ReadOnlyAdmin, wallet_link
 from iaas.contracts import bus
 from iaas.contracts.models import OutboxMessage
 
@@ -81,7 +81,7 @@ class DeliveryFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyOperatorAdmin):
+class OutboxMessageAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
         "event_type",
