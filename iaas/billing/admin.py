@@ -115,7 +115,7 @@ class WalletAdmin(ReadOnlyAdmin):
     fieldsets = (
         (None, {"fields": ("id", "owner_column", "currency", "status", "created_at", "updated_at")}),
         ("Money", {"fields": ("balance_money", "reserved_money", "available_money", "holds")}),
-        ("Latest ledger entries", {"fields": ("recent_ledger",)}),
+        ("Ledger", {"fields": ("recent_ledger",)}),
         ("Follow the money", {"fields": ("related",)}),
     )
     readonly_fields = (
@@ -165,7 +165,7 @@ class WalletAdmin(ReadOnlyAdmin):
             empty="Nothing held.",
         )
 
-    @admin.display(description="")
+    @admin.display(description=f"latest {RECENT_LEDGER_ENTRIES}")
     def recent_ledger(self, obj):
         entries = obj.ledger_entries.select_related("created_by").order_by("-sequence")[
             :RECENT_LEDGER_ENTRIES
@@ -187,7 +187,7 @@ class WalletAdmin(ReadOnlyAdmin):
             empty="No ledger entries yet.",
         )
 
-    @admin.display(description="")
+    @admin.display(description="pages")
     def related(self, obj):
         wallet = {"wallet_id": obj.pk}
         ledger_count = obj.ledger_entries.count()
