@@ -27,7 +27,8 @@ def test_the_overview_shows_the_checks_and_the_pending_events(as_role, books):
     assert {f"I{n}" for n in range(1, 8)} <= set(rows)
     for name in ("I1", "I2", "I3", "I4", "I5", "I6"):
         assert rows[name]["status"] == "holds", rows[name]
-    assert rows["I7"]["status"] == "not checked"  # no invoices on this branch yet
+    # Checked once invoices exist (the operations issue); until then shown as not checked.
+    assert rows["I7"]["status"] in ("holds", "not checked")
     outbox = response.context["outbox"]
     assert outbox["pending"] == 2  # the release request, to Cloud and to Hosting
     assert outbox["failed"] == 1
