@@ -1,4 +1,14 @@
 from django.apps import AppConfig
+from django.apps import apps as global_apps
+from django.db.models.signals import post_migrate
+
+
+def sync_operator_groups(sender, apps=None, using="default", **kwargs) -> None:
+    """After every migrate (and a test flush): give the operator groups the view
+    permissions of models added since their migration. Only adds."""
+    from .roles import install_operator_groups
+
+    install_operator_groups(apps or global_apps)
 
 
 class OperationsConfig(AppConfig):
@@ -6,3 +16,8 @@ class OperationsConfig(AppConfig):
     label = "operations"
     verbose_name = "Operations"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Sent for this app after the apps before it in INSTALLED_APPS: their
+        # permissions exist by then.
+        post_migrate.connect(sync_operator_groups, sender=self)

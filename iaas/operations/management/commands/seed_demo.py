@@ -1,21 +1,40 @@
-"""Demo data for the first README command: an operator login and a customer with a
-funded wallet. Safe to run again: it changes nothing that exists."""
+"""Demo data for the first README command: operator logins (a superuser, a Finance and a
+Support operator), and a customer with a funded wallet, a cloud server and a hosting
+subscription. Safe to run again: it changes nothing that exists."""
 
 from __future__ import annotations
 
 import os
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
+from iaas.cloud import services as cloud_services
+from iaas.cloud.models import Server
+from iaas.contracts import bus
+from iaas.contracts.errors import DomainError
+from iaas.hosting import services as hosting_services
+from iaas.hosting.models import Subscription
+from iaas.operations.roles import FINANCE, SUPPORT, install_operator_groups
 
 OPERATOR = (
     "operator",
     "operator@example.com",
     os.environ.get("IAAS_DEMO_OPERATOR_PASSWORD", "operator-demo-2026"),
+)
+FINANCE_OPERATOR = (
+    "finance",
+    "finance@example.com",
+    os.environ.get("IAAS_DEMO_FINANCE_PASSWORD", "finance-demo-2026"),
+)
+SUPPORT_OPERATOR = (
+    "support",
+    "support@example.com",
+    os.environ.get("IAAS_DEMO_SUPPORT_PASSWORD", "support-demo-2026"),
 )
 CUSTOMER = (
     "demo",
@@ -23,40 +42,70 @@ CUSTOMER = (
     os.environ.get("IAAS_DEMO_CUSTOMER_PASSWORD", "customer-demo-2026"),
 )
 DEMO_TOP_UP = 5_000  # 50.00 EUR
+DEMO_SERVER = ("demo-web-1", "s-1vcpu-2gb")
+DEMO_SUBSCRIPTION = ("demo-shop.example.com", "web-starter")
+
+
+def ensure_user(username: str, email: str, password: str, **flags):
+    user, created = get_user_model().objects.get_or_create(
+        username=username, defaults={"email": email, **flags}
+    )
+    if created:
+        user.set_password(password)
+        user.save(update_fields=["password"])
+    return user
 
 
 class Command(BaseCommand):
-    help = "Create the demo operator and demo customer (idempotent) and print their logins."
+    help = "Create the demo operators and the demo customer (idempotent) and print their logins."
 
     def handle(self, *args, **options):
-        User = get_user_model()
         with transaction.atomic():
-            operator, created = User.objects.get_or_create(
-                username=OPERATOR[0],
-                defaults={"email": OPERATOR[1], "is_staff": True, "is_superuser": True},
-            )
-            if created:
-                operator.set_password(OPERATOR[2])
-                operator.save(update_fields=["password"])
-            customer, created = User.objects.get_or_create(
-                username=CUSTOMER[0], defaults={"email": CUSTOMER[1]}
-            )
-            if created:
-                customer.set_password(CUSTOMER[2])
-                customer.save(update_fields=["password"])
+            install_operator_groups()
+            ensure_user(*OPERATOR, is_staff=True, is_superuser=True)
+            finance = ensure_user(*FINANCE_OPERATOR, is_staff=True)
+            finance.groups.add(Group.objects.get(name=FINANCE))
+            support = ensure_user(*SUPPORT_OPERATOR, is_staff=True)
+            support.groups.add(Group.objects.get(name=SUPPORT))
+            customer = ensure_user(*CUSTOMER)
             wallet = Wallet.objects.filter(owner=customer, currency="EUR").first()
             if wallet is None:
                 wallet = billing_services.wallet_create(owner_id=customer.id, currency="EUR")
         billing_services.top_up_create(
             wallet_id=wallet.id, owner_id=customer.id, amount=DEMO_TOP_UP, reference="demo-seed"
         )
+        self.buy_demo_services(customer, wallet)
+        # Settle the purchases now rather than waiting for the delivery worker.
+        bus.deliver_pending()
+        wallet.refresh_from_db()
         self.stdout.write(
             "\n".join(
                 [
                     "Demo logins:",
-                    f"  operator (Django admin, http://127.0.0.1:8000/admin/): {OPERATOR[0]} / {OPERATOR[2]}",
-                    f"  customer (API, http://127.0.0.1:8000/api/docs/):     {CUSTOMER[0]} / {CUSTOMER[2]}",
-                    f"  the customer's EUR wallet: {wallet.id}",
+                    "  operators (Django admin, http://127.0.0.1:8000/admin/):",
+                    f"    superuser  {OPERATOR[0]} / {OPERATOR[2]}",
+                    f"    Finance    {FINANCE_OPERATOR[0]} / {FINANCE_OPERATOR[2]}",
+                    f"    Support    {SUPPORT_OPERATOR[0]} / {SUPPORT_OPERATOR[2]}",
+                    f"  customer (API, http://127.0.0.1:8000/api/docs/): {CUSTOMER[0]} / {CUSTOMER[2]}",
+                    f"  the customer's EUR wallet: {wallet.id} "
+                    f"(balance {wallet.money(wallet.balance)}, available {wallet.money(wallet.available)})",
                 ]
             )
         )
+
+    def buy_demo_services(self, customer, wallet) -> None:
+        """A server and a hosting subscription, bought through the services like any
+        customer's, once."""
+        try:
+            if not Server.objects.filter(owner=customer).exists():
+                name, plan = DEMO_SERVER
+                cloud_services.server_create(
+                    owner_id=customer.id, wallet_id=wallet.id, name=name, plan_id=plan
+                )
+            if not Subscription.objects.filter(owner=customer).exists():
+                domain, plan = DEMO_SUBSCRIPTION
+                hosting_services.subscription_create(
+                    owner_id=customer.id, wallet_id=wallet.id, domain=domain, plan_id=plan
+                )
+        except DomainError as refusal:  # e.g. the catalog was changed: the logins still work
+            self.stderr.write(f"demo purchases skipped: {refusal.detail}")

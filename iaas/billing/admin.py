@@ -1,0 +1,552 @@
+"""Billing in the operator console. Money is read-only here: no form edits a balance,
+a hold or a ledger entry, and nothing is deleted. A balance changes only through an
+adjustment (the wallet's "Adjust balance" page), which books a ledger entry through
+``services.wallet_adjust`` under the same invariants as every other write."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import F
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from iaas.common.admin import (
+    ReadOnlyAdmin,
+    admin_url,
+    link,
+    links_list,
+    money,
+    money_column,
+    parse_major_units,
+    table,
+)
+from iaas.common.db import retry_transaction
+from iaas.contracts.errors import DomainError
+from iaas.contracts.types import format_minor_units
+
+from . import services
+from .models import Adjustment, Hold, LedgerEntry, Reservation, TopUp, Wallet
+
+RECENT_LEDGER_ENTRIES = 10
+
+
+def wallet_column(wallet: Wallet) -> str:
+    """A wallet in a list: its owner and currency, linking to its page."""
+    return link(
+        reverse("admin:billing_wallet_change", args=[wallet.pk]),
+        f"{wallet.owner.get_username()} · {wallet.currency}",
+    )
+
+
+def wallet_query(wallet_id) -> dict:
+    return {"wallet__id__exact": wallet_id}
+
+
+# --- Wallets ---------------------------------------------------------------------------------
+
+
+class AdjustmentForm(forms.Form):
+    direction = forms.ChoiceField(
+        choices=[
+            ("credit", "Credit: add to the balance"),
+            ("debit", "Debit: take from the available balance"),
+        ],
+        widget=forms.RadioSelect,
+    )
+    amount = forms.CharField(max_length=20, help_text="In major units, e.g. 12.50")
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=1000,
+        help_text="Required. Shown on the ledger entry; the customer may see it.",
+    )
+
+    def __init__(self, *args, currency: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["amount"].help_text = f"In {currency}, e.g. 12.50"
+
+    def clean_amount(self) -> int:
+        try:
+            amount = parse_major_units(self.cleaned_data["amount"])
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
+        if amount == 0:
+            raise forms.ValidationError("An adjustment is never zero.")
+        if amount > settings.IAAS_MAX_TOP_UP:
+            raise forms.ValidationError(
+                f"At most {settings.IAAS_MAX_TOP_UP:,} minor units in one adjustment (IAAS_MAX_TOP_UP)."
+            )
+        return amount
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("Say why: the reason is kept with the ledger entry.")
+        return reason
+
+    def signed_amount(self) -> int:
+        amount = self.cleaned_data["amount"]
+        return -amount if self.cleaned_data["direction"] == "debit" else amount
+
+
+@admin.register(Wallet)
+class WalletAdmin(ReadOnlyAdmin):
+    list_display = (
+        "owner_column",
+        "currency",
+        "status",
+        "balance_money",
+        "reserved_money",
+        "available_money",
+        "created_at",
+    )
+    list_display_links = ("owner_column",)
+    list_filter = ("status", "currency", "created_at")
+    search_fields = ("owner__username", "owner__email", "id")
+    search_help_text = "Customer username or email, or wallet id."
+    list_select_related = ("owner",)
+    ordering = ("-created_at",)
+    date_hierarchy = "created_at"
+    fieldsets = (
+        (None, {"fields": ("id", "owner_column", "currency", "status", "created_at", "updated_at")}),
+        ("Money", {"fields": ("balance_money", "reserved_money", "available_money", "holds")}),
+        ("Ledger", {"fields": ("recent_ledger",)}),
+        ("Follow the money", {"fields": ("related",)}),
+    )
+    readonly_fields = (
+        "id",
+        "owner_column",
+        "currency",
+        "status",
+        "created_at",
+        "updated_at",
+        "balance_money",
+        "reserved_money",
+        "available_money",
+        "holds",
+        "recent_ledger",
+        "related",
+    )
+    actions = ("adjust_balance", "freeze_wallets", "unfreeze_wallets")
+    object_actions = (("freeze_wallets", "Freeze"), ("unfreeze_wallets", "Unfreeze"))
+
+    balance_money = money_column("balance", "balance")
+    reserved_money = money_column("reserved", "reserved")
+    available_money = money_column("available", "available", ordering="available_amount")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(available_amount=F("balance") - F("reserved"))
+
+    # --- permissions beyond Django's four ---------------------------------------------------
+
+    def has_adjust_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("billing.make_adjustment")
+
+    def has_change_status_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("billing.change_wallet")
+
+    # --- columns and panels -------------------------------------------------------------------
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_column(self, obj):
+        owner = obj.owner
+        return f"{owner.get_username()} <{owner.email}>" if owner.email else owner.get_username()
+
+    @admin.display(description="held for the services")
+    def holds(self, obj):
+        return table(
+            ["context", "held"],
+            [(hold.context, money(hold.amount, obj.currency)) for hold in obj.holds.order_by("context")],
+            empty="Nothing held.",
+        )
+
+    @admin.display(description=f"latest {RECENT_LEDGER_ENTRIES}")
+    def recent_ledger(self, obj):
+        entries = obj.ledger_entries.select_related("created_by").order_by("-sequence")[
+            :RECENT_LEDGER_ENTRIES
+        ]
+        return table(
+            ["#", "posted", "kind", "amount", "balance after", "description", "by"],
+            [
+                (
+                    link(reverse("admin:billing_ledgerentry_change", args=[entry.pk]), entry.sequence),
+                    entry.posted_at.strftime("%Y-%m-%d %H:%M"),
+                    entry.get_kind_display(),
+                    money(entry.amount, obj.currency),
+                    money(entry.balance_after, obj.currency),
+                    entry.description,
+                    entry.created_by.get_username() if entry.created_by else "",
+                )
+                for entry in entries
+            ],
+            empty="No ledger entries yet.",
+        )
+
+    @admin.display(description="pages")
+    def related(self, obj):
+        wallet = {"wallet_id": obj.pk}
+        ledger_count = obj.ledger_entries.count()
+        return links_list(
+            [
+                (admin_url("auth_user_change", obj.owner_id), f"Customer {obj.owner.get_username()}"),
+                (
+                    admin_url("billing_ledgerentry_changelist", query=wallet_query(obj.pk)),
+                    f"All {ledger_count} ledger entries",
+                ),
+                (admin_url("billing_hold_changelist", query=wallet_query(obj.pk)), "Holds"),
+                (admin_url("billing_reservation_changelist", query=wallet_query(obj.pk)), "Reservations"),
+                (admin_url("billing_topup_changelist", query=wallet_query(obj.pk)), "Top-ups"),
+                (admin_url("billing_adjustment_changelist", query=wallet_query(obj.pk)), "Adjustments"),
+                (admin_url("cloud_server_changelist", query=wallet), "Cloud servers"),
+                (admin_url("cloud_charge_changelist", query=wallet), "Cloud charges"),
+                (admin_url("cloud_allowance_changelist", query=wallet), "Cloud allowance"),
+                (admin_url("hosting_subscription_changelist", query=wallet), "Hosting subscriptions"),
+                (admin_url("hosting_charge_changelist", query=wallet), "Hosting charges"),
+                (admin_url("hosting_allowance_changelist", query=wallet), "Hosting allowance"),
+                (
+                    admin_url("contracts_outboxmessage_changelist", query={**wallet, "delivery": "all"}),
+                    "Events about this wallet",
+                ),
+            ]
+        )
+
+    # --- the adjustment page ----------------------------------------------------------------
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/adjust/",
+                self.admin_site.admin_view(self.adjust_view),
+                name="billing_wallet_adjust",
+            ),
+            *super().get_urls(),
+        ]
+
+    def object_links(self, request, object_id):
+        if not self.has_adjust_permission(request):
+            return []
+        return [(reverse("admin:billing_wallet_adjust", args=[object_id]), "Adjust balance")]
+
+    def adjust_view(self, request, object_id):
+        wallet = self.get_object(request, unquote(object_id))
+        if wallet is None:
+            raise Http404("No such wallet.")
+        if not (self.has_view_permission(request, wallet) and self.has_adjust_permission(request)):
+            raise PermissionDenied
+        form = AdjustmentForm(request.POST or None, currency=wallet.currency)
+        if request.method == "POST" and form.is_valid():
+            try:
+                adjustment = retry_transaction(services.wallet_adjust)(
+                    wallet_id=wallet.pk,
+                    amount=form.signed_amount(),
+                    reason=form.cleaned_data["reason"],
+                    operator_id=request.user.pk,
+                )
+            except DomainError as refusal:
+                form.add_error(None, refusal.detail)
+            else:
+                entry = adjustment.ledger_entry
+                done = (
+                    f"{'Credited' if adjustment.amount > 0 else 'Debited'} "
+                    f"{format_minor_units(abs(adjustment.amount), wallet.currency)}: ledger entry "
+                    f"#{entry.sequence}, balance now "
+                    f"{format_minor_units(entry.balance_after, wallet.currency)}."
+                )
+                self.log_change(
+                    request, wallet, f"Adjustment {adjustment.pk}: {done} Reason: {adjustment.reason}"
+                )
+                self.message_user(request, done, messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[wallet.pk]))
+        return TemplateResponse(
+            request,
+            "admin/billing/wallet/adjust.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Adjust the balance of {wallet.owner.get_username()}'s {wallet.currency} wallet",
+                "opts": self.opts,
+                "original": wallet,
+                "form": form,
+                "balance": format_minor_units(wallet.balance, wallet.currency),
+                "reserved": format_minor_units(wallet.reserved, wallet.currency),
+                "available": format_minor_units(wallet.available, wallet.currency),
+            },
+        )
+
+    # --- actions ------------------------------------------------------------------------------
+
+    @admin.action(description="Adjust the balance of the selected wallet", permissions=["adjust"])
+    def adjust_balance(self, request, queryset):
+        wallets = list(queryset[:2])
+        if len(wallets) != 1:
+            self.message_user(request, "Select exactly one wallet to adjust.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:billing_wallet_adjust", args=[wallets[0].pk]))
+
+    @admin.action(
+        description="Freeze the selected wallets (no new reservations)", permissions=["change_status"]
+    )
+    def freeze_wallets(self, request, queryset):
+        return self.run_service(
+            request,
+            queryset,
+            lambda wallet: services.wallet_set_status(wallet_id=wallet.pk, status=Wallet.Status.FROZEN),
+            done="Frozen",
+        )
+
+    @admin.action(description="Unfreeze the selected wallets", permissions=["change_status"])
+    def unfreeze_wallets(self, request, queryset):
+        return self.run_service(
+            request,
+            queryset,
+            lambda wallet: services.wallet_set_status(wallet_id=wallet.pk, status=Wallet.Status.ACTIVE),
+            done="Unfrozen",
+        )
+
+
+# --- The ledger and the reservation records ---------------------------------------------------------
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "posted_at",
+        "wallet_link",
+        "sequence",
+        "kind",
+        "amount_money",
+        "balance_after_money",
+        "description",
+        "created_by",
+    )
+    list_filter = ("kind", "context", "wallet__currency", "transaction_date", "posted_at")
+    search_fields = (
+        "wallet__owner__username",
+        "wallet__owner__email",
+        "wallet__id",
+        "reference",
+        "description",
+        "source_id",
+    )
+    search_help_text = "Customer username or email, wallet id, reference, description or charge id."
+    list_select_related = ("wallet__owner", "created_by")
+    date_hierarchy = "posted_at"
+    readonly_fields = (
+        "id",
+        "wallet_link",
+        "sequence",
+        "kind",
+        "amount_money",
+        "balance_after_money",
+        "transaction_date",
+        "posted_at",
+        "description",
+        "reference",
+        "context",
+        "source",
+        "created_by",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "amount", currency="wallet.currency")
+    balance_after_money = money_column("balance_after", "balance after", currency="wallet.currency")
+
+    def get_ordering(self, request):
+        # One wallet's book reads in its own order (I9); across wallets, newest first.
+        if "wallet__id__exact" in request.GET:
+            return ("-sequence",)
+        return ("-posted_at", "-sequence")
+
+    @admin.display(description="wallet", ordering="wallet__owner__username")
+    def wallet_link(self, obj):
+        return wallet_column(obj.wallet)
+
+    @admin.display(description="what it books")
+    def source(self, obj):
+        if obj.source_id is None:
+            return "-"
+        if obj.kind == LedgerEntry.Kind.CHARGE:
+            return link(admin_url(f"{obj.context}_charge_change", obj.source_id), f"{obj.context} charge")
+        if obj.kind == LedgerEntry.Kind.TOP_UP:
+            return link(admin_url("billing_topup_change", obj.source_id), "top-up")
+        if obj.kind == LedgerEntry.Kind.ADJUSTMENT:
+            return link(admin_url("billing_adjustment_change", obj.source_id), "adjustment")
+        return str(obj.source_id)
+
+
+@admin.register(Hold)
+class HoldAdmin(ReadOnlyAdmin):
+    list_display = ("wallet_link", "context", "amount_money")
+    list_filter = ("context", "wallet__currency")
+    search_fields = ("wallet__owner__username", "wallet__owner__email", "wallet__id")
+    list_select_related = ("wallet__owner",)
+    ordering = ("wallet__owner__username", "context")
+    readonly_fields = ("wallet_link", "context", "amount_money", "related")
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "held", currency="wallet.currency")
+
+    @admin.display(description="wallet", ordering="wallet__owner__username")
+    def wallet_link(self, obj):
+        return wallet_column(obj.wallet)
+
+    @admin.display(description="related")
+    def related(self, obj):
+        return links_list(
+            [
+                (
+                    admin_url(
+                        "billing_reservation_changelist",
+                        query={**wallet_query(obj.wallet_id), "context": obj.context},
+                    ),
+                    "Its reservation records",
+                ),
+                (
+                    admin_url(f"{obj.context}_allowance_changelist", query={"wallet_id": obj.wallet_id}),
+                    "The context's allowance",
+                ),
+            ]
+        )
+
+
+@admin.register(Reservation)
+class ReservationAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "wallet_link", "context", "kind", "amount_money", "source")
+    list_filter = ("kind", "context", "wallet__currency", "created_at")
+    search_fields = ("wallet__owner__username", "wallet__owner__email", "wallet__id", "source_id")
+    list_select_related = ("wallet__owner",)
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    readonly_fields = (
+        "id",
+        "wallet_link",
+        "context",
+        "kind",
+        "amount_money",
+        "source",
+        "ledger_entry",
+        "created_at",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "amount", currency="wallet.currency")
+
+    @admin.display(description="wallet", ordering="wallet__owner__username")
+    def wallet_link(self, obj):
+        return wallet_column(obj.wallet)
+
+    @admin.display(description="applies")
+    def source(self, obj):
+        if obj.kind == Reservation.Kind.CAPTURE:
+            return link(admin_url(f"{obj.context}_charge_change", obj.source_id), f"{obj.context} charge")
+        if obj.kind == Reservation.Kind.RELEASE:
+            return link(admin_url(f"{obj.context}_release_change", obj.source_id), f"{obj.context} release")
+        return "-"
+
+
+# --- Top-ups and adjustments ----------------------------------------------------------------------
+
+
+@admin.register(TopUp)
+class TopUpAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "wallet_link",
+        "amount_money",
+        "status",
+        "provider",
+        "reference",
+        "completed_at",
+    )
+    list_filter = ("status", "provider", "currency", "created_at")
+    search_fields = (
+        "wallet__owner__username",
+        "wallet__owner__email",
+        "wallet__id",
+        "id",
+        "reference",
+        "provider_reference",
+    )
+    list_select_related = ("wallet__owner",)
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    readonly_fields = (
+        "id",
+        "wallet_link",
+        "amount_money",
+        "status",
+        "provider",
+        "provider_reference",
+        "reference",
+        "created_at",
+        "completed_at",
+        "ledger_entry",
+    )
+    fields = readonly_fields
+    actions = ("confirm_top_ups", "fail_top_ups")
+    object_actions = (("confirm_top_ups", "Confirm payment received"), ("fail_top_ups", "Mark failed"))
+
+    amount_money = money_column("amount", "amount")
+
+    def has_settle_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("billing.change_topup")
+
+    @admin.display(description="wallet", ordering="wallet__owner__username")
+    def wallet_link(self, obj):
+        return wallet_column(obj.wallet)
+
+    @admin.action(description="Confirm: the payment arrived (credits the wallet)", permissions=["settle"])
+    def confirm_top_ups(self, request, queryset):
+        if response := self.confirm(
+            request,
+            queryset,
+            title="Confirm top-ups",
+            warning="Each pending top-up below is credited to its wallet. "
+            "Do this only when the money arrived.",
+        ):
+            return response
+        return self.run_service(
+            request, queryset, lambda top_up: services.top_up_confirm(top_up_id=top_up.pk), done="Confirmed"
+        )
+
+    @admin.action(description="Mark failed: the payment will not arrive", permissions=["settle"])
+    def fail_top_ups(self, request, queryset):
+        return self.run_service(
+            request, queryset, lambda top_up: services.top_up_fail(top_up_id=top_up.pk), done="Marked failed"
+        )
+
+
+@admin.register(Adjustment)
+class AdjustmentAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "wallet_link", "amount_money", "reason", "created_by")
+    list_filter = ("wallet__currency", "created_at")
+    search_fields = (
+        "wallet__owner__username",
+        "wallet__owner__email",
+        "wallet__id",
+        "reason",
+        "created_by__username",
+    )
+    search_help_text = "Customer username or email, wallet id, reason or operator."
+    list_select_related = ("wallet__owner", "created_by")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    readonly_fields = ("id", "wallet_link", "amount_money", "reason", "created_by", "created_at", "entry")
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "amount", currency="wallet.currency")
+
+    @admin.display(description="wallet", ordering="wallet__owner__username")
+    def wallet_link(self, obj):
+        return wallet_column(obj.wallet)
+
+    @admin.display(description="ledger entry")
+    def entry(self, obj):
+        return link(
+            reverse("admin:billing_ledgerentry_change", args=[obj.ledger_entry_id]),
+            format_html("#{} ({})", obj.ledger_entry.sequence, obj.ledger_entry.description),
+        )

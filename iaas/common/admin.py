@@ -1,0 +1,403 @@
+"""Admin building blocks every context's admin shares: money shown as money, read-only
+money tables, actions whose permissions are enforced on the server, links between
+admin pages by URL (contexts never import each other's admin), and the base admins of
+the selling contexts' spending tables (allowance, charges, releases).
+
+Knows no context: models are named by ``app_label`` strings, pages by URL name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from urllib.parse import urlencode
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from iaas.common.db import retry_transaction
+from iaas.contracts.errors import DomainError
+from iaas.contracts.types import format_minor_units
+
+# --- Money ---------------------------------------------------------------------------------
+
+
+def money(amount: int | None, currency: str) -> str:
+    """``1250, "EUR"`` -> ``12.50 EUR`` in a span the admin's stylesheet right-aligns."""
+    if amount is None:
+        return "-"
+    return format_html('<span class="money">{}</span>', format_minor_units(amount, currency))
+
+
+def money_column(
+    field: str, description: str, *, currency: str = "currency", ordering: str | None = None
+) -> Callable:
+    """A list or detail column showing the integer ``field`` as money. ``currency`` is an
+    attribute path on the row (``"wallet.currency"``)."""
+
+    @admin.display(description=description, ordering=ordering or field)
+    def column(self, obj):
+        return money(getattr(obj, field), attribute(obj, currency))
+
+    column.__name__ = f"{field}_money"
+    return column
+
+
+def attribute(obj, path: str):
+    for name in path.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+# --- Links by URL ----------------------------------------------------------------------------
+
+
+def admin_url(view: str, *args, query: dict | None = None) -> str | None:
+    """The URL of an admin page (``"billing_wallet_change"``), or None when that model is
+    not in the admin. Pages of another context are reached this way, never by import."""
+    try:
+        url = reverse(f"admin:{view}", args=args)
+    except NoReverseMatch:
+        return None
+    if query:
+        url += "?" + urlencode(query)
+    return url
+
+
+def link(url: str | None, text) -> str:
+    if not url:
+        return format_html("{}", text)
+    return format_html('<a href="{}">{}</a>', url, text)
+
+
+def wallet_link(wallet_id, text=None) -> str:
+    """Billing's page of a wallet, for any context that knows only the wallet id."""
+    if wallet_id is None:
+        return "-"
+    return link(admin_url("billing_wallet_change", wallet_id), text or wallet_id)
+
+
+def user_link(user) -> str:
+    if user is None:
+        return "-"
+    return link(
+        admin_url("auth_user_change", user.pk),
+        format_html("{} &lt;{}&gt;", user.get_username(), user.email) if user.email else user.get_username(),
+    )
+
+
+def links_list(items: Iterable[tuple[str | None, str]]) -> str:
+    """An unordered list of links; entries whose page does not exist show as text."""
+    return format_html(
+        '<ul class="iaas-links">{}</ul>',
+        format_html_join("", "<li>{}</li>", ((link(url, text),) for url, text in items)),
+    )
+
+
+def table(headers: Iterable[str], rows: Iterable[Iterable], *, empty: str = "None yet.") -> str:
+    """A small read-only table for a detail page (recent ledger entries, holds)."""
+    rows = list(rows)
+    if not rows:
+        return format_html("<p>{}</p>", empty)
+    head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
+    body = format_html_join(
+        "",
+        "<tr>{}</tr>",
+        ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows),
+    )
+    return format_html(
+        '<table class="iaas-table"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', head, body
+    )
+
+
+# --- Read-only tables and guarded actions -------------------------------------------------------
+
+
+class OperatorAdmin(admin.ModelAdmin):
+    """Admin actions whose permissions are checked on the server: posting an action the
+    user is not allowed (a hidden button is no protection) is a 403, not a silent
+    "no action selected". Change pages can offer the actions as buttons
+    (``object_actions``), and actions answer through ``run_service`` so that a domain
+    refusal becomes a message rather than a 500."""
+
+    change_form_template = "admin/iaas/change_form.html"
+    # (action name, button label) offered on an object's change page.
+    object_actions: tuple[tuple[str, str], ...] = ()
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "POST":
+            allowed = self.get_actions(request)
+            for name in request.POST.getlist("action"):
+                if name and name not in allowed and self.get_action(name) is not None:
+                    raise PermissionDenied
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), **self.object_tools_context(request, object_id)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def object_tools_context(self, request, object_id) -> dict:
+        allowed = self.get_actions(request)
+        return {
+            "object_actions": [(name, label) for name, label in self.object_actions if name in allowed],
+            "object_links": self.object_links(request, object_id),
+            "changelist_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
+                current_app=self.admin_site.name,
+            ),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+
+    def object_links(self, request, object_id) -> list[tuple[str, str]]:
+        """(url, label) buttons on the change page, e.g. a form of its own."""
+        return []
+
+    # --- running a service per selected row ----------------------------------------------
+
+    def run_service(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        service: Callable,
+        *,
+        done: str,
+    ):
+        """Call ``service(obj)`` for each selected row, each in its own transaction (the
+        services open their own), and report what happened. Refusals (an already
+        suspended server) are listed, not raised."""
+        succeeded, refused = [], []
+        for obj in queryset:
+            try:
+                # Its own transaction, retried on a deadlock or lock timeout, then refused.
+                retry_transaction(service)(obj)
+            except DomainError as error:
+                refused.append(f"{obj}: {error.detail}")
+            else:
+                succeeded.append(str(obj))
+                self.log_change(request, obj, f"{done} (by {request.user.get_username()})")
+        if succeeded:
+            self.message_user(request, f"{done}: {', '.join(succeeded)}.", messages.SUCCESS)
+        for refusal in refused:
+            self.message_user(request, refusal, messages.ERROR)
+        return self.back(request)
+
+    def back(self, request: HttpRequest):
+        """After an action started from an object's page, return to that page."""
+        target = request.POST.get("_next", "")
+        if target and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return HttpResponseRedirect(target)
+        return None
+
+    def confirm(self, request: HttpRequest, queryset: QuerySet, *, title: str, warning: str):
+        """An intermediate page for an action that cannot be undone (Django's
+        delete-confirmation pattern). Returns None once the operator confirmed."""
+        if request.POST.get("confirmed") == "yes":
+            return None
+        return TemplateResponse(
+            request,
+            "admin/iaas/confirm_action.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "warning": warning,
+                "objects": list(queryset),
+                "opts": self.opts,
+                "action": request.POST.get("action")
+                or request.POST.getlist("action")[int(request.POST.get("index", 0))],
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "next": request.POST.get("_next", ""),
+            },
+        )
+
+
+class ReadOnlyAdmin(OperatorAdmin):
+    """Rows operators may look at but nobody edits, adds or deletes in the admin: money
+    and states move only through the contexts' services (operator actions). The view
+    permission is kept."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+# --- The selling contexts' spending tables ------------------------------------------------------
+
+
+class AllowanceAdmin(ReadOnlyAdmin):
+    """A selling context's allowance per wallet (iaas.spending's AbstractAllowance)."""
+
+    list_display = (
+        "wallet",
+        "owner_column",
+        "currency",
+        "amount_money",
+        "granted_total_money",
+        "charged_total_money",
+        "released_total_money",
+        "last_used_at",
+    )
+    list_filter = ("currency", "last_used_at")
+    search_fields = ("wallet_id", "owner__username", "owner__email")
+    list_select_related = ("owner",)
+    ordering = ("-last_used_at",)
+    readonly_fields = (
+        "wallet",
+        "owner_column",
+        "currency",
+        "amount_money",
+        "granted_total_money",
+        "charged_total_money",
+        "released_total_money",
+        "created_at",
+        "last_used_at",
+        "related",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "allowance")
+    granted_total_money = money_column("granted_total", "granted in all")
+    charged_total_money = money_column("charged_total", "charged in all")
+    released_total_money = money_column("released_total", "released in all")
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id)
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_column(self, obj):
+        return user_link(obj.owner)
+
+    @admin.display(description="related")
+    def related(self, obj):
+        label = self.opts.app_label
+        return links_list(
+            [
+                (admin_url(f"{label}_charge_changelist", query={"wallet_id": obj.wallet_id}), "Charges"),
+                (admin_url(f"{label}_release_changelist", query={"wallet_id": obj.wallet_id}), "Releases"),
+                (
+                    admin_url(
+                        "billing_reservation_changelist",
+                        query={"wallet__id__exact": obj.wallet_id, "context": label},
+                    ),
+                    "Billing's reservations for this context",
+                ),
+            ]
+        )
+
+
+class ChargeAdmin(ReadOnlyAdmin):
+    """A selling context's charges (iaas.spending's AbstractCharge). The settlement is
+    Billing's ledger entry for the charge, found by its id."""
+
+    # The model's admin of what a charge pays for ("server", "subscription").
+    subject_model = ""
+    list_display = (
+        "description",
+        "amount_money",
+        "wallet",
+        "owner_column",
+        "subject",
+        "transaction_date",
+        "settlement",
+    )
+    list_filter = ("currency", "transaction_date")
+    search_fields = ("id", "wallet_id", "subject_id", "owner__username", "owner__email", "description")
+    list_select_related = ("owner",)
+    date_hierarchy = "transaction_date"
+    ordering = ("-transaction_date", "-created_at")
+    readonly_fields = (
+        "id",
+        "description",
+        "amount_money",
+        "wallet",
+        "owner_column",
+        "subject",
+        "period_start",
+        "period_end",
+        "transaction_date",
+        "created_at",
+        "settlement",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "amount")
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id)
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_column(self, obj):
+        return user_link(obj.owner)
+
+    @admin.display(description="for")
+    def subject(self, obj):
+        return link(
+            admin_url(f"{self.opts.app_label}_{self.subject_model}_change", obj.subject_id),
+            f"{self.subject_model} {obj.subject_id}",
+        )
+
+    @admin.display(description="settlement")
+    def settlement(self, obj):
+        return link(
+            admin_url("billing_ledgerentry_changelist", query={"source_id": obj.id}),
+            "ledger entry",
+        )
+
+
+class ReleaseAdmin(ReadOnlyAdmin):
+    """A selling context's releases (iaas.spending's AbstractRelease)."""
+
+    list_display = ("created_at", "amount_money", "wallet", "reason")
+    list_filter = ("currency", "reason", "created_at")
+    search_fields = ("id", "wallet_id", "reason")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    readonly_fields = ("id", "wallet", "amount_money", "currency", "reason", "created_at", "applied")
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "amount")
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id)
+
+    @admin.display(description="applied by Billing")
+    def applied(self, obj):
+        return link(
+            admin_url("billing_reservation_changelist", query={"source_id": obj.id}),
+            "reservation record",
+        )
+
+
+# --- Money typed by an operator ---------------------------------------------------------------
+
+
+def parse_major_units(text: str, *, exponent: int = 2) -> int:
+    """``"12.50"`` -> ``1250``: an amount typed in major units, read with integer
+    arithmetic only (no float, no Decimal). Raises ValueError with a message an operator
+    understands."""
+    text = (text or "").strip().replace("\u00a0", "").replace(" ", "")
+    whole, dot, fraction = text.partition(".")
+    if not whole.isdigit() or not whole.isascii() or (dot and not fraction):
+        raise ValueError(
+            f"Enter a positive amount such as 12.50 (digits, and a dot before the {exponent} decimals)."
+        )
+    if fraction and (not fraction.isdigit() or not fraction.isascii() or len(fraction) > exponent):
+        raise ValueError(f"At most {exponent} decimals.")
+    if len(whole) > 12:
+        raise ValueError("That amount is too large.")
+    return int(whole) * 10**exponent + int(fraction.ljust(exponent, "0") or 0)

@@ -1,0 +1,50 @@
+"""The operator roles, as Django groups. Superusers may do everything; the groups
+carry model permissions, which the admin checks on the server for every page and action.
+
+- Support: view everything (every model of the contexts and the outbox, and customers);
+  change nothing.
+- Finance: what Support sees, plus balance adjustments (``billing.make_adjustment``) and
+  retrying event deliveries (``contracts.retry_outboxmessage``).
+
+Server and subscription operations, top-up confirmation and catalog edits need the
+model's change permission (superusers, or a group an administrator grants it to).
+"""
+
+from __future__ import annotations
+
+from django.apps import apps as global_apps
+from django.db.models import Q
+
+SUPPORT = "Support"
+FINANCE = "Finance"
+
+# Every model of these apps is visible to both roles.
+VIEWABLE_APPS = ("billing", "cloud", "hosting", "contracts")
+# ... and these models of other apps: the customers.
+VIEWABLE_MODELS = (("auth", "user"),)
+FINANCE_PERMISSIONS = (("billing", "make_adjustment"), ("contracts", "retry_outboxmessage"))
+
+
+def _permissions(Permission, pairs):
+    query = Q(pk__in=[])
+    for app_label, codename in pairs:
+        query |= Q(content_type__app_label=app_label, codename=codename)
+    return Permission.objects.filter(query)
+
+
+def install_operator_groups(apps=global_apps) -> None:
+    """Create the groups and give them their permissions. Idempotent, and it only adds:
+    run by the data migration, after every migrate (so models added later are visible
+    to both roles), and by tests whose database was flushed."""
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    customers = Q(pk__in=[])
+    for app_label, model in VIEWABLE_MODELS:
+        customers |= Q(content_type__app_label=app_label, content_type__model=model)
+    view = Permission.objects.filter(codename__startswith="view_").filter(
+        Q(content_type__app_label__in=VIEWABLE_APPS) | customers
+    )
+    support, _ = Group.objects.get_or_create(name=SUPPORT)
+    support.permissions.add(*view)
+    finance, _ = Group.objects.get_or_create(name=FINANCE)
+    finance.permissions.add(*view, *_permissions(Permission, FINANCE_PERMISSIONS))

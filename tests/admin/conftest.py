@@ -1,0 +1,109 @@
+"""Fixtures for the operator console: the operator roles, a logged-in client per role,
+and a customer whose money has gone everywhere (top-up, server, subscription, settled
+charges, a release, an adjustment, a failed event delivery), so that every admin page
+has a row to show."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from iaas.billing import services as billing_services
+from iaas.cloud import services as cloud_services
+from iaas.contracts import bus
+from iaas.contracts.events import ReleaseRequested
+from iaas.contracts.models import OutboxMessage
+from iaas.hosting import services as hosting_services
+from iaas.operations.roles import FINANCE, SUPPORT, install_operator_groups
+from tests.factories import UserFactory, funded_wallet
+
+PASSWORD = "operator-test-password"
+
+
+@pytest.fixture
+def operator_groups(db):
+    """The groups come from a data migration, which a transactional test's flush erases:
+    install them again (idempotent)."""
+    install_operator_groups()
+
+
+def make_operator(username: str, *, group: str | None = None, superuser: bool = False):
+    user = get_user_model().objects.create_user(
+        username=username,
+        email=f"{username}@operators.example",
+        password=PASSWORD,
+        is_staff=True,
+        is_superuser=superuser,
+    )
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.fixture
+def superuser(operator_groups):
+    return make_operator("root", superuser=True)
+
+
+@pytest.fixture
+def finance(operator_groups):
+    return make_operator("fiona", group=FINANCE)
+
+
+@pytest.fixture
+def support(operator_groups):
+    return make_operator("sam", group=SUPPORT)
+
+
+@pytest.fixture
+def as_role(client, superuser, finance, support):
+    """``as_role("support")``: the test client, logged in as that operator."""
+    users = {"superuser": superuser, "finance": finance, "support": support}
+
+    def login(role: str):
+        client.force_login(users[role])
+        return client
+
+    return login
+
+
+@pytest.fixture
+def alice(db):
+    return UserFactory(username="alice", email="alice@customers.example")
+
+
+@pytest.fixture
+def books(catalog, alice, superuser, settings, deliver):
+    """Alice's EUR wallet (100.00 EUR topped up), a server and a hosting subscription bought
+    with both contexts reserving 5.00 EUR ahead (so they hold allowances: reserved > 0),
+    part of each released, every charge and release settled, a credit adjustment, and one
+    event delivery that failed."""
+    settings.IAAS_RESERVE_AHEAD = {"cloud": 500, "hosting": 500}
+    wallet = funded_wallet(alice, amount=10_000)
+    server = cloud_services.server_create(
+        owner_id=alice.id, wallet_id=wallet.id, name="web-1", plan_id="s-1vcpu-1gb"
+    )
+    subscription = hosting_services.subscription_create(
+        owner_id=alice.id, wallet_id=wallet.id, domain="alice-shop.example", plan_id="web-starter"
+    )
+    cloud_services.allowance_release(wallet_id=wallet.id, reason="idle", amount=100)
+    hosting_services.allowance_release(wallet_id=wallet.id, reason="idle", amount=100)
+    deliver()
+    billing_services.wallet_adjust(
+        wallet_id=wallet.id, amount=250, reason="Goodwill credit", operator_id=superuser.id
+    )
+    with transaction.atomic():
+        bus.publish(ReleaseRequested(wallet_id=wallet.id, requested_by="billing"))
+    # Cloud's answer fails: Cloud keeps its allowance until an operator retries.
+    failed = OutboxMessage.objects.get(status=OutboxMessage.Status.PENDING, handler__startswith="iaas.cloud.")
+    OutboxMessage.objects.filter(pk=failed.pk).update(
+        status=OutboxMessage.Status.FAILED,
+        attempts=10,
+        last_error="OperationalError: could not obtain lock on row",
+    )
+    deliver()
+    wallet.refresh_from_db()
+    assert wallet.reserved > 0
+    return {"wallet": wallet, "server": server, "subscription": subscription, "failed_event": failed}
