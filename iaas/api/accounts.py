@@ -1,0 +1,113 @@
+"""Registration and token issue: the two endpoints anyone may call, rate-limited per
+client address. Tokens are REST framework's (one per customer)."""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate, get_user_model, password_validation
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .fields import StrictCharField
+from .throttles import RegisterThrottle, TokenThrottle
+
+User = get_user_model()
+
+USERNAME_TAKEN = "That username is taken."
+
+
+class RegisterSerializer(serializers.Serializer):
+    username = StrictCharField(
+        min_length=1,
+        max_length=150,
+        validators=[UnicodeUsernameValidator()],
+        help_text="Letters, digits and @ . + - _ only; 150 characters at most.",
+    )
+    email = serializers.EmailField(max_length=254)
+    password = StrictCharField(
+        write_only=True,
+        min_length=8,
+        max_length=128,
+        help_text="8 to 128 characters; not too common, not all digits, not like the username.",
+    )
+
+    def validate_username(self, value: str) -> str:
+        if User.objects.filter(username__iexact=value).exists():
+            raise serializers.ValidationError(USERNAME_TAKEN)
+        return value
+
+    def validate(self, attrs):
+        candidate = User(username=attrs["username"], email=attrs["email"])
+        try:
+            password_validation.validate_password(attrs["password"], user=candidate)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError({"password": list(error.messages)}) from None
+        return attrs
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = StrictCharField(max_length=150)
+    password = StrictCharField(write_only=True, max_length=128)
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
+
+
+class PublicView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+
+class RegisterView(PublicView):
+    throttle_classes = [RegisterThrottle]
+
+    @extend_schema(
+        tags=["accounts"],
+        summary="Register a customer",
+        request=RegisterSerializer,
+        responses={201: TokenSerializer},
+    )
+    def post(self, request):
+        serializer = RegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            with transaction.atomic():
+                user = User.objects.create_user(
+                    username=data["username"], email=data["email"], password=data["password"]
+                )
+                token = Token.objects.create(user=user)
+        except IntegrityError:  # registered by a concurrent request
+            raise serializers.ValidationError({"username": [USERNAME_TAKEN]}) from None
+        return Response({"token": token.key}, status=status.HTTP_201_CREATED)
+
+
+class TokenView(PublicView):
+    throttle_classes = [TokenThrottle]
+
+    @extend_schema(
+        tags=["accounts"],
+        summary="Issue the customer's token",
+        description="Answers the customer's token (the same one until it is revoked).",
+        request=TokenRequestSerializer,
+        responses={200: TokenSerializer},
+    )
+    def post(self, request):
+        serializer = TokenRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(
+            request=request._request,
+            username=serializer.validated_data["username"],
+            password=serializer.validated_data["password"],
+        )
+        if user is None:
+            raise serializers.ValidationError("Unable to log in with the credentials given.")
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
