@@ -6,20 +6,30 @@ from __future__ import annotations
 from django.contrib.auth import authenticate, get_user_model, password_validation
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
 from django.db import IntegrityError, transaction
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .fields import StrictCharField
+from .problems import ProblemError
 from .throttles import RegisterThrottle, TokenThrottle
 
 User = get_user_model()
 
-USERNAME_TAKEN = "That username is taken."
+
+class UsernameTaken(ProblemError):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "username_taken"
+    default_detail = "That username is taken."
+
+
+class InvalidCredentials(exceptions.AuthenticationFailed):
+    default_detail = "Unable to log in with the credentials given."
 
 
 class RegisterSerializer(serializers.Serializer):
@@ -34,13 +44,11 @@ class RegisterSerializer(serializers.Serializer):
         write_only=True,
         min_length=8,
         max_length=128,
-        help_text="8 to 128 characters; not too common, not all digits, not like the username.",
+        # Not all digits; Django's validators also refuse common passwords and ones like the
+        # username or email (which no pattern can say).
+        validators=[RegexValidator(r"\D", message="This password is entirely numeric.")],
+        help_text="8 to 128 characters, not all digits, not a common password, not like the username.",
     )
-
-    def validate_username(self, value: str) -> str:
-        if User.objects.filter(username__iexact=value).exists():
-            raise serializers.ValidationError(USERNAME_TAKEN)
-        return value
 
     def validate(self, attrs):
         candidate = User(username=attrs["username"], email=attrs["email"])
@@ -67,6 +75,7 @@ class PublicView(APIView):
 
 class RegisterView(PublicView):
     throttle_classes = [RegisterThrottle]
+    problem_codes = {"post": {409: ["username_taken"]}}
 
     @extend_schema(
         tags=["accounts"],
@@ -78,6 +87,8 @@ class RegisterView(PublicView):
         serializer = RegisterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        if User.objects.filter(username__iexact=data["username"]).exists():
+            raise UsernameTaken()
         try:
             with transaction.atomic():
                 user = User.objects.create_user(
@@ -85,12 +96,16 @@ class RegisterView(PublicView):
                 )
                 token = Token.objects.create(user=user)
         except IntegrityError:  # registered by a concurrent request
-            raise serializers.ValidationError({"username": [USERNAME_TAKEN]}) from None
+            raise UsernameTaken() from None
         return Response({"token": token.key}, status=status.HTTP_201_CREATED)
 
 
 class TokenView(PublicView):
     throttle_classes = [TokenThrottle]
+    problem_codes = {"post": {401: ["not_authenticated"]}}
+
+    def get_authenticate_header(self, request):
+        return 'Token realm="api"'
 
     @extend_schema(
         tags=["accounts"],
@@ -108,6 +123,6 @@ class TokenView(PublicView):
             password=serializer.validated_data["password"],
         )
         if user is None:
-            raise serializers.ValidationError("Unable to log in with the credentials given.")
+            raise InvalidCredentials()
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})

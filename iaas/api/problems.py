@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -39,6 +40,7 @@ TITLES = {
     "not_acceptable": "Not acceptable",
     "currency_mismatch": "Currency mismatch",
     "wallet_exists": "Wallet exists",
+    "username_taken": "Username taken",
     "wallet_not_active": "Wallet not active",
     "domain_taken": "Domain taken",
     "invalid_state": "Invalid state",
@@ -226,6 +228,7 @@ def _plain_problem(status_code: int, code: str, detail: str) -> JsonResponse:
     )
 
 
+@csrf_exempt  # token-authenticated API: a POST to a wrong path is a 404, not a CSRF 403
 def api_not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
     """Any path under /api/ that no route matches (a malformed id included)."""
     return _plain_problem(status.HTTP_404_NOT_FOUND, "not_found", "No such path.")

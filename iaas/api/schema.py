@@ -37,6 +37,7 @@ CODE_DESCRIPTIONS = {
     "not_found": "no such object for this customer, or no such page",
     "currency_mismatch": "the plan's currency is not the wallet's",
     "wallet_exists": "the customer already has a wallet in that currency",
+    "username_taken": "another customer has that username",
     "wallet_not_active": "the wallet is frozen or closed",
     "domain_taken": "another active subscription already has that domain",
     "invalid_state": "the object's state does not allow this",

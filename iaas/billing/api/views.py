@@ -8,6 +8,7 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from iaas.api.filters import StrictFilterSet
 from iaas.api.idempotency import idempotent
 from iaas.api.pagination import SequenceCursorPagination
 
@@ -58,7 +59,7 @@ class WalletDetailView(generics.RetrieveAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class LedgerFilter(django_filters.FilterSet):
+class LedgerFilter(StrictFilterSet):
     kind = django_filters.ChoiceFilter(choices=LedgerEntry.Kind.choices)
     # ?transaction_date_after=2026-01-01&transaction_date_before=2026-01-31 (whole days, inclusive)
     transaction_date = django_filters.DateFromToRangeFilter()

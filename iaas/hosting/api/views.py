@@ -8,6 +8,7 @@ from rest_framework import generics, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from iaas.api.filters import StrictFilterSet
 from iaas.api.idempotency import idempotent
 from iaas.contracts import billing
 
@@ -32,7 +33,7 @@ class PlanListView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class SubscriptionFilter(django_filters.FilterSet):
+class SubscriptionFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=Subscription.Status.choices)
 
     class Meta:
