@@ -15,9 +15,8 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
 
-from iaas.common.db import is_retryable
+from iaas.common.db import is_retryable, run_after_rollback
 from iaas.contracts.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -207,6 +206,12 @@ def response_for_exception(exc: Exception) -> Response | None:
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """REST framework's EXCEPTION_HANDLER: every error as problem details."""
+    from rest_framework.views import set_rollback  # rest_framework.views loads the parser, which imports us
+
+    if isinstance(exc, DomainError):
+        # The refusal's follow-up work (a release request), if no transaction owner ran
+        # it yet: a service called inside an outer transaction leaves it to its caller.
+        run_after_rollback(exc)
     response = response_for_exception(exc)
     if response is None:
         if settings.DEBUG:
