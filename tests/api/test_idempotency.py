@@ -316,3 +316,29 @@ class TestConcurrentDuplicates:
         assert set(statuses) <= {201, 409}
         assert Server.objects.count() == 1
         assert Charge.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("endpoint", ["wallets", "top-ups", "servers", "subscriptions"])
+def test_every_post_replays(api, customer, catalog, endpoint):
+    wallet = funded_wallet(customer, amount=10_000)
+    path, body = {
+        "wallets": ("/api/v1/wallets/", {"currency": "USD"}),
+        "top-ups": (f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 100}),
+        "servers": (
+            "/api/v1/cloud/servers/",
+            {"name": "web", "plan": "s-1vcpu-1gb", "wallet": str(wallet.id)},
+        ),
+        "subscriptions": (
+            "/api/v1/hosting/subscriptions/",
+            {"domain": "example.com", "plan": "web-starter", "wallet": str(wallet.id)},
+        ),
+    }[endpoint]
+    first = api.post(path, body, HTTP_IDEMPOTENCY_KEY=KEY)
+    again = api.post(path, body, HTTP_IDEMPOTENCY_KEY=KEY)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.content == first.content
+    assert_problem(
+        api.post(path, {**body, "extra": 1}, HTTP_IDEMPOTENCY_KEY=KEY), 422, "idempotency_key_reused"
+    )

@@ -7,11 +7,14 @@ import json
 from unittest import mock
 
 import pytest
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import OperationalError
+from django.http import Http404
+from rest_framework import exceptions
 from rest_framework.test import APIClient
 
-from iaas.api.problems import flatten_errors
-from iaas.contracts.errors import ServiceBusy
+from iaas.api.problems import exception_handler, flatten_errors
+from iaas.contracts.errors import AdjustmentRefused, InvalidState, ServiceBusy
 from tests.api.conftest import PROBLEM, assert_problem
 
 pytestmark = pytest.mark.django_db
@@ -139,3 +142,21 @@ def test_nested_errors_are_flattened_with_dotted_names():
 
 def test_problem_content_type_on_every_error(api):
     assert api.get("/api/v1/nope")["Content-Type"] == PROBLEM
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (exceptions.PermissionDenied(), 403, "permission_denied"),
+        (DjangoPermissionDenied(), 403, "permission_denied"),
+        (Http404("No Wallet matches the given query."), 404, "not_found"),
+        (InvalidState(), 409, "invalid_state"),
+        (AdjustmentRefused(), 409, "adjustment_refused"),
+    ],
+)
+def test_every_kind_of_error_maps_to_its_problem(error, status, code):
+    response = exception_handler(error, {})
+    assert response.status_code == status
+    assert response.content_type == PROBLEM
+    assert response.data["code"] == code
+    assert "Wallet" not in response.data["detail"]  # a 404 names no model
