@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by the app (no CDN)
     # The contexts. contracts first: it owns the outbox every context publishes into.
     "iaas.contracts",
     "iaas.billing",
@@ -168,9 +169,17 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Strict JSON within DATA_UPLOAD_MAX_MEMORY_SIZE (REST framework's parser checks no size).
+    "DEFAULT_PARSER_CLASSES": ["iaas.api.parsers.StrictJSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "iaas.api.schema.ApiAutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "iaas.api.pagination.PagePagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "iaas.api.problems.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # Proxies in front of the app that append to X-Forwarded-For. 0: throttle by the
+    # socket's address, so a client cannot pick its own address with that header.
+    "NUM_PROXIES": int(os.environ.get("IAAS_NUM_PROXIES", "0")),
     "DEFAULT_THROTTLE_RATES": {
         "register": os.environ.get("IAAS_THROTTLE_REGISTER", "30/minute"),
         "token": os.environ.get("IAAS_THROTTLE_TOKEN", "30/minute"),
@@ -186,7 +195,21 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "WalletStatusEnum": "iaas.billing.models.Wallet.Status",
+        "ServerStatusEnum": "iaas.cloud.models.Server.Status",
+        "SubscriptionStatusEnum": "iaas.hosting.models.Subscription.Status",
+        "TopUpStatusEnum": "iaas.billing.models.TopUp.Status",
+        "LedgerEntryKindEnum": "iaas.billing.models.LedgerEntry.Kind",
+    },
 }
+
+# Stored Idempotency-Key responses are replayed for this many seconds (then purged by
+# `purge_idempotency_keys`).
+IAAS_IDEMPOTENCY_KEY_TTL = int(os.environ.get("IAAS_IDEMPOTENCY_KEY_TTL", str(24 * 3600)))
 
 LOGGING = {
     "version": 1,

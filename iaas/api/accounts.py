@@ -1,0 +1,128 @@
+"""Registration and token issue: the two endpoints anyone may call, rate-limited per
+client address. Tokens are REST framework's (one per customer)."""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate, get_user_model, password_validation
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
+from django.db import IntegrityError, transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .fields import StrictCharField
+from .problems import ProblemError
+from .throttles import RegisterThrottle, TokenThrottle
+
+User = get_user_model()
+
+
+class UsernameTaken(ProblemError):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "username_taken"
+    default_detail = "That username is taken."
+
+
+class InvalidCredentials(exceptions.AuthenticationFailed):
+    default_detail = "Unable to log in with the credentials given."
+
+
+class RegisterSerializer(serializers.Serializer):
+    username = StrictCharField(
+        min_length=1,
+        max_length=150,
+        validators=[UnicodeUsernameValidator()],
+        help_text="Letters, digits and @ . + - _ only; 150 characters at most.",
+    )
+    email = serializers.EmailField(max_length=254)
+    password = StrictCharField(
+        write_only=True,
+        min_length=8,
+        max_length=128,
+        # Not all digits; Django's validators also refuse common passwords and ones like the
+        # username or email (which no pattern can say).
+        validators=[RegexValidator(r"\D", message="This password is entirely numeric.")],
+        help_text="8 to 128 characters, not all digits, not a common password, not like the username.",
+    )
+
+    def validate(self, attrs):
+        candidate = User(username=attrs["username"], email=attrs["email"])
+        try:
+            password_validation.validate_password(attrs["password"], user=candidate)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError({"password": list(error.messages)}) from None
+        return attrs
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = StrictCharField(max_length=150)
+    password = StrictCharField(write_only=True, max_length=128)
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
+
+
+class PublicView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+
+class RegisterView(PublicView):
+    throttle_classes = [RegisterThrottle]
+    problem_codes = {"post": {409: ["username_taken"]}}
+
+    @extend_schema(
+        tags=["accounts"],
+        summary="Register a customer",
+        request=RegisterSerializer,
+        responses={201: TokenSerializer},
+    )
+    def post(self, request):
+        serializer = RegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if User.objects.filter(username__iexact=data["username"]).exists():
+            raise UsernameTaken()
+        try:
+            with transaction.atomic():
+                user = User.objects.create_user(
+                    username=data["username"], email=data["email"], password=data["password"]
+                )
+                token = Token.objects.create(user=user)
+        except IntegrityError:  # registered by a concurrent request
+            raise UsernameTaken() from None
+        return Response({"token": token.key}, status=status.HTTP_201_CREATED)
+
+
+class TokenView(PublicView):
+    throttle_classes = [TokenThrottle]
+    problem_codes = {"post": {401: ["not_authenticated"]}}
+
+    def get_authenticate_header(self, request):
+        return 'Token realm="api"'
+
+    @extend_schema(
+        tags=["accounts"],
+        summary="Issue the customer's token",
+        description="Answers the customer's token (the same one until it is revoked).",
+        request=TokenRequestSerializer,
+        responses={200: TokenSerializer},
+    )
+    def post(self, request):
+        serializer = TokenRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(
+            request=request._request,
+            username=serializer.validated_data["username"],
+            password=serializer.validated_data["password"],
+        )
+        if user is None:
+            raise InvalidCredentials()
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})

@@ -1,0 +1,200 @@
+"""Idempotency keys for POSTs (API.md; ARCHITECTURE.md, "Idempotent requests").
+
+A request with an ``Idempotency-Key`` runs in one transaction that first takes
+``pg_try_advisory_xact_lock`` on a hash of (customer, method, path, key), the first
+lock in the project's lock order:
+
+- not acquired: the same request is running: 409 ``idempotency_request_in_progress``,
+  nothing stored;
+- acquired and a response is stored: replay it (``Idempotent-Replayed: true``), or 422
+  ``idempotency_key_reused`` when the body's fingerprint differs;
+- otherwise the work runs in a savepoint. A storable outcome (2xx, 402, 404, 409) is
+  stored in the same transaction that commits the work, so a charge never exists
+  without its key nor a key without its charge; a storable refusal rolls the savepoint
+  back (its follow-up work, such as a release request, runs in the outer transaction).
+  A 400 or a 5xx is not stored: the whole transaction rolls back and the client may
+  correct the request and retry with the same key.
+
+On SQLite every transaction takes the database's write lock up front, which
+serialises such requests: a duplicate waits and then replays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
+
+from iaas.common.db import is_retryable, run_after_rollback
+from iaas.contracts.errors import DomainError, ServiceBusy
+
+from .models import IdempotencyKey
+from .problems import PROBLEM_CONTENT_TYPE, ProblemError, response_for_exception
+
+logger = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+# 1 to 255 visible ASCII characters, spaces allowed inside (a UUID is a good key).
+KEY_PATTERN = r"\A[!-~](?:[ -~]{0,253}[!-~])?\Z"
+_KEY_RE = re.compile(KEY_PATTERN)
+
+
+class IdempotencyKeyReused(ProblemError):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "idempotency_key_reused"
+    default_detail = "This Idempotency-Key was used with a different request body."
+
+
+class IdempotencyRequestInProgress(ProblemError):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "idempotency_request_in_progress"
+    default_detail = "A request with this Idempotency-Key is still being processed; retry shortly."
+
+
+def ttl() -> dt.timedelta:
+    return dt.timedelta(seconds=settings.IAAS_IDEMPOTENCY_KEY_TTL)
+
+
+def is_storable(status_code: int) -> bool:
+    return 200 <= status_code < 300 or status_code in (402, 404, 409)
+
+
+@dataclass(frozen=True)
+class Scope:
+    owner_id: int
+    method: str
+    path: str
+    key: str
+
+    def lock_id(self) -> int:
+        """A signed 64-bit advisory lock id for this scope."""
+        material = "\x1f".join([str(self.owner_id), self.method, self.path, self.key]).encode()
+        return int.from_bytes(hashlib.sha256(material).digest()[:8], "big", signed=True)
+
+    def rows(self):
+        return IdempotencyKey.objects.filter(
+            owner_id=self.owner_id, method=self.method, path=self.path, key=self.key
+        )
+
+
+def fingerprint(request: Request) -> str:
+    """Method, path and the parsed JSON body: the same JSON in other bytes (spacing, key
+    order) is the same request."""
+    body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{request.method}\n{request.path}\n{body}".encode()).hexdigest()
+
+
+def idempotent(view_method: Callable) -> Callable:
+    """Decorate an authenticated view's ``post`` to honour the Idempotency-Key header."""
+
+    @functools.wraps(view_method)
+    def wrapper(view, request: Request, *args, **kwargs) -> Response:
+        key = request.headers.get(HEADER)
+        if key is None:
+            return view_method(view, request, *args, **kwargs)
+        if not _KEY_RE.match(key):
+            raise ValidationError({HEADER: ["An Idempotency-Key is 1 to 255 visible ASCII characters."]})
+        scope = Scope(owner_id=request.user.pk, method=request.method, path=request.path, key=key)
+        return _run(scope, fingerprint(request), lambda: view_method(view, request, *args, **kwargs))
+
+    wrapper.idempotent = True
+    return wrapper
+
+
+def _run(scope: Scope, request_fingerprint: str, work: Callable[[], Response]) -> Response:
+    if connection.in_atomic_block:  # an outer transaction (a test): no retry possible
+        with transaction.atomic():
+            return _attempt(scope, request_fingerprint, work)
+    attempts = settings.IAAS_TRANSACTION_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction.atomic():
+                return _attempt(scope, request_fingerprint, work)
+        except OperationalError as error:
+            if not is_retryable(error):
+                raise
+            logger.info(
+                "retrying idempotent %s %s after %s (attempt %d)", scope.method, scope.path, error, attempt
+            )
+            if attempt == attempts:
+                raise ServiceBusy() from error
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 (jitter, not crypto)
+    raise AssertionError("unreachable")
+
+
+def _acquire(scope: Scope) -> bool:
+    if connection.vendor != "postgresql":
+        return True  # SQLite: this transaction already holds the database's write lock
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [scope.lock_id()])
+        return bool(cursor.fetchone()[0])
+
+
+def _attempt(scope: Scope, request_fingerprint: str, work: Callable[[], Response]) -> Response:
+    if not _acquire(scope):
+        raise IdempotencyRequestInProgress()
+    record = scope.rows().first()
+    if record is not None and record.created_at <= timezone.now() - ttl():
+        record.delete()  # expired: the key starts afresh
+        record = None
+    if record is not None:
+        if record.fingerprint != request_fingerprint:
+            raise IdempotencyKeyReused()
+        return replay(record)
+
+    try:
+        with transaction.atomic():
+            response = work()
+    except Exception as error:
+        response = response_for_exception(error)
+        if response is None or not is_storable(response.status_code):
+            raise
+        if isinstance(error, DomainError):
+            run_after_rollback(error)  # e.g. ask other services to release idle allowance
+    if not is_storable(response.status_code):
+        # A view that answered an error without raising: undo whatever it did.
+        transaction.set_rollback(True)
+        return response
+    IdempotencyKey.objects.create(
+        owner_id=scope.owner_id,
+        method=scope.method,
+        path=scope.path,
+        key=scope.key,
+        fingerprint=request_fingerprint,
+        status_code=response.status_code,
+        response_body=json.dumps(response.data, cls=JSONEncoder, ensure_ascii=False),
+    )
+    return response
+
+
+def replay(record: IdempotencyKey) -> Response:
+    return Response(
+        json.loads(record.response_body),
+        status=record.status_code,
+        headers={REPLAYED_HEADER: "true"},
+        content_type=PROBLEM_CONTENT_TYPE if record.status_code >= 400 else None,
+    )
+
+
+def purge_expired(*, now: dt.datetime | None = None) -> int:
+    """Delete stored responses older than the replay window. Returns how many."""
+    cutoff = (now or timezone.now()) - ttl()
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lte=cutoff).delete()
+    return deleted

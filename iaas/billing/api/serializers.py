@@ -1,0 +1,95 @@
+"""Billing's API shapes (API.md, Billing)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from iaas.api.fields import StrictChoiceField, StrictIntegerField
+
+from ..models import LedgerEntry, TopUp, Wallet
+
+
+class WalletSerializer(serializers.ModelSerializer):
+    available = serializers.IntegerField(
+        read_only=True, help_text="balance - reserved: what the customer can still spend (minor units)."
+    )
+
+    class Meta:
+        model = Wallet
+        fields = ["id", "currency", "status", "balance", "reserved", "available", "created_at"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "balance": {"help_text": "The settled balance, the sum of the ledger (minor units)."},
+            "reserved": {"help_text": "Held for purchases not yet settled and for allowances (minor units)."},
+        }
+
+
+class WalletCreateSerializer(serializers.Serializer):
+    currency = StrictChoiceField(choices=[], help_text="An upper-case ISO 4217 code the provider supports.")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["currency"].choices = settings.IAAS_SUPPORTED_CURRENCIES
+        return fields
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LedgerEntry
+        fields = [
+            "id",
+            "sequence",
+            "kind",
+            "amount",
+            "balance_after",
+            "transaction_date",
+            "posted_at",
+            "description",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "sequence": {"help_text": "Per-wallet posting order; lists are newest (highest) first."},
+            "balance_after": {"help_text": "The wallet's balance right after this entry."},
+            "transaction_date": {"help_text": "When the business event happened."},
+            "posted_at": {"help_text": "When Billing booked it."},
+        }
+
+
+class TopUpCreateSerializer(serializers.Serializer):
+    amount = StrictIntegerField(min_value=1)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # The limit is a setting: read it per request (and for the schema).
+        fields["amount"] = StrictIntegerField(
+            min_value=1,
+            max_value=settings.IAAS_MAX_TOP_UP,
+            help_text="Minor units, a JSON integer.",
+        )
+        return fields
+
+
+class TopUpSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TopUp
+        fields = ["id", "amount", "currency", "status"]
+        read_only_fields = fields
+
+
+class InvoiceLineSerializer(serializers.Serializer):
+    description = serializers.CharField()
+    amount = serializers.IntegerField(help_text="Minor units.")
+    transaction_date = serializers.DateTimeField()
+    context = serializers.CharField(help_text="The service that charged it: `cloud` or `hosting`.")
+
+
+class InvoiceSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    number = serializers.CharField(help_text="Gapless within its yearly series, e.g. `INV-2026-000001`.")
+    issued_at = serializers.DateTimeField()
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    currency = serializers.CharField()
+    total = serializers.IntegerField(help_text="Minor units.")
+    lines = InvoiceLineSerializer(many=True)

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("wallets/", views.WalletListCreateView.as_view(), name="wallet-list"),
+    path("wallets/<uuid:pk>/", views.WalletDetailView.as_view(), name="wallet-detail"),
+    path("wallets/<uuid:wallet_id>/ledger/", views.LedgerView.as_view(), name="wallet-ledger"),
+    path("wallets/<uuid:wallet_id>/top-ups/", views.TopUpCreateView.as_view(), name="wallet-top-ups"),
+    path("invoices/", views.InvoiceListView.as_view(), name="invoice-list"),
+    path("invoices/<uuid:invoice_id>/", views.InvoiceDetailView.as_view(), name="invoice-detail"),
+]

@@ -1,0 +1,128 @@
+"""Billing's customer API: thin views over Billing's services and selectors."""
+
+from __future__ import annotations
+
+import django_filters
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from iaas.api.filters import StrictFilterSet
+from iaas.api.idempotency import idempotent
+from iaas.api.pagination import SequenceCursorPagination
+
+from .. import selectors, services
+from ..models import LedgerEntry
+from .serializers import (
+    InvoiceSerializer,
+    LedgerEntrySerializer,
+    TopUpCreateSerializer,
+    TopUpSerializer,
+    WalletCreateSerializer,
+    WalletSerializer,
+)
+
+
+class WalletListCreateView(generics.ListAPIView):
+    serializer_class = WalletSerializer
+    filter_backends = []
+    problem_codes = {"post": {409: ["wallet_exists"]}}
+
+    def get_queryset(self):
+        return selectors.wallet_list(owner_id=self.request.user.pk)
+
+    @extend_schema(summary="List your wallets")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(summary="Open a wallet", request=WalletCreateSerializer, responses={201: WalletSerializer})
+    @idempotent
+    def post(self, request):
+        serializer = WalletCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        wallet = services.wallet_create(
+            owner_id=request.user.pk, currency=serializer.validated_data["currency"]
+        )
+        return Response(WalletSerializer(wallet).data, status=status.HTTP_201_CREATED)
+
+
+class WalletDetailView(generics.RetrieveAPIView):
+    serializer_class = WalletSerializer
+    filter_backends = []
+
+    def get_queryset(self):
+        return selectors.wallet_list(owner_id=self.request.user.pk)
+
+    @extend_schema(summary="Show a wallet")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class LedgerFilter(StrictFilterSet):
+    kind = django_filters.ChoiceFilter(choices=LedgerEntry.Kind.choices)
+    # ?transaction_date_after=2026-01-01&transaction_date_before=2026-01-31 (whole days, inclusive)
+    transaction_date = django_filters.DateFromToRangeFilter()
+
+    class Meta:
+        model = LedgerEntry
+        fields = ["kind", "transaction_date"]
+
+
+class LedgerView(generics.ListAPIView):
+    serializer_class = LedgerEntrySerializer
+    pagination_class = SequenceCursorPagination
+    filterset_class = LedgerFilter
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request
+            return LedgerEntry.objects.none()
+        return selectors.ledger_entries(owner_id=self.request.user.pk, wallet_id=self.kwargs["wallet_id"])
+
+    @extend_schema(
+        summary="A wallet's ledger, newest first",
+        description="Ordered by the wallet's posting sequence, highest first; cursor-paginated.",
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class TopUpCreateView(APIView):
+    problem_codes = {"post": {404: ["not_found"], 409: ["wallet_not_active"]}}
+
+    @extend_schema(
+        summary="Top up a wallet",
+        description=(
+            "Through the configured payment provider: `succeeded` (credited before this answer) "
+            "or `pending` (credited when the payment arrives)."
+        ),
+        request=TopUpCreateSerializer,
+        responses={201: TopUpSerializer},
+    )
+    @idempotent
+    def post(self, request, wallet_id):
+        serializer = TopUpCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        top_up = services.top_up_create(
+            wallet_id=wallet_id, owner_id=request.user.pk, amount=serializer.validated_data["amount"]
+        )
+        return Response(TopUpSerializer(top_up).data, status=status.HTTP_201_CREATED)
+
+
+class InvoiceListView(generics.ListAPIView):
+    serializer_class = InvoiceSerializer
+    filter_backends = []
+
+    def get_queryset(self):
+        return selectors.invoice_list(owner_id=self.request.user.pk)
+
+    @extend_schema(summary="List your invoices")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class InvoiceDetailView(APIView):
+    @extend_schema(summary="Show an invoice", responses={200: InvoiceSerializer})
+    def get(self, request, invoice_id):
+        invoice = selectors.invoice_get(owner_id=request.user.pk, invoice_id=invoice_id)
+        return Response(InvoiceSerializer(invoice).data)

@@ -1,0 +1,55 @@
+"""Fixtures for the API tests: clients with and without a customer's token."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+PROBLEM = "application/problem+json"
+
+
+def client_for(user=None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+def assert_problem(response, status: int, code: str) -> dict:
+    """The response is RFC 9457 problem details with this status and code."""
+    assert response.status_code == status, (response.status_code, response.content)
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == f"urn:iaas:problem:{code}"
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    """Throttle counters live in the cache: each test starts with none."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def anonymous():
+    return APIClient()
+
+
+@pytest.fixture
+def api(customer):
+    """The customer's authenticated client."""
+    return client_for(customer)
+
+
+@pytest.fixture
+def other_api(other_customer):
+    return client_for(other_customer)

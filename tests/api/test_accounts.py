@@ -1,0 +1,112 @@
+"""Registration, token issue, token authentication and their rate limits."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+from tests.api.conftest import assert_problem, client_for
+
+pytestmark = pytest.mark.django_db
+
+REGISTER = "/api/v1/auth/register/"
+TOKEN = "/api/v1/auth/token/"
+NEW = {"username": "ada", "email": "ada@example.com", "password": "analytical-engine-1843"}
+
+
+def test_registration_answers_a_token_that_authenticates(anonymous):
+    response = anonymous.post(REGISTER, NEW)
+    assert response.status_code == 201
+    token = response.json()["token"]
+    user = get_user_model().objects.get(username="ada")
+    assert user.email == "ada@example.com"
+    assert user.check_password(NEW["password"])
+    assert Token.objects.get(user=user).key == token
+
+    anonymous.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert anonymous.get("/api/v1/wallets/").status_code == 200
+
+
+def test_token_issue_answers_the_customers_token(anonymous):
+    registered = anonymous.post(REGISTER, NEW).json()["token"]
+    response = anonymous.post(TOKEN, {"username": "ada", "password": NEW["password"]})
+    assert response.status_code == 200
+    assert response.json() == {"token": registered}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**NEW, "username": ""}, "username"),
+        ({**NEW, "username": "has space"}, "username"),
+        ({**NEW, "username": "x" * 151}, "username"),
+        ({**NEW, "username": 12345}, "username"),
+        ({**NEW, "email": "not-an-email"}, "email"),
+        ({**NEW, "password": "short"}, "password"),
+        ({**NEW, "password": "12345678901"}, "password"),
+        ({**NEW, "password": "password123"}, "password"),
+        ({**NEW, "password": "ada@example.com"}, "password"),
+        ({**NEW, "password": None}, "password"),
+        ({"username": "ada", "email": "ada@example.com"}, "password"),
+    ],
+)
+def test_registration_refuses_bad_input(anonymous, body, field):
+    body = assert_problem(anonymous.post(REGISTER, body), 400, "validation_error")
+    assert field in body["errors"]
+    assert not get_user_model().objects.filter(username="ada").exists()
+
+
+def test_a_taken_username_is_a_conflict_whatever_its_case(anonymous, customer):
+    assert_problem(
+        anonymous.post(REGISTER, {**NEW, "username": customer.username.upper()}), 409, "username_taken"
+    )
+
+
+def test_wrong_credentials_are_not_authenticated(anonymous, customer):
+    for body in (
+        {"username": customer.username, "password": "wrong-password"},
+        {"username": "nobody", "password": "correct-horse-battery"},
+    ):
+        response = anonymous.post(TOKEN, body)
+        assert_problem(response, 401, "not_authenticated")
+        assert response["WWW-Authenticate"].startswith("Token")
+
+
+def test_token_issue_refuses_malformed_input(anonymous):
+    assert_problem(anonymous.post(TOKEN, {"username": "ada"}), 400, "validation_error")
+    assert_problem(anonymous.post(TOKEN, {"username": 1, "password": 2}), 400, "validation_error")
+
+
+@pytest.mark.parametrize("header", [None, "Token not-a-token", "Bearer abc", "Token"])
+def test_no_token_or_a_bad_token_is_401(header):
+    client = client_for()
+    if header:
+        client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get("/api/v1/wallets/")
+    assert_problem(response, 401, "not_authenticated")
+    assert response["WWW-Authenticate"] == "Token"
+
+
+def test_the_catalogs_are_public_and_ignore_a_bad_token():
+    client = client_for()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    assert client.get("/api/v1/cloud/plans/").status_code == 200
+    assert client.get("/api/v1/hosting/plans/").status_code == 200
+
+
+@pytest.mark.parametrize(("path", "scope"), [(REGISTER, "register"), (TOKEN, "token")])
+def test_registration_and_token_issue_are_throttled_per_address(anonymous, settings, path, scope):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"register": "2/minute", "token": "2/minute"},
+    }
+    for _ in range(2):
+        assert anonymous.post(path, {}, REMOTE_ADDR="203.0.113.7").status_code == 400
+    response = anonymous.post(path, {}, REMOTE_ADDR="203.0.113.7")
+    assert_problem(response, 429, "throttled")
+    assert int(response["Retry-After"]) > 0
+    # Another address is counted apart, and a forged X-Forwarded-For does not help.
+    assert anonymous.post(path, {}, REMOTE_ADDR="203.0.113.8").status_code == 400
+    forged = anonymous.post(path, {}, REMOTE_ADDR="203.0.113.7", HTTP_X_FORWARDED_FOR="198.51.100.1")
+    assert forged.status_code == 429

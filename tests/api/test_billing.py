@@ -1,0 +1,264 @@
+"""Wallets, the ledger, top-ups and invoices over HTTP, each customer seeing only
+their own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from iaas.billing.models import LedgerEntry, TopUp, Wallet
+from iaas.cloud import services as cloud_services
+from tests.api.conftest import assert_problem
+from tests.factories import funded_wallet
+
+pytestmark = pytest.mark.django_db
+
+WALLET_FIELDS = {"id", "currency", "status", "balance", "reserved", "available", "created_at"}
+ENTRY_FIELDS = {
+    "id",
+    "sequence",
+    "kind",
+    "amount",
+    "balance_after",
+    "transaction_date",
+    "posted_at",
+    "description",
+}
+
+
+def test_open_a_wallet(api, customer):
+    response = api.post("/api/v1/wallets/", {"currency": "USD"})
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == WALLET_FIELDS
+    assert body | {"id": None, "created_at": None} == {
+        "id": None,
+        "currency": "USD",
+        "status": "active",
+        "balance": 0,
+        "reserved": 0,
+        "available": 0,
+        "created_at": None,
+    }
+    assert Wallet.objects.get(pk=body["id"]).owner == customer
+
+
+def test_a_second_wallet_in_a_currency_is_409(api, wallet):
+    assert_problem(api.post("/api/v1/wallets/", {"currency": "EUR"}), 409, "wallet_exists")
+    assert Wallet.objects.filter(owner=wallet.owner).count() == 1
+
+
+@pytest.mark.parametrize("currency", ["eur", "XXX", "EURO", "", 978, None, ["EUR"]])
+def test_an_unsupported_currency_is_400(api, currency):
+    body = assert_problem(api.post("/api/v1/wallets/", {"currency": currency}), 400, "validation_error")
+    assert "currency" in body["errors"]
+
+
+def test_the_supported_currencies_are_a_setting(api, settings):
+    settings.IAAS_SUPPORTED_CURRENCIES = ["CHF"]
+    assert api.post("/api/v1/wallets/", {"currency": "CHF"}).status_code == 201
+    assert_problem(api.post("/api/v1/wallets/", {"currency": "USD"}), 400, "validation_error")
+
+
+def test_list_and_show_wallets_with_balance_reserved_and_available(api, wallet, catalog):
+    cloud_services.server_create(
+        owner_id=wallet.owner_id, wallet_id=wallet.id, name="web", plan_id="s-2vcpu-4gb"
+    )
+    listed = api.get("/api/v1/wallets/").json()
+    assert listed["next"] is None
+    assert listed["previous"] is None
+    [shown] = listed["results"]
+    assert shown == api.get(f"/api/v1/wallets/{wallet.id}/").json()
+    # The first hour (4 cents) is reserved until Billing settles the charge.
+    assert (shown["balance"], shown["reserved"], shown["available"]) == (10_000, 4, 9_996)
+
+
+def test_another_customers_wallet_is_404_everywhere(api, other_customer):
+    theirs = funded_wallet(other_customer, amount=5_000)
+    assert_problem(api.get(f"/api/v1/wallets/{theirs.id}/"), 404, "not_found")
+    assert_problem(api.get(f"/api/v1/wallets/{theirs.id}/ledger/"), 404, "not_found")
+    assert_problem(api.post(f"/api/v1/wallets/{theirs.id}/top-ups/", {"amount": 100}), 404, "not_found")
+    assert api.get("/api/v1/wallets/").json()["results"] == []
+    theirs.refresh_from_db()
+    assert theirs.balance == 5_000
+    assert TopUp.objects.filter(wallet=theirs).count() == 1
+
+
+def test_a_wallet_that_does_not_exist_is_404_like_anothers(api):
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert_problem(api.get(f"/api/v1/wallets/{missing}/"), 404, "not_found")
+    assert_problem(api.post(f"/api/v1/wallets/{missing}/top-ups/", {"amount": 1}), 404, "not_found")
+
+
+def test_top_up_credits_the_wallet_before_answering(api, wallet):
+    response = api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 2_550})
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"id", "amount", "currency", "status"}
+    assert (body["amount"], body["currency"], body["status"]) == (2_550, "EUR", "succeeded")
+    assert api.get(f"/api/v1/wallets/{wallet.id}/").json()["balance"] == 12_550
+
+
+def test_a_top_up_through_a_provider_that_confirms_later_is_pending(api, wallet, settings):
+    settings.IAAS_PAYMENT_PROVIDER = "iaas.billing.payments.ManualPaymentProvider"
+    body = api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 500}).json()
+    assert body["status"] == "pending"
+    assert api.get(f"/api/v1/wallets/{wallet.id}/").json()["balance"] == 10_000
+
+
+@pytest.mark.parametrize(
+    "amount", ["10", "1e3", 10.0, 1.5, True, False, None, 0, -5, 100_000_001, 10**30, [10], {"v": 10}]
+)
+def test_an_amount_that_is_not_a_positive_json_integer_within_the_limit_is_400(api, wallet, amount):
+    body = assert_problem(
+        api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": amount}), 400, "validation_error"
+    )
+    assert "amount" in body["errors"]
+    wallet.refresh_from_db()
+    assert wallet.balance == 10_000
+
+
+def test_the_largest_top_up_is_the_limit_and_the_limit_is_a_setting(api, wallet, settings):
+    assert api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 100_000_000}).status_code == 201
+    settings.IAAS_MAX_TOP_UP = 1_000
+    assert api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 1_000}).status_code == 201
+    assert_problem(
+        api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 1_001}), 400, "validation_error"
+    )
+
+
+def test_a_missing_amount_is_400(api, wallet):
+    assert_problem(api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {}), 400, "validation_error")
+
+
+def test_top_up_on_a_frozen_wallet_is_409(api, wallet):
+    Wallet.objects.filter(pk=wallet.pk).update(status=Wallet.Status.FROZEN)
+    assert_problem(
+        api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 100}), 409, "wallet_not_active"
+    )
+
+
+# --- Ledger ---------------------------------------------------------------------------
+
+
+def test_the_ledger_is_newest_first_with_running_balances(api, wallet, catalog, deliver):
+    api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 500})
+    cloud_services.server_create(
+        owner_id=wallet.owner_id, wallet_id=wallet.id, name="web", plan_id="s-2vcpu-4gb"
+    )
+    deliver()
+    entries = api.get(f"/api/v1/wallets/{wallet.id}/ledger/").json()["results"]
+    assert all(set(entry) == ENTRY_FIELDS for entry in entries)
+    assert [(e["sequence"], e["kind"], e["amount"], e["balance_after"]) for e in entries] == [
+        (3, "charge", -4, 10_496),
+        (2, "top_up", 500, 10_500),
+        (1, "top_up", 10_000, 10_000),
+    ]
+    assert api.get(f"/api/v1/wallets/{wallet.id}/").json()["balance"] == sum(e["amount"] for e in entries)
+
+
+def test_the_ledger_pages_with_a_cursor(api, wallet):
+    for _ in range(4):
+        api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 1})
+    first = api.get(f"/api/v1/wallets/{wallet.id}/ledger/?page_size=2").json()
+    assert [e["sequence"] for e in first["results"]] == [5, 4]
+    assert first["previous"] is None
+    second = api.get(first["next"]).json()
+    assert [e["sequence"] for e in second["results"]] == [3, 2]
+    third = api.get(second["next"]).json()
+    assert [e["sequence"] for e in third["results"]] == [1]
+    assert third["next"] is None
+    assert [e["sequence"] for e in api.get(third["previous"]).json()["results"]] == [3, 2]
+
+
+def test_a_bad_cursor_is_404_and_a_bad_page_size_is_400(api, wallet):
+    assert_problem(api.get(f"/api/v1/wallets/{wallet.id}/ledger/?cursor=garbage"), 404, "not_found")
+    for size in ("0", "-1", "abc", "201", ""):
+        assert_problem(
+            api.get(f"/api/v1/wallets/{wallet.id}/ledger/?page_size={size}"), 400, "validation_error"
+        )
+
+
+def test_the_ledger_filters_by_kind_and_transaction_date(api, wallet, catalog, deliver):
+    cloud_services.server_create(
+        owner_id=wallet.owner_id, wallet_id=wallet.id, name="web", plan_id="s-1vcpu-1gb"
+    )
+    deliver()
+    ledger = f"/api/v1/wallets/{wallet.id}/ledger/"
+    assert [e["kind"] for e in api.get(f"{ledger}?kind=charge").json()["results"]] == ["charge"]
+    assert [e["kind"] for e in api.get(f"{ledger}?kind=top_up").json()["results"]] == ["top_up"]
+
+    today = timezone.now().date()
+    tomorrow = today + dt.timedelta(days=1)
+    assert len(api.get(f"{ledger}?transaction_date_after={today}").json()["results"]) == 2
+    assert len(api.get(f"{ledger}?transaction_date_before={today}").json()["results"]) == 2
+    assert api.get(f"{ledger}?transaction_date_after={tomorrow}").json()["results"] == []
+    both = api.get(f"{ledger}?kind=charge&transaction_date_after={today}&transaction_date_before={today}")
+    assert len(both.json()["results"]) == 1
+
+
+@pytest.mark.parametrize(
+    "query", ["kind=bonus", "kind=", "transaction_date_after=yesterday", "transaction_date_before=2026-13-01"]
+)
+def test_a_bad_ledger_filter_is_400(api, wallet, query):
+    assert_problem(api.get(f"/api/v1/wallets/{wallet.id}/ledger/?{query}"), 400, "validation_error")
+
+
+def test_ledger_entries_never_leak_between_wallets(api, wallet, other_customer):
+    funded_wallet(other_customer, amount=777)
+    amounts = [e["amount"] for e in api.get(f"/api/v1/wallets/{wallet.id}/ledger/").json()["results"]]
+    assert amounts == [10_000]
+    assert LedgerEntry.objects.count() == 2
+
+
+# --- Invoices -------------------------------------------------------------------------
+
+
+def test_invoices_list_is_paginated_and_empty_until_one_is_issued(api):
+    assert api.get("/api/v1/invoices/").json() == {"count": 0, "next": None, "previous": None, "results": []}
+
+
+def test_an_invoice_that_is_not_yours_is_404(api):
+    assert_problem(api.get("/api/v1/invoices/00000000-0000-4000-8000-000000000000/"), 404, "not_found")
+
+
+def test_the_invoice_shape_is_the_contracts(api, customer, monkeypatch):
+    from iaas.billing import selectors
+
+    now = timezone.now()
+    invoice = selectors.InvoiceView(
+        id=uuid.UUID("3f0c2b1e-4d5a-4e6f-8a9b-0c1d2e3f4a5b"),
+        number="INV-2026-000001",
+        issued_at=now,
+        period_start=now - dt.timedelta(days=30),
+        period_end=now,
+        currency="EUR",
+        total=399,
+        lines=[selectors.InvoiceLineView("Hosting example.com", 399, now, "hosting")],
+    )
+    monkeypatch.setattr(
+        selectors, "invoice_list", lambda *, owner_id: [invoice] if owner_id == customer.id else []
+    )
+    [listed] = api.get("/api/v1/invoices/").json()["results"]
+    assert set(listed) == {
+        "id",
+        "number",
+        "issued_at",
+        "period_start",
+        "period_end",
+        "currency",
+        "total",
+        "lines",
+    }
+    assert listed["lines"] == [
+        {
+            "description": "Hosting example.com",
+            "amount": 399,
+            "transaction_date": listed["issued_at"],
+            "context": "hosting",
+        }
+    ]
+    assert api.get(f"/api/v1/invoices/{invoice.id}/").json() == listed

@@ -1,0 +1,153 @@
+"""The OpenAPI schema at /api/schema/ describes every endpoint of API.md, with its
+bodies, its problem responses and codes, the Idempotency-Key header and the token
+security scheme; /api/docs/ renders it."""
+
+from __future__ import annotations
+
+import pytest
+from drf_spectacular.validation import validate_schema
+
+pytestmark = pytest.mark.django_db
+
+OPERATIONS = {
+    ("/api/v1/auth/register/", "post"),
+    ("/api/v1/auth/token/", "post"),
+    ("/api/v1/wallets/", "get"),
+    ("/api/v1/wallets/", "post"),
+    ("/api/v1/wallets/{id}/", "get"),
+    ("/api/v1/wallets/{wallet_id}/ledger/", "get"),
+    ("/api/v1/wallets/{wallet_id}/top-ups/", "post"),
+    ("/api/v1/invoices/", "get"),
+    ("/api/v1/invoices/{invoice_id}/", "get"),
+    ("/api/v1/cloud/plans/", "get"),
+    ("/api/v1/cloud/servers/", "get"),
+    ("/api/v1/cloud/servers/", "post"),
+    ("/api/v1/cloud/servers/{id}/", "get"),
+    ("/api/v1/cloud/servers/{id}/", "delete"),
+    ("/api/v1/hosting/plans/", "get"),
+    ("/api/v1/hosting/subscriptions/", "get"),
+    ("/api/v1/hosting/subscriptions/", "post"),
+    ("/api/v1/hosting/subscriptions/{id}/", "get"),
+    ("/api/v1/hosting/subscriptions/{id}/", "delete"),
+}
+PUBLIC = {
+    ("/api/v1/auth/register/", "post"),
+    ("/api/v1/auth/token/", "post"),
+    ("/api/v1/cloud/plans/", "get"),
+    ("/api/v1/hosting/plans/", "get"),
+}
+
+
+@pytest.fixture
+def schema(anonymous, catalog):
+    response = anonymous.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def operations(schema):
+    return {(path, method): op for path, item in schema["paths"].items() for method, op in item.items()}
+
+
+def problem_codes(operation, status):
+    response = operation["responses"][str(status)]
+    schema = response["content"]["application/problem+json"]["schema"]
+    return schema["allOf"][1]["properties"]["code"]["enum"]
+
+
+def test_the_schema_is_valid_openapi_and_has_exactly_the_endpoints(schema):
+    validate_schema(schema)
+    assert set(operations(schema)) == OPERATIONS
+
+
+def test_token_security_on_every_endpoint_but_the_public_ones(schema):
+    assert schema["components"]["securitySchemes"]["tokenAuth"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": 'Token-based authentication with required prefix "Token"',
+    }
+    for key, operation in operations(schema).items():
+        if key in PUBLIC:
+            assert operation["security"] == [{}], key
+            if key != ("/api/v1/auth/token/", "post"):  # wrong credentials are a 401 there
+                assert "401" not in operation["responses"], key
+        else:
+            assert operation["security"] == [{"tokenAuth": []}], key
+            assert problem_codes(operation, 401) == ["not_authenticated"], key
+
+
+def test_every_authenticated_post_takes_an_idempotency_key(schema):
+    for (path, method), operation in operations(schema).items():
+        if method != "post" or (path, method) in PUBLIC:
+            continue
+        [header] = [p for p in operation["parameters"] if p["in"] == "header"]
+        assert header["name"] == "Idempotency-Key"
+        assert not header.get("required", False)
+        assert (header["schema"]["minLength"], header["schema"]["maxLength"]) == (1, 255)
+        assert problem_codes(operation, 422) == ["idempotency_key_reused"]
+        assert "idempotency_request_in_progress" in problem_codes(operation, 409)
+
+
+def test_errors_are_problem_details_with_their_codes(schema):
+    ops = operations(schema)
+    problem = schema["components"]["schemas"]["Problem"]
+    assert set(problem["required"]) == {"type", "title", "status", "detail", "code"}
+    assert "errors" in problem["properties"]
+
+    buy_server = ops[("/api/v1/cloud/servers/", "post")]
+    assert problem_codes(buy_server, 400) == ["validation_error"]
+    assert problem_codes(buy_server, 402) == ["insufficient_funds"]
+    assert problem_codes(buy_server, 404) == ["not_found"]
+    assert set(problem_codes(buy_server, 409)) == {
+        "currency_mismatch",
+        "wallet_not_active",
+        "idempotency_request_in_progress",
+    }
+    subscribe = ops[("/api/v1/hosting/subscriptions/", "post")]
+    assert "domain_taken" in problem_codes(subscribe, 409)
+    assert "wallet_exists" in problem_codes(ops[("/api/v1/wallets/", "post")], 409)
+    assert problem_codes(ops[("/api/v1/auth/register/", "post")], 429) == ["throttled"]
+    assert (
+        ops[("/api/v1/auth/token/", "post")]["responses"]["429"]["headers"]["Retry-After"]["required"] is True
+    )
+    for operation in ops.values():
+        assert problem_codes(operation, 503) == ["service_unavailable"]
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
+
+
+def test_bodies_are_described(schema):
+    components = schema["components"]["schemas"]
+    amount = components["TopUpCreateRequest"]["properties"]["amount"]
+    assert (amount["type"], amount["minimum"], amount["maximum"]) == ("integer", 1, 100_000_000)
+    assert components["CurrencyEnum"]["enum"] == ["EUR", "USD", "GBP"]
+    assert "s-1vcpu-1gb" in components["ServerCreatePlanEnum"]["enum"]
+    assert "web-starter" in components["SubscriptionCreatePlanEnum"]["enum"]
+    assert components["ServerCreateRequest"]["properties"]["wallet"]["format"] == "uuid"
+    assert set(components["Wallet"]["properties"]) == {
+        "id",
+        "currency",
+        "status",
+        "balance",
+        "reserved",
+        "available",
+        "created_at",
+    }
+    ledger = operations(schema)[("/api/v1/wallets/{wallet_id}/ledger/", "get")]
+    assert {p["name"] for p in ledger["parameters"]} >= {
+        "cursor",
+        "page_size",
+        "kind",
+        "transaction_date_after",
+        "transaction_date_before",
+    }
+    delete = operations(schema)[("/api/v1/cloud/servers/{id}/", "delete")]
+    assert delete["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Server"
+    }
+
+
+def test_the_docs_render_the_schema(anonymous):
+    response = anonymous.get("/api/docs/")
+    assert response.status_code == 200
+    assert b"/api/schema/" in response.content
