@@ -25,15 +25,12 @@ import datetime as dt
 import functools
 import hashlib
 import json
-import logging
-import random
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
@@ -41,13 +38,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
-from iaas.common.db import is_retryable, run_after_rollback
-from iaas.contracts.errors import DomainError, ServiceBusy
+from iaas.common.db import retry_transaction, run_after_rollback
+from iaas.contracts.errors import DomainError
 
 from .models import IdempotencyKey
 from .problems import PROBLEM_CONTENT_TYPE, ProblemError, response_for_exception
-
-logger = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -119,24 +114,9 @@ def idempotent(view_method: Callable) -> Callable:
 
 
 def _run(scope: Scope, request_fingerprint: str, work: Callable[[], Response]) -> Response:
-    if connection.in_atomic_block:  # an outer transaction (a test): no retry possible
-        with transaction.atomic():
-            return _attempt(scope, request_fingerprint, work)
-    attempts = settings.IAAS_TRANSACTION_ATTEMPTS
-    for attempt in range(1, attempts + 1):
-        try:
-            with transaction.atomic():
-                return _attempt(scope, request_fingerprint, work)
-        except OperationalError as error:
-            if not is_retryable(error):
-                raise
-            logger.info(
-                "retrying idempotent %s %s after %s (attempt %d)", scope.method, scope.path, error, attempt
-            )
-            if attempt == attempts:
-                raise ServiceBusy() from error
-            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 (jitter, not crypto)
-    raise AssertionError("unreachable")
+    # One transaction, retried a bounded number of times on a deadlock or lock timeout
+    # (then a 503), like every other write.
+    return retry_transaction(_attempt)(scope, request_fingerprint, work)
 
 
 def _acquire(scope: Scope) -> bool:
