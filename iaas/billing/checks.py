@@ -71,9 +71,58 @@ LEFT JOIN (SELECT wallet_id, MAX(sequence) AS last FROM billing_ledgerentry GROU
 WHERE w.ledger_sequence <> COALESCE(l.last, 0)
 """
 
-I6_TRIGGER = """
-SELECT COUNT(*) FROM pg_trigger
-WHERE tgname = 'billing_ledgerentry_append_only' AND NOT tgisinternal AND tgenabled <> 'D'
+# The append-only tables and their triggers (migrations 0002 and 0004).
+APPEND_ONLY_TABLES = ("billing_ledgerentry", "billing_invoice", "billing_invoiceline")
+
+I6_TRIGGERS = """
+SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+WHERE t.tgname = c.relname || '_append_only' AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+"""
+
+# I7: with (series, sequence) unique and sequence >= 1, a series is gapless exactly when
+# its count equals its highest number; its counter must stand at that number (a counter
+# ahead of the invoices means a number was taken and lost).
+I7_SERIES_GAPLESS = """
+SELECT COALESCE(s.series, i.series), COALESCE(i.issued, 0), COALESCE(i.highest, 0),
+       COALESCE(s.last_number, 0)
+FROM billing_invoiceseries s
+FULL OUTER JOIN (
+    SELECT series, COUNT(*) AS issued, MAX(sequence) AS highest
+    FROM billing_invoice GROUP BY series
+) i ON i.series = s.series
+WHERE COALESCE(i.issued, 0) <> COALESCE(i.highest, 0)
+   OR COALESCE(i.highest, 0) <> COALESCE(s.last_number, 0)
+"""
+
+# I8: a charge that an issued invoice's run should have taken (in the wallet's ledger by
+# the time it was issued, dated before its period's end) but that is on no line.
+# (At most one line per charge is the one-to-one constraint's job.)
+I8_CHARGE_NOT_INVOICED = """
+SELECT l.wallet_id, l.source_id, MIN(i.number)
+FROM billing_invoice i
+JOIN billing_ledgerentry l
+  ON l.wallet_id = i.wallet_id AND l.kind = 'charge'
+ AND l.sequence <= i.ledger_sequence AND l.transaction_date < i.period_end
+WHERE NOT EXISTS (SELECT 1 FROM billing_invoiceline il WHERE il.ledger_entry_id = l.id)
+GROUP BY l.wallet_id, l.source_id
+"""
+
+I8_LINE_MATCHES_CHARGE = """
+SELECT i.wallet_id, i.number, l.source_id, -l.amount, il.amount, l.kind
+FROM billing_invoiceline il
+JOIN billing_invoice i ON i.id = il.invoice_id
+JOIN billing_ledgerentry l ON l.id = il.ledger_entry_id
+WHERE l.kind <> 'charge' OR il.amount <> -l.amount OR l.wallet_id <> i.wallet_id
+   OR l.transaction_date >= i.period_end OR l.sequence > i.ledger_sequence
+"""
+
+I8_INVOICE_TOTAL = """
+SELECT i.wallet_id, i.number, COALESCE(s.total, 0), i.total
+FROM billing_invoice i
+LEFT JOIN (SELECT invoice_id, SUM(amount) AS total FROM billing_invoiceline GROUP BY invoice_id) s
+       ON s.invoice_id = i.id
+JOIN billing_wallet w ON w.id = i.wallet_id
+WHERE i.total <> COALESCE(s.total, 0) OR i.owner_id <> w.owner_id OR i.currency <> w.currency
 """
 
 
@@ -128,10 +177,47 @@ def check_i5() -> list[Violation]:
 def check_i6() -> list[Violation]:
     if connection.vendor != "postgresql":
         return []
-    (count,) = _rows(I6_TRIGGER)[0]
-    if count == 1:
-        return []
-    return [Violation("I6", None, "append-only trigger enabled", "missing or disabled")]
+    guarded = {table for (table,) in _rows(I6_TRIGGERS)}
+    return [
+        Violation("I6", None, "append-only trigger enabled", "missing or disabled", table)
+        for table in APPEND_ONLY_TABLES
+        if table not in guarded
+    ]
+
+
+def check_i7() -> list[Violation]:
+    return [
+        Violation(
+            "I7",
+            None,
+            {"invoices": highest, "counter": highest},
+            {"invoices": issued, "counter": counter},
+            f"series {series}: numbers 1 to {highest} should each be issued once",
+        )
+        for series, issued, highest, counter in _rows(I7_SERIES_GAPLESS)
+    ]
+
+
+def check_i8() -> list[Violation]:
+    found = [
+        Violation("I8", _uuid(w), "on an invoice line", "on none", f"charge {charge} missed by {number}")
+        for w, charge, number in _rows(I8_CHARGE_NOT_INVOICED)
+    ]
+    found += [
+        Violation(
+            "I8",
+            _uuid(w),
+            {"amount": expected, "kind": "charge"},
+            {"amount": amount, "kind": kind},
+            f"{number}: line for charge {charge} does not match its ledger entry",
+        )
+        for w, number, charge, expected, amount, kind in _rows(I8_LINE_MATCHES_CHARGE)
+    ]
+    found += [
+        Violation("I8", _uuid(w), expected, total, f"{number}: total differs from its lines (or wallet)")
+        for w, number, expected, total in _rows(I8_INVOICE_TOTAL)
+    ]
+    return found
 
 
 def check_i9() -> list[Violation]:
@@ -164,5 +250,7 @@ CHECKS = {
     "I3": check_i3,
     "I5": check_i5,
     "I6": check_i6,
+    "I7": check_i7,
+    "I8": check_i8,
     "I9": check_i9,
 }

@@ -125,5 +125,5 @@ def hold_totals() -> list[HoldTotals]:
 
 
 def check_invariants() -> dict[str, list[Violation]]:
-    """Billing's own invariants (I1, I2, I3, I5, I6, I9), checked in the database."""
+    """Billing's own invariants (I1, I2, I3, I5, I6, I7, I8, I9), checked in the database."""
     return _slot.get().check_invariants()

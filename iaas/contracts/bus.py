@@ -193,3 +193,19 @@ def undelivered_amounts(event_types: Iterable[type[Event]]) -> dict[tuple[str, s
     for event_type, payload in rows.values_list("event_type", "payload").iterator():
         totals[(event_type, payload["wallet_id"], payload["context"])] += payload["amount"]
     return dict(totals)
+
+
+def undelivered_events(event_types: Iterable[type[Event]]) -> list[Event]:
+    """Events of these types some handler has not yet applied (pending or failed), each
+    once. Billing asks before invoicing a month whether charges of it are still in flight."""
+    rows = (
+        OutboxMessage.objects.exclude(status=OutboxMessage.Status.DONE)
+        .filter(event_type__in=[t.type_name() for t in event_types])
+        .values_list("event_id", "event_type", "payload")
+        .order_by("id")
+    )
+    seen: dict = {}
+    for event_id, event_type, payload in rows.iterator():
+        if event_id not in seen:
+            seen[event_id] = event_from_payload(event_type, payload)
+    return list(seen.values())

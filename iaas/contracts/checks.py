@@ -14,7 +14,7 @@ INVARIANTS = {
         "charges and releases"
     ),
     "I5": "every charge settled once, every release applied once",
-    "I6": "the ledger is append-only (trigger in place)",
+    "I6": "the ledger and issued invoices are append-only (triggers in place)",
     "I7": "invoice numbers unique and gapless per series",
     "I8": "every settled charge on exactly one invoice line",
     "I9": "ledger sequences contiguous and balance_after chained",

@@ -89,8 +89,11 @@ def check_i4() -> list[Violation]:
 
 
 def reconcile() -> ReconciliationReport:
+    # Inside a caller's transaction (a test case) the snapshot is the caller's: SET
+    # TRANSACTION is only allowed before a transaction's first query.
+    outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        if outermost and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         violations = billing.check_invariants()
