@@ -10,7 +10,6 @@ publish InvoiceIssued. A rolled-back issue rolls the counter back: no gap.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
+from iaas.common.periods import Month
 from iaas.contracts import bus
 from iaas.contracts.events import ChargeRecorded, InvoiceIssued
 
@@ -26,44 +26,6 @@ from .services import wallet_lock
 
 SERIES_PREFIX = "INV"
 NUMBER_DIGITS = 6
-_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
-
-
-@dataclass(frozen=True, slots=True)
-class Period:
-    """A calendar month in the project's time zone, half-open: [start, end)."""
-
-    year: int
-    month: int
-
-    @classmethod
-    def parse(cls, text: str) -> Period:
-        match = _PERIOD.match(text.strip())
-        if not match or not 1 <= int(match[2]) <= 12:
-            raise ValueError(f"not a month in the form YYYY-MM: {text!r}")
-        return cls(int(match[1]), int(match[2]))
-
-    @classmethod
-    def containing(cls, moment: dt.datetime) -> Period:
-        local = timezone.localtime(moment)
-        return cls(local.year, local.month)
-
-    def previous(self) -> Period:
-        return Period(self.year - 1, 12) if self.month == 1 else Period(self.year, self.month - 1)
-
-    def next(self) -> Period:
-        return Period(self.year + 1, 1) if self.month == 12 else Period(self.year, self.month + 1)
-
-    @property
-    def start(self) -> dt.datetime:
-        return timezone.make_aware(dt.datetime(self.year, self.month, 1))
-
-    @property
-    def end(self) -> dt.datetime:
-        return self.next().start
-
-    def __str__(self) -> str:
-        return f"{self.year:04d}-{self.month:02d}"
 
 
 def series_for(issued_at: dt.datetime) -> str:
@@ -90,7 +52,7 @@ class InvoiceDraft:
     total: int
 
 
-def uninvoiced_charges(period: Period):
+def uninvoiced_charges(period: Month):
     """Settled charges not on any invoice line, dated before the period's end."""
     return LedgerEntry.objects.filter(
         kind=LedgerEntry.Kind.CHARGE,
@@ -99,7 +61,7 @@ def uninvoiced_charges(period: Period):
     )
 
 
-def invoice_drafts(period: Period) -> list[InvoiceDraft]:
+def invoice_drafts(period: Month) -> list[InvoiceDraft]:
     """The invoices a run for ``period`` would issue, one aggregate query: wallets with
     uninvoiced charges dated before the period's end and no invoice for the period yet."""
     invoiced = Invoice.objects.filter(period_start=period.start).values("wallet_id")
@@ -122,7 +84,7 @@ def invoice_drafts(period: Period) -> list[InvoiceDraft]:
     ]
 
 
-def pending_charges(period: Period) -> int:
+def pending_charges(period: Month) -> int:
     """Charges dated in the period that Billing has not settled yet: recorded by a
     selling context, their ChargeRecorded still waiting in the outbox (pending or
     failed). While there are any, the period's invoices would miss them."""
@@ -147,7 +109,7 @@ def _series_next_number(series: str) -> int:
 
 
 @retry_transaction
-def invoice_issue(*, wallet_id: uuid.UUID, period: Period) -> Invoice | None:
+def invoice_issue(*, wallet_id: uuid.UUID, period: Month) -> Invoice | None:
     """Issue the wallet's invoice for ``period``: every settled charge not yet invoiced
     and dated before the period's end. None when the wallet has an invoice for the
     period already or nothing to invoice: running twice issues nothing new."""

@@ -13,10 +13,10 @@ import time_machine
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, connections, transaction
 
-from iaas.billing.invoicing import Period
 from iaas.billing.models import Invoice, InvoiceLine, InvoiceSeries, LedgerEntry
 from iaas.cloud import services as cloud_services
 from iaas.cloud.spending import spender as cloud_spender
+from iaas.common.periods import Month
 from iaas.contracts import bus
 from iaas.contracts.types import Money
 from iaas.hosting import services as hosting_services
@@ -61,7 +61,7 @@ def test_a_month_is_invoiced_once_with_every_settled_charge(may_charges, assert_
         invoice = Invoice.objects.get()
         assert invoice.number == "INV-2026-000001"
         assert (invoice.owner_id, invoice.currency) == (wallet.owner_id, "EUR")
-        assert (invoice.period_start, invoice.period_end) == (Period(2026, 5).start, Period(2026, 6).start)
+        assert (invoice.period_start, invoice.period_end) == (Month(2026, 5).start, Month(2026, 6).start)
         charges = LedgerEntry.objects.filter(wallet=wallet, kind="charge")
         assert invoice.total == -sum(charge.amount for charge in charges) > 0
         lines = list(invoice.lines.order_by("transaction_date"))
@@ -152,7 +152,7 @@ def test_a_charge_that_settles_late_lands_on_the_next_invoice(may_charges, asser
         assert_invariants()  # not yet due: June's run takes it
     with time_machine.travel(dt.datetime(2026, 7, 1, 2, tzinfo=UTC), tick=False):
         issue("--period", "2026-06")
-    june = Invoice.objects.get(period_start=Period(2026, 6).start)
+    june = Invoice.objects.get(period_start=Month(2026, 6).start)
     assert june.number == "INV-2026-000002"
     assert {line.description for line in june.lines.all()} == {
         "late hour",

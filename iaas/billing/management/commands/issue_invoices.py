@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from iaas.billing import invoicing
 from iaas.common.cli import EXIT_PROBLEMS, EXIT_REFUSED, CurrencyTotals, dump_json, progress
+from iaas.common.periods import Month
 from iaas.contracts.types import format_minor_units
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class Command(BaseCommand):
     def handle(self, *args, period, dry_run, as_json, **options):
         now = timezone.now()
         try:
-            month = invoicing.Period.parse(period) if period else invoicing.Period.containing(now).previous()
+            month = Month.parse(period) if period else Month.containing(now).previous()
         except ValueError as error:
             raise CommandError(str(error), returncode=EXIT_REFUSED) from None
         if month.end > now:
