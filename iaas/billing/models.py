@@ -96,7 +96,13 @@ class LedgerEntry(models.Model):
         verbose_name_plural = "ledger entries"
         ordering = ["wallet", "-sequence"]
         constraints = [
-            models.UniqueConstraint(fields=["wallet", "sequence"], name="ledger_sequence_unique"),
+            # Covering: reconciliation reads a wallet's chain (I1, I9) in sequence order
+            # from this index alone, without a sort or a visit to the table.
+            models.UniqueConstraint(
+                fields=["wallet", "sequence"],
+                include=["amount", "balance_after", "kind"],
+                name="ledger_sequence_unique",
+            ),
             models.UniqueConstraint(fields=["wallet", "reference"], name="ledger_reference_unique"),
             models.CheckConstraint(condition=~Q(amount=0), name="ledger_amount_not_zero"),
             models.CheckConstraint(
@@ -126,11 +132,25 @@ class Hold(models.Model):
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="holds")
     context = models.CharField(max_length=20)
     amount = models.BigIntegerField(default=0)
+    # Running totals of the hold's reservation record, moved with ``amount`` in the same
+    # statement: granted = amount + captured + released, held by a CHECK. Billing's side
+    # of I4 is read from them; reconcile --deep re-derives them from the record (I3).
+    granted_total = models.BigIntegerField(default=0)
+    captured_total = models.BigIntegerField(default=0)
+    released_total = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["wallet", "context"], name="hold_one_per_wallet_context"),
             models.CheckConstraint(condition=Q(amount__gte=0), name="hold_not_negative"),
+            models.CheckConstraint(
+                condition=Q(granted_total__gte=0, captured_total__gte=0, released_total__gte=0),
+                name="hold_totals_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(granted_total=F("amount") + F("captured_total") + F("released_total")),
+                name="hold_totals_add_up",
+            ),
         ]
 
     def __str__(self) -> str:

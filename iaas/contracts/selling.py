@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
+from .checks import Relation
+
 
 @dataclass(frozen=True, slots=True)
 class AllowanceTotals:
@@ -26,6 +28,11 @@ class SellingContext(Protocol):
     name: str
 
     def allowance_totals(self) -> list[AllowanceTotals]: ...
+
+    def allowance_totals_relation(self) -> Relation:
+        """The context's side of I4 as SQL, one row per wallet: (wallet_id, context,
+        allowance, granted, charged, released)."""
+        ...
 
     def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int: ...
 

@@ -14,10 +14,11 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from iaas.contracts import billing, bus
+from iaas.contracts.checks import Relation
 from iaas.contracts.errors import CurrencyMismatch, WalletNotFound
 from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ReleaseRequested
 from iaas.contracts.selling import AllowanceTotals
@@ -208,6 +209,14 @@ class Spender:
             ).order_by("wallet_id")
         ]
 
+    def allowance_totals_relation(self) -> Relation:
+        table = connection.ops.quote_name(self.allowance_model._meta.db_table)
+        return Relation(
+            f"SELECT wallet_id, %s AS context, amount AS allowance, granted_total AS granted, "  # noqa: S608
+            f"charged_total AS charged, released_total AS released FROM {table}",
+            (self.context,),
+        )
+
 
 class SellingContextAdapter:
     """A context's implementation of ``iaas.contracts.selling.SellingContext``."""
@@ -218,6 +227,9 @@ class SellingContextAdapter:
 
     def allowance_totals(self) -> list[AllowanceTotals]:
         return self.spender.allowance_totals()
+
+    def allowance_totals_relation(self) -> Relation:
+        return self.spender.allowance_totals_relation()
 
     def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int:
         return self.spender.release_idle(idle_for=idle_for)
