@@ -174,6 +174,8 @@ def check_ledger() -> dict[str, list[Violation]]:
     chain_broken = []
     for row in _rows(LEDGER_CHECK):
         w, balance, counter, reserved, total, entries, last, broken, charged, held, captured = row
+        # SUM(bigint) is numeric: back to int, as money is everywhere else.
+        total, charged, held, captured = int(total), int(charged), int(held), int(captured)
         wallet_id = _uuid(w)
         if balance != total:
             found["I1"].append(
@@ -228,7 +230,7 @@ def check_i3_deep() -> list[Violation]:
         Violation(
             "I3",
             _uuid(w),
-            {"granted": granted, "captured": captured, "released": released},
+            {"granted": int(granted), "captured": int(captured), "released": int(released)},
             {"granted": h_granted, "captured": h_captured, "released": h_released},
             f"{context} hold's totals differ from its reservation record",
         )
@@ -291,7 +293,7 @@ def check_i8() -> list[Violation]:
         for w, number, charge, expected, amount, kind in _rows(I8_LINE_MATCHES_CHARGE)
     ]
     found += [
-        Violation("I8", _uuid(w), expected, total, f"{number}: total differs from its lines (or wallet)")
+        Violation("I8", _uuid(w), int(expected), total, f"{number}: total differs from its lines (or wallet)")
         for w, number, expected, total in _rows(I8_INVOICE_TOTAL)
     ]
     return found

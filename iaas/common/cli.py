@@ -9,6 +9,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
@@ -89,3 +90,14 @@ class CurrencyTotals:
         if not self._totals:
             return "nothing"
         return ", ".join(format_minor_units(amount, currency) for currency, amount in self.as_dict().items())
+
+
+@contextmanager
+def spinner(description: str) -> Iterator[None]:
+    """A spinner on stderr while a few long statements run (only on a terminal)."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(description):
+        yield

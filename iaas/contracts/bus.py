@@ -272,3 +272,8 @@ def stuck_messages(*, older_than: dt.timedelta) -> list[UndeliveredMessage]:
         )
         for row in rows[:1000]
     ]
+
+
+def undelivered_count() -> int:
+    """Rows not delivered yet, pending or failed."""
+    return OutboxMessage.objects.exclude(status=OutboxMessage.Status.DONE).count()

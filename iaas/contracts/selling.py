@@ -24,6 +24,17 @@ class AllowanceTotals:
     released: int
 
 
+@dataclass(frozen=True, slots=True)
+class IdleAllowance:
+    """Allowance a context holds for a wallet and has not used since ``last_used_at``."""
+
+    wallet_id: uuid.UUID
+    context: str
+    amount: int
+    currency: str
+    last_used_at: dt.datetime
+
+
 class SellingContext(Protocol):
     name: str
 
@@ -35,6 +46,16 @@ class SellingContext(Protocol):
         ...
 
     def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int: ...
+
+    def idle_allowances(self, *, idle_for: dt.timedelta) -> list[IdleAllowance]:
+        """Allowances unused for ``idle_for`` (read only)."""
+        ...
+
+    def release_idle_allowance(self, *, wallet_id: uuid.UUID, idle_for: dt.timedelta) -> IdleAllowance | None:
+        """Release the wallet's allowance if it is still idle (checked again under its
+        lock; a wallet another transaction holds is left for the next run). Returns what
+        was released. The context decides; Billing is told by AllowanceReleased."""
+        ...
 
 
 _registry: dict[str, SellingContext] = {}

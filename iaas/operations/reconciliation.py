@@ -114,6 +114,7 @@ def check_i4() -> list[Violation]:
         pending_releases,
     ) in rows:
         wallet = wallet_id if isinstance(wallet_id, uuid.UUID) else uuid.UUID(str(wallet_id))
+        pending_charges, pending_releases = int(pending_charges), int(pending_releases)  # SUM is numeric
 
         def report(expected, found, detail, wallet=wallet, context=context):
             violations.append(Violation("I4", wallet, expected, found, f"{context}: {detail}"))

@@ -213,3 +213,13 @@ def test_two_runs_at_once_charge_each_hour_once(catalog, assert_invariants):
         assert server.paid_until == at(2026, 5, 10, 16)
         assert sum(a for _, _, a in charges(server)) == 24
     assert_invariants()
+
+
+def test_a_batch_that_reserved_ahead_gives_back_what_it_did_not_use(settings, wallet, assert_invariants):
+    settings.IAAS_RESERVE_AHEAD = {"cloud": 1_000, "hosting": 0}
+    buy(wallet, at(2026, 5, 10, 10))
+    summary = bill(at(2026, 5, 10, 12, 30))
+    assert (summary["amounts"], summary["allowances_released"]) == ({"EUR": 8}, 1)  # 11:00, 12:00
+    wallet.refresh_from_db()
+    assert (wallet.balance, wallet.reserved) == (10_000 - 12, 0)
+    assert_invariants()
