@@ -24,9 +24,10 @@ SELECT w.id, w.balance, w.ledger_sequence, w.reserved,
        COALESCE(h.held, 0), COALESCE(h.captured, 0)
 FROM billing_wallet w
 LEFT JOIN (
-    SELECT wallet_id, SUM(amount) AS total, COUNT(*) AS entries, MAX(sequence) AS last_sequence,
+    SELECT wallet_id, CAST(SUM(amount) AS BIGINT) AS total, COUNT(*) AS entries,
+           MAX(sequence) AS last_sequence,
            COUNT(*) FILTER (WHERE balance_after <> previous + amount) AS broken,
-           -SUM(amount) FILTER (WHERE kind = 'charge') AS charged
+           CAST(-SUM(amount) FILTER (WHERE kind = 'charge') AS BIGINT) AS charged
     FROM (
         SELECT wallet_id, sequence, amount, balance_after, kind,
                COALESCE(LAG(balance_after) OVER w, 0) AS previous
@@ -36,7 +37,7 @@ LEFT JOIN (
     GROUP BY wallet_id
 ) l ON l.wallet_id = w.id
 LEFT JOIN (
-    SELECT wallet_id, SUM(amount) AS held, SUM(captured_total) AS captured
+    SELECT wallet_id, CAST(SUM(amount) AS BIGINT) AS held, CAST(SUM(captured_total) AS BIGINT) AS captured
     FROM billing_hold GROUP BY wallet_id
 ) h ON h.wallet_id = w.id
 WHERE w.balance <> COALESCE(l.total, 0)

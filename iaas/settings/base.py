@@ -168,6 +168,9 @@ IAAS_SERVER_GRACE_HOURS = int(os.environ.get("IAAS_SERVER_GRACE_HOURS", "168"))
 # reconcile reports an event its handler has not applied after this many seconds (or
 # that failed) as a violation: a charge or release Billing has not booked.
 IAAS_RECONCILE_STUCK_AFTER_SECONDS = int(os.environ.get("IAAS_RECONCILE_STUCK_AFTER_SECONDS", "300"))
+# reconcile runs Billing's checks and the cross-context ones on two connections sharing
+# one snapshot (PostgreSQL). Off: one connection, one after the other.
+IAAS_RECONCILE_PARALLEL = env_bool("IAAS_RECONCILE_PARALLEL", True)
 
 
 # --- REST framework and the schema ----------------------------------------------------
