@@ -142,31 +142,35 @@ def check_events() -> tuple[list[Violation], list[dict]]:
     stuck = bus.stuck_messages(older_than=dt.timedelta(seconds=settings.IAAS_RECONCILE_STUCK_AFTER_SECONDS))
     violations, others = [], []
     for message in stuck:
-        facts = {
-            "event": message.event_type,
-            "event_id": message.event_id,
-            "status": message.status,
-            "since": message.created_at.isoformat(),
-            "attempts": message.attempts,
-        }
+        since = f"{message.status} since {message.created_at:%Y-%m-%d %H:%M}, {message.attempts} attempt(s)"
         if message.event_type in (ChargeRecorded.type_name(), AllowanceReleased.type_name()):
             what = (
                 "charge not settled"
                 if message.event_type == ChargeRecorded.type_name()
                 else "release not applied"
             )
+            error = f": {message.last_error.splitlines()[-1][:200]}" if message.last_error else ""
             violations.append(
                 Violation(
                     "I5",
                     uuid.UUID(message.wallet_id) if message.wallet_id else None,
                     "applied",
-                    facts,
-                    f"{what}: {message.event_type} {message.status} since {message.created_at:%Y-%m-%d %H:%M}"
-                    + (f" ({message.last_error.splitlines()[-1][:200]})" if message.last_error else ""),
+                    since,
+                    f"{what} ({message.event_type} {message.event_id}){error}",
                 )
             )
         else:
-            others.append({**facts, "wallet_id": message.wallet_id, "handler": message.handler})
+            others.append(
+                {
+                    "event": message.event_type,
+                    "event_id": message.event_id,
+                    "handler": message.handler,
+                    "wallet_id": message.wallet_id,
+                    "status": message.status,
+                    "since": message.created_at.isoformat(),
+                    "attempts": message.attempts,
+                }
+            )
     return violations, others
 
 

@@ -43,7 +43,7 @@ class Command(BaseCommand):
                 requeued = bus.retry_failed()
                 delivered = bus.deliver_pending()
                 repair = {
-                    "requeued_failed": requeued,
+                    "requeued": requeued,
                     "delivered": delivered.delivered,
                     "failed": delivered.failed,
                     "before": report.as_dict(),
@@ -65,8 +65,8 @@ class Command(BaseCommand):
             else:
                 before = sum(len(i["violations"]) for i in repair["before"]["invariants"].values())
                 write(
-                    f"--fix: delivered {repair['delivered']} event(s) "
-                    f"({repair['requeued_failed']} failed one(s) requeued, {repair['failed']} failed again); "
+                    f"--fix: delivered {repair['delivered']} event(s), {repair['failed']} failed again "
+                    f"(failed and backing-off rows put back in line first); "
                     f"{before} violation(s) before, checking again"
                 )
         mode = "deep" if report.deep else "standard"
