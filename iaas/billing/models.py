@@ -96,13 +96,10 @@ class LedgerEntry(models.Model):
         verbose_name_plural = "ledger entries"
         ordering = ["wallet", "-sequence"]
         constraints = [
-            # Covering: reconciliation reads a wallet's chain (I1, I9) in sequence order
-            # from this index alone, without a sort or a visit to the table.
-            models.UniqueConstraint(
-                fields=["wallet", "sequence"],
-                include=["amount", "balance_after", "kind"],
-                name="ledger_sequence_unique",
-            ),
+            # On PostgreSQL its index also covers (amount, balance_after, kind), added by
+            # migration 0005 (SQLite has no covering indexes): reconciliation reads each
+            # wallet's chain (I1, I9) in sequence order from the index alone.
+            models.UniqueConstraint(fields=["wallet", "sequence"], name="ledger_sequence_unique"),
             models.UniqueConstraint(fields=["wallet", "reference"], name="ledger_reference_unique"),
             models.CheckConstraint(condition=~Q(amount=0), name="ledger_amount_not_zero"),
             models.CheckConstraint(

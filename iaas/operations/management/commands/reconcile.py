@@ -70,7 +70,7 @@ class Command(BaseCommand):
                     f"{before} violation(s) before, checking again"
                 )
         mode = "deep" if report.deep else "standard"
-        write(f"reconcile ({mode}) at {report.checked_at:%Y-%m-%d %H:%M:%S %Z}, one REPEATABLE READ snapshot")
+        write(f"reconcile ({mode}) at {report.checked_at:%Y-%m-%d %H:%M:%S %Z}, one read-only snapshot")
         for name in sorted(INVARIANTS):
             violations = report.violations.get(name, [])
             status = "ok" if not violations else "FAILED"
