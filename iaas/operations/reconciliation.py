@@ -1,8 +1,10 @@
 """Reconciliation: every invariant of ARCHITECTURE.md checked over the whole database.
 
-Billing checks its own tables with set-based SQL; I4 joins Billing's side with each
-selling context's side, each read through its contract, all in one REPEATABLE READ
-read-only transaction so a purchase committing in between is never a false alarm.
+Billing checks its own tables with set-based SQL (through its contract); I4 joins, in
+the database, the relations Billing, each selling context and the outbox lend through
+their contracts. All of it reads one REPEATABLE READ read-only snapshot, so a purchase
+committing in between is never a false alarm. Undelivered charges and releases older
+than a few minutes are reported too (I5): Billing has not booked them.
 """
 
 from __future__ import annotations
