@@ -177,3 +177,24 @@ def test_a_disabled_append_only_trigger_is_reported(db):
     code, data = report()
     assert code == 1
     assert [v["detail"] for v in violations(data, "I6")] == ["billing_ledgerentry"]
+
+
+def test_an_event_marked_undelivered_again_is_redelivered_harmlessly(three_wallets, buy_server, clock):
+    wallet = three_wallets[0]
+    buy_server(wallet)
+    bus.deliver_pending()
+    wallet.refresh_from_db()
+    sql(
+        "UPDATE contracts_outboxmessage SET status = 'pending', delivered_at = NULL "
+        "WHERE event_type = 'ChargeRecorded'"
+    )
+    clock.shift(dt.timedelta(hours=1))
+    code, data = report()
+    assert code == 1
+    assert [v["wallet_id"] for v in violations(data, "I5")] == [str(wallet.id)]
+    assert {v["wallet_id"] for v in violations(data, "I4")} == {str(wallet.id)}  # counted as pending too
+
+    code, data = report("--fix")
+    assert code == 0  # the handler is idempotent: delivered again, booked once
+    assert Wallet.objects.get(pk=wallet.id).balance == wallet.balance
+    assert LedgerEntry.objects.filter(wallet=wallet, kind="charge").count() == 1
