@@ -9,12 +9,43 @@ from django.db import connection
 
 from iaas.contracts.checks import Violation
 
-I1_BALANCE_IS_LEDGER_SUM = """
-SELECT w.id, COALESCE(l.total, 0) AS expected, w.balance AS found
+# One pass over the ledger, in (wallet, sequence) order (the covering unique index
+# ledger_sequence_unique gives that order without a sort or a visit to the table): per
+# wallet the sum (I1), the count and last sequence (I9: with (wallet, sequence) unique
+# and sequence >= 1, sequences are 1..n without a gap exactly when count = last), the
+# entries whose balance_after is not the previous one's plus their amount (I9's chain)
+# and the sum of charges; joined to the wallet's balance, reserved and counter and to
+# its holds: reserved = the holds' sum (I3), charges booked = the holds' captured
+# totals (I5, the database keeping each charge's capture unique).
+LEDGER_CHECK = """
+SELECT w.id, w.balance, w.ledger_sequence, w.reserved,
+       COALESCE(l.total, 0), COALESCE(l.entries, 0), COALESCE(l.last_sequence, 0),
+       COALESCE(l.broken, 0), COALESCE(l.charged, 0),
+       COALESCE(h.held, 0), COALESCE(h.captured, 0)
 FROM billing_wallet w
-LEFT JOIN (SELECT wallet_id, SUM(amount) AS total FROM billing_ledgerentry GROUP BY wallet_id) l
-       ON l.wallet_id = w.id
+LEFT JOIN (
+    SELECT wallet_id, CAST(SUM(amount) AS BIGINT) AS total, COUNT(*) AS entries,
+           MAX(sequence) AS last_sequence,
+           COUNT(*) FILTER (WHERE balance_after <> previous + amount) AS broken,
+           CAST(-SUM(amount) FILTER (WHERE kind = 'charge') AS BIGINT) AS charged
+    FROM (
+        SELECT wallet_id, sequence, amount, balance_after, kind,
+               COALESCE(LAG(balance_after) OVER w, 0) AS previous
+        FROM billing_ledgerentry
+        WINDOW w AS (PARTITION BY wallet_id ORDER BY sequence)
+    ) chained
+    GROUP BY wallet_id
+) l ON l.wallet_id = w.id
+LEFT JOIN (
+    SELECT wallet_id, CAST(SUM(amount) AS BIGINT) AS held, CAST(SUM(captured_total) AS BIGINT) AS captured
+    FROM billing_hold GROUP BY wallet_id
+) h ON h.wallet_id = w.id
 WHERE w.balance <> COALESCE(l.total, 0)
+   OR w.ledger_sequence <> COALESCE(l.last_sequence, 0)
+   OR COALESCE(l.entries, 0) <> COALESCE(l.last_sequence, 0)
+   OR COALESCE(l.broken, 0) > 0
+   OR w.reserved <> COALESCE(h.held, 0)
+   OR COALESCE(l.charged, 0) <> COALESCE(h.captured, 0)
 """
 
 I2_RESERVED_WITHIN_BALANCE = """
@@ -22,64 +53,115 @@ SELECT id, balance, reserved FROM billing_wallet
 WHERE balance < 0 OR reserved < 0 OR reserved > balance
 """
 
-I3_RESERVED_IS_HOLD_SUM = """
-SELECT w.id, COALESCE(h.total, 0) AS expected, w.reserved AS found
-FROM billing_wallet w
-LEFT JOIN (SELECT wallet_id, SUM(amount) AS total FROM billing_hold GROUP BY wallet_id) h
-       ON h.wallet_id = w.id
-WHERE w.reserved <> COALESCE(h.total, 0)
-"""
-
-I3_HOLD_IS_RESERVATION_BALANCE = """
-SELECT h.wallet_id, h.context, COALESCE(r.net, 0) AS expected, h.amount AS found
+# --deep: the holds' running totals re-derived from their reservation record.
+I3_HOLD_IS_RESERVATION_RECORD = """
+SELECT COALESCE(h.wallet_id, r.wallet_id), COALESCE(h.context, r.context),
+       COALESCE(r.granted, 0), COALESCE(r.captured, 0), COALESCE(r.released, 0),
+       COALESCE(h.granted_total, 0), COALESCE(h.captured_total, 0), COALESCE(h.released_total, 0)
 FROM billing_hold h
-LEFT JOIN (
+FULL OUTER JOIN (
     SELECT wallet_id, context,
-           SUM(CASE WHEN kind = 'grant' THEN amount ELSE -amount END) AS net
+           SUM(CASE WHEN kind = 'grant' THEN amount ELSE 0 END) AS granted,
+           SUM(CASE WHEN kind = 'capture' THEN amount ELSE 0 END) AS captured,
+           SUM(CASE WHEN kind = 'release' THEN amount ELSE 0 END) AS released
     FROM billing_reservation GROUP BY wallet_id, context
 ) r ON r.wallet_id = h.wallet_id AND r.context = h.context
-WHERE h.amount <> COALESCE(r.net, 0) OR h.amount < 0
+WHERE COALESCE(h.granted_total, 0) <> COALESCE(r.granted, 0)
+   OR COALESCE(h.captured_total, 0) <> COALESCE(r.captured, 0)
+   OR COALESCE(h.released_total, 0) <> COALESCE(r.released, 0)
 """
 
-I5_CHARGE_BOOKED_ONCE = """
-SELECT wallet_id, source_id, COUNT(*) FROM billing_ledgerentry
-WHERE kind = 'charge' GROUP BY wallet_id, source_id HAVING COUNT(*) > 1
+# --deep, I5 row by row: every charge entry has exactly one capture and every capture one charge
+# entry, of the same wallet, charge and amount. (A charge booked twice is two entries
+# with one charge id; captures are unique per charge id, so one entry has none.)
+I5_CHARGE_CAPTURED_ONCE = """
+SELECT COALESCE(l.wallet_id, r.wallet_id), COALESCE(l.source_id, r.source_id),
+       -l.amount, r.amount, l.id IS NULL, r.ledger_entry_id IS NULL
+FROM (SELECT id, wallet_id, source_id, amount FROM billing_ledgerentry WHERE kind = 'charge') l
+FULL OUTER JOIN (
+    SELECT wallet_id, source_id, amount, ledger_entry_id FROM billing_reservation WHERE kind = 'capture'
+) r ON r.ledger_entry_id = l.id
+WHERE l.id IS NULL OR r.ledger_entry_id IS NULL OR r.amount <> -l.amount
+   OR r.source_id IS DISTINCT FROM l.source_id OR r.wallet_id <> l.wallet_id
 """
 
-I5_CAPTURE_MATCHES_ENTRY = """
-SELECT r.wallet_id, r.source_id, r.amount, -l.amount
-FROM billing_reservation r JOIN billing_ledgerentry l ON l.id = r.ledger_entry_id
-WHERE r.kind = 'capture' AND (l.amount <> -r.amount OR l.source_id <> r.source_id)
-"""
-
-I9_SEQUENCE_AND_CHAIN = """
+# Detail for the few wallets the ledger pass flagged: which entries break the chain.
+I9_BROKEN_ENTRIES = """
 SELECT wallet_id, sequence, expected_sequence, balance_after, expected_balance FROM (
     SELECT wallet_id, sequence, balance_after,
            ROW_NUMBER() OVER w AS expected_sequence,
            COALESCE(LAG(balance_after) OVER w, 0) + amount AS expected_balance
-    FROM billing_ledgerentry
+    FROM billing_ledgerentry WHERE wallet_id = ANY(%s)
     WINDOW w AS (PARTITION BY wallet_id ORDER BY sequence)
 ) chained
 WHERE sequence <> expected_sequence OR balance_after <> expected_balance
+ORDER BY wallet_id, sequence
+LIMIT 1000
 """
 
-I9_WALLET_COUNTER = """
-SELECT w.id, COALESCE(l.last, 0), w.ledger_sequence
-FROM billing_wallet w
-LEFT JOIN (SELECT wallet_id, MAX(sequence) AS last FROM billing_ledgerentry GROUP BY wallet_id) l
-       ON l.wallet_id = w.id
-WHERE w.ledger_sequence <> COALESCE(l.last, 0)
+# The append-only tables and their triggers (migrations 0002, 0004 and 0007).
+APPEND_ONLY_TABLES = (
+    "billing_ledgerentry",
+    "billing_reservation",
+    "billing_invoice",
+    "billing_invoiceline",
+)
+
+I6_TRIGGERS = """
+SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+WHERE t.tgname = c.relname || '_append_only' AND NOT t.tgisinternal AND t.tgenabled <> 'D'
 """
 
-I6_TRIGGER = """
-SELECT COUNT(*) FROM pg_trigger
-WHERE tgname = 'billing_ledgerentry_append_only' AND NOT tgisinternal AND tgenabled <> 'D'
+# I7: with (series, sequence) unique and sequence >= 1, a series is gapless exactly when
+# its count equals its highest number; its counter must stand at that number (a counter
+# ahead of the invoices means a number was taken and lost).
+I7_SERIES_GAPLESS = """
+SELECT COALESCE(s.series, i.series), COALESCE(i.issued, 0), COALESCE(i.highest, 0),
+       COALESCE(s.last_number, 0)
+FROM billing_invoiceseries s
+FULL OUTER JOIN (
+    SELECT series, COUNT(*) AS issued, MAX(sequence) AS highest
+    FROM billing_invoice GROUP BY series
+) i ON i.series = s.series
+WHERE COALESCE(i.issued, 0) <> COALESCE(i.highest, 0)
+   OR COALESCE(i.highest, 0) <> COALESCE(s.last_number, 0)
+"""
+
+# I8: a charge that an issued invoice's run should have taken (in the wallet's ledger by
+# the time it was issued, dated before its period's end) but that is on no line.
+# (At most one line per charge is the one-to-one constraint's job.)
+I8_CHARGE_NOT_INVOICED = """
+SELECT l.wallet_id, l.source_id, MIN(i.number)
+FROM billing_invoice i
+JOIN billing_ledgerentry l
+  ON l.wallet_id = i.wallet_id AND l.kind = 'charge'
+ AND l.sequence <= i.ledger_sequence AND l.transaction_date < i.period_end
+WHERE NOT EXISTS (SELECT 1 FROM billing_invoiceline il WHERE il.ledger_entry_id = l.id)
+GROUP BY l.wallet_id, l.source_id
+"""
+
+I8_LINE_MATCHES_CHARGE = """
+SELECT i.wallet_id, i.number, l.source_id, -l.amount, il.amount, l.kind
+FROM billing_invoiceline il
+JOIN billing_invoice i ON i.id = il.invoice_id
+JOIN billing_ledgerentry l ON l.id = il.ledger_entry_id
+WHERE l.kind <> 'charge' OR il.amount <> -l.amount OR l.wallet_id <> i.wallet_id
+   OR l.transaction_date >= i.period_end OR l.sequence > i.ledger_sequence
+"""
+
+I8_INVOICE_TOTAL = """
+SELECT i.wallet_id, i.number, COALESCE(s.total, 0), i.total
+FROM billing_invoice i
+LEFT JOIN (SELECT invoice_id, SUM(amount) AS total FROM billing_invoiceline GROUP BY invoice_id) s
+       ON s.invoice_id = i.id
+JOIN billing_wallet w ON w.id = i.wallet_id
+WHERE i.total <> COALESCE(s.total, 0) OR i.owner_id <> w.owner_id OR i.currency <> w.currency
 """
 
 
-def _rows(sql: str) -> list[tuple]:
+def _rows(sql: str, params=None) -> list[tuple]:
     with connection.cursor() as cursor:
-        cursor.execute(sql)
+        cursor.execute(sql, params)
         return cursor.fetchall()
 
 
@@ -87,11 +169,54 @@ def _uuid(value) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
-def check_i1() -> list[Violation]:
-    return [
-        Violation("I1", _uuid(w), expected, found, "balance differs from the ledger's sum")
-        for w, expected, found in _rows(I1_BALANCE_IS_LEDGER_SUM)
-    ]
+def check_ledger() -> dict[str, list[Violation]]:
+    """I1, I3 (reserved), I5 (in sum) and I9 from one pass over the ledger."""
+    found: dict[str, list[Violation]] = {"I1": [], "I3": [], "I5": [], "I9": []}
+    chain_broken = []
+    for row in _rows(LEDGER_CHECK):
+        w, balance, counter, reserved, total, entries, last, broken, charged, held, captured = row
+        # SUM(bigint) is numeric: back to int, as money is everywhere else.
+        total, charged, held, captured = int(total), int(charged), int(held), int(captured)
+        wallet_id = _uuid(w)
+        if balance != total:
+            found["I1"].append(
+                Violation("I1", wallet_id, total, balance, "balance differs from the ledger's sum")
+            )
+        if reserved != held:
+            found["I3"].append(
+                Violation("I3", wallet_id, held, reserved, "reserved differs from the sum of holds")
+            )
+        if charged != captured:
+            found["I5"].append(
+                Violation("I5", wallet_id, captured, charged, "charges on the ledger differ from captures")
+            )
+        if counter != last:
+            found["I9"].append(
+                Violation(
+                    "I9", wallet_id, last, counter, "wallet's sequence counter differs from its last entry"
+                )
+            )
+        if entries != last:
+            found["I9"].append(
+                Violation(
+                    "I9", wallet_id, {"entries": last}, {"entries": entries}, "ledger sequence has a gap"
+                )
+            )
+        if broken:
+            chain_broken.append(w)
+    if chain_broken:
+        found["I9"] += [
+            Violation(
+                "I9",
+                _uuid(w),
+                {"sequence": exp_seq, "balance_after": exp_bal},
+                {"sequence": seq, "balance_after": bal},
+                "ledger chain broken",
+            )
+            for w, seq, exp_seq, bal, exp_bal in _rows(I9_BROKEN_ENTRIES, [chain_broken])
+            if bal != exp_bal
+        ]
+    return found
 
 
 def check_i2() -> list[Violation]:
@@ -101,68 +226,90 @@ def check_i2() -> list[Violation]:
     ]
 
 
-def check_i3() -> list[Violation]:
-    found = [
-        Violation("I3", _uuid(w), expected, found, "reserved differs from the sum of holds")
-        for w, expected, found in _rows(I3_RESERVED_IS_HOLD_SUM)
+def check_i3_deep() -> list[Violation]:
+    return [
+        Violation(
+            "I3",
+            _uuid(w),
+            {"granted": int(granted), "captured": int(captured), "released": int(released)},
+            {"granted": h_granted, "captured": h_captured, "released": h_released},
+            f"{context} hold's totals differ from its reservation record",
+        )
+        for w, context, granted, captured, released, h_granted, h_captured, h_released in _rows(
+            I3_HOLD_IS_RESERVATION_RECORD
+        )
     ]
-    found += [
-        Violation("I3", _uuid(w), expected, found, f"{context} hold differs from its reservation record")
-        for w, context, expected, found in _rows(I3_HOLD_IS_RESERVATION_BALANCE)
-    ]
-    return found
 
 
-def check_i5() -> list[Violation]:
-    found = [
-        Violation("I5", _uuid(w), 1, count, f"charge {charge} booked more than once")
-        for w, charge, count in _rows(I5_CHARGE_BOOKED_ONCE)
-    ]
-    found += [
-        Violation("I5", _uuid(w), expected, booked, f"capture of charge {charge} differs from its entry")
-        for w, charge, expected, booked in _rows(I5_CAPTURE_MATCHES_ENTRY)
-    ]
+def check_i5_deep() -> list[Violation]:
+    found = []
+    for w, charge, booked, captured, no_entry, no_capture in _rows(I5_CHARGE_CAPTURED_ONCE):
+        if no_capture:
+            detail = f"charge {charge} is on the ledger without a capture (booked twice?)"
+        elif no_entry:
+            detail = f"capture of charge {charge} has no charge entry"
+        else:
+            detail = f"capture of charge {charge} differs from its entry"
+        found.append(Violation("I5", _uuid(w), booked, captured, detail))
     return found
 
 
 def check_i6() -> list[Violation]:
     if connection.vendor != "postgresql":
         return []
-    (count,) = _rows(I6_TRIGGER)[0]
-    if count == 1:
-        return []
-    return [Violation("I6", None, "append-only trigger enabled", "missing or disabled")]
+    guarded = {table for (table,) in _rows(I6_TRIGGERS)}
+    return [
+        Violation("I6", None, "append-only trigger enabled", "missing or disabled", table)
+        for table in APPEND_ONLY_TABLES
+        if table not in guarded
+    ]
 
 
-def check_i9() -> list[Violation]:
-    found = [
+def check_i7() -> list[Violation]:
+    return [
         Violation(
-            "I9",
-            _uuid(w),
-            {"sequence": exp_seq, "balance_after": exp_bal},
-            {"sequence": seq, "balance_after": bal},
-            "ledger chain broken",
+            "I7",
+            None,
+            {"invoices": highest, "counter": highest},
+            {"invoices": issued, "counter": counter},
+            f"series {series}: numbers 1 to {highest} should each be issued once",
         )
-        for w, seq, exp_seq, bal, exp_bal in _rows(I9_SEQUENCE_AND_CHAIN)
+        for series, issued, highest, counter in _rows(I7_SERIES_GAPLESS)
+    ]
+
+
+def check_i8() -> list[Violation]:
+    found = [
+        Violation("I8", _uuid(w), "on an invoice line", "on none", f"charge {charge} missed by {number}")
+        for w, charge, number in _rows(I8_CHARGE_NOT_INVOICED)
     ]
     found += [
         Violation(
-            "I9",
+            "I8",
             _uuid(w),
-            expected,
-            counter,
-            "wallet's sequence counter differs from its last entry",
+            {"amount": expected, "kind": "charge"},
+            {"amount": amount, "kind": kind},
+            f"{number}: line for charge {charge} does not match its ledger entry",
         )
-        for w, expected, counter in _rows(I9_WALLET_COUNTER)
+        for w, number, charge, expected, amount, kind in _rows(I8_LINE_MATCHES_CHARGE)
+    ]
+    found += [
+        Violation("I8", _uuid(w), int(expected), total, f"{number}: total differs from its lines (or wallet)")
+        for w, number, expected, total in _rows(I8_INVOICE_TOTAL)
     ]
     return found
 
 
-CHECKS = {
-    "I1": check_i1,
-    "I2": check_i2,
-    "I3": check_i3,
-    "I5": check_i5,
-    "I6": check_i6,
-    "I9": check_i9,
-}
+def check_all(*, deep: bool = False) -> dict[str, list[Violation]]:
+    """Every invariant Billing can check on its own. ``deep`` adds the row-by-row
+    re-derivations from the reservation record (I3, I5): the same invariants, proven
+    from the log instead of from the running totals the database keeps consistent."""
+    found = check_ledger()
+    found["I2"] = check_i2()
+    found["I6"] = check_i6()
+    found["I7"] = check_i7()
+    found["I8"] = check_i8()
+    if deep:
+        found["I3"] += check_i3_deep()
+        found["I5"] += check_i5_deep()
+    return dict(sorted(found.items()))

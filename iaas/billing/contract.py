@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Q, Sum
-
 from iaas.contracts.billing import Grant, HoldTotals, WalletView
-from iaas.contracts.checks import Violation
+from iaas.contracts.checks import Relation, Violation
 from iaas.contracts.errors import WalletNotFound
 
 from . import checks, services
-from .models import Hold, Reservation, Wallet
+from .models import Hold, Wallet
+
+HOLD_TOTALS = """
+SELECT wallet_id, context, granted_total AS granted, captured_total AS captured,
+       released_total AS released, amount AS outstanding
+FROM billing_hold
+"""
 
 
 class BillingContractImpl:
@@ -54,28 +58,22 @@ class BillingContractImpl:
         return services.release_request(wallet_id=wallet_id, requested_by=requested_by)
 
     def hold_totals(self) -> list[HoldTotals]:
-        sums = {
-            (row["wallet_id"], row["context"]): row
-            for row in Reservation.objects.values("wallet_id", "context").annotate(
-                granted=Sum("amount", filter=Q(kind=Reservation.Kind.GRANT), default=0),
-                captured=Sum("amount", filter=Q(kind=Reservation.Kind.CAPTURE), default=0),
-                released=Sum("amount", filter=Q(kind=Reservation.Kind.RELEASE), default=0),
-            )
-        }
-        holds = Hold.objects.values_list("wallet_id", "context", "amount")
-        keys = set(sums) | {(w, c) for w, c, _ in holds}
-        outstanding = {(w, c): a for w, c, a in holds}
         return [
             HoldTotals(
-                wallet_id=wallet_id,
-                context=context,
-                granted=sums.get((wallet_id, context), {}).get("granted", 0),
-                captured=sums.get((wallet_id, context), {}).get("captured", 0),
-                released=sums.get((wallet_id, context), {}).get("released", 0),
-                outstanding=outstanding.get((wallet_id, context), 0),
+                wallet_id=row["wallet_id"],
+                context=row["context"],
+                granted=row["granted_total"],
+                captured=row["captured_total"],
+                released=row["released_total"],
+                outstanding=row["amount"],
             )
-            for wallet_id, context in sorted(keys, key=str)
+            for row in Hold.objects.values(
+                "wallet_id", "context", "granted_total", "captured_total", "released_total", "amount"
+            ).order_by("wallet_id", "context")
         ]
 
-    def check_invariants(self) -> dict[str, list[Violation]]:
-        return {name: check() for name, check in checks.CHECKS.items()}
+    def hold_totals_relation(self) -> Relation:
+        return Relation(HOLD_TOTALS)
+
+    def check_invariants(self, *, deep: bool = False) -> dict[str, list[Violation]]:
+        return checks.check_all(deep=deep)

@@ -96,6 +96,9 @@ class LedgerEntry(models.Model):
         verbose_name_plural = "ledger entries"
         ordering = ["wallet", "-sequence"]
         constraints = [
+            # On PostgreSQL its index also covers (amount, balance_after, kind), added by
+            # migration 0005 (SQLite has no covering indexes): reconciliation reads each
+            # wallet's chain (I1, I9) in sequence order from the index alone.
             models.UniqueConstraint(fields=["wallet", "sequence"], name="ledger_sequence_unique"),
             models.UniqueConstraint(fields=["wallet", "reference"], name="ledger_reference_unique"),
             models.CheckConstraint(condition=~Q(amount=0), name="ledger_amount_not_zero"),
@@ -126,11 +129,25 @@ class Hold(models.Model):
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="holds")
     context = models.CharField(max_length=20)
     amount = models.BigIntegerField(default=0)
+    # Running totals of the hold's reservation record, moved with ``amount`` in the same
+    # statement: granted = amount + captured + released, held by a CHECK. Billing's side
+    # of I4 is read from them; reconcile --deep re-derives them from the record (I3).
+    granted_total = models.BigIntegerField(default=0)
+    captured_total = models.BigIntegerField(default=0)
+    released_total = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["wallet", "context"], name="hold_one_per_wallet_context"),
             models.CheckConstraint(condition=Q(amount__gte=0), name="hold_not_negative"),
+            models.CheckConstraint(
+                condition=Q(granted_total__gte=0, captured_total__gte=0, released_total__gte=0),
+                name="hold_totals_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(granted_total=F("amount") + F("captured_total") + F("released_total")),
+                name="hold_totals_add_up",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -238,3 +255,86 @@ class Adjustment(models.Model):
 
     def __str__(self) -> str:
         return f"adjustment {self.amount} on {self.wallet_id}"
+
+
+class InvoiceSeries(models.Model):
+    """The counter of one invoice number series (``INV-2026``). Locked FOR UPDATE in the
+    transaction that issues the invoice, so numbers are gapless (I7): a rolled-back issue
+    rolls the counter back with it, which a database sequence would not."""
+
+    series = models.CharField(primary_key=True, max_length=20)
+    last_number = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "invoice series"
+        constraints = [
+            models.CheckConstraint(condition=Q(last_number__gte=0), name="invoice_series_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.series} (last {self.last_number})"
+
+
+class Invoice(models.Model):
+    """One customer's invoice in one currency for a billing period: the settled charges of
+    the period and any earlier one that settled late (I8). Immutable once issued: a
+    database trigger refuses UPDATE and DELETE."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    series = models.CharField(max_length=20)
+    sequence = models.BigIntegerField(help_text="The invoice's number within its series.")
+    number = models.CharField(max_length=32, unique=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="invoices")
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="invoices")
+    currency = models.CharField(max_length=3)
+    # The billing period, half-open: [period_start, period_end).
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    issued_at = models.DateTimeField(default=timezone.now)
+    total = models.BigIntegerField()
+    # The wallet's last ledger sequence when the invoice was issued: every charge up to
+    # it dated before period_end is on this invoice or an earlier one (I8's check).
+    ledger_sequence = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["-issued_at", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["series", "sequence"], name="invoice_number_unique_in_series"),
+            models.UniqueConstraint(
+                fields=["owner", "currency", "period_start"], name="invoice_one_per_customer_period"
+            ),
+            models.CheckConstraint(condition=Q(sequence__gte=1), name="invoice_sequence_positive"),
+            models.CheckConstraint(condition=Q(total__gt=0), name="invoice_total_positive"),
+            models.CheckConstraint(
+                condition=Q(period_end__gt=F("period_start")), name="invoice_period_ordered"
+            ),
+        ]
+        indexes = [models.Index(fields=["wallet", "period_end"], name="invoice_wallet_period")]
+
+    def __str__(self) -> str:
+        return self.number
+
+    def money(self, amount: int) -> str:
+        return format_minor_units(amount, self.currency)
+
+
+class InvoiceLine(models.Model):
+    """One settled charge on an invoice. The one-to-one link to the charge's ledger entry
+    puts each charge on at most one line, in the database (I8)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
+    ledger_entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="invoice_line")
+    description = models.CharField(max_length=255)
+    amount = models.BigIntegerField(help_text="Minor units charged (positive).")
+    transaction_date = models.DateTimeField()
+    context = models.CharField(max_length=20)
+
+    class Meta:
+        ordering = ["transaction_date", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="invoice_line_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.description}: {self.amount}"

@@ -87,25 +87,33 @@ def _next_entry(
     )
 
 
-def _hold_add(*, wallet_id: uuid.UUID, context: str, delta: int) -> None:
-    """Add ``delta`` (may be negative) to a hold, creating it on first use. One
-    statement; it locks the hold row, which comes after the wallet in the lock order.
-    The hold's CHECK (amount >= 0) refuses a hold going negative."""
+def _hold_add(*, wallet_id: uuid.UUID, context: str, delta: int, kind: str) -> None:
+    """Grow a hold by a grant (``delta`` > 0, kind "grant"; created on first use) or
+    shrink it by a capture or a release (``delta`` < 0), moving the matching running
+    total in the same statement. It locks the hold row, which comes after the wallet in
+    the lock order. The hold's CHECKs refuse a hold going negative or totals that do not
+    add up."""
     if delta < 0:
-        updated = Hold.objects.filter(wallet_id=wallet_id, context=context).update(amount=F("amount") + delta)
+        total = {"capture": "captured_total", "release": "released_total"}[kind]
+        updated = Hold.objects.filter(wallet_id=wallet_id, context=context).update(
+            amount=F("amount") + delta, **{total: F(total) - delta}
+        )
         if updated != 1:
             raise IntegrityError(f"no {context} hold on wallet {wallet_id} to shrink")
         return
+    if kind != "grant":
+        raise ValueError("only a grant grows a hold")
     # PostgreSQL checks the proposed row's CHECKs before ON CONFLICT, so only growth
     # goes through the upsert.
     table = connection.ops.quote_name(Hold._meta.db_table)
     wallet_key = Hold._meta.get_field("wallet").target_field.get_db_prep_value(wallet_id, connection)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (wallet_id, context, amount) VALUES (%s, %s, %s) "  # noqa: S608
-            f"ON CONFLICT (wallet_id, context) "
-            f"DO UPDATE SET amount = {table}.amount + EXCLUDED.amount",
-            [wallet_key, context, delta],
+            f"INSERT INTO {table} (wallet_id, context, amount, granted_total, captured_total, "  # noqa: S608
+            f"released_total) VALUES (%s, %s, %s, %s, 0, 0) "
+            f"ON CONFLICT (wallet_id, context) DO UPDATE SET amount = {table}.amount + EXCLUDED.amount, "
+            f"granted_total = {table}.granted_total + EXCLUDED.granted_total",
+            [wallet_key, context, delta, delta],
         )
 
 
@@ -159,7 +167,7 @@ def funds_reserve(
         granted = min(amount, wallet.available)
         wallet.reserved += granted
         _save_money(wallet)
-        _hold_add(wallet_id=wallet.id, context=context, delta=granted)
+        _hold_add(wallet_id=wallet.id, context=context, delta=granted, kind=Reservation.Kind.GRANT)
         reservation = Reservation.objects.create(
             wallet=wallet, context=context, kind=Reservation.Kind.GRANT, amount=granted
         )
@@ -273,7 +281,7 @@ def charges_settle(*, wallet_id: uuid.UUID, charges: list[ChargeToSettle]) -> li
         LedgerEntry.objects.bulk_create(entries)
         _save_money(wallet)
         for context, total in sorted(per_context.items()):
-            _hold_add(wallet_id=wallet.id, context=context, delta=-total)
+            _hold_add(wallet_id=wallet.id, context=context, delta=-total, kind=Reservation.Kind.CAPTURE)
         Reservation.objects.bulk_create(captures)
         return entries
 
@@ -304,7 +312,7 @@ def allowance_release_apply(
             return None
         wallet.reserved -= amount
         _save_money(wallet)
-        _hold_add(wallet_id=wallet.id, context=context, delta=-amount)
+        _hold_add(wallet_id=wallet.id, context=context, delta=-amount, kind=Reservation.Kind.RELEASE)
         return Reservation.objects.create(
             wallet=wallet,
             context=context,

@@ -1,4 +1,4 @@
-"""Cloud's writes: buying, suspending, resuming and terminating servers.
+"""Cloud's writes: buying, metering, suspending, resuming and terminating servers.
 
 Lock order (ARCHITECTURE.md): the server row, then Cloud's allowance row, then (inside
 Billing's reserve) the wallet row and the hold.
@@ -7,18 +7,22 @@ Billing's reserve) the wallet row and the hold.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
+from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
+from iaas.common.periods import Month
 from iaas.contracts import bus
-from iaas.contracts.errors import InvalidState, NotFound
+from iaas.contracts.errors import InsufficientFunds, InvalidState, NotFound, WalletNotActive
 from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
 from iaas.contracts.types import Money
 
-from .models import Server, ServerPlan
+from .models import Charge, Server, ServerPlan
 from .spending import spender
 
 HOUR = dt.timedelta(hours=1)
@@ -32,6 +36,17 @@ def server_lock(server_id: uuid.UUID, *, owner_id: int | None = None) -> Server:
         return rows.get(pk=server_id)
     except Server.DoesNotExist:
         raise NotFound("No such server.") from None
+
+
+def server_try_lock(server_id: uuid.UUID) -> Server | None:
+    """Lock a server unless another transaction holds it (a concurrent metering run, a
+    customer terminating it): None then, and the caller moves on."""
+    return (
+        Server.objects.select_for_update(no_key=True, skip_locked=True, of=("self",))
+        .select_related("plan")
+        .filter(pk=server_id)
+        .first()
+    )
 
 
 @retry_transaction
@@ -105,3 +120,206 @@ def allowance_release(*, wallet_id: uuid.UUID, reason: str, amount: int | None =
     """Give Cloud's unused allowance for a wallet back to Billing."""
     with transaction.atomic():
         return spender.release(wallet_id=wallet_id, reason=reason, amount=amount)
+
+
+# --- Metering (bill_usage) -------------------------------------------------------------------
+#
+# A server is paid up to ``paid_until``. A run at ``now`` charges every hour that has
+# started since then (a started hour is a whole hour), each hour in the calendar month it
+# starts in, at most the plan's ``monthly_cap`` per month and server (the Hetzner model).
+# ``paid_until`` moves in the transaction that records the charge, under the server's row
+# lock, so an hour is charged once however many runs there are.
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCharge:
+    """Hours of one server in one calendar month, and what they cost under the cap."""
+
+    start: dt.datetime
+    end: dt.datetime
+    hours: int
+    amount: int  # 0 when the month's cap is reached
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class MeteringOutcome:
+    server_id: uuid.UUID
+    wallet_id: uuid.UUID
+    action: str  # see ACTIONS
+    hours: int = 0
+    amount: int = 0
+    currency: str = ""
+
+    ACTIONS = ("charged", "up_to_date", "suspended", "resumed", "still_suspended", "terminated", "busy")
+
+
+def _started_hours(start: dt.datetime, until: dt.datetime) -> int:
+    """Hours starting at start, start + 1h, ... before ``until``."""
+    if until <= start:
+        return 0
+    return math.ceil((until - start) / HOUR)
+
+
+def _charged_in_month(server_id: uuid.UUID, month: Month) -> int:
+    return Charge.objects.filter(
+        subject_id=server_id, period_start__gte=month.start, period_start__lt=month.end
+    ).aggregate(total=Sum("amount", default=0))["total"]
+
+
+def usage_charges(server: Server, *, start: dt.datetime, hours: int) -> list[UsageCharge]:
+    """``hours`` hours from ``start``, split by the calendar month each hour starts in and
+    priced under the month's cap (what the server was already charged that month counts)."""
+    charges = []
+    plan = server.plan
+    while hours > 0:
+        month = Month.containing(start)
+        in_month = min(hours, _started_hours(start, month.end))
+        end = start + in_month * HOUR
+        room = max(plan.monthly_cap - _charged_in_month(server.id, month), 0)
+        amount = min(in_month * plan.price_per_hour, room)
+        charges.append(UsageCharge(start, end, in_month, amount, plan.currency))
+        start, hours = end, hours - in_month
+    return charges
+
+
+def _pay(server: Server, charges: list[UsageCharge]) -> int:
+    """Spend the charges out of Cloud's allowance; a capped (free) stretch records none."""
+    paid = 0
+    for usage in charges:
+        if usage.amount == 0:
+            continue
+        spender.spend(
+            wallet_id=server.wallet_id,
+            owner_id=server.owner_id,
+            price=Money(usage.amount, usage.currency),
+            description=(
+                f"Server {server.name} ({server.plan_id}), {usage.hours} hour(s) from "
+                f"{timezone.localtime(usage.start):%Y-%m-%d %H:%M}"
+            ),
+            subject_id=server.id,
+            period_start=usage.start,
+            period_end=usage.end,
+            transaction_date=usage.start,
+        )
+        paid += usage.amount
+    return paid
+
+
+def servers_to_meter(*, now: dt.datetime) -> list[uuid.UUID]:
+    """Active servers with started hours unpaid, and every suspended server (it may be
+    paid for now, or past its grace period). Never a terminated one."""
+    due = Server.objects.filter(status=Server.Status.ACTIVE, paid_until__lt=now)
+    suspended = Server.objects.filter(status=Server.Status.SUSPENDED)
+    return list((due | suspended).order_by("id").values_list("id", flat=True))
+
+
+def server_usage_due(*, server_id: uuid.UUID, now: dt.datetime) -> list[UsageCharge]:
+    """What a run at ``now`` would charge an active server (read only, for --dry-run)."""
+    server = Server.objects.select_related("plan").get(pk=server_id)
+    if server.status != Server.Status.ACTIVE:
+        return []
+    return usage_charges(server, start=server.paid_until, hours=_started_hours(server.paid_until, now))
+
+
+@retry_transaction
+def _server_charge_due(*, server_id: uuid.UUID, now: dt.datetime) -> MeteringOutcome:
+    server = server_try_lock(server_id)
+    if server is None:
+        return MeteringOutcome(server_id, uuid.UUID(int=0), "busy")
+    if server.status != Server.Status.ACTIVE or server.paid_until >= now:
+        return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
+    hours = _started_hours(server.paid_until, now)
+    amount = _pay(server, usage_charges(server, start=server.paid_until, hours=hours))
+    server.paid_until += hours * HOUR
+    server.save(update_fields=["paid_until"])
+    return MeteringOutcome(server.id, server.wallet_id, "charged", hours, amount, server.plan.currency)
+
+
+@retry_transaction
+def _server_suspend_unpaid(*, server_id: uuid.UUID, now: dt.datetime, reason: str) -> MeteringOutcome:
+    """The charge was refused and rolled back: suspend, unless another run paid it since."""
+    server = server_lock(server_id)
+    if server.status != Server.Status.ACTIVE or server.paid_until >= now:
+        return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
+    server.status = Server.Status.SUSPENDED
+    server.suspended_at = now
+    server.save(update_fields=["status", "suspended_at"])
+    bus.publish(ServerSuspended(server_id=server.id, wallet_id=server.wallet_id, reason=reason))
+    return MeteringOutcome(server.id, server.wallet_id, "suspended")
+
+
+@retry_transaction
+def _server_resume_paid(*, server_id: uuid.UUID, now: dt.datetime) -> MeteringOutcome:
+    """Pay what a suspended server owes and resume it: the hours it ran unpaid before it
+    was suspended, then (unless those reach past now) the hour starting now."""
+    server = server_try_lock(server_id)
+    if server is None:
+        return MeteringOutcome(server_id, uuid.UUID(int=0), "busy")
+    if server.status != Server.Status.SUSPENDED:
+        return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
+    ran_until = server.suspended_at or server.paid_until
+    hours = _started_hours(server.paid_until, ran_until)
+    amount = _pay(server, usage_charges(server, start=server.paid_until, hours=hours))
+    paid_until = server.paid_until + hours * HOUR
+    if paid_until <= now:  # priced after the owed hours: they count towards the cap
+        amount += _pay(server, usage_charges(server, start=now, hours=1))
+        paid_until, hours = now + HOUR, hours + 1
+    server.status = Server.Status.ACTIVE
+    server.suspended_at = None
+    server.paid_until = paid_until
+    server.save(update_fields=["status", "suspended_at", "paid_until"])
+    bus.publish(ServerResumed(server_id=server.id, wallet_id=server.wallet_id))
+    return MeteringOutcome(server.id, server.wallet_id, "resumed", hours, amount, server.plan.currency)
+
+
+@retry_transaction
+def _server_terminate_overdue(
+    *, server_id: uuid.UUID, now: dt.datetime, grace: dt.timedelta
+) -> MeteringOutcome:
+    server = server_lock(server_id)
+    if server.status != Server.Status.SUSPENDED:
+        return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
+    if server.suspended_at is not None and server.suspended_at > now - grace:
+        return MeteringOutcome(server.id, server.wallet_id, "still_suspended")
+    server.status = Server.Status.TERMINATED
+    server.terminated_at = now
+    server.save(update_fields=["status", "terminated_at"])
+    bus.publish(ServerTerminated(server_id=server.id, wallet_id=server.wallet_id, reason="unpaid"))
+    return MeteringOutcome(server.id, server.wallet_id, "terminated")
+
+
+def server_bill_usage(*, server_id: uuid.UUID, now: dt.datetime, grace: dt.timedelta) -> MeteringOutcome:
+    """Meter one server at ``now``, one transaction at a time (never two wallets in one):
+
+    - active: charge the started hours since ``paid_until``; when the wallet cannot pay
+      (or is frozen), suspend it (ServerSuspended) in a new transaction;
+    - suspended: when the wallet can pay what it owes, resume it (ServerResumed);
+      otherwise terminate it once suspended longer than ``grace`` (ServerTerminated);
+    - terminated: nothing, ever.
+
+    A server another transaction holds is skipped ("busy"): the next run meters it.
+    """
+    status = Server.objects.filter(pk=server_id).values_list("status", flat=True).first()
+    if status == Server.Status.ACTIVE:
+        try:
+            return _server_charge_due(server_id=server_id, now=now)
+        except (InsufficientFunds, WalletNotActive) as refusal:
+            return _server_suspend_unpaid(server_id=server_id, now=now, reason=refusal.code)
+    if status == Server.Status.SUSPENDED:
+        try:
+            return _server_resume_paid(server_id=server_id, now=now)
+        except (InsufficientFunds, WalletNotActive):
+            return _server_terminate_overdue(server_id=server_id, now=now, grace=grace)
+    return MeteringOutcome(server_id, uuid.UUID(int=0), "up_to_date")
+
+
+def allowance_release_after_batch(*, wallet_ids) -> int:
+    """A batch that reserved ahead (IAAS_RESERVE_AHEAD["cloud"]) gives back, when it
+    finishes, the allowance it left on the wallets it charged. Reserving exactly the
+    shortfall (the default) leaves nothing to give back."""
+    if spender.reserve_ahead() <= 0:
+        return 0
+    return sum(
+        1 for wallet_id in sorted(wallet_ids) if spender.release(wallet_id=wallet_id, reason="batch end")
+    )

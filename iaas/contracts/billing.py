@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .binding import Slot
-from .checks import Violation
+from .checks import Relation, Violation
 from .errors import CurrencyMismatch, InsufficientFunds, WalletNotActive, WalletNotFound
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "bind",
     "check_invariants",
     "hold_totals",
+    "hold_totals_relation",
     "request_release",
     "reserve",
     "wallet_view",
@@ -80,7 +81,9 @@ class BillingContract(Protocol):
 
     def hold_totals(self) -> list[HoldTotals]: ...
 
-    def check_invariants(self) -> dict[str, list[Violation]]: ...
+    def hold_totals_relation(self) -> Relation: ...
+
+    def check_invariants(self, *, deep: bool = False) -> dict[str, list[Violation]]: ...
 
 
 _slot: Slot[BillingContract] = Slot("billing")
@@ -124,6 +127,14 @@ def hold_totals() -> list[HoldTotals]:
     return _slot.get().hold_totals()
 
 
-def check_invariants() -> dict[str, list[Violation]]:
-    """Billing's own invariants (I1, I2, I3, I5, I6, I9), checked in the database."""
-    return _slot.get().check_invariants()
+def hold_totals_relation() -> Relation:
+    """Billing's side of I4 as SQL, one row per wallet and context that has a hold or a
+    reservation: (wallet_id, context, granted, captured, released, outstanding)."""
+    return _slot.get().hold_totals_relation()
+
+
+def check_invariants(*, deep: bool = False) -> dict[str, list[Violation]]:
+    """Billing's own invariants (I1, I2, I3, I5, I6, I7, I8, I9), checked in the database.
+    ``deep`` also re-derives the holds' running totals and each capture's link to its
+    ledger entry from the reservation record, row by row (slower)."""
+    return _slot.get().check_invariants(deep=deep)

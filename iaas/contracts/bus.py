@@ -18,9 +18,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
+from django.db.models import BigIntegerField
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
 
+from .checks import Relation
 from .events import Event, event_from_payload
 from .models import OutboxMessage
 
@@ -233,3 +237,83 @@ def undelivered_amounts(event_types: Iterable[type[Event]]) -> dict[tuple[str, s
     for event_type, payload in rows.values_list("event_type", "payload").iterator():
         totals[(event_type, payload["wallet_id"], payload["context"])] += payload["amount"]
     return dict(totals)
+
+
+def undelivered_events(event_types: Iterable[type[Event]]) -> list[Event]:
+    """Events of these types some handler has not yet applied (pending or failed), each
+    once. Billing asks before invoicing a month whether charges of it are still in flight."""
+    rows = (
+        OutboxMessage.objects.exclude(status=OutboxMessage.Status.DONE)
+        .filter(event_type__in=[t.type_name() for t in event_types])
+        .values_list("event_id", "event_type", "payload")
+        .order_by("id")
+    )
+    seen: dict = {}
+    for event_id, event_type, payload in rows.iterator():
+        if event_id not in seen:
+            seen[event_id] = event_from_payload(event_type, payload)
+    return list(seen.values())
+
+
+def undelivered_amounts_relation(event_types: Iterable[type[Event]]) -> Relation:
+    """``undelivered_amounts`` as SQL for reconciliation to join in the database:
+    (event_type, wallet_id, context, amount), one row per undelivered outbox row."""
+    rows = (
+        OutboxMessage.objects.exclude(status=OutboxMessage.Status.DONE)
+        .filter(event_type__in=[t.type_name() for t in event_types])
+        .annotate(
+            event_context=KT("payload__context"),
+            event_amount=Cast(KT("payload__amount"), BigIntegerField()),
+        )
+        .values_list("event_type", "wallet_id", "event_context", "event_amount")
+    )
+    sql, params = rows.query.sql_with_params()
+    return Relation(
+        f"SELECT event_type, wallet_id, event_context AS context, event_amount AS amount FROM ({sql}) u",  # noqa: S608
+        tuple(params),
+    )
+
+
+@dataclass(frozen=True)
+class UndeliveredMessage:
+    """An outbox row a handler has not applied: for reconciliation's report."""
+
+    message_id: int
+    event_id: str
+    event_type: str
+    handler: str
+    wallet_id: str | None
+    status: str
+    attempts: int
+    created_at: dt.datetime
+    last_error: str
+
+
+def stuck_messages(*, older_than: dt.timedelta) -> list[UndeliveredMessage]:
+    """Rows that failed for good, or still wait ``older_than`` after they were written:
+    an event a handler should have applied by now (a worker down, a handler failing)."""
+    cutoff = timezone.now() - older_than
+    rows = (
+        OutboxMessage.objects.exclude(status=OutboxMessage.Status.DONE)
+        .filter(models.Q(status=OutboxMessage.Status.FAILED) | models.Q(created_at__lte=cutoff))
+        .order_by("id")
+    )
+    return [
+        UndeliveredMessage(
+            message_id=row.pk,
+            event_id=str(row.event_id),
+            event_type=row.event_type,
+            handler=row.handler,
+            wallet_id=str(row.wallet_id) if row.wallet_id else None,
+            status=row.status,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            last_error=row.last_error,
+        )
+        for row in rows[:1000]
+    ]
+
+
+def undelivered_count() -> int:
+    """Rows not delivered yet, pending or failed."""
+    return OutboxMessage.objects.exclude(status=OutboxMessage.Status.DONE).count()

@@ -14,7 +14,7 @@ INVARIANTS = {
         "charges and releases"
     ),
     "I5": "every charge settled once, every release applied once",
-    "I6": "the ledger is append-only (trigger in place)",
+    "I6": "the ledger, the reservation record and issued invoices are append-only (triggers in place)",
     "I7": "invoice numbers unique and gapless per series",
     "I8": "every settled charge on exactly one invoice line",
     "I9": "ledger sequences contiguous and balance_after chained",
@@ -37,3 +37,13 @@ class Violation:
             "found": self.found,
             "detail": self.detail,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A read-only SELECT a context lends to reconciliation, with its parameters, so the
+    comparison runs in the database (joined, aggregated) and only violations come back.
+    Its columns are named in the contract that returns it."""
+
+    sql: str
+    params: tuple = ()

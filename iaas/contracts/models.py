@@ -39,6 +39,13 @@ class OutboxMessage(models.Model):
                 condition=Q(status="pending"),
                 name="outbox_pending_due",
             ),
+            # What has not been delivered yet (pending or failed) is found without
+            # reading the delivered history (reconciliation, invoicing's check).
+            models.Index(
+                fields=["event_type", "wallet_id"],
+                condition=~Q(status="done"),
+                name="outbox_undelivered",
+            ),
         ]
         permissions = [("retry_outboxmessage", "Can retry event deliveries")]
 

@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
+from .checks import Relation
+
 
 @dataclass(frozen=True, slots=True)
 class AllowanceTotals:
@@ -22,12 +24,38 @@ class AllowanceTotals:
     released: int
 
 
+@dataclass(frozen=True, slots=True)
+class IdleAllowance:
+    """Allowance a context holds for a wallet and has not used since ``last_used_at``."""
+
+    wallet_id: uuid.UUID
+    context: str
+    amount: int
+    currency: str
+    last_used_at: dt.datetime
+
+
 class SellingContext(Protocol):
     name: str
 
     def allowance_totals(self) -> list[AllowanceTotals]: ...
 
+    def allowance_totals_relation(self) -> Relation:
+        """The context's side of I4 as SQL, one row per wallet: (wallet_id, context,
+        allowance, granted, charged, released)."""
+        ...
+
     def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int: ...
+
+    def idle_allowances(self, *, idle_for: dt.timedelta) -> list[IdleAllowance]:
+        """Allowances unused for ``idle_for`` (read only)."""
+        ...
+
+    def release_idle_allowance(self, *, wallet_id: uuid.UUID, idle_for: dt.timedelta) -> IdleAllowance | None:
+        """Release the wallet's allowance if it is still idle (checked again under its
+        lock; a wallet another transaction holds is left for the next run). Returns what
+        was released. The context decides; Billing is told by AllowanceReleased."""
+        ...
 
 
 _registry: dict[str, SellingContext] = {}

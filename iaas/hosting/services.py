@@ -1,4 +1,4 @@
-"""Hosting's writes: buying, suspending, resuming and cancelling subscriptions.
+"""Hosting's writes: buying, renewing, suspending, resuming and cancelling subscriptions.
 
 Lock order (ARCHITECTURE.md): the subscription row, then Hosting's allowance row, then
 (inside Billing's reserve) the wallet row and the hold.
@@ -6,7 +6,9 @@ Lock order (ARCHITECTURE.md): the subscription row, then Hosting's allowance row
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from dataclasses import dataclass
 
 from dateutil.relativedelta import relativedelta
 from django.db import IntegrityError, transaction
@@ -14,7 +16,7 @@ from django.utils import timezone
 
 from iaas.common.db import retry_transaction
 from iaas.contracts import bus
-from iaas.contracts.errors import DomainTaken, InvalidState, NotFound
+from iaas.contracts.errors import DomainTaken, InsufficientFunds, InvalidState, NotFound, WalletNotActive
 from iaas.contracts.events import SubscriptionCancelled, SubscriptionResumed, SubscriptionSuspended
 from iaas.contracts.types import Money
 
@@ -32,6 +34,16 @@ def subscription_lock(subscription_id: uuid.UUID, *, owner_id: int | None = None
         return rows.get(pk=subscription_id)
     except Subscription.DoesNotExist:
         raise NotFound("No such subscription.") from None
+
+
+def subscription_try_lock(subscription_id: uuid.UUID) -> Subscription | None:
+    """Lock a subscription unless another transaction holds it: None then."""
+    return (
+        Subscription.objects.select_for_update(no_key=True, skip_locked=True, of=("self",))
+        .select_related("plan")
+        .filter(pk=subscription_id)
+        .first()
+    )
 
 
 @retry_transaction
@@ -115,3 +127,154 @@ def allowance_release(*, wallet_id: uuid.UUID, reason: str, amount: int | None =
     """Give Hosting's unused allowance for a wallet back to Billing."""
     with transaction.atomic():
         return spender.release(wallet_id=wallet_id, reason=reason, amount=amount)
+
+
+# --- Renewals (renew_subscriptions) -----------------------------------------------------------
+#
+# An active subscription whose period has ended is renewed for a month and charged that
+# month, one month per transaction, under the subscription's row lock (SKIP LOCKED):
+# ``current_period_end`` moves with the charge, so a month is charged once however many
+# runs there are. Refused: suspended. A suspended one is resumed, with a new month from
+# now, once the wallet can pay. A cancelled one is never renewed.
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalOutcome:
+    subscription_id: uuid.UUID
+    wallet_id: uuid.UUID | None
+    action: str  # see ACTIONS
+    months: int = 0
+    amount: int = 0
+    currency: str = ""
+
+    ACTIONS = ("renewed", "up_to_date", "suspended", "resumed", "still_suspended", "busy")
+
+
+def subscriptions_to_renew(*, now: dt.datetime) -> list[uuid.UUID]:
+    """Active subscriptions whose period has ended, and every suspended one. Never a
+    cancelled one."""
+    due = Subscription.objects.filter(status=Subscription.Status.ACTIVE, current_period_end__lte=now)
+    suspended = Subscription.objects.filter(status=Subscription.Status.SUSPENDED)
+    return list((due | suspended).order_by("id").values_list("id", flat=True))
+
+
+def _charge_month(subscription: Subscription, *, start: dt.datetime, what: str) -> dt.datetime:
+    end = start + MONTH
+    spender.spend(
+        wallet_id=subscription.wallet_id,
+        owner_id=subscription.owner_id,
+        price=Money(subscription.plan.price_per_month, subscription.plan.currency),
+        description=(
+            f"Hosting {subscription.domain} ({subscription.plan_id}), {what} "
+            f"{timezone.localtime(start):%Y-%m-%d} to {timezone.localtime(end):%Y-%m-%d}"
+        ),
+        subject_id=subscription.id,
+        period_start=start,
+        period_end=end,
+        transaction_date=start,
+    )
+    return end
+
+
+@retry_transaction
+def _subscription_renew_once(*, subscription_id: uuid.UUID, now: dt.datetime) -> RenewalOutcome:
+    subscription = subscription_try_lock(subscription_id)
+    if subscription is None:
+        return RenewalOutcome(subscription_id, None, "busy")
+    if subscription.status != Subscription.Status.ACTIVE or subscription.current_period_end > now:
+        return RenewalOutcome(subscription.id, subscription.wallet_id, "up_to_date")
+    subscription.current_period_end = _charge_month(
+        subscription, start=subscription.current_period_end, what="renewal"
+    )
+    subscription.save(update_fields=["current_period_end"])
+    plan = subscription.plan
+    return RenewalOutcome(
+        subscription.id, subscription.wallet_id, "renewed", 1, plan.price_per_month, plan.currency
+    )
+
+
+@retry_transaction
+def _subscription_suspend_unpaid(*, subscription_id: uuid.UUID, now: dt.datetime, reason: str) -> bool:
+    """The renewal was refused and rolled back: suspend, unless another run renewed it."""
+    subscription = subscription_lock(subscription_id)
+    if subscription.status != Subscription.Status.ACTIVE or subscription.current_period_end > now:
+        return False
+    subscription.status = Subscription.Status.SUSPENDED
+    subscription.suspended_at = now
+    subscription.save(update_fields=["status", "suspended_at"])
+    bus.publish(
+        SubscriptionSuspended(
+            subscription_id=subscription.id, wallet_id=subscription.wallet_id, reason=reason
+        )
+    )
+    return True
+
+
+@retry_transaction
+def _subscription_resume_paid(*, subscription_id: uuid.UUID, now: dt.datetime) -> RenewalOutcome:
+    """A suspended subscription whose wallet can pay now: a new month from now."""
+    subscription = subscription_try_lock(subscription_id)
+    if subscription is None:
+        return RenewalOutcome(subscription_id, None, "busy")
+    if subscription.status != Subscription.Status.SUSPENDED:
+        return RenewalOutcome(subscription.id, subscription.wallet_id, "up_to_date")
+    subscription.current_period_end = _charge_month(subscription, start=now, what="resumed,")
+    subscription.status = Subscription.Status.ACTIVE
+    subscription.suspended_at = None
+    subscription.save(update_fields=["current_period_end", "status", "suspended_at"])
+    bus.publish(SubscriptionResumed(subscription_id=subscription.id, wallet_id=subscription.wallet_id))
+    plan = subscription.plan
+    return RenewalOutcome(
+        subscription.id, subscription.wallet_id, "resumed", 1, plan.price_per_month, plan.currency
+    )
+
+
+def subscription_renew(*, subscription_id: uuid.UUID, now: dt.datetime) -> RenewalOutcome:
+    """Renew one subscription at ``now``: every month whose start has come, one
+    transaction each; suspend when the wallet cannot pay (or is frozen); resume a
+    suspended one when it can. A subscription another transaction holds is "busy"."""
+    row = Subscription.objects.filter(pk=subscription_id).values("status", "wallet_id").first()
+    if row is None or row["status"] == Subscription.Status.CANCELLED:
+        return RenewalOutcome(subscription_id, row and row["wallet_id"], "up_to_date")
+    if row["status"] == Subscription.Status.SUSPENDED:
+        try:
+            return _subscription_resume_paid(subscription_id=subscription_id, now=now)
+        except (InsufficientFunds, WalletNotActive):
+            return RenewalOutcome(subscription_id, row["wallet_id"], "still_suspended")
+    months, amount, currency = 0, 0, ""
+    while True:
+        try:
+            outcome = _subscription_renew_once(subscription_id=subscription_id, now=now)
+        except (InsufficientFunds, WalletNotActive) as refusal:
+            if _subscription_suspend_unpaid(subscription_id=subscription_id, now=now, reason=refusal.code):
+                return RenewalOutcome(
+                    subscription_id, row["wallet_id"], "suspended", months, amount, currency
+                )
+            break
+        if outcome.action != "renewed":
+            if months == 0:
+                return outcome
+            break
+        months, amount, currency = months + 1, amount + outcome.amount, outcome.currency
+    return RenewalOutcome(subscription_id, row["wallet_id"], "renewed", months, amount, currency)
+
+
+def subscription_renewals_due(*, subscription_id: uuid.UUID, now: dt.datetime) -> tuple[int, int, str]:
+    """Months an active subscription is due at ``now`` and their price (for --dry-run)."""
+    subscription = Subscription.objects.select_related("plan").get(pk=subscription_id)
+    if subscription.status != Subscription.Status.ACTIVE:
+        return 0, 0, subscription.plan.currency
+    months, end = 0, subscription.current_period_end
+    while end <= now:
+        months, end = months + 1, end + MONTH
+    return months, months * subscription.plan.price_per_month, subscription.plan.currency
+
+
+def allowance_release_after_batch(*, wallet_ids) -> int:
+    """A batch that reserved ahead (IAAS_RESERVE_AHEAD["hosting"]) gives back, when it
+    finishes, the allowance it left on the wallets it charged."""
+    if spender.reserve_ahead() <= 0:
+        return 0
+    return sum(
+        1 for wallet_id in sorted(wallet_ids) if spender.release(wallet_id=wallet_id, reason="batch end")
+    )

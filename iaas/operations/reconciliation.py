@@ -1,16 +1,22 @@
 """Reconciliation: every invariant of ARCHITECTURE.md checked over the whole database.
 
-Billing checks its own tables with set-based SQL; I4 joins Billing's side with each
-selling context's side, each read through its contract, all in one REPEATABLE READ
-read-only transaction so a purchase committing in between is never a false alarm.
+Billing checks its own tables with set-based SQL (through its contract); I4 joins, in
+the database, the relations Billing, each selling context and the outbox lend through
+their contracts. All of it reads one REPEATABLE READ read-only snapshot, so a purchase
+committing in between is never a false alarm. Undelivered charges and releases older
+than a few minutes are reported too (I5): Billing has not booked them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from iaas.contracts import billing, bus, selling
 from iaas.contracts.checks import INVARIANTS, Violation
@@ -21,15 +27,23 @@ from iaas.contracts.events import AllowanceReleased, ChargeRecorded
 class ReconciliationReport:
     violations: dict[str, list[Violation]] = field(default_factory=dict)
     pending_events: int = 0
+    # Undelivered events that are not charges or releases (those are I5 violations),
+    # failed or waiting longer than IAAS_RECONCILE_STUCK_AFTER_SECONDS.
+    stuck_events: list[dict] = field(default_factory=list)
+    deep: bool = False
+    checked_at: dt.datetime | None = None
 
     @property
     def ok(self) -> bool:
-        return not any(self.violations.values())
+        return not any(self.violations.values()) and not self.stuck_events
 
     def as_dict(self) -> dict:
         return {
             "ok": self.ok,
+            "checked_at": self.checked_at.isoformat() if self.checked_at else None,
+            "deep": self.deep,
             "pending_events": self.pending_events,
+            "stuck_events": self.stuck_events,
             "invariants": {
                 name: {
                     "description": INVARIANTS[name],
@@ -41,59 +55,184 @@ class ReconciliationReport:
         }
 
 
+# I4 joined in the database: Billing's side (grants, captures, releases, the hold) per
+# wallet and context, each selling context's side (allowance, granted, charged,
+# released) and what the outbox still has to deliver; each side is a relation its
+# contract lends. Only the pairs that disagree come back.
+I4_QUERY = """
+WITH billing AS ({billing}),
+selling AS ({selling}),
+pending AS (
+    SELECT wallet_id, context,
+           CAST(SUM(CASE WHEN event_type = 'ChargeRecorded' THEN amount ELSE 0 END) AS BIGINT) AS charges,
+           CAST(SUM(CASE WHEN event_type = 'AllowanceReleased' THEN amount ELSE 0 END) AS BIGINT) AS releases
+    FROM ({pending}) p GROUP BY wallet_id, context
+),
+pairs AS (
+    SELECT COALESCE(b.wallet_id, s.wallet_id) AS wallet_id, COALESCE(b.context, s.context) AS context,
+           COALESCE(b.granted, 0) AS granted, COALESCE(b.captured, 0) AS captured,
+           COALESCE(b.released, 0) AS released_applied, COALESCE(b.outstanding, 0) AS outstanding,
+           COALESCE(s.allowance, 0) AS allowance, COALESCE(s.granted, 0) AS received,
+           COALESCE(s.charged, 0) AS charged, COALESCE(s.released, 0) AS released
+    FROM billing b FULL OUTER JOIN selling s ON s.wallet_id = b.wallet_id AND s.context = b.context
+)
+SELECT x.wallet_id, x.context, x.granted, x.captured, x.released_applied, x.outstanding,
+       x.allowance, x.received, x.charged, x.released,
+       COALESCE(p.charges, 0), COALESCE(p.releases, 0)
+FROM pairs x
+LEFT JOIN pending p ON p.wallet_id = x.wallet_id AND p.context = x.context
+WHERE x.granted <> x.received
+   OR x.charged <> x.captured + COALESCE(p.charges, 0)
+   OR x.released <> x.released_applied + COALESCE(p.releases, 0)
+   OR x.outstanding <> x.allowance + COALESCE(p.charges, 0) + COALESCE(p.releases, 0)
+"""
+
+
 def check_i4() -> list[Violation]:
-    holds = {(str(h.wallet_id), h.context): h for h in billing.hold_totals()}
-    allowances = {
-        (str(a.wallet_id), a.context): a for context in selling.contexts() for a in context.allowance_totals()
-    }
-    pending = bus.undelivered_amounts([ChargeRecorded, AllowanceReleased])
+    billing_side = billing.hold_totals_relation()
+    selling_sides = [context.allowance_totals_relation() for context in selling.contexts()]
+    pending = bus.undelivered_amounts_relation([ChargeRecorded, AllowanceReleased])
+    sql = I4_QUERY.format(
+        billing=billing_side.sql,
+        selling=" UNION ALL ".join(relation.sql for relation in selling_sides),
+        pending=pending.sql,
+    )
+    params = [*billing_side.params, *(p for r in selling_sides for p in r.params), *pending.params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
     violations = []
-    for wallet_id, context in sorted(set(holds) | set(allowances)):
-        hold = holds.get((wallet_id, context))
-        allowance = allowances.get((wallet_id, context))
-        granted = hold.granted if hold else 0
-        captured = hold.captured if hold else 0
-        released_applied = hold.released if hold else 0
-        outstanding = hold.outstanding if hold else 0
-        a_amount = allowance.allowance if allowance else 0
-        a_granted = allowance.granted if allowance else 0
-        a_charged = allowance.charged if allowance else 0
-        a_released = allowance.released if allowance else 0
-        pending_charges = pending.get(("ChargeRecorded", wallet_id, context), 0)
-        pending_releases = pending.get(("AllowanceReleased", wallet_id, context), 0)
+    for (
+        wallet_id,
+        context,
+        granted,
+        captured,
+        released_applied,
+        outstanding,
+        allowance,
+        received,
+        charged,
+        released,
+        pending_charges,
+        pending_releases,
+    ) in rows:
+        wallet = wallet_id if isinstance(wallet_id, uuid.UUID) else uuid.UUID(str(wallet_id))
+        pending_charges, pending_releases = int(pending_charges), int(pending_releases)  # SUM is numeric
 
-        def report(expected, found, detail, wallet_id=wallet_id, context=context):
-            violations.append(Violation("I4", uuid.UUID(wallet_id), expected, found, f"{context}: {detail}"))
+        def report(expected, found, detail, wallet=wallet, context=context):
+            violations.append(Violation("I4", wallet, expected, found, f"{context}: {detail}"))
 
-        if granted != a_granted:
-            report(granted, a_granted, "Billing granted differs from what the context received")
-        if a_charged != captured + pending_charges:
+        if granted != received:
+            report(granted, received, "Billing granted differs from what the context received")
+        if charged != captured + pending_charges:
+            report(charged, captured + pending_charges, "charges recorded differ from settled + pending")
+        if released != released_applied + pending_releases:
+            report(released, released_applied + pending_releases, "releases differ from applied + pending")
+        if outstanding != allowance + pending_charges + pending_releases:
             report(
-                a_charged,
-                captured + pending_charges,
-                "charges recorded differ from settled + pending",
-            )
-        if a_released != released_applied + pending_releases:
-            report(
-                a_released,
-                released_applied + pending_releases,
-                "releases differ from applied + pending",
-            )
-        if outstanding != a_amount + pending_charges + pending_releases:
-            report(
-                a_amount + pending_charges + pending_releases,
+                allowance + pending_charges + pending_releases,
                 outstanding,
                 "hold differs from allowance + pending charges + pending releases",
             )
-    return violations
+    return sorted(violations, key=lambda v: (str(v.wallet_id), v.detail))
 
 
-def reconcile() -> ReconciliationReport:
+def check_events() -> tuple[list[Violation], list[dict]]:
+    """Events a handler should have applied by now. An unsettled charge or unapplied
+    release is an I5 violation (Billing has not booked it); any other is reported as
+    stuck. Recent pending events are normal: delivery lags a little behind commit."""
+    stuck = bus.stuck_messages(older_than=dt.timedelta(seconds=settings.IAAS_RECONCILE_STUCK_AFTER_SECONDS))
+    violations, others = [], []
+    for message in stuck:
+        since = f"{message.status} since {message.created_at:%Y-%m-%d %H:%M}, {message.attempts} attempt(s)"
+        if message.event_type in (ChargeRecorded.type_name(), AllowanceReleased.type_name()):
+            what = (
+                "charge not settled"
+                if message.event_type == ChargeRecorded.type_name()
+                else "release not applied"
+            )
+            error = f": {message.last_error.splitlines()[-1][:200]}" if message.last_error else ""
+            violations.append(
+                Violation(
+                    "I5",
+                    uuid.UUID(message.wallet_id) if message.wallet_id else None,
+                    "applied",
+                    since,
+                    f"{what} ({message.event_type} {message.event_id}){error}",
+                )
+            )
+        else:
+            others.append(
+                {
+                    "event": message.event_type,
+                    "event_id": message.event_id,
+                    "handler": message.handler,
+                    "wallet_id": message.wallet_id,
+                    "status": message.status,
+                    "since": message.created_at.isoformat(),
+                    "attempts": message.attempts,
+                }
+            )
+    return violations, others
+
+
+def _cross_context_checks() -> tuple[list[Violation], list[Violation], list[dict]]:
+    event_violations, stuck = check_events()
+    return check_i4(), event_violations, stuck
+
+
+def _snapshot_settings(cursor, snapshot: str | None = None) -> None:
+    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    if snapshot:
+        cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+    # Aggregates over the whole ledger: sort and hash in memory, not on disk.
+    cursor.execute("SET LOCAL work_mem = '256MB'")
+
+
+def _in_snapshot(snapshot: str, work):
+    """Run ``work`` on this thread's own connection, in the exported snapshot: the same
+    consistent view as the caller's transaction (what pg_dump --jobs does)."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            _snapshot_settings(cursor, snapshot)
+            return work()
+    finally:
+        connection.close()
+
+
+def reconcile(*, deep: bool = False) -> ReconciliationReport:
+    """Check I1 to I9 over the whole database in one REPEATABLE READ read-only snapshot.
+    ``deep`` also re-derives Billing's running totals from its reservation record.
+
+    On PostgreSQL, as the outermost transaction, Billing's checks and the cross-context
+    ones (I4, the outbox) run at once on two connections that share one exported
+    snapshot (IAAS_RECONCILE_PARALLEL): the same view, about half the wall time.
+    """
+    # Inside a caller's transaction (a test case) the snapshot is the caller's: SET
+    # TRANSACTION is only allowed before a transaction's first query.
     outermost = not connection.in_atomic_block
+    parallel = outermost and connection.vendor == "postgresql" and settings.IAAS_RECONCILE_PARALLEL
     with transaction.atomic():
         if outermost and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        violations = billing.check_invariants()
-        violations["I4"] = check_i4()
-        return ReconciliationReport(violations=violations, pending_events=bus.pending_count())
+                _snapshot_settings(cursor)
+                if parallel:
+                    cursor.execute("SELECT pg_export_snapshot()")
+                    (snapshot,) = cursor.fetchone()
+        if parallel:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile") as pool:
+                cross_context = pool.submit(_in_snapshot, snapshot, _cross_context_checks)
+                violations = billing.check_invariants(deep=deep)
+                i4, event_violations, stuck = cross_context.result()
+        else:
+            violations = billing.check_invariants(deep=deep)
+            i4, event_violations, stuck = _cross_context_checks()
+        violations["I4"] = i4
+        violations["I5"] = violations.get("I5", []) + event_violations
+        return ReconciliationReport(
+            violations=dict(sorted(violations.items())),
+            pending_events=bus.pending_count(),
+            stuck_events=stuck,
+            deep=deep,
+            checked_at=timezone.now(),
+        )

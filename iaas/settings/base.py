@@ -163,6 +163,16 @@ IAAS_OUTBOX_MAX_ATTEMPTS = int(os.environ.get("IAAS_OUTBOX_MAX_ATTEMPTS", "10"))
 # Transactions that hit a deadlock or lock timeout are retried this many times in all.
 IAAS_TRANSACTION_ATTEMPTS = int(os.environ.get("IAAS_TRANSACTION_ATTEMPTS", "4"))
 
+# --- Operations (the management commands) ----------------------------------------------
+# A server suspended for want of money this long is terminated by bill_usage.
+IAAS_SERVER_GRACE_HOURS = int(os.environ.get("IAAS_SERVER_GRACE_HOURS", "168"))
+# reconcile reports an event its handler has not applied after this many seconds (or
+# that failed) as a violation: a charge or release Billing has not booked.
+IAAS_RECONCILE_STUCK_AFTER_SECONDS = int(os.environ.get("IAAS_RECONCILE_STUCK_AFTER_SECONDS", "300"))
+# reconcile runs Billing's checks and the cross-context ones on two connections sharing
+# one snapshot (PostgreSQL). Off: one connection, one after the other.
+IAAS_RECONCILE_PARALLEL = env_bool("IAAS_RECONCILE_PARALLEL", True)
+
 
 # --- REST framework and the schema ----------------------------------------------------
 REST_FRAMEWORK = {

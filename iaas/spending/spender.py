@@ -14,14 +14,15 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from iaas.contracts import billing, bus
+from iaas.contracts.checks import Relation
 from iaas.contracts.errors import CurrencyMismatch, WalletNotFound
 from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ReleaseRequested
-from iaas.contracts.selling import AllowanceTotals
+from iaas.contracts.selling import AllowanceTotals, IdleAllowance
 from iaas.contracts.types import Money
 
 from .models import AbstractAllowance, AbstractCharge, AbstractRelease
@@ -223,23 +224,41 @@ class Spender:
             return None
         return self.release(wallet_id=event.wallet_id, reason="requested by billing")
 
+    def idle_allowances(self, *, idle_for: dt.timedelta) -> list[IdleAllowance]:
+        cutoff = timezone.now() - idle_for
+        rows = (
+            self.allowance_model.objects.filter(amount__gt=0, last_used_at__lt=cutoff)
+            .order_by("wallet_id")
+            .values_list("wallet_id", "amount", "currency", "last_used_at")
+        )
+        return [IdleAllowance(w, self.context, amount, currency, used) for w, amount, currency, used in rows]
+
+    def release_idle_allowance(self, *, wallet_id: uuid.UUID, idle_for: dt.timedelta) -> IdleAllowance | None:
+        """Release one wallet's allowance if it is still idle, under its row lock (SKIP
+        LOCKED: a purchase holding it is using it, so it is not idle)."""
+        cutoff = timezone.now() - idle_for
+        with transaction.atomic():
+            allowance = (
+                self.allowance_model.objects.select_for_update(no_key=True, skip_locked=True)
+                .filter(pk=wallet_id, amount__gt=0, last_used_at__lt=cutoff)
+                .first()
+            )
+            if allowance is None:
+                return None
+            released = self.release(wallet_id=wallet_id, reason="idle")
+            if released is None:
+                return None
+            return IdleAllowance(
+                wallet_id, self.context, released.amount, released.currency, allowance.last_used_at
+            )
+
     def release_idle(self, *, idle_for: dt.timedelta) -> int:
         """Release every allowance unused for ``idle_for``: one wallet per transaction."""
-        cutoff = timezone.now() - idle_for
-        wallet_ids = self.allowance_model.objects.filter(amount__gt=0, last_used_at__lt=cutoff).values_list(
-            "wallet_id", flat=True
+        return sum(
+            1
+            for idle in self.idle_allowances(idle_for=idle_for)
+            if self.release_idle_allowance(wallet_id=idle.wallet_id, idle_for=idle_for)
         )
-        released = 0
-        for wallet_id in list(wallet_ids):
-            with transaction.atomic():
-                allowance = (
-                    self.allowance_model.objects.select_for_update(no_key=True, skip_locked=True)
-                    .filter(pk=wallet_id, amount__gt=0, last_used_at__lt=cutoff)
-                    .first()
-                )
-                if allowance is not None and self.release(wallet_id=wallet_id, reason="idle"):
-                    released += 1
-        return released
 
     # --- reads -------------------------------------------------------------------------
 
@@ -258,6 +277,14 @@ class Spender:
             ).order_by("wallet_id")
         ]
 
+    def allowance_totals_relation(self) -> Relation:
+        table = connection.ops.quote_name(self.allowance_model._meta.db_table)
+        return Relation(
+            f"SELECT wallet_id, %s AS context, amount AS allowance, granted_total AS granted, "  # noqa: S608
+            f"charged_total AS charged, released_total AS released FROM {table}",
+            (self.context,),
+        )
+
 
 class SellingContextAdapter:
     """A context's implementation of ``iaas.contracts.selling.SellingContext``."""
@@ -269,5 +296,14 @@ class SellingContextAdapter:
     def allowance_totals(self) -> list[AllowanceTotals]:
         return self.spender.allowance_totals()
 
+    def allowance_totals_relation(self) -> Relation:
+        return self.spender.allowance_totals_relation()
+
     def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int:
         return self.spender.release_idle(idle_for=idle_for)
+
+    def idle_allowances(self, *, idle_for: dt.timedelta) -> list[IdleAllowance]:
+        return self.spender.idle_allowances(idle_for=idle_for)
+
+    def release_idle_allowance(self, *, wallet_id: uuid.UUID, idle_for: dt.timedelta) -> IdleAllowance | None:
+        return self.spender.release_idle_allowance(wallet_id=wallet_id, idle_for=idle_for)

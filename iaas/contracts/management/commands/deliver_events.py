@@ -11,6 +11,8 @@ from django.core.management.base import BaseCommand
 
 from iaas.contracts import bus
 
+LOOP_BATCH = 100
+
 
 class Command(BaseCommand):
     help = "Deliver pending events from the outbox (once, or --loop as a worker)."
@@ -37,21 +39,30 @@ class Command(BaseCommand):
         def stop(signum, frame):
             stopping["now"] = True
 
+        previous = {}
         if loop:
-            signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, stop)
         total = bus.DeliveryReport()
-        while True:
-            report = bus.deliver_pending(limit=limit, batch_size=batch_size)
-            total = total + report
-            if not loop or stopping["now"]:
-                break
-            if report.delivered + report.failed == 0:
-                deadline = time.monotonic() + interval
-                while time.monotonic() < deadline and not stopping["now"]:
-                    time.sleep(min(0.1, interval))
-            if stopping["now"]:
-                break
+        try:
+            while True:
+                # A worker delivers in batches, so SIGTERM is heard between two of them
+                # (the row being delivered always finishes: it is one transaction).
+                report = bus.deliver_pending(
+                    limit=limit or (LOOP_BATCH if loop else None), batch_size=batch_size
+                )
+                total = total + report
+                if not loop or stopping["now"]:
+                    break
+                if report.delivered + report.failed == 0:
+                    deadline = time.monotonic() + interval
+                    while time.monotonic() < deadline and not stopping["now"]:
+                        time.sleep(min(0.1, interval))
+                if stopping["now"]:
+                    break
+        finally:
+            for signum, handler in previous.items():  # a worker's handlers, not its host's
+                signal.signal(signum, handler)
         pending = bus.pending_count()
         self._print(total, pending, as_json=as_json)
         if total.failed:

@@ -1,0 +1,122 @@
+"""Hourly metering of cloud servers: charge the started hours since each server's
+``paid_until`` (capped per calendar month), suspend servers whose wallet cannot pay,
+resume them when it can, terminate those suspended past the grace period.
+
+Safe to run again (an hour is charged once: ``paid_until`` moves with the charge) and
+in two processes at once (each server is locked with SKIP LOCKED; a locked one is left
+to the next run)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from iaas.cloud import services
+from iaas.common.cli import (
+    EXIT_PROBLEMS,
+    EXIT_REFUSED,
+    CurrencyTotals,
+    dump_json,
+    format_duration,
+    parse_duration,
+    progress,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Charge running servers by the hour (capped monthly); suspend, resume, terminate."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--grace",
+            help="terminate servers suspended longer than this (e.g. 72h, 7d; "
+            "default IAAS_SERVER_GRACE_HOURS)",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="show what is due; change nothing")
+        parser.add_argument("--json", action="store_true", dest="as_json", help="print a JSON summary")
+
+    def handle(self, *args, grace, dry_run, as_json, **options):
+        try:
+            grace = parse_duration(grace) if grace else dt.timedelta(hours=settings.IAAS_SERVER_GRACE_HOURS)
+        except ValueError as error:
+            raise CommandError(str(error), returncode=EXIT_REFUSED) from None
+        now = timezone.now()
+        server_ids = services.servers_to_meter(now=now)
+        if dry_run:
+            self._dry_run(server_ids, now, as_json=as_json)
+            return
+        actions: Counter[str] = Counter()
+        hours = 0
+        totals = CurrencyTotals()
+        charged_wallets = set()
+        failed = []
+        for server_id in progress(server_ids, total=len(server_ids), description="metering servers"):
+            try:
+                outcome = services.server_bill_usage(server_id=server_id, now=now, grace=grace)
+            except Exception as error:  # one server's failure stops no other's metering
+                logger.exception("metering server %s failed", server_id)
+                failed.append({"server_id": str(server_id), "error": repr(error)})
+                continue
+            actions[outcome.action] += 1
+            hours += outcome.hours
+            if outcome.amount:
+                totals.add(outcome.amount, outcome.currency)
+                charged_wallets.add(outcome.wallet_id)
+        released = services.allowance_release_after_batch(wallet_ids=charged_wallets)
+        summary = {
+            "now": now.isoformat(),
+            "servers": len(server_ids),
+            "hours_charged": hours,
+            "amounts": totals.as_dict(),
+            **{action: actions[action] for action in services.MeteringOutcome.ACTIONS},
+            "allowances_released": released,
+            "failed": failed,
+        }
+        if as_json:
+            self.stdout.write(dump_json(summary))
+        else:
+            self.stdout.write(
+                f"metered {len(server_ids)} server(s) at {now:%Y-%m-%d %H:%M %Z}: "
+                f"{actions['charged'] + actions['resumed']} charged for {hours} hour(s), {totals}"
+            )
+            self.stdout.write(
+                f"  suspended {actions['suspended']}, resumed {actions['resumed']}, "
+                f"still suspended {actions['still_suspended']}, terminated {actions['terminated']} "
+                f"(grace {format_duration(grace)}), busy elsewhere {actions['busy']}, "
+                f"failed {len(failed)}"
+            )
+            for failure in failed:
+                self.stderr.write(f"  FAILED server {failure['server_id']}: {failure['error']}")
+        if failed:
+            raise SystemExit(EXIT_PROBLEMS)
+
+    def _dry_run(self, server_ids, now, *, as_json):
+        due = []
+        totals = CurrencyTotals()
+        for server_id in server_ids:
+            charges = services.server_usage_due(server_id=server_id, now=now)
+            if charges:
+                amount = sum(c.amount for c in charges)
+                due.append(
+                    {
+                        "server_id": str(server_id),
+                        "hours": sum(c.hours for c in charges),
+                        "amount": amount,
+                    }
+                )
+                for charge in charges:
+                    totals.add(charge.amount, charge.currency)
+        if as_json:
+            self.stdout.write(dump_json({"dry_run": True, "now": now.isoformat(), "due": due}))
+            return
+        self.stdout.write(
+            f"{len(due)} active server(s) have {sum(d['hours'] for d in due)} started hour(s) due, "
+            f"{totals} (dry run; suspended servers are not tried)"
+        )

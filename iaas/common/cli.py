@@ -1,0 +1,103 @@
+"""What the operations commands share: a progress bar on long runs (rich, on stderr and
+only on a terminal, so cron logs and --json stay clean), durations such as ``7d`` or
+``1h30m``, JSON output and per-currency totals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from iaas.contracts.types import format_minor_units
+
+T = TypeVar("T")
+
+# Exit statuses every operations command keeps to.
+EXIT_OK = 0
+EXIT_PROBLEMS = 1  # something is wrong: a violation, an item that failed
+EXIT_REFUSED = 2  # refused to run (bad arguments, a precondition not met); nothing done
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """``90s``, ``15m``, ``2h``, ``7d``, ``1w``, ``1h30m``. A bare number is hours."""
+    text = text.strip().lower()
+    if text.isdigit():
+        return dt.timedelta(hours=int(text))
+    parts = _DURATION.findall(text)
+    if not parts or _DURATION.sub("", text).strip():
+        raise ValueError(f"not a duration (e.g. 30m, 12h, 7d, 1h30m): {text!r}")
+    total = dt.timedelta()
+    for number, unit in parts:
+        total += dt.timedelta(**{_UNITS[unit]: int(number)})
+    return total
+
+
+def format_duration(value: dt.timedelta) -> str:
+    seconds = int(value.total_seconds())
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")) if n]
+    return "".join(parts) or "0s"
+
+
+def progress(items: Iterable[T], *, total: int, description: str) -> Iterator[T]:
+    """Yield ``items`` with a progress bar on stderr when it is a terminal."""
+    console = Console(stderr=True)
+    if not console.is_terminal or total < 2:
+        yield from items
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def dump_json(data: object) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
+class CurrencyTotals:
+    """Sums of minor units per currency, for summaries."""
+
+    def __init__(self) -> None:
+        self._totals: dict[str, int] = defaultdict(int)
+
+    def add(self, amount: int, currency: str) -> None:
+        self._totals[currency] += amount
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted(self._totals.items()))
+
+    def __str__(self) -> str:
+        if not self._totals:
+            return "nothing"
+        return ", ".join(format_minor_units(amount, currency) for currency, amount in self.as_dict().items())
+
+
+@contextmanager
+def spinner(description: str) -> Iterator[None]:
+    """A spinner on stderr while a few long statements run (only on a terminal)."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(description):
+        yield

@@ -1,0 +1,96 @@
+"""Renew hosting subscriptions whose period has ended: a month each, charged; suspend
+those whose wallet cannot pay, resume them when it can; never renew a cancelled one.
+
+Safe to run again (a month is charged once: the period end moves with the charge) and
+in two processes at once (each subscription is locked with SKIP LOCKED)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from iaas.common.cli import EXIT_PROBLEMS, CurrencyTotals, dump_json, progress
+from iaas.hosting import services
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Renew ended hosting periods for a month (charged); suspend, resume."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dry-run", action="store_true", help="show what is due; change nothing")
+        parser.add_argument("--json", action="store_true", dest="as_json", help="print a JSON summary")
+
+    def handle(self, *args, dry_run, as_json, **options):
+        now = timezone.now()
+        subscription_ids = services.subscriptions_to_renew(now=now)
+        if dry_run:
+            self._dry_run(subscription_ids, now, as_json=as_json)
+            return
+        actions: Counter[str] = Counter()
+        months = 0
+        totals = CurrencyTotals()
+        charged_wallets = set()
+        failed = []
+        for subscription_id in progress(
+            subscription_ids, total=len(subscription_ids), description="renewing subscriptions"
+        ):
+            try:
+                outcome = services.subscription_renew(subscription_id=subscription_id, now=now)
+            except Exception as error:  # one subscription's failure stops no other's renewal
+                logger.exception("renewing subscription %s failed", subscription_id)
+                failed.append({"subscription_id": str(subscription_id), "error": repr(error)})
+                continue
+            actions[outcome.action] += 1
+            months += outcome.months
+            if outcome.amount:
+                totals.add(outcome.amount, outcome.currency)
+                charged_wallets.add(outcome.wallet_id)
+        released = services.allowance_release_after_batch(wallet_ids=charged_wallets)
+        summary = {
+            "now": now.isoformat(),
+            "subscriptions": len(subscription_ids),
+            "months_charged": months,
+            "amounts": totals.as_dict(),
+            **{action: actions[action] for action in services.RenewalOutcome.ACTIONS},
+            "allowances_released": released,
+            "failed": failed,
+        }
+        if as_json:
+            self.stdout.write(dump_json(summary))
+        else:
+            self.stdout.write(
+                f"checked {len(subscription_ids)} subscription(s) at {now:%Y-%m-%d %H:%M %Z}: "
+                f"renewed {actions['renewed']} for {months} month(s) in all, {totals}"
+            )
+            self.stdout.write(
+                f"  suspended {actions['suspended']}, resumed {actions['resumed']}, "
+                f"still suspended {actions['still_suspended']}, busy elsewhere {actions['busy']}, "
+                f"failed {len(failed)}"
+            )
+            for failure in failed:
+                self.stderr.write(f"  FAILED subscription {failure['subscription_id']}: {failure['error']}")
+        if failed:
+            raise SystemExit(EXIT_PROBLEMS)
+
+    def _dry_run(self, subscription_ids, now, *, as_json):
+        due = []
+        totals = CurrencyTotals()
+        for subscription_id in subscription_ids:
+            months, amount, currency = services.subscription_renewals_due(
+                subscription_id=subscription_id, now=now
+            )
+            if months:
+                due.append({"subscription_id": str(subscription_id), "months": months, "amount": amount})
+                totals.add(amount, currency)
+        if as_json:
+            self.stdout.write(dump_json({"dry_run": True, "now": now.isoformat(), "due": due}))
+            return
+        self.stdout.write(
+            f"{len(due)} active subscription(s) due for {sum(d['months'] for d in due)} month(s), "
+            f"{totals} (dry run; suspended ones are not tried)"
+        )

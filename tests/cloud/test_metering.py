@@ -1,0 +1,225 @@
+"""bill_usage: every started hour charged once, per calendar month up to the plan's cap;
+suspension when the wallet cannot pay, resumption when it can, termination after the
+grace period; never a terminated server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from io import StringIO
+
+import pytest
+import time_machine
+from django.core.management import call_command
+from django.db import connections
+
+from iaas.billing import services as billing_services
+from iaas.cloud import services
+from iaas.cloud.models import Charge, Server
+from iaas.contracts import bus
+from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
+from tests.factories import UserFactory, funded_wallet
+
+UTC = dt.UTC
+H = dt.timedelta(hours=1)
+
+
+def at(*args) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=UTC)
+
+
+def bill(moment: dt.datetime, *args: str) -> dict:
+    out = StringIO()
+    with time_machine.travel(moment, tick=False):
+        call_command("bill_usage", "--json", *args, stdout=out, stderr=StringIO())
+        bus.deliver_pending()
+    return json.loads(out.getvalue())
+
+
+def buy(wallet, moment: dt.datetime, plan: str = "s-2vcpu-4gb", name: str = "web1") -> Server:
+    with time_machine.travel(moment, tick=False):
+        server = services.server_create(
+            owner_id=wallet.owner_id, wallet_id=wallet.id, name=name, plan_id=plan
+        )
+        bus.deliver_pending()
+    return server
+
+
+def charges(server) -> list[tuple[dt.datetime, dt.datetime, int]]:
+    return list(
+        Charge.objects.filter(subject_id=server.id)
+        .order_by("period_start")
+        .values_list("period_start", "period_end", "amount")
+    )
+
+
+@pytest.fixture
+def published(monkeypatch):
+    events = []
+    original = bus.publish
+
+    def spy(*new):
+        events.extend(new)
+        return original(*new)
+
+    monkeypatch.setattr(services.bus, "publish", spy)
+    return events
+
+
+def test_each_started_hour_is_charged_once(wallet, assert_invariants):
+    server = buy(wallet, at(2026, 5, 10, 10))  # the first hour, 10:00-11:00, at once
+    assert bill(at(2026, 5, 10, 10, 59))["amounts"] == {}
+    assert bill(at(2026, 5, 10, 11))["amounts"] == {}  # 11:00's hour starts now, not before
+    summary = bill(at(2026, 5, 10, 11, 0, 1))
+    assert (summary["amounts"], summary["hours_charged"]) == ({"EUR": 4}, 1)
+    bill(at(2026, 5, 10, 13, 30))
+    bill(at(2026, 5, 10, 13, 30))  # again: nothing new
+    server.refresh_from_db()
+    assert server.paid_until == at(2026, 5, 10, 14)
+    assert charges(server) == [
+        (at(2026, 5, 10, 10), at(2026, 5, 10, 11), 4),
+        (at(2026, 5, 10, 11), at(2026, 5, 10, 12), 4),
+        (at(2026, 5, 10, 12), at(2026, 5, 10, 14), 8),
+    ]
+    wallet.refresh_from_db()
+    assert wallet.balance == 10_000 - 16
+    assert_invariants()
+
+
+def test_hours_are_split_at_the_month_boundary_and_capped_per_month(wallet, assert_invariants):
+    server = buy(wallet, at(2026, 5, 1), plan="s-1vcpu-1gb")  # 1 cent an hour, at most 5.00 a month
+    bill(at(2026, 5, 31, 23, 30))  # 744 hours started in May: capped at 500
+    bill(at(2026, 6, 1, 2, 30))  # 3 June hours
+    server.refresh_from_db()
+    assert server.paid_until == at(2026, 6, 1, 3)
+    assert charges(server) == [
+        (at(2026, 5, 1), at(2026, 5, 1, 1), 1),
+        (at(2026, 5, 1, 1), at(2026, 6, 1), 499),
+        (at(2026, 6, 1), at(2026, 6, 1, 3), 3),
+    ]
+    assert Charge.objects.get(period_start=at(2026, 6, 1)).transaction_date == at(2026, 6, 1)
+    bill(at(2026, 7, 1, 0, 30))  # June: 3 + 717 more hours, capped at 500
+    june = sum(a for start, _, a in charges(server) if start.month == 6)
+    assert june == 500
+    assert_invariants()
+
+
+def test_one_run_across_the_boundary_charges_each_month_its_own_hours(wallet):
+    server = buy(wallet, at(2026, 5, 31, 22))
+    bill(at(2026, 6, 1, 1, 30))
+    assert charges(server)[1:] == [
+        (at(2026, 5, 31, 23), at(2026, 6, 1), 4),
+        (at(2026, 6, 1), at(2026, 6, 1, 2), 8),
+    ]
+
+
+def test_suspended_when_the_wallet_cannot_pay_and_resumed_when_it_can(customer, published, assert_invariants):
+    wallet = funded_wallet(customer, amount=4)  # one hour of s-2vcpu-4gb
+    server = buy(wallet, at(2026, 5, 10, 10))
+    summary = bill(at(2026, 5, 10, 11, 5))
+    assert (summary["suspended"], summary["amounts"]) == (1, {})
+    server.refresh_from_db()
+    assert (server.status, server.suspended_at, server.paid_until) == (
+        "suspended",
+        at(2026, 5, 10, 11, 5),
+        at(2026, 5, 10, 11),
+    )
+    assert [type(e) for e in published if not hasattr(e, "amount")] == [ServerSuspended]
+    assert bill(at(2026, 5, 10, 12))["still_suspended"] == 1  # still no money
+
+    billing_services.top_up_create(wallet_id=wallet.id, owner_id=customer.id, amount=1_000)
+    summary = bill(at(2026, 5, 10, 15, 20))
+    assert (summary["resumed"], summary["hours_charged"], summary["amounts"]) == (1, 2, {"EUR": 8})
+    server.refresh_from_db()
+    assert (server.status, server.suspended_at) == ("active", None)
+    assert server.paid_until == at(2026, 5, 10, 16, 20)
+    # the hour it ran unpaid (11:00, suspended at 11:05) and the hour from 15:20; not the
+    # suspended hours in between
+    assert charges(server)[1:] == [
+        (at(2026, 5, 10, 11), at(2026, 5, 10, 12), 4),
+        (at(2026, 5, 10, 15, 20), at(2026, 5, 10, 16, 20), 4),
+    ]
+    assert ServerResumed in [type(e) for e in published]
+    assert_invariants()
+
+
+def test_terminated_after_the_grace_period_and_never_charged_again(customer, published):
+    wallet = funded_wallet(customer, amount=4)
+    server = buy(wallet, at(2026, 5, 10, 10))
+    bill(at(2026, 5, 10, 11, 5))  # suspended
+    assert bill(at(2026, 5, 12, 11), "--grace", "72h")["still_suspended"] == 1
+    assert bill(at(2026, 5, 13, 11, 5), "--grace", "72h")["terminated"] == 1
+    server.refresh_from_db()
+    assert (server.status, server.terminated_at) == ("terminated", at(2026, 5, 13, 11, 5))
+    assert ServerTerminated in [type(e) for e in published]
+    billing_services.top_up_create(wallet_id=wallet.id, owner_id=customer.id, amount=1_000)
+    assert bill(at(2026, 6, 1))["servers"] == 0
+    assert len(charges(server)) == 1
+
+
+def test_a_terminated_server_is_never_charged(wallet):
+    server = buy(wallet, at(2026, 5, 10, 10))
+    with time_machine.travel(at(2026, 5, 10, 10, 30), tick=False):
+        services.server_terminate(server_id=server.id)
+    assert bill(at(2026, 5, 20))["servers"] == 0
+    assert len(charges(server)) == 1
+
+
+def test_dry_run_changes_nothing(wallet):
+    server = buy(wallet, at(2026, 5, 10, 10))
+    out = StringIO()
+    with time_machine.travel(at(2026, 5, 10, 13, 30), tick=False):
+        call_command("bill_usage", "--dry-run", stdout=out)
+    assert "1 active server(s) have 3 started hour(s) due, 0.12 EUR" in out.getvalue()
+    assert len(charges(server)) == 1
+
+
+@pytest.mark.concurrency
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_at_once_charge_each_hour_once(catalog, assert_invariants):
+    wallets = [funded_wallet(UserFactory(), amount=10_000) for _ in range(4)]
+    servers = [buy(w, at(2026, 5, 10, 10), name=f"s{i}{n}") for i, w in enumerate(wallets) for n in range(3)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            barrier.wait()
+            call_command("bill_usage", "--json", stdout=StringIO(), stderr=StringIO())
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    with time_machine.travel(at(2026, 5, 10, 15, 30), tick=False):
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        bus.deliver_pending()
+    assert errors == []
+    for server in servers:
+        server.refresh_from_db()
+        # a server another run held was skipped, never charged twice
+        assert server.paid_until in (at(2026, 5, 10, 11), at(2026, 5, 10, 16))
+        assert sum(a for _, _, a in charges(server)) == 4 * (server.paid_until - at(2026, 5, 10, 10)) // H
+    with time_machine.travel(at(2026, 5, 10, 15, 30), tick=False):
+        call_command("bill_usage", stdout=StringIO())  # a later run meters any skipped
+        bus.deliver_pending()
+    for server in servers:
+        server.refresh_from_db()
+        assert server.paid_until == at(2026, 5, 10, 16)
+        assert sum(a for _, _, a in charges(server)) == 24
+    assert_invariants()
+
+
+def test_a_batch_that_reserved_ahead_gives_back_what_it_did_not_use(settings, wallet, assert_invariants):
+    settings.IAAS_RESERVE_AHEAD = {"cloud": 1_000, "hosting": 0}
+    buy(wallet, at(2026, 5, 10, 10))
+    summary = bill(at(2026, 5, 10, 12, 30))
+    assert (summary["amounts"], summary["allowances_released"]) == ({"EUR": 8}, 1)  # 11:00, 12:00
+    wallet.refresh_from_db()
+    assert (wallet.balance, wallet.reserved) == (10_000 - 12, 0)
+    assert_invariants()
