@@ -31,7 +31,17 @@ from iaas.contracts.errors import DomainError
 from iaas.contracts.types import format_minor_units
 
 from . import services
-from .models import Adjustment, Hold, LedgerEntry, Reservation, TopUp, Wallet
+from .models import (
+    Adjustment,
+    Hold,
+    Invoice,
+    InvoiceLine,
+    InvoiceSeries,
+    LedgerEntry,
+    Reservation,
+    TopUp,
+    Wallet,
+)
 
 RECENT_LEDGER_ENTRIES = 10
 
@@ -550,3 +560,104 @@ class AdjustmentAdmin(ReadOnlyAdmin):
             reverse("admin:billing_ledgerentry_change", args=[obj.ledger_entry_id]),
             format_html("#{} ({})", obj.ledger_entry.sequence, obj.ledger_entry.description),
         )
+
+
+class InvoiceLineInline(admin.TabularInline):
+    model = InvoiceLine
+    fields = ("transaction_date", "context", "description", "amount_money", "ledger_entry_link")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    amount_money = money_column("amount", "amount", currency="invoice.currency")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="ledger entry")
+    def ledger_entry_link(self, obj):
+        return link(admin_url("billing_ledgerentry_change", obj.ledger_entry_id), "settled charge")
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyAdmin):
+    """Issued invoices: immutable (a database trigger refuses UPDATE and DELETE too)."""
+
+    list_display = (
+        "number",
+        "issued_at",
+        "owner",
+        "wallet_link",
+        "period_start",
+        "period_end",
+        "total_money",
+    )
+    list_filter = ("currency", "series", "issued_at", "period_start")
+    search_fields = ("number", "owner__username", "owner__email", "wallet__id")
+    search_help_text = "Invoice number, customer username or email, or wallet id."
+    list_select_related = ("owner", "wallet__owner")
+    date_hierarchy = "issued_at"
+    ordering = ("-issued_at", "-sequence")
+    readonly_fields = (
+        "id",
+        "number",
+        "series",
+        "sequence",
+        "owner",
+        "wallet_link",
+        "currency",
+        "period_start",
+        "period_end",
+        "issued_at",
+        "total_money",
+        "ledger_sequence",
+    )
+    fields = readonly_fields
+    inlines = (InvoiceLineInline,)
+
+    total_money = money_column("total", "total")
+
+    @admin.display(description="wallet", ordering="wallet__owner__username")
+    def wallet_link(self, obj):
+        return wallet_column(obj.wallet)
+
+
+@admin.register(InvoiceLine)
+class InvoiceLineAdmin(ReadOnlyAdmin):
+    list_display = ("invoice", "transaction_date", "context", "description", "amount_money")
+    list_filter = ("context", "invoice__currency", "transaction_date")
+    search_fields = (
+        "invoice__number",
+        "description",
+        "invoice__owner__username",
+        "invoice__owner__email",
+        "invoice__wallet__id",
+    )
+    list_select_related = ("invoice",)
+    ordering = ("-transaction_date",)
+    readonly_fields = (
+        "invoice",
+        "ledger_entry",
+        "transaction_date",
+        "context",
+        "description",
+        "amount_money",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "amount", currency="invoice.currency")
+
+
+@admin.register(InvoiceSeries)
+class InvoiceSeriesAdmin(ReadOnlyAdmin):
+    """The gapless counters (I7): moved only by issuing an invoice."""
+
+    list_display = ("series", "last_number")
+    search_fields = ("series",)
+    ordering = ("-series",)
+    readonly_fields = ("series", "last_number")
+    fields = readonly_fields

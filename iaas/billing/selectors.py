@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
 
 from django.db.models import QuerySet
 
 from iaas.contracts.errors import NotFound
 
-from .models import LedgerEntry, Wallet
+from .models import Invoice, LedgerEntry, Wallet
 
 
 def wallet_list(*, owner_id: int) -> QuerySet[Wallet]:
@@ -24,38 +22,18 @@ def ledger_entries(*, owner_id: int, wallet_id: uuid.UUID) -> QuerySet[LedgerEnt
     return LedgerEntry.objects.filter(wallet_id=wallet_id)
 
 
-@dataclass(frozen=True)
-class InvoiceLineView:
-    description: str
-    amount: int
-    transaction_date: datetime
-    context: str
+def invoice_list(*, owner_id: int) -> QuerySet[Invoice]:
+    """The customer's invoices, newest first, with their lines."""
+    return (
+        Invoice.objects.filter(owner_id=owner_id)
+        .prefetch_related("lines")
+        .order_by("-issued_at", "-sequence", "id")
+    )
 
 
-@dataclass(frozen=True)
-class InvoiceView:
-    id: uuid.UUID
-    number: str
-    issued_at: datetime
-    period_start: datetime
-    period_end: datetime
-    currency: str
-    total: int
-    lines: list[InvoiceLineView] = field(default_factory=list)
-
-
-def invoice_list(*, owner_id: int) -> list[InvoiceView]:
-    """The customer's invoices, newest first.
-
-    Invoices are issued by the operations work (``issue_invoices``, its own issue); until
-    Billing has an invoice table no customer has an invoice, so this is empty. Wire it
-    to the table here: the API depends only on these DTOs.
-    """
-    return []
-
-
-def invoice_get(*, owner_id: int, invoice_id: uuid.UUID) -> InvoiceView:
-    for invoice in invoice_list(owner_id=owner_id):
-        if invoice.id == invoice_id:
-            return invoice
-    raise NotFound("No such invoice.")
+def invoice_get(*, owner_id: int, invoice_id: uuid.UUID) -> Invoice:
+    """One of the customer's invoices; another customer's is NotFound, as a missing one."""
+    invoice = invoice_list(owner_id=owner_id).filter(pk=invoice_id).first()
+    if invoice is None:
+        raise NotFound("No such invoice.")
+    return invoice

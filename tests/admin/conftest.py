@@ -106,4 +106,29 @@ def books(catalog, alice, superuser, settings, deliver):
     deliver()
     wallet.refresh_from_db()
     assert wallet.reserved > 0
-    return {"wallet": wallet, "server": server, "subscription": subscription, "failed_event": failed}
+    invoice = invoice_this_month(wallet)
+    return {
+        "wallet": wallet,
+        "server": server,
+        "subscription": subscription,
+        "failed_event": failed,
+        "invoice": invoice,
+    }
+
+
+def invoice_this_month(wallet):
+    """Issue this month's invoice as the run on the 1st of next month would."""
+    import datetime as dt
+
+    import time_machine
+    from django.utils import timezone
+
+    from iaas.billing.invoicing import invoice_issue
+    from iaas.common.periods import Month
+
+    now = timezone.now()
+    month = Month(now.year, now.month)
+    with time_machine.travel(month.end + dt.timedelta(hours=1), tick=False):
+        invoice = invoice_issue(wallet_id=wallet.id, period=month)
+    assert invoice is not None
+    return invoice

@@ -34,6 +34,8 @@ def search_term(model, books) -> str:
     """Something an operator would paste: the plan's name, else the wallet id."""
     if model._meta.model_name.endswith("plan"):
         return "basic" if model._meta.app_label == "cloud" else "web"
+    if model._meta.model_name == "invoiceseries":
+        return "INV"
     return str(books["wallet"].id)
 
 
@@ -66,6 +68,8 @@ def test_changelist_search_and_change_view_load(as_role, books, role, model):
         ("cloud_server", "alice"),
         ("hosting_subscription", "alice-shop.example"),
         ("hosting_subscription", "ALICE@customers.example"),
+        ("billing_invoice", "INV-20"),
+        ("billing_invoice", "alice"),
     ],
 )
 def test_search_finds_the_customer(as_role, books, model_name, term):

@@ -4,7 +4,6 @@ their own."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
 from django.utils import timezone
@@ -225,23 +224,28 @@ def test_an_invoice_that_is_not_yours_is_404(api):
     assert_problem(api.get("/api/v1/invoices/00000000-0000-4000-8000-000000000000/"), 404, "not_found")
 
 
-def test_the_invoice_shape_is_the_contracts(api, customer, monkeypatch):
-    from iaas.billing import selectors
+def issued_invoice(customer, time_machine):
+    """A real invoice: a hosting purchase in October, settled, invoiced in November."""
+    from iaas.billing.invoicing import invoice_issue
+    from iaas.common.periods import Month
+    from iaas.contracts import bus
+    from iaas.hosting import services as hosting
+    from tests.conftest import install_catalogs
+    from tests.factories import funded_wallet
 
-    now = timezone.now()
-    invoice = selectors.InvoiceView(
-        id=uuid.UUID("3f0c2b1e-4d5a-4e6f-8a9b-0c1d2e3f4a5b"),
-        number="INV-2026-000001",
-        issued_at=now,
-        period_start=now - dt.timedelta(days=30),
-        period_end=now,
-        currency="EUR",
-        total=399,
-        lines=[selectors.InvoiceLineView("Hosting example.com", 399, now, "hosting")],
+    install_catalogs()
+    time_machine.move_to(dt.datetime(2026, 10, 14, 9, 30, tzinfo=dt.UTC), tick=False)
+    wallet = funded_wallet(customer, amount=1_000)
+    hosting.subscription_create(
+        owner_id=customer.id, wallet_id=wallet.id, domain="example.com", plan_id="web-starter"
     )
-    monkeypatch.setattr(
-        selectors, "invoice_list", lambda *, owner_id: [invoice] if owner_id == customer.id else []
-    )
+    bus.deliver_pending()
+    time_machine.move_to(dt.datetime(2026, 11, 1, 2, 0, tzinfo=dt.UTC))
+    return invoice_issue(wallet_id=wallet.id, period=Month(2026, 10))
+
+
+def test_an_issued_invoice_is_listed_and_shown_with_its_lines(api, customer, other_customer, time_machine):
+    invoice = issued_invoice(customer, time_machine)
     [listed] = api.get("/api/v1/invoices/").json()["results"]
     assert set(listed) == {
         "id",
@@ -253,12 +257,25 @@ def test_the_invoice_shape_is_the_contracts(api, customer, monkeypatch):
         "total",
         "lines",
     }
+    assert (listed["id"], listed["number"], listed["currency"], listed["total"]) == (
+        str(invoice.id),
+        "INV-2026-000001",
+        "EUR",
+        399,
+    )
+    assert listed["period_start"].startswith("2026-10-01T00:00:00")
     assert listed["lines"] == [
         {
-            "description": "Hosting example.com",
+            "description": "Hosting example.com (web-starter), first month",
             "amount": 399,
-            "transaction_date": listed["issued_at"],
+            "transaction_date": "2026-10-14T09:30:00Z",
             "context": "hosting",
         }
     ]
     assert api.get(f"/api/v1/invoices/{invoice.id}/").json() == listed
+
+
+def test_another_customers_invoice_is_not_found(api, other_customer, time_machine):
+    invoice = issued_invoice(other_customer, time_machine)
+    assert api.get("/api/v1/invoices/").json()["results"] == []
+    assert_problem(api.get(f"/api/v1/invoices/{invoice.id}/"), 404, "not_found")

@@ -45,7 +45,12 @@ def test_an_allowance_whose_totals_do_not_add_up_is_rejected(catalog, customer, 
 
 
 def test_a_negative_hold_is_rejected(wallet):
-    execute("INSERT INTO billing_hold (wallet_id, context, amount) VALUES (%s, 'cloud', 0)", [wallet.id])
+    execute(
+        "INSERT INTO billing_hold (wallet_id, context, amount, granted_total, captured_total, "
+        "released_total) "
+        "VALUES (%s, 'cloud', 0, 0, 0, 0)",
+        [wallet.id],
+    )
     with pytest.raises(IntegrityError, match="hold_not_negative"):
         execute("UPDATE billing_hold SET amount = -1 WHERE wallet_id = %s", [wallet.id])
 
