@@ -81,17 +81,28 @@ class Spender:
         if price.amount <= 0:
             raise ValueError("a price is a positive amount")
         chunk = self.reserve_ahead() if reserve_ahead is None else reserve_ahead
-        if chunk > 0 and self._spend_inside_allowance(wallet_id=wallet_id, owner_id=owner_id, price=price):
-            return self._record_charge(
-                wallet_id=wallet_id,
-                owner_id=owner_id,
-                price=price,
-                description=description,
-                subject_id=subject_id,
-                period_start=period_start,
-                period_end=period_end,
-                transaction_date=transaction_date,
+        fast = chunk > 0 and self._spend_inside_allowance(wallet_id=wallet_id, owner_id=owner_id, price=price)
+        if not fast:
+            self._spend_reserving_the_shortfall(
+                wallet_id=wallet_id, owner_id=owner_id, price=price, chunk=chunk
             )
+        return self._record_charge(
+            wallet_id=wallet_id,
+            owner_id=owner_id,
+            price=price,
+            description=description,
+            subject_id=subject_id,
+            period_start=period_start,
+            period_end=period_end,
+            transaction_date=transaction_date,
+        )
+
+    def _spend_reserving_the_shortfall(
+        self, *, wallet_id: uuid.UUID, owner_id: int, price: Money, chunk: int
+    ) -> None:
+        """The protocol's full path: lock the allowance row (created on first use), check
+        owner and currency, reserve what is missing (at least the shortfall, up to the
+        chunk) from Billing, deduct the price."""
         allowance = self.allowance_lock(wallet_id=wallet_id, owner_id=owner_id)
         # Money held for Alice's wallet is never spent by Mallory naming it, and a USD
         # allowance never pays an EUR price: checked on every spend, reserve or not.
@@ -113,21 +124,10 @@ class Spender:
             )
             allowance.amount += grant.amount
             allowance.granted_total += grant.amount
-        now = timezone.now()
         allowance.amount -= price.amount
         allowance.charged_total += price.amount
-        allowance.last_used_at = now
+        allowance.last_used_at = timezone.now()
         allowance.save(update_fields=["amount", "granted_total", "charged_total", "last_used_at"])
-        return self._record_charge(
-            wallet_id=wallet_id,
-            owner_id=owner_id,
-            price=price,
-            description=description,
-            subject_id=subject_id,
-            period_start=period_start,
-            period_end=period_end,
-            transaction_date=transaction_date or now,
-        )
 
     def _spend_inside_allowance(self, *, wallet_id: uuid.UUID, owner_id: int, price: Money) -> bool:
         """The frequent spender's fast path: one conditional UPDATE that locks the
