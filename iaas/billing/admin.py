@@ -321,8 +321,16 @@ class WalletAdmin(ReadOnlyAdmin):
 # --- The ledger and the reservation records ---------------------------------------------------------
 
 
+class WalletRowAdmin(ReadOnlyAdmin):
+    """A money table whose rows belong to a wallet: a wallet column linking to it."""
+
+    @admin.display(description="wallet", ordering="wallet__owner__username")
+    def wallet_link(self, obj):
+        return wallet_column(obj.wallet)
+
+
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
+class LedgerEntryAdmin(WalletRowAdmin):
     list_display = (
         "posted_at",
         "wallet_link",
@@ -371,10 +379,6 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
             return ("-sequence",)
         return ("-posted_at", "-sequence")
 
-    @admin.display(description="wallet", ordering="wallet__owner__username")
-    def wallet_link(self, obj):
-        return wallet_column(obj.wallet)
-
     @admin.display(description="what it books")
     def source(self, obj):
         if obj.source_id is None:
@@ -389,7 +393,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Hold)
-class HoldAdmin(ReadOnlyAdmin):
+class HoldAdmin(WalletRowAdmin):
     list_display = ("wallet_link", "context", "amount_money")
     list_filter = ("context", "wallet__currency")
     search_fields = ("wallet__owner__username", "wallet__owner__email", "wallet__id")
@@ -399,10 +403,6 @@ class HoldAdmin(ReadOnlyAdmin):
     fields = readonly_fields
 
     amount_money = money_column("amount", "held", currency="wallet.currency")
-
-    @admin.display(description="wallet", ordering="wallet__owner__username")
-    def wallet_link(self, obj):
-        return wallet_column(obj.wallet)
 
     @admin.display(description="related")
     def related(self, obj):
@@ -424,7 +424,7 @@ class HoldAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Reservation)
-class ReservationAdmin(ReadOnlyAdmin):
+class ReservationAdmin(WalletRowAdmin):
     list_display = ("created_at", "wallet_link", "context", "kind", "amount_money", "source")
     list_filter = ("kind", "context", "wallet__currency", "created_at")
     search_fields = ("wallet__owner__username", "wallet__owner__email", "wallet__id", "source_id")
@@ -445,10 +445,6 @@ class ReservationAdmin(ReadOnlyAdmin):
 
     amount_money = money_column("amount", "amount", currency="wallet.currency")
 
-    @admin.display(description="wallet", ordering="wallet__owner__username")
-    def wallet_link(self, obj):
-        return wallet_column(obj.wallet)
-
     @admin.display(description="applies")
     def source(self, obj):
         if obj.kind == Reservation.Kind.CAPTURE:
@@ -462,7 +458,7 @@ class ReservationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(TopUp)
-class TopUpAdmin(ReadOnlyAdmin):
+class TopUpAdmin(WalletRowAdmin):
     list_display = (
         "created_at",
         "wallet_link",
@@ -505,10 +501,6 @@ class TopUpAdmin(ReadOnlyAdmin):
     def has_settle_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("billing.change_topup")
 
-    @admin.display(description="wallet", ordering="wallet__owner__username")
-    def wallet_link(self, obj):
-        return wallet_column(obj.wallet)
-
     @admin.action(description="Confirm: the payment arrived (credits the wallet)", permissions=["settle"])
     def confirm_top_ups(self, request, queryset):
         if response := self.confirm(
@@ -531,7 +523,7 @@ class TopUpAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Adjustment)
-class AdjustmentAdmin(ReadOnlyAdmin):
+class AdjustmentAdmin(WalletRowAdmin):
     list_display = ("created_at", "wallet_link", "amount_money", "reason", "created_by")
     list_filter = ("wallet__currency", "created_at")
     search_fields = (
@@ -549,10 +541,6 @@ class AdjustmentAdmin(ReadOnlyAdmin):
     fields = readonly_fields
 
     amount_money = money_column("amount", "amount", currency="wallet.currency")
-
-    @admin.display(description="wallet", ordering="wallet__owner__username")
-    def wallet_link(self, obj):
-        return wallet_column(obj.wallet)
 
     @admin.display(description="ledger entry")
     def entry(self, obj):
@@ -584,7 +572,7 @@ class InvoiceLineInline(admin.TabularInline):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(ReadOnlyAdmin):
+class InvoiceAdmin(WalletRowAdmin):
     """Issued invoices: immutable (a database trigger refuses UPDATE and DELETE too)."""
 
     list_display = (
@@ -620,10 +608,6 @@ class InvoiceAdmin(ReadOnlyAdmin):
     inlines = (InvoiceLineInline,)
 
     total_money = money_column("total", "total")
-
-    @admin.display(description="wallet", ordering="wallet__owner__username")
-    def wallet_link(self, obj):
-        return wallet_column(obj.wallet)
 
 
 @admin.register(InvoiceLine)
