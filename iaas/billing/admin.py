@@ -38,6 +38,7 @@ from .models import (
     InvoiceLine,
     InvoiceSeries,
     LedgerEntry,
+    Refund,
     Reservation,
     TopUp,
     Wallet,
@@ -58,6 +59,42 @@ def wallet_query(wallet_id) -> dict:
     return {"wallet__id__exact": wallet_id}
 
 
+def money_form_page(
+    model_admin, request, obj, form, *, crumb, title, summary, explanation, submit_label, form_id
+):
+    """The page of an operator's money form (an adjustment, a refund): the figures it
+    acts on, what it will do, the form."""
+    return TemplateResponse(
+        request,
+        "admin/billing/money_form.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "title": title,
+            "opts": model_admin.opts,
+            "original": obj,
+            "form": form,
+            "crumb": crumb,
+            "summary": summary,
+            "explanation": explanation,
+            "submit_label": submit_label,
+            "form_id": form_id,
+        },
+    )
+
+
+def reason_field(help_text: str) -> forms.CharField:
+    return forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000, help_text=help_text
+    )
+
+
+def clean_reason_text(text: str) -> str:
+    reason = text.strip()
+    if not reason:
+        raise forms.ValidationError("Say why: the reason is kept with the ledger entry.")
+    return reason
+
+
 # --- Wallets ---------------------------------------------------------------------------------
 
 
@@ -70,11 +107,7 @@ class AdjustmentForm(forms.Form):
         widget=forms.RadioSelect,
     )
     amount = forms.CharField(max_length=20, help_text="In major units, e.g. 12.50")
-    reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        max_length=1000,
-        help_text="Required. Shown on the ledger entry; the customer may see it.",
-    )
+    reason = reason_field("Required. Shown on the ledger entry; the customer may see it.")
 
     def __init__(self, *args, currency: str, **kwargs):
         super().__init__(*args, **kwargs)
@@ -94,14 +127,37 @@ class AdjustmentForm(forms.Form):
         return amount
 
     def clean_reason(self) -> str:
-        reason = self.cleaned_data["reason"].strip()
-        if not reason:
-            raise forms.ValidationError("Say why: the reason is kept with the ledger entry.")
-        return reason
+        return clean_reason_text(self.cleaned_data["reason"])
 
     def signed_amount(self) -> int:
         amount = self.cleaned_data["amount"]
         return -amount if self.cleaned_data["direction"] == "debit" else amount
+
+
+class RefundForm(forms.Form):
+    amount = forms.CharField(
+        max_length=20, required=False, help_text="Leave empty to refund the whole charge."
+    )
+    reason = reason_field("Required. Shown on the refund's ledger entry; the customer may see it.")
+
+    def __init__(self, *args, currency: str, charged: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["amount"].help_text = f"In {currency}, at most {charged}. Leave empty to refund it all."
+
+    def clean_amount(self) -> int | None:
+        text = self.cleaned_data["amount"]
+        if not text.strip():
+            return None
+        try:
+            amount = parse_major_units(text)
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
+        if amount == 0:
+            raise forms.ValidationError("A refund is never zero.")
+        return amount
+
+    def clean_reason(self) -> str:
+        return clean_reason_text(self.cleaned_data["reason"])
 
 
 @admin.register(Wallet)
@@ -272,19 +328,27 @@ class WalletAdmin(ReadOnlyAdmin):
                 )
                 self.message_user(request, done, messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[wallet.pk]))
-        return TemplateResponse(
+        return money_form_page(
+            self,
             request,
-            "admin/billing/wallet/adjust.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": f"Adjust the balance of {wallet.owner.get_username()}'s {wallet.currency} wallet",
-                "opts": self.opts,
-                "original": wallet,
-                "form": form,
-                "balance": format_minor_units(wallet.balance, wallet.currency),
-                "reserved": format_minor_units(wallet.reserved, wallet.currency),
-                "available": format_minor_units(wallet.available, wallet.currency),
-            },
+            wallet,
+            form,
+            crumb="Adjust balance",
+            title=f"Adjust the balance of {wallet.owner.get_username()}'s {wallet.currency} wallet",
+            summary=[
+                ("Balance", format_minor_units(wallet.balance, wallet.currency)),
+                ("Reserved for the services", format_minor_units(wallet.reserved, wallet.currency)),
+                (
+                    "Available (the most a debit can take)",
+                    format_minor_units(wallet.available, wallet.currency),
+                ),
+            ],
+            explanation=(
+                "An adjustment appends one ledger entry with your name and the reason; it is never "
+                "edited or deleted. A mistake is corrected by another adjustment."
+            ),
+            submit_label="Make adjustment",
+            form_id="adjustment_form",
         )
 
     # --- actions ------------------------------------------------------------------------------
@@ -373,6 +437,77 @@ class LedgerEntryAdmin(WalletRowAdmin):
     amount_money = money_column("amount", "amount", currency="wallet.currency")
     balance_after_money = money_column("balance_after", "balance after", currency="wallet.currency")
 
+    # --- refunds ---------------------------------------------------------------------------------
+
+    def has_refund_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("billing.make_refund")
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/refund/",
+                self.admin_site.admin_view(self.refund_view),
+                name="billing_ledgerentry_refund",
+            ),
+            *super().get_urls(),
+        ]
+
+    def object_links(self, request, object_id):
+        entry = self.get_object(request, unquote(object_id))
+        refundable = entry is not None and entry.kind == LedgerEntry.Kind.CHARGE
+        if not (refundable and self.has_refund_permission(request)) or hasattr(entry, "refund"):
+            return []
+        return [(reverse("admin:billing_ledgerentry_refund", args=[object_id]), "Refund this charge")]
+
+    def refund_view(self, request, object_id):
+        entry = self.get_object(request, unquote(object_id))
+        if entry is None:
+            raise Http404("No such ledger entry.")
+        if not (self.has_view_permission(request, entry) and self.has_refund_permission(request)):
+            raise PermissionDenied
+        currency = entry.wallet.currency
+        form = RefundForm(
+            request.POST or None, currency=currency, charged=format_minor_units(-entry.amount, currency)
+        )
+        if request.method == "POST" and form.is_valid():
+            try:
+                refund = retry_transaction(services.charge_refund)(
+                    charge_entry_id=entry.pk,
+                    amount=form.cleaned_data["amount"],
+                    reason=form.cleaned_data["reason"],
+                    operator_id=request.user.pk,
+                )
+            except DomainError as refusal:
+                form.add_error(None, refusal.detail)
+            else:
+                done = (
+                    f"Refunded {format_minor_units(refund.amount, currency)} of charge #{entry.sequence}: "
+                    f"ledger entry #{refund.ledger_entry.sequence}, balance now "
+                    f"{format_minor_units(refund.ledger_entry.balance_after, currency)}."
+                )
+                self.log_change(request, entry, f"Refund {refund.pk}: {done} Reason: {refund.reason}")
+                self.message_user(request, done, messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[entry.wallet_id]))
+        return money_form_page(
+            self,
+            request,
+            entry,
+            form,
+            crumb="Refund",
+            title=f"Refund charge #{entry.sequence} of {entry.wallet.owner.get_username()}'s wallet",
+            summary=[
+                ("Charged", format_minor_units(-entry.amount, currency)),
+                ("For", entry.description),
+                ("On", entry.transaction_date.strftime("%Y-%m-%d %H:%M")),
+            ],
+            explanation=(
+                "A refund appends one credit to the wallet's ledger with your name and the reason. "
+                "A charge is refunded at most once, and by at most its amount."
+            ),
+            submit_label="Refund",
+            form_id="refund_form",
+        )
+
     def get_ordering(self, request):
         # One wallet's book reads in its own order (I9); across wallets, newest first.
         if "wallet__id__exact" in request.GET:
@@ -389,6 +524,8 @@ class LedgerEntryAdmin(WalletRowAdmin):
             return link(admin_url("billing_topup_change", obj.source_id), "top-up")
         if obj.kind == LedgerEntry.Kind.ADJUSTMENT:
             return link(admin_url("billing_adjustment_change", obj.source_id), "adjustment")
+        if obj.kind == LedgerEntry.Kind.REFUND:
+            return link(admin_url("billing_refund_change", obj.source_id), "refund")
         return str(obj.source_id)
 
 
@@ -645,3 +782,41 @@ class InvoiceSeriesAdmin(ReadOnlyAdmin):
     ordering = ("-series",)
     readonly_fields = ("series", "last_number")
     fields = readonly_fields
+
+
+@admin.register(Refund)
+class RefundAdmin(WalletRowAdmin):
+    list_display = ("created_at", "wallet_link", "amount_money", "charge", "reason", "created_by")
+    list_filter = ("wallet__currency", "created_at")
+    search_fields = (
+        "wallet__owner__username",
+        "wallet__owner__email",
+        "wallet__id",
+        "reason",
+        "created_by__username",
+    )
+    search_help_text = "Customer username or email, wallet id, reason or operator."
+    list_select_related = ("wallet__owner", "created_by", "charge_entry")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    readonly_fields = (
+        "id",
+        "wallet_link",
+        "amount_money",
+        "charge",
+        "reason",
+        "created_by",
+        "created_at",
+        "ledger_entry",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "amount", currency="wallet.currency")
+
+    @admin.display(description="charge refunded")
+    def charge(self, obj):
+        entry = obj.charge_entry
+        return link(
+            reverse("admin:billing_ledgerentry_change", args=[entry.pk]),
+            format_html("#{} ({})", entry.sequence, entry.description),
+        )

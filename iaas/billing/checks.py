@@ -105,7 +105,19 @@ APPEND_ONLY_TABLES = (
     "billing_reservation",
     "billing_invoice",
     "billing_invoiceline",
+    "billing_refund",
 )
+
+# A refund credits one settled charge, at most its amount, by a refund entry of exactly
+# the refund's amount (the one-to-one link makes it at most once).
+I5_REFUND_WITHIN_CHARGE = """
+SELECT r.wallet_id, r.id, -c.amount AS charged, r.amount, c.kind, e.kind, e.amount
+FROM billing_refund r
+JOIN billing_ledgerentry c ON c.id = r.charge_entry_id
+JOIN billing_ledgerentry e ON e.id = r.ledger_entry_id
+WHERE c.kind <> 'charge' OR r.amount > -c.amount OR e.kind <> 'refund' OR e.amount <> r.amount
+   OR c.wallet_id <> r.wallet_id OR e.wallet_id <> r.wallet_id
+"""
 
 I6_TRIGGERS = """
 SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
@@ -254,6 +266,21 @@ def check_i5_deep() -> list[Violation]:
     return found
 
 
+def check_refunds() -> list[Violation]:
+    return [
+        Violation(
+            "I5",
+            _uuid(w),
+            {"at most": charged, "entry": "refund of the same amount"},
+            {"refunded": amount, "charge kind": charge_kind, "entry": f"{entry_kind} {entry_amount}"},
+            f"refund {refund} does not match the charge it refunds",
+        )
+        for w, refund, charged, amount, charge_kind, entry_kind, entry_amount in _rows(
+            I5_REFUND_WITHIN_CHARGE
+        )
+    ]
+
+
 def check_i6() -> list[Violation]:
     if connection.vendor != "postgresql":
         return []
@@ -306,6 +333,7 @@ def check_all(*, deep: bool = False) -> dict[str, list[Violation]]:
     from the log instead of from the running totals the database keeps consistent."""
     found = check_ledger()
     found["I2"] = check_i2()
+    found["I5"] = found.get("I5", []) + check_refunds()
     found["I6"] = check_i6()
     found["I7"] = check_i7()
     found["I8"] = check_i8()

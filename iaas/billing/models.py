@@ -338,3 +338,31 @@ class InvoiceLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.description}: {self.amount}"
+
+
+class Refund(models.Model):
+    """Money given back for one settled charge: at most once (the one-to-one link to the
+    charge's entry) and at most its amount (checked under the wallet lock, and by
+    reconciliation). The money moves by the refund's own ledger entry, a credit."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="refunds")
+    charge_entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, related_name="refund", help_text="The charge refunded."
+    )
+    amount = models.BigIntegerField()
+    reason = models.TextField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    ledger_entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="refund_of")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+            models.CheckConstraint(condition=~Q(reason=""), name="refund_reason_required"),
+        ]
+        permissions = [("make_refund", "Can refund a settled charge")]
+
+    def __str__(self) -> str:
+        return f"refund {self.amount} of {self.charge_entry_id}"

@@ -20,13 +20,15 @@ from iaas.contracts.errors import (
     CurrencyMismatch,
     InsufficientFunds,
     InvalidState,
+    NotFound,
+    RefundRefused,
     WalletExists,
     WalletNotActive,
     WalletNotFound,
 )
-from iaas.contracts.events import FundsReserved, ReleaseRequested, WalletToppedUp
+from iaas.contracts.events import ChargeRefunded, FundsReserved, ReleaseRequested, WalletToppedUp
 
-from .models import Adjustment, Hold, LedgerEntry, Reservation, TopUp, Wallet
+from .models import Adjustment, Hold, LedgerEntry, Refund, Reservation, TopUp, Wallet
 from .payments import payment_provider
 
 
@@ -449,3 +451,66 @@ def wallet_adjust(*, wallet_id: uuid.UUID, amount: int, reason: str, operator_id
             created_by_id=operator_id,
             ledger_entry=entry,
         )
+
+
+# --- Refunds ------------------------------------------------------------------------------------
+
+
+def charge_refund(
+    *, charge_entry_id: uuid.UUID, reason: str, operator_id: int, amount: int | None = None
+) -> Refund:
+    """Give back a settled charge's money (all of it when ``amount`` is None): a refund
+    entry credits the wallet. At most once per charge and at most its amount."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise RefundRefused("A refund needs a reason.")
+    if amount is not None and (type(amount) is not int or amount <= 0):
+        raise RefundRefused("A refund is a positive whole number of minor units.")
+    with transaction.atomic():
+        wallet_id = LedgerEntry.objects.filter(pk=charge_entry_id).values_list("wallet_id", flat=True).first()
+        if wallet_id is None:
+            raise NotFound("No such ledger entry.")
+        wallet = wallet_lock(wallet_id)
+        charge = LedgerEntry.objects.get(pk=charge_entry_id)
+        if charge.kind != LedgerEntry.Kind.CHARGE:
+            raise RefundRefused("Only a charge can be refunded.")
+        if Refund.objects.filter(charge_entry=charge).exists():
+            raise RefundRefused("This charge has been refunded already.")
+        charged = -charge.amount
+        amount = charged if amount is None else amount
+        if amount > charged:
+            raise RefundRefused(
+                f"A refund of {wallet.money(amount)} exceeds the charge of {wallet.money(charged)}."
+            )
+        refund_id = uuid.uuid4()
+        entry = _book(
+            wallet,
+            kind=LedgerEntry.Kind.REFUND,
+            amount=amount,
+            reference=f"refund:{charge.id}",
+            description=f"Refund of #{charge.sequence} ({charge.description}): {reason}"[:255],
+            context=charge.context,
+            source_id=refund_id,
+            created_by_id=operator_id,
+        )
+        _save_money(wallet)
+        refund = Refund.objects.create(
+            id=refund_id,
+            wallet=wallet,
+            charge_entry=charge,
+            amount=amount,
+            reason=reason,
+            created_by_id=operator_id,
+            ledger_entry=entry,
+        )
+        bus.publish(
+            ChargeRefunded(
+                refund_id=refund.id,
+                wallet_id=wallet.id,
+                charge_id=charge.source_id,
+                context=charge.context,
+                amount=amount,
+                currency=wallet.currency,
+            )
+        )
+        return refund

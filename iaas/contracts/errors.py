@@ -57,6 +57,11 @@ class AdjustmentRefused(DomainError):
     default_detail = "The adjustment would take money that is reserved or not there."
 
 
+class RefundRefused(DomainError):
+    code = "refund_refused"
+    default_detail = "The refund is not possible."
+
+
 class NotFound(DomainError):
     code = "not_found"
     default_detail = "Not found."

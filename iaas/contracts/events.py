@@ -104,6 +104,18 @@ class ChargeSettled(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ChargeRefunded(Event):
+    """Billing gave a settled charge's money back to the wallet."""
+
+    refund_id: uuid.UUID
+    wallet_id: uuid.UUID
+    charge_id: uuid.UUID | None
+    context: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class InvoiceIssued(Event):
     invoice_id: uuid.UUID
     number: str

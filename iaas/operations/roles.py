@@ -3,7 +3,8 @@ carry model permissions, which the admin checks on the server for every page and
 
 - Support: view everything (every model of the contexts and the outbox, and customers);
   change nothing.
-- Finance: what Support sees, plus balance adjustments (``billing.make_adjustment``) and
+- Finance: what Support sees, plus balance adjustments (``billing.make_adjustment``),
+  refunds of settled charges (``billing.make_refund``) and
   retrying event deliveries (``contracts.retry_outboxmessage``).
 
 Server and subscription operations, top-up confirmation and catalog edits need the
@@ -22,7 +23,11 @@ FINANCE = "Finance"
 VIEWABLE_APPS = ("billing", "cloud", "hosting", "contracts")
 # ... and these models of other apps: the customers.
 VIEWABLE_MODELS = (("auth", "user"),)
-FINANCE_PERMISSIONS = (("billing", "make_adjustment"), ("contracts", "retry_outboxmessage"))
+FINANCE_PERMISSIONS = (
+    ("billing", "make_adjustment"),
+    ("billing", "make_refund"),
+    ("contracts", "retry_outboxmessage"),
+)
 
 
 def _permissions(Permission, pairs):

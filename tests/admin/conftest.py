@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from iaas.billing import services as billing_services
+from iaas.billing.models import LedgerEntry
 from iaas.cloud import services as cloud_services
 from iaas.contracts import bus
 from iaas.contracts.events import ReleaseRequested
@@ -107,12 +108,19 @@ def books(catalog, alice, superuser, settings, deliver):
     wallet.refresh_from_db()
     assert wallet.reserved > 0
     invoice = invoice_this_month(wallet)
+    server_charge = LedgerEntry.objects.get(wallet=wallet, kind="charge", context="cloud")
+    refund = billing_services.charge_refund(
+        charge_entry_id=server_charge.pk, reason="Server never booted", operator_id=superuser.id
+    )
+    wallet.refresh_from_db()
     return {
         "wallet": wallet,
         "server": server,
         "subscription": subscription,
         "failed_event": failed,
         "invoice": invoice,
+        "refund": refund,
+        "hosting_charge": LedgerEntry.objects.get(wallet=wallet, kind="charge", context="hosting"),
     }
 
 

@@ -83,7 +83,7 @@ def test_finance_finds_a_wallet_adjusts_it_and_sees_the_entry(live_server, brows
     click(By.CSS_SELECTOR, "input[name=direction][value=credit]")
     browser.find_element(By.NAME, "amount").send_keys("12.50")
     browser.find_element(By.NAME, "reason").send_keys("Goodwill credit for the outage of 3 March")
-    click(By.CSS_SELECTOR, "input[name=_adjust]")
+    click(By.CSS_SELECTOR, "#adjustment_form input[type=submit]")
 
     message = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li.success")))
     assert "Credited 12.50 EUR" in message.text
