@@ -236,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         spread = service.seed(SERVICE_DB, tag="spread", wallets=WALLETS, amount=100_000)
         hot = service.seed(SERVICE_DB, tag="hot", wallets=3, amount=service.TOP_UP, top_ups=10)
         statements = in_django(
-            SERVICE_DB, "bench.service:statements_per_purchase", owner_id=hot[2][0], wallet_id=hot[2][1]
+            SERVICE_DB,
+            "bench.service:statements_per_purchase",
+            env={"IAAS_DELIVER_ON_COMMIT": "0"},
+            owner_id=hot[2][0],
+            wallet_id=hot[2][1],
         )
         log(f"statements: {statements}")
     settler = args.settler
