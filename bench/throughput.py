@@ -193,7 +193,8 @@ def chart(points: list[Point], path) -> None:
     right.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
     right.set_ylabel("ratio to its raw SQL baseline")
     right.set_title("Service layer / raw SQL (spread: raw spread; hot: raw one-row)")
-    right.legend(fontsize=8)
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
