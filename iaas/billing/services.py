@@ -237,8 +237,9 @@ def charges_settle(*, wallet_id: uuid.UUID, charges: list[ChargeToSettle]) -> li
     """Book contexts' charges on one wallet in one transaction: balance and reserved
     drop, each context's hold shrinks, one charge entry per charge. Keyed by the charge
     id: a charge already settled (or twice in the batch) is skipped (I5). One wallet
-    lock for the whole batch, so a busy wallet's settlements do not queue on its row."""
-    with transaction.atomic():
+    lock for the whole batch, so a busy wallet's settlements do not queue on its row.
+    No savepoint of its own: the event bus runs each handler in one already."""
+    with transaction.atomic(savepoint=False):
         wallet = wallet_lock(wallet_id)
         settled = set(
             Reservation.objects.filter(
@@ -307,8 +308,9 @@ def charge_settle(
 def allowance_release_apply(
     *, release_id: uuid.UUID, wallet_id: uuid.UUID, context: str, amount: int
 ) -> Reservation | None:
-    """A context gave allowance back: reserved and the hold shrink. Applied once (I5)."""
-    with transaction.atomic():
+    """A context gave allowance back: reserved and the hold shrink. Applied once (I5).
+    No savepoint of its own: the event bus runs each handler in one already."""
+    with transaction.atomic(savepoint=False):
         wallet = wallet_lock(wallet_id)
         if _already_applied(Reservation.Kind.RELEASE, release_id):
             return None
