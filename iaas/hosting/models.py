@@ -47,6 +47,10 @@ class Subscription(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(default=timezone.now)
     current_period_end = models.DateTimeField()
+    # Periods run month by month from this instant (the purchase, or the resumption
+    # after a suspension), so a subscription bought on the 31st renews on the last day
+    # of short months and on the 31st again after them.
+    period_anchor = models.DateTimeField(default=timezone.now)
     suspended_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
 

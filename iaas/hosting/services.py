@@ -26,6 +26,13 @@ from .spending import spender
 MONTH = relativedelta(months=1)
 
 
+def month_after(anchor: dt.datetime, start: dt.datetime) -> dt.datetime:
+    """The end of the monthly period that starts at ``start``, counted on the anchor's
+    day of the month (no drift: Jan 31 -> Feb 28 -> Mar 31)."""
+    months = (start.year - anchor.year) * 12 + (start.month - anchor.month) + 1
+    return anchor + relativedelta(months=months)
+
+
 def subscription_lock(subscription_id: uuid.UUID, *, owner_id: int | None = None) -> Subscription:
     rows = Subscription.objects.select_for_update(no_key=True)
     if owner_id is not None:
@@ -62,6 +69,7 @@ def subscription_create(*, owner_id: int, wallet_id: uuid.UUID, domain: str, pla
                 domain=domain.lower(),
                 plan=plan,
                 current_period_end=now + MONTH,
+                period_anchor=now,
             )
     except IntegrityError:
         raise DomainTaken() from None
@@ -159,7 +167,7 @@ def subscriptions_to_renew(*, now: dt.datetime) -> list[uuid.UUID]:
 
 
 def _charge_month(subscription: Subscription, *, start: dt.datetime, what: str) -> dt.datetime:
-    end = start + MONTH
+    end = month_after(subscription.period_anchor, start)
     spender.spend(
         wallet_id=subscription.wallet_id,
         owner_id=subscription.owner_id,
@@ -218,10 +226,11 @@ def _subscription_resume_paid(*, subscription_id: uuid.UUID, now: dt.datetime) -
         return RenewalOutcome(subscription_id, None, "busy")
     if subscription.status != Subscription.Status.SUSPENDED:
         return RenewalOutcome(subscription.id, subscription.wallet_id, "up_to_date")
+    subscription.period_anchor = now
     subscription.current_period_end = _charge_month(subscription, start=now, what="resumed,")
     subscription.status = Subscription.Status.ACTIVE
     subscription.suspended_at = None
-    subscription.save(update_fields=["current_period_end", "status", "suspended_at"])
+    subscription.save(update_fields=["current_period_end", "period_anchor", "status", "suspended_at"])
     bus.publish(SubscriptionResumed(subscription_id=subscription.id, wallet_id=subscription.wallet_id))
     plan = subscription.plan
     return RenewalOutcome(
@@ -266,7 +275,7 @@ def subscription_renewals_due(*, subscription_id: uuid.UUID, now: dt.datetime) -
         return 0, 0, subscription.plan.currency
     months, end = 0, subscription.current_period_end
     while end <= now:
-        months, end = months + 1, end + MONTH
+        months, end = months + 1, month_after(subscription.period_anchor, end)
     return months, months * subscription.plan.price_per_month, subscription.plan.currency
 
 

@@ -169,3 +169,13 @@ def test_two_runs_at_once_charge_each_month_once(catalog, assert_invariants):
             at(2026, 7, 10, 9),
         ]
     assert_invariants()
+
+
+def test_renewals_keep_the_purchase_day_through_short_months():
+    from iaas.hosting.services import month_after
+
+    anchor = dt.datetime(2026, 1, 31, 10, 0, tzinfo=dt.UTC)
+    ends = [month_after(anchor, anchor)]
+    for _ in range(3):
+        ends.append(month_after(anchor, ends[-1]))
+    assert [e.date().isoformat() for e in ends] == ["2026-02-28", "2026-03-31", "2026-04-30", "2026-05-31"]
