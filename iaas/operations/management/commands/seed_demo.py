@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from rest_framework.authtoken.models import Token
 
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
@@ -87,6 +88,8 @@ class Command(BaseCommand):
                     f"    Finance    {FINANCE_OPERATOR[0]} / {FINANCE_OPERATOR[2]}",
                     f"    Support    {SUPPORT_OPERATOR[0]} / {SUPPORT_OPERATOR[2]}",
                     f"  customer (API, http://127.0.0.1:8000/api/docs/): {CUSTOMER[0]} / {CUSTOMER[2]}",
+                    f"    API token: {Token.objects.get_or_create(user_id=customer.pk)[0].key}"
+                    "  (curl -H 'Authorization: Token <token>' ...)",
                     f"  the customer's EUR wallet: {wallet.id} "
                     f"(balance {wallet.money(wallet.balance)}, available {wallet.money(wallet.available)})",
                 ]
