@@ -138,8 +138,9 @@ def purchase_op(index: int, params: dict) -> Purchases:
 
 
 class Settler:
-    """The delivery worker: ``deliver_pending`` (one outbox row per transaction, as
-    ``deliver_events --loop`` runs it), or the ``batched`` prototype below."""
+    """The delivery worker, as ``deliver_events --loop`` runs it: ``batched`` (the
+    default: one wallet's pending settlements in one transaction, up to 100) or
+    ``per-row`` (one outbox row per transaction)."""
 
     def __init__(self, index: int, params: dict) -> None:
         django_setup(params["database"], params.get("env"))
@@ -152,7 +153,8 @@ class Settler:
     def __call__(self, n: int) -> None:
         if n < 0:  # no warm-up: there is nothing to deliver yet
             return
-        delivered = deliver_wallet_batch() if self.batched else self.bus.deliver_pending(limit=100).delivered
+        batch_size = 100 if self.batched else 1
+        delivered = self.bus.deliver_pending(limit=100, batch_size=batch_size).delivered
         self.delivered += delivered
         if not delivered:
             time.sleep(0.005)
@@ -163,31 +165,6 @@ class Settler:
 
 def settler_op(index: int, params: dict) -> Settler:
     return Settler(index, params)
-
-
-def deliver_wallet_batch(limit: int = 200) -> int:
-    """PROTOTYPE of a batched settlement (not in the core): claim up to ``limit`` due
-    rows of one wallet and deliver them all in one transaction: one commit and one wallet
-    lock for the batch instead of one per charge. Each handler still runs in its own
-    savepoint, so a failing one rolls back alone. Uses the bus's private helpers, which
-    is why it lives here as a measurement and not in the core."""
-    from django.db import transaction
-
-    from iaas.contracts import bus
-
-    with transaction.atomic():
-        first = bus._pending_due().order_by("available_at", "id").first()
-        if first is None:
-            return 0
-        rows = [first]
-        if first.wallet_id is not None:
-            rows += list(
-                bus._pending_due()
-                .filter(wallet_id=first.wallet_id)
-                .exclude(pk=first.pk)
-                .order_by("id")[:limit]
-            )
-        return sum(bool(bus._run(row)) for row in rows)
 
 
 # --- after a point (in a Django child process) -----------------------------------------------

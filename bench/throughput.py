@@ -12,8 +12,9 @@ figures compared with it are measured minutes apart at most:
   service hot+chunk          the same with a reserve-ahead chunk per context
   service hot+chunk inline   the same, but settling each charge in the request
                              (delivery on commit) instead of in a delivery worker
-Every service point runs with a settlement worker (deliver_pending in a loop, or the
-batched prototype: --settler batched) unless it settles inline; after the point the
+Every service point runs with a settlement worker (deliver_pending in a loop, batched
+per wallet as deliver_events runs it, or one row at a time: --settler per-row) unless it
+settles inline; after the point the
 backlog is drained (timed) and every invariant is checked (reconcile). A point whose
 reconciliation fails makes the run fail. Then the history check: purchase p50 with a
 long ledger (1,000,000 entries; --quick: 100,000) against the same wallets without it.
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short points, a 100,000-entry history")
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--duration", type=float, help="seconds per point (default 4 quick, 20 full)")
-    parser.add_argument("--settler", choices=["per-row", "batched"], default="per-row")
+    parser.add_argument("--settler", choices=["per-row", "batched"], default="batched")
     parser.add_argument(
         "--only",
         default="raw,pgbench,service,history",
