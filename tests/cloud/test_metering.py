@@ -223,3 +223,29 @@ def test_a_batch_that_reserved_ahead_gives_back_what_it_did_not_use(settings, wa
     wallet.refresh_from_db()
     assert (wallet.balance, wallet.reserved) == (10_000 - 12, 0)
     assert_invariants()
+
+
+def test_one_server_failing_stops_no_other_and_the_run_reports_it(wallet, monkeypatch):
+    broken = buy(wallet, at(2026, 5, 10, 10), name="broken")
+    fine = buy(wallet, at(2026, 5, 10, 10), name="fine")
+    bill_usage = services.server_bill_usage
+
+    def fail_for_broken(*, server_id, **kwargs):
+        if server_id == broken.id:
+            raise RuntimeError("disk on fire")
+        return bill_usage(server_id=server_id, **kwargs)
+
+    monkeypatch.setattr(services, "server_bill_usage", fail_for_broken)
+    out, err = StringIO(), StringIO()
+    with time_machine.travel(at(2026, 5, 10, 12, 30), tick=False), pytest.raises(SystemExit) as exit_:
+        call_command("bill_usage", stdout=out, stderr=err)
+    assert exit_.value.code == 1
+    assert "failed 1" in out.getvalue()
+    assert f"FAILED server {broken.id}: RuntimeError('disk on fire')" in err.getvalue()
+    assert (len(charges(fine)), len(charges(broken))) == (2, 1)  # the other server was metered
+    out = StringIO()
+    with time_machine.travel(at(2026, 5, 10, 12, 30), tick=False), pytest.raises(SystemExit):
+        call_command("bill_usage", "--json", stdout=out, stderr=StringIO())
+    assert json.loads(out.getvalue())["failed"] == [
+        {"server_id": str(broken.id), "error": "RuntimeError('disk on fire')"}
+    ]
