@@ -2,7 +2,7 @@
 (``--dry-run``, ``--json``, durations such as ``7d`` or ``1h30m``), a batch run item by
 item in which one item's failure stops no other's, a progress bar on long runs (rich, on
 stderr and only on a terminal, so cron logs and --json stay clean), JSON output and
-per-currency totals."""
+per-currency totals (with a charging batch's tally)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import datetime as dt
 import json
 import logging
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from django.core.management.base import CommandError
 from rich.console import Console
@@ -153,6 +153,33 @@ class CurrencyTotals:
         if not self._totals:
             return "nothing"
         return ", ".join(format_minor_units(amount, currency) for currency, amount in self.as_dict().items())
+
+
+class ChargeOutcome(Protocol):
+    """What a charging batch says of one item (Cloud's MeteringOutcome, Hosting's
+    RenewalOutcome)."""
+
+    action: str
+    amount: int
+    currency: str
+    wallet_id: object
+
+
+class ChargeTally:
+    """What a charging batch (bill_usage, renew_subscriptions) did: its items counted by
+    action, the units charged (hours, months), the amounts per currency, and the wallets
+    it charged (whose leftover allowance it gives back when it reserved ahead)."""
+
+    def __init__(self, outcomes: Iterable[ChargeOutcome], *, units: Callable[[ChargeOutcome], int]) -> None:
+        outcomes = list(outcomes)
+        self.actions: Counter[str] = Counter(outcome.action for outcome in outcomes)
+        self.units = sum(units(outcome) for outcome in outcomes)
+        self.totals = CurrencyTotals()
+        self.charged_wallets = set()
+        for outcome in outcomes:
+            if outcome.amount:
+                self.totals.add(outcome.amount, outcome.currency)
+                self.charged_wallets.add(outcome.wallet_id)
 
 
 @contextmanager

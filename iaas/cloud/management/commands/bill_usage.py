@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -19,6 +18,7 @@ from django.utils import timezone
 from iaas.cloud import services
 from iaas.common.cli import (
     EXIT_PROBLEMS,
+    ChargeTally,
     CurrencyTotals,
     add_dry_run_and_json_arguments,
     dump_json,
@@ -56,15 +56,9 @@ class Command(BaseCommand):
             identify=lambda server_id: (f"server {server_id}", {"server_id": str(server_id)}),
             logger=logger,
         )
-        actions = Counter(outcome.action for outcome in outcomes)
-        hours = sum(outcome.hours for outcome in outcomes)
-        totals = CurrencyTotals()
-        charged_wallets = set()
-        for outcome in outcomes:
-            if outcome.amount:
-                totals.add(outcome.amount, outcome.currency)
-                charged_wallets.add(outcome.wallet_id)
-        released = services.allowance_release_after_batch(wallet_ids=charged_wallets)
+        tally = ChargeTally(outcomes, units=lambda outcome: outcome.hours)
+        actions, hours, totals = tally.actions, tally.units, tally.totals
+        released = services.allowance_release_after_batch(wallet_ids=tally.charged_wallets)
         summary = {
             "now": now.isoformat(),
             "servers": len(server_ids),

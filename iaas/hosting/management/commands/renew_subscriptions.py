@@ -7,13 +7,13 @@ in two processes at once (each subscription is locked with SKIP LOCKED)."""
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from iaas.common.cli import (
     EXIT_PROBLEMS,
+    ChargeTally,
     CurrencyTotals,
     add_dry_run_and_json_arguments,
     dump_json,
@@ -47,15 +47,9 @@ class Command(BaseCommand):
             ),
             logger=logger,
         )
-        actions = Counter(outcome.action for outcome in outcomes)
-        months = sum(outcome.months for outcome in outcomes)
-        totals = CurrencyTotals()
-        charged_wallets = set()
-        for outcome in outcomes:
-            if outcome.amount:
-                totals.add(outcome.amount, outcome.currency)
-                charged_wallets.add(outcome.wallet_id)
-        released = services.allowance_release_after_batch(wallet_ids=charged_wallets)
+        tally = ChargeTally(outcomes, units=lambda outcome: outcome.months)
+        actions, months, totals = tally.actions, tally.units, tally.totals
+        released = services.allowance_release_after_batch(wallet_ids=tally.charged_wallets)
         summary = {
             "now": now.isoformat(),
             "subscriptions": len(subscription_ids),
