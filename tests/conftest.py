@@ -47,6 +47,21 @@ def deliver():
 
 
 @pytest.fixture
+def published(monkeypatch):
+    """Every event published while the test runs, in order (they still reach the outbox):
+    some have no subscriber, so the outbox alone would not show them."""
+    events = []
+    publish = bus.publish
+
+    def spy(*new):
+        events.extend(new)
+        return publish(*new)
+
+    monkeypatch.setattr(bus, "publish", spy)
+    return events
+
+
+@pytest.fixture
 def assert_invariants():
     def check():
         report = reconcile()

@@ -5,30 +5,23 @@ and events stay right."""
 
 from __future__ import annotations
 
-from django import forms
-from django.conf import settings
 from django.contrib import admin
 
 from iaas.common.admin import (
     AllowanceAdmin,
+    CatalogAdmin,
+    CatalogPlanForm,
     ChargeAdmin,
-    OperatorAdmin,
-    ReadOnlyAdmin,
     ReleaseAdmin,
-    admin_url,
-    links_list,
+    SoldServiceAdmin,
     money_column,
-    user_link,
-    wallet_link,
 )
 
 from . import services
 from .models import Allowance, Charge, Release, Server, ServerPlan
 
 
-class ServerPlanForm(forms.ModelForm):
-    currency = forms.ChoiceField(choices=[])
-
+class ServerPlanForm(CatalogPlanForm):
     class Meta:
         model = ServerPlan
         fields = (
@@ -43,13 +36,9 @@ class ServerPlanForm(forms.ModelForm):
             "is_active",
         )
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["currency"].choices = [(c, c) for c in settings.IAAS_SUPPORTED_CURRENCIES]
-
 
 @admin.register(ServerPlan)
-class ServerPlanAdmin(OperatorAdmin):
+class ServerPlanAdmin(CatalogAdmin):
     """The catalog. Prices are integer minor units; a new price applies to hours not yet
     charged. Plans are retired (``is_active``), never deleted: servers point at them."""
 
@@ -71,15 +60,9 @@ class ServerPlanAdmin(OperatorAdmin):
     price_per_hour_money = money_column("price_per_hour", "per hour")
     monthly_cap_money = money_column("monthly_cap", "monthly cap")
 
-    def get_readonly_fields(self, request, obj=None):
-        return ("id",) if obj is not None else ()
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(Server)
-class ServerAdmin(ReadOnlyAdmin):
+class ServerAdmin(SoldServiceAdmin):
     list_display = ("name", "owner_column", "plan", "status", "paid_until", "wallet", "created_at")
     list_filter = ("status", "plan", "created_at", "paid_until")
     search_fields = ("name", "owner__username", "owner__email", "wallet_id", "id")
@@ -101,6 +84,7 @@ class ServerAdmin(ReadOnlyAdmin):
         "related",
     )
     fields = readonly_fields
+    operate_permission = "cloud.change_server"
     actions = ("suspend_servers", "resume_servers", "terminate_servers")
     object_actions = (
         ("suspend_servers", "Suspend"),
@@ -108,46 +92,9 @@ class ServerAdmin(ReadOnlyAdmin):
         ("terminate_servers", "Terminate"),
     )
 
-    def has_operate_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("cloud.change_server")
-
-    @admin.display(description="owner", ordering="owner__username")
-    def owner_column(self, obj):
-        return user_link(obj.owner)
-
-    @admin.display(description="wallet", ordering="wallet_id")
-    def wallet(self, obj):
-        return wallet_link(obj.wallet_id, "wallet")
-
-    @admin.display(description="follow the money")
-    def related(self, obj):
-        return links_list(
-            [
-                (admin_url("billing_wallet_change", obj.wallet_id), "The customer's wallet"),
-                (
-                    admin_url("cloud_charge_changelist", query={"subject_id": obj.pk}),
-                    "Charges for this server",
-                ),
-                (
-                    admin_url("cloud_allowance_changelist", query={"wallet_id": obj.wallet_id}),
-                    "Cloud allowance",
-                ),
-                (
-                    admin_url(
-                        "contracts_outboxmessage_changelist",
-                        query={"wallet_id": obj.wallet_id, "delivery": "all"},
-                    ),
-                    "Events about the wallet",
-                ),
-            ]
-        )
-
-    def _reason(self, request) -> str:
-        return f"operator:{request.user.get_username()}"
-
     @admin.action(description="Suspend the selected servers", permissions=["operate"])
     def suspend_servers(self, request, queryset):
-        reason = self._reason(request)
+        reason = self.operator_reason(request)
         return self.run_service(
             request,
             queryset,
@@ -170,7 +117,7 @@ class ServerAdmin(ReadOnlyAdmin):
             warning="The servers below are terminated for good. The time already paid is not refunded.",
         ):
             return response
-        reason = self._reason(request)
+        reason = self.operator_reason(request)
         return self.run_service(
             request,
             queryset,

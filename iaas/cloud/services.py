@@ -81,11 +81,16 @@ def server_terminate(
     server = server_lock(server_id, owner_id=owner_id)
     if server.status == Server.Status.TERMINATED:
         return server
+    _mark_terminated(server, at=timezone.now(), reason=reason)
+    return server
+
+
+def _mark_terminated(server: Server, *, at: dt.datetime, reason: str) -> None:
+    """Terminate a locked server and say so (ServerTerminated)."""
     server.status = Server.Status.TERMINATED
-    server.terminated_at = timezone.now()
+    server.terminated_at = at
     server.save(update_fields=["status", "terminated_at"])
     bus.publish(ServerTerminated(server_id=server.id, wallet_id=server.wallet_id, reason=reason))
-    return server
 
 
 @retry_transaction
@@ -93,11 +98,16 @@ def server_suspend(*, server_id: uuid.UUID, reason: str) -> Server:
     server = server_lock(server_id)
     if server.status != Server.Status.ACTIVE:
         raise InvalidState(f"Only an active server can be suspended (this one is {server.status}).")
+    _mark_suspended(server, at=timezone.now(), reason=reason)
+    return server
+
+
+def _mark_suspended(server: Server, *, at: dt.datetime, reason: str) -> None:
+    """Suspend a locked server and say so (ServerSuspended)."""
     server.status = Server.Status.SUSPENDED
-    server.suspended_at = timezone.now()
+    server.suspended_at = at
     server.save(update_fields=["status", "suspended_at"])
     bus.publish(ServerSuspended(server_id=server.id, wallet_id=server.wallet_id, reason=reason))
-    return server
 
 
 @retry_transaction
@@ -242,10 +252,7 @@ def _server_suspend_unpaid(*, server_id: uuid.UUID, now: dt.datetime, reason: st
     server = server_lock(server_id)
     if server.status != Server.Status.ACTIVE or server.paid_until >= now:
         return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
-    server.status = Server.Status.SUSPENDED
-    server.suspended_at = now
-    server.save(update_fields=["status", "suspended_at"])
-    bus.publish(ServerSuspended(server_id=server.id, wallet_id=server.wallet_id, reason=reason))
+    _mark_suspended(server, at=now, reason=reason)
     return MeteringOutcome(server.id, server.wallet_id, "suspended")
 
 
@@ -282,10 +289,7 @@ def _server_terminate_overdue(
         return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
     if server.suspended_at is not None and server.suspended_at > now - grace:
         return MeteringOutcome(server.id, server.wallet_id, "still_suspended")
-    server.status = Server.Status.TERMINATED
-    server.terminated_at = now
-    server.save(update_fields=["status", "terminated_at"])
-    bus.publish(ServerTerminated(server_id=server.id, wallet_id=server.wallet_id, reason="unpaid"))
+    _mark_terminated(server, at=now, reason="unpaid")
     return MeteringOutcome(server.id, server.wallet_id, "terminated")
 
 

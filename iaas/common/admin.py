@@ -1,7 +1,8 @@
 """Admin building blocks every context's admin shares: money shown as money, read-only
 money tables, actions whose permissions are enforced on the server, links between
 admin pages by URL (contexts never import each other's admin), and the base admins of
-the selling contexts' spending tables (allowance, charges, releases).
+the selling contexts' tables: their catalogs of plans, what customers bought (servers,
+subscriptions) and their spending tables (allowance, charges, releases).
 
 Knows no context: models are named by ``app_label`` strings, pages by URL name.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from urllib.parse import urlencode
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
@@ -231,6 +234,81 @@ class ReadOnlyAdmin(OperatorAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+# --- The selling contexts' catalogs and what customers bought -----------------------------------
+
+
+class CatalogPlanForm(forms.ModelForm):
+    """A plan of a selling context's catalog, priced in a currency the project supports."""
+
+    currency = forms.ChoiceField(choices=[])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["currency"].choices = [(c, c) for c in settings.IAAS_SUPPORTED_CURRENCIES]
+
+
+class CatalogAdmin(OperatorAdmin):
+    """A selling context's catalog. A plan's id is fixed once the plan exists; plans are
+    retired (``is_active``), never deleted: what customers bought points at them. Its
+    form is a ``CatalogPlanForm``."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("id",) if obj is not None else ()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class SoldServiceAdmin(ReadOnlyAdmin):
+    """What a customer bought from a selling context (a server, a subscription). Nobody
+    edits it: operators suspend, resume and end it through the context's services,
+    offered as actions that need ``operate_permission``. Its page follows the money to
+    the wallet, the charges, the context's allowance and the events."""
+
+    # The permission the operator actions need ("cloud.change_server").
+    operate_permission = ""
+
+    def has_operate_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm(self.operate_permission)
+
+    @staticmethod
+    def operator_reason(request: HttpRequest) -> str:
+        """The reason an operator's action gives its service (and its event)."""
+        return f"operator:{request.user.get_username()}"
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_column(self, obj):
+        return user_link(obj.owner)
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id, "wallet")
+
+    @admin.display(description="follow the money")
+    def related(self, obj):
+        label = self.opts.app_label
+        return links_list(
+            [
+                (admin_url("billing_wallet_change", obj.wallet_id), "The customer's wallet"),
+                (
+                    admin_url(f"{label}_charge_changelist", query={"subject_id": obj.pk}),
+                    f"Charges for this {self.opts.verbose_name}",
+                ),
+                (
+                    admin_url(f"{label}_allowance_changelist", query={"wallet_id": obj.wallet_id}),
+                    f"{label.capitalize()} allowance",
+                ),
+                (
+                    admin_url(
+                        "contracts_outboxmessage_changelist",
+                        query={"wallet_id": obj.wallet_id, "delivery": "all"},
+                    ),
+                    "Events about the wallet",
+                ),
+            ]
+        )
 
 
 # --- The selling contexts' spending tables ------------------------------------------------------

@@ -1,23 +1,29 @@
-"""What the operations commands share: a progress bar on long runs (rich, on stderr and
-only on a terminal, so cron logs and --json stay clean), durations such as ``7d`` or
-``1h30m``, JSON output and per-currency totals."""
+"""What the operations commands share: their exit statuses and common options
+(``--dry-run``, ``--json``, durations such as ``7d`` or ``1h30m``), a batch run item by
+item in which one item's failure stops no other's, a progress bar on long runs (rich, on
+stderr and only on a terminal, so cron logs and --json stay clean), JSON output and
+per-currency totals (with a charging batch's tally)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
+from django.core.management.base import CommandError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from iaas.contracts.types import format_minor_units
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # Exit statuses every operations command keeps to.
 EXIT_OK = 0
@@ -40,6 +46,20 @@ def parse_duration(text: str) -> dt.timedelta:
     for number, unit in parts:
         total += dt.timedelta(**{_UNITS[unit]: int(number)})
     return total
+
+
+def duration_option(text: str) -> dt.timedelta:
+    """A duration given on the command line; a malformed one refuses the run."""
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise CommandError(str(error), returncode=EXIT_REFUSED) from None
+
+
+def add_dry_run_and_json_arguments(parser, *, dry_run_help: str) -> None:
+    """``--dry-run`` (``dry_run``) and ``--json`` (``as_json``): a summary for a program."""
+    parser.add_argument("--dry-run", action="store_true", help=dry_run_help)
+    parser.add_argument("--json", action="store_true", dest="as_json", help="print a JSON summary")
 
 
 def format_duration(value: dt.timedelta) -> str:
@@ -70,6 +90,49 @@ def progress(items: Iterable[T], *, total: int, description: str) -> Iterator[T]
             bar.advance(task)
 
 
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """An item of a batch that failed: ``label`` for people (``"server 1f0c..."``),
+    ``facts`` for the JSON summary (``{"server_id": "1f0c..."}``)."""
+
+    label: str
+    facts: dict[str, str]
+    error: str  # repr() of the exception
+
+    def as_dict(self) -> dict[str, str]:
+        return {**self.facts, "error": self.error}
+
+
+def run_each(
+    items: Sequence[T],
+    work: Callable[[T], R],
+    *,
+    description: str,
+    identify: Callable[[T], tuple[str, dict[str, str]]],
+    logger: logging.Logger,
+) -> tuple[list[R], list[ItemFailure]]:
+    """Call ``work(item)`` for every item, with a progress bar (``description``). One
+    item's failure stops no other's: it is logged with its traceback and listed, named by
+    ``identify(item)`` (a label and the facts for JSON). Returns what ``work`` returned
+    for the items that succeeded, in order, and the failures."""
+    results: list[R] = []
+    failures: list[ItemFailure] = []
+    for item in progress(items, total=len(items), description=description):
+        try:
+            results.append(work(item))
+        except Exception as error:  # one item's failure stops no other's
+            label, facts = identify(item)
+            logger.exception("%s: %s failed", description, label)
+            failures.append(ItemFailure(label, facts, repr(error)))
+    return results, failures
+
+
+def write_failures(stream, failures: Iterable[ItemFailure]) -> None:
+    """One line a failure, for people (the command's stderr)."""
+    for failure in failures:
+        stream.write(f"  FAILED {failure.label}: {failure.error}")
+
+
 def dump_json(data: object) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=str)
 
@@ -90,6 +153,33 @@ class CurrencyTotals:
         if not self._totals:
             return "nothing"
         return ", ".join(format_minor_units(amount, currency) for currency, amount in self.as_dict().items())
+
+
+class ChargeOutcome(Protocol):
+    """What a charging batch says of one item (Cloud's MeteringOutcome, Hosting's
+    RenewalOutcome)."""
+
+    action: str
+    amount: int
+    currency: str
+    wallet_id: object
+
+
+class ChargeTally:
+    """What a charging batch (bill_usage, renew_subscriptions) did: its items counted by
+    action, the units charged (hours, months), the amounts per currency, and the wallets
+    it charged (whose leftover allowance it gives back when it reserved ahead)."""
+
+    def __init__(self, outcomes: Iterable[ChargeOutcome], *, units: Callable[[ChargeOutcome], int]) -> None:
+        outcomes = list(outcomes)
+        self.actions: Counter[str] = Counter(outcome.action for outcome in outcomes)
+        self.units = sum(units(outcome) for outcome in outcomes)
+        self.totals = CurrencyTotals()
+        self.charged_wallets = set()
+        for outcome in outcomes:
+            if outcome.amount:
+                self.totals.add(outcome.amount, outcome.currency)
+                self.charged_wallets.add(outcome.wallet_id)
 
 
 @contextmanager

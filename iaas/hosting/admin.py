@@ -4,41 +4,30 @@ subscriptions through Hosting's services, never by editing the status field."""
 
 from __future__ import annotations
 
-from django import forms
-from django.conf import settings
 from django.contrib import admin
 
 from iaas.common.admin import (
     AllowanceAdmin,
+    CatalogAdmin,
+    CatalogPlanForm,
     ChargeAdmin,
-    OperatorAdmin,
-    ReadOnlyAdmin,
     ReleaseAdmin,
-    admin_url,
-    links_list,
+    SoldServiceAdmin,
     money_column,
-    user_link,
-    wallet_link,
 )
 
 from . import services
 from .models import Allowance, Charge, HostingPlan, Release, Subscription
 
 
-class HostingPlanForm(forms.ModelForm):
-    currency = forms.ChoiceField(choices=[])
-
+class HostingPlanForm(CatalogPlanForm):
     class Meta:
         model = HostingPlan
         fields = ("id", "name", "storage_gb", "price_per_month", "currency", "is_active")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["currency"].choices = [(c, c) for c in settings.IAAS_SUPPORTED_CURRENCIES]
-
 
 @admin.register(HostingPlan)
-class HostingPlanAdmin(OperatorAdmin):
+class HostingPlanAdmin(CatalogAdmin):
     """The catalog. Prices are integer minor units; a new price applies to periods not
     yet charged. Plans are retired (``is_active``), never deleted."""
 
@@ -50,15 +39,9 @@ class HostingPlanAdmin(OperatorAdmin):
 
     price_per_month_money = money_column("price_per_month", "per month")
 
-    def get_readonly_fields(self, request, obj=None):
-        return ("id",) if obj is not None else ()
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(Subscription)
-class SubscriptionAdmin(ReadOnlyAdmin):
+class SubscriptionAdmin(SoldServiceAdmin):
     list_display = ("domain", "owner_column", "plan", "status", "current_period_end", "wallet", "created_at")
     list_filter = ("status", "plan", "created_at", "current_period_end")
     search_fields = ("domain", "owner__username", "owner__email", "wallet_id", "id")
@@ -80,6 +63,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         "related",
     )
     fields = readonly_fields
+    operate_permission = "hosting.change_subscription"
     actions = ("suspend_subscriptions", "resume_subscriptions", "cancel_subscriptions")
     object_actions = (
         ("suspend_subscriptions", "Suspend"),
@@ -87,43 +71,9 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         ("cancel_subscriptions", "Cancel"),
     )
 
-    def has_operate_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("hosting.change_subscription")
-
-    @admin.display(description="owner", ordering="owner__username")
-    def owner_column(self, obj):
-        return user_link(obj.owner)
-
-    @admin.display(description="wallet", ordering="wallet_id")
-    def wallet(self, obj):
-        return wallet_link(obj.wallet_id, "wallet")
-
-    @admin.display(description="follow the money")
-    def related(self, obj):
-        return links_list(
-            [
-                (admin_url("billing_wallet_change", obj.wallet_id), "The customer's wallet"),
-                (
-                    admin_url("hosting_charge_changelist", query={"subject_id": obj.pk}),
-                    "Charges for this subscription",
-                ),
-                (
-                    admin_url("hosting_allowance_changelist", query={"wallet_id": obj.wallet_id}),
-                    "Hosting allowance",
-                ),
-                (
-                    admin_url(
-                        "contracts_outboxmessage_changelist",
-                        query={"wallet_id": obj.wallet_id, "delivery": "all"},
-                    ),
-                    "Events about the wallet",
-                ),
-            ]
-        )
-
     @admin.action(description="Suspend the selected subscriptions", permissions=["operate"])
     def suspend_subscriptions(self, request, queryset):
-        reason = f"operator:{request.user.get_username()}"
+        reason = self.operator_reason(request)
         return self.run_service(
             request,
             queryset,

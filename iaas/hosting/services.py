@@ -106,15 +106,20 @@ def subscription_suspend(*, subscription_id: uuid.UUID, reason: str) -> Subscrip
         raise InvalidState(
             f"Only an active subscription can be suspended (this one is {subscription.status})."
         )
+    _mark_suspended(subscription, at=timezone.now(), reason=reason)
+    return subscription
+
+
+def _mark_suspended(subscription: Subscription, *, at: dt.datetime, reason: str) -> None:
+    """Suspend a locked subscription and say so (SubscriptionSuspended)."""
     subscription.status = Subscription.Status.SUSPENDED
-    subscription.suspended_at = timezone.now()
+    subscription.suspended_at = at
     subscription.save(update_fields=["status", "suspended_at"])
     bus.publish(
         SubscriptionSuspended(
             subscription_id=subscription.id, wallet_id=subscription.wallet_id, reason=reason
         )
     )
-    return subscription
 
 
 @retry_transaction
@@ -207,14 +212,7 @@ def _subscription_suspend_unpaid(*, subscription_id: uuid.UUID, now: dt.datetime
     subscription = subscription_lock(subscription_id)
     if subscription.status != Subscription.Status.ACTIVE or subscription.current_period_end > now:
         return False
-    subscription.status = Subscription.Status.SUSPENDED
-    subscription.suspended_at = now
-    subscription.save(update_fields=["status", "suspended_at"])
-    bus.publish(
-        SubscriptionSuspended(
-            subscription_id=subscription.id, wallet_id=subscription.wallet_id, reason=reason
-        )
-    )
+    _mark_suspended(subscription, at=now, reason=reason)
     return True
 
 

@@ -6,35 +6,26 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from io import StringIO
 
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connections
 
 from iaas.billing import services as billing_services
 from iaas.cloud import services
 from iaas.cloud.models import Charge, Server
 from iaas.contracts import bus
 from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
+from tests.batch_runs import at, charges_for, run_at
 from tests.factories import UserFactory, funded_wallet
+from tests.threads import run_at_once
 
-UTC = dt.UTC
 H = dt.timedelta(hours=1)
 
 
-def at(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=UTC)
-
-
 def bill(moment: dt.datetime, *args: str) -> dict:
-    out = StringIO()
-    with time_machine.travel(moment, tick=False):
-        call_command("bill_usage", "--json", *args, stdout=out, stderr=StringIO())
-        bus.deliver_pending()
-    return json.loads(out.getvalue())
+    return run_at(moment, "bill_usage", *args)
 
 
 def buy(wallet, moment: dt.datetime, plan: str = "s-2vcpu-4gb", name: str = "web1") -> Server:
@@ -47,24 +38,7 @@ def buy(wallet, moment: dt.datetime, plan: str = "s-2vcpu-4gb", name: str = "web
 
 
 def charges(server) -> list[tuple[dt.datetime, dt.datetime, int]]:
-    return list(
-        Charge.objects.filter(subject_id=server.id)
-        .order_by("period_start")
-        .values_list("period_start", "period_end", "amount")
-    )
-
-
-@pytest.fixture
-def published(monkeypatch):
-    events = []
-    original = bus.publish
-
-    def spy(*new):
-        events.extend(new)
-        return original(*new)
-
-    monkeypatch.setattr(services.bus, "publish", spy)
-    return events
+    return charges_for(Charge, server)
 
 
 def test_each_started_hour_is_charged_once(wallet, assert_invariants):
@@ -175,31 +149,19 @@ def test_dry_run_changes_nothing(wallet):
     assert len(charges(server)) == 1
 
 
+def run_bill_usage():
+    call_command("bill_usage", "--json", stdout=StringIO(), stderr=StringIO())
+
+
 @pytest.mark.concurrency
 @pytest.mark.django_db(transaction=True)
 def test_two_runs_at_once_charge_each_hour_once(catalog, assert_invariants):
     wallets = [funded_wallet(UserFactory(), amount=10_000) for _ in range(4)]
     servers = [buy(w, at(2026, 5, 10, 10), name=f"s{i}{n}") for i, w in enumerate(wallets) for n in range(3)]
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            barrier.wait()
-            call_command("bill_usage", "--json", stdout=StringIO(), stderr=StringIO())
-        except BaseException as error:  # reported by the assertion below
-            errors.append(error)
-        finally:
-            connections.close_all()
-
     with time_machine.travel(at(2026, 5, 10, 15, 30), tick=False):
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        runs = run_at_once(run_bill_usage, run_bill_usage)
         bus.deliver_pending()
-    assert errors == []
+    assert [run.error for run in runs] == [None, None]
     for server in servers:
         server.refresh_from_db()
         # a server another run held was skipped, never charged twice
@@ -223,3 +185,29 @@ def test_a_batch_that_reserved_ahead_gives_back_what_it_did_not_use(settings, wa
     wallet.refresh_from_db()
     assert (wallet.balance, wallet.reserved) == (10_000 - 12, 0)
     assert_invariants()
+
+
+def test_one_server_failing_stops_no_other_and_the_run_reports_it(wallet, monkeypatch):
+    broken = buy(wallet, at(2026, 5, 10, 10), name="broken")
+    fine = buy(wallet, at(2026, 5, 10, 10), name="fine")
+    bill_usage = services.server_bill_usage
+
+    def fail_for_broken(*, server_id, **kwargs):
+        if server_id == broken.id:
+            raise RuntimeError("disk on fire")
+        return bill_usage(server_id=server_id, **kwargs)
+
+    monkeypatch.setattr(services, "server_bill_usage", fail_for_broken)
+    out, err = StringIO(), StringIO()
+    with time_machine.travel(at(2026, 5, 10, 12, 30), tick=False), pytest.raises(SystemExit) as exit_:
+        call_command("bill_usage", stdout=out, stderr=err)
+    assert exit_.value.code == 1
+    assert "failed 1" in out.getvalue()
+    assert f"FAILED server {broken.id}: RuntimeError('disk on fire')" in err.getvalue()
+    assert (len(charges(fine)), len(charges(broken))) == (2, 1)  # the other server was metered
+    out = StringIO()
+    with time_machine.travel(at(2026, 5, 10, 12, 30), tick=False), pytest.raises(SystemExit):
+        call_command("bill_usage", "--json", stdout=out, stderr=StringIO())
+    assert json.loads(out.getvalue())["failed"] == [
+        {"server_id": str(broken.id), "error": "RuntimeError('disk on fire')"}
+    ]

@@ -21,8 +21,8 @@ from iaas.contracts.errors import InsufficientFunds
 from iaas.contracts.models import OutboxMessage
 from iaas.hosting import services as hosting
 from iaas.hosting.models import HostingPlan, Subscription
-from tests.concurrency.conftest import run_at_once
 from tests.factories import UserFactory, funded_wallet
+from tests.threads import run_at_once
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.django_db(transaction=True)]
 

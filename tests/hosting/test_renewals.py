@@ -5,36 +5,26 @@ subscription is never renewed."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-import threading
 from io import StringIO
 
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connections
 
 from iaas.billing import services as billing_services
 from iaas.contracts import bus
 from iaas.contracts.events import SubscriptionResumed, SubscriptionSuspended
 from iaas.hosting import services
 from iaas.hosting.models import Charge, Subscription
+from tests.batch_runs import at, charges_for, run_at
 from tests.factories import UserFactory, funded_wallet
+from tests.threads import run_at_once
 
-UTC = dt.UTC
 PRICE = 399  # web-starter
 
 
-def at(*args) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=UTC)
-
-
 def renew(moment: dt.datetime, *args: str) -> dict:
-    out = StringIO()
-    with time_machine.travel(moment, tick=False):
-        call_command("renew_subscriptions", "--json", *args, stdout=out, stderr=StringIO())
-        bus.deliver_pending()
-    return json.loads(out.getvalue())
+    return run_at(moment, "renew_subscriptions", *args)
 
 
 def subscribe(wallet, moment: dt.datetime, domain: str = "example.com") -> Subscription:
@@ -47,24 +37,7 @@ def subscribe(wallet, moment: dt.datetime, domain: str = "example.com") -> Subsc
 
 
 def charges(subscription) -> list[tuple[dt.datetime, dt.datetime, int]]:
-    return list(
-        Charge.objects.filter(subject_id=subscription.id)
-        .order_by("period_start")
-        .values_list("period_start", "period_end", "amount")
-    )
-
-
-@pytest.fixture
-def published(monkeypatch):
-    events = []
-    original = bus.publish
-
-    def spy(*new):
-        events.extend(new)
-        return original(*new)
-
-    monkeypatch.setattr(services.bus, "publish", spy)
-    return events
+    return charges_for(Charge, subscription)
 
 
 def test_an_ended_period_is_renewed_for_a_month_and_charged_once(wallet, assert_invariants):
@@ -132,6 +105,10 @@ def test_dry_run_changes_nothing(wallet):
     assert len(charges(subscription)) == 1
 
 
+def run_renew_subscriptions():
+    call_command("renew_subscriptions", stdout=StringIO(), stderr=StringIO())
+
+
 @pytest.mark.concurrency
 @pytest.mark.django_db(transaction=True)
 def test_two_runs_at_once_charge_each_month_once(catalog, assert_invariants):
@@ -139,27 +116,11 @@ def test_two_runs_at_once_charge_each_month_once(catalog, assert_invariants):
         subscribe(funded_wallet(UserFactory(), amount=5_000), at(2026, 5, 10, 9), f"site{n}.example")
         for n in range(6)
     ]
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            barrier.wait()
-            call_command("renew_subscriptions", stdout=StringIO(), stderr=StringIO())
-        except BaseException as error:  # reported by the assertion below
-            errors.append(error)
-        finally:
-            connections.close_all()
-
     with time_machine.travel(at(2026, 8, 1), tick=False):
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        runs = run_at_once(run_renew_subscriptions, run_renew_subscriptions)
         call_command("renew_subscriptions", stdout=StringIO())  # picks up any skipped as busy
         bus.deliver_pending()
-    assert errors == []
+    assert [run.error for run in runs] == [None, None]
     for subscription in subscriptions:
         subscription.refresh_from_db()
         assert subscription.current_period_end == at(2026, 8, 10, 9)

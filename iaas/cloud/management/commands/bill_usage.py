@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from iaas.cloud import services
 from iaas.common.cli import (
     EXIT_PROBLEMS,
-    EXIT_REFUSED,
+    ChargeTally,
     CurrencyTotals,
+    add_dry_run_and_json_arguments,
     dump_json,
+    duration_option,
     format_duration,
-    parse_duration,
-    progress,
+    run_each,
+    write_failures,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,37 +40,25 @@ class Command(BaseCommand):
             help="terminate servers suspended longer than this (e.g. 72h, 7d; "
             "default IAAS_SERVER_GRACE_HOURS)",
         )
-        parser.add_argument("--dry-run", action="store_true", help="show what is due; change nothing")
-        parser.add_argument("--json", action="store_true", dest="as_json", help="print a JSON summary")
+        add_dry_run_and_json_arguments(parser, dry_run_help="show what is due; change nothing")
 
     def handle(self, *args, grace, dry_run, as_json, **options):
-        try:
-            grace = parse_duration(grace) if grace else dt.timedelta(hours=settings.IAAS_SERVER_GRACE_HOURS)
-        except ValueError as error:
-            raise CommandError(str(error), returncode=EXIT_REFUSED) from None
+        grace = duration_option(grace) if grace else dt.timedelta(hours=settings.IAAS_SERVER_GRACE_HOURS)
         now = timezone.now()
         server_ids = services.servers_to_meter(now=now)
         if dry_run:
             self._dry_run(server_ids, now, as_json=as_json)
             return
-        actions: Counter[str] = Counter()
-        hours = 0
-        totals = CurrencyTotals()
-        charged_wallets = set()
-        failed = []
-        for server_id in progress(server_ids, total=len(server_ids), description="metering servers"):
-            try:
-                outcome = services.server_bill_usage(server_id=server_id, now=now, grace=grace)
-            except Exception as error:  # one server's failure stops no other's metering
-                logger.exception("metering server %s failed", server_id)
-                failed.append({"server_id": str(server_id), "error": repr(error)})
-                continue
-            actions[outcome.action] += 1
-            hours += outcome.hours
-            if outcome.amount:
-                totals.add(outcome.amount, outcome.currency)
-                charged_wallets.add(outcome.wallet_id)
-        released = services.allowance_release_after_batch(wallet_ids=charged_wallets)
+        outcomes, failures = run_each(
+            server_ids,
+            lambda server_id: services.server_bill_usage(server_id=server_id, now=now, grace=grace),
+            description="metering servers",
+            identify=lambda server_id: (f"server {server_id}", {"server_id": str(server_id)}),
+            logger=logger,
+        )
+        tally = ChargeTally(outcomes, units=lambda outcome: outcome.hours)
+        actions, hours, totals = tally.actions, tally.units, tally.totals
+        released = services.allowance_release_after_batch(wallet_ids=tally.charged_wallets)
         summary = {
             "now": now.isoformat(),
             "servers": len(server_ids),
@@ -77,7 +66,7 @@ class Command(BaseCommand):
             "amounts": totals.as_dict(),
             **{action: actions[action] for action in services.MeteringOutcome.ACTIONS},
             "allowances_released": released,
-            "failed": failed,
+            "failed": [failure.as_dict() for failure in failures],
         }
         if as_json:
             self.stdout.write(dump_json(summary))
@@ -90,11 +79,10 @@ class Command(BaseCommand):
                 f"  suspended {actions['suspended']}, resumed {actions['resumed']}, "
                 f"still suspended {actions['still_suspended']}, terminated {actions['terminated']} "
                 f"(grace {format_duration(grace)}), busy elsewhere {actions['busy']}, "
-                f"failed {len(failed)}"
+                f"failed {len(failures)}"
             )
-            for failure in failed:
-                self.stderr.write(f"  FAILED server {failure['server_id']}: {failure['error']}")
-        if failed:
+            write_failures(self.stderr, failures)
+        if failures:
             raise SystemExit(EXIT_PROBLEMS)
 
     def _dry_run(self, server_ids, now, *, as_json):

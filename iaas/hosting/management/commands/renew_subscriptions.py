@@ -7,12 +7,19 @@ in two processes at once (each subscription is locked with SKIP LOCKED)."""
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from iaas.common.cli import EXIT_PROBLEMS, CurrencyTotals, dump_json, progress
+from iaas.common.cli import (
+    EXIT_PROBLEMS,
+    ChargeTally,
+    CurrencyTotals,
+    add_dry_run_and_json_arguments,
+    dump_json,
+    run_each,
+    write_failures,
+)
 from iaas.hosting import services
 
 logger = logging.getLogger(__name__)
@@ -22,8 +29,7 @@ class Command(BaseCommand):
     help = "Renew ended hosting periods for a month (charged); suspend, resume."
 
     def add_arguments(self, parser):
-        parser.add_argument("--dry-run", action="store_true", help="show what is due; change nothing")
-        parser.add_argument("--json", action="store_true", dest="as_json", help="print a JSON summary")
+        add_dry_run_and_json_arguments(parser, dry_run_help="show what is due; change nothing")
 
     def handle(self, *args, dry_run, as_json, **options):
         now = timezone.now()
@@ -31,26 +37,19 @@ class Command(BaseCommand):
         if dry_run:
             self._dry_run(subscription_ids, now, as_json=as_json)
             return
-        actions: Counter[str] = Counter()
-        months = 0
-        totals = CurrencyTotals()
-        charged_wallets = set()
-        failed = []
-        for subscription_id in progress(
-            subscription_ids, total=len(subscription_ids), description="renewing subscriptions"
-        ):
-            try:
-                outcome = services.subscription_renew(subscription_id=subscription_id, now=now)
-            except Exception as error:  # one subscription's failure stops no other's renewal
-                logger.exception("renewing subscription %s failed", subscription_id)
-                failed.append({"subscription_id": str(subscription_id), "error": repr(error)})
-                continue
-            actions[outcome.action] += 1
-            months += outcome.months
-            if outcome.amount:
-                totals.add(outcome.amount, outcome.currency)
-                charged_wallets.add(outcome.wallet_id)
-        released = services.allowance_release_after_batch(wallet_ids=charged_wallets)
+        outcomes, failures = run_each(
+            subscription_ids,
+            lambda subscription_id: services.subscription_renew(subscription_id=subscription_id, now=now),
+            description="renewing subscriptions",
+            identify=lambda subscription_id: (
+                f"subscription {subscription_id}",
+                {"subscription_id": str(subscription_id)},
+            ),
+            logger=logger,
+        )
+        tally = ChargeTally(outcomes, units=lambda outcome: outcome.months)
+        actions, months, totals = tally.actions, tally.units, tally.totals
+        released = services.allowance_release_after_batch(wallet_ids=tally.charged_wallets)
         summary = {
             "now": now.isoformat(),
             "subscriptions": len(subscription_ids),
@@ -58,7 +57,7 @@ class Command(BaseCommand):
             "amounts": totals.as_dict(),
             **{action: actions[action] for action in services.RenewalOutcome.ACTIONS},
             "allowances_released": released,
-            "failed": failed,
+            "failed": [failure.as_dict() for failure in failures],
         }
         if as_json:
             self.stdout.write(dump_json(summary))
@@ -70,11 +69,10 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  suspended {actions['suspended']}, resumed {actions['resumed']}, "
                 f"still suspended {actions['still_suspended']}, busy elsewhere {actions['busy']}, "
-                f"failed {len(failed)}"
+                f"failed {len(failures)}"
             )
-            for failure in failed:
-                self.stderr.write(f"  FAILED subscription {failure['subscription_id']}: {failure['error']}")
-        if failed:
+            write_failures(self.stderr, failures)
+        if failures:
             raise SystemExit(EXIT_PROBLEMS)
 
     def _dry_run(self, subscription_ids, now, *, as_json):

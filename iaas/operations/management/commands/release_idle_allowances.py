@@ -13,10 +13,12 @@ from iaas.common.cli import (
     EXIT_PROBLEMS,
     EXIT_REFUSED,
     CurrencyTotals,
+    add_dry_run_and_json_arguments,
     dump_json,
+    duration_option,
     format_duration,
-    parse_duration,
-    progress,
+    run_each,
+    write_failures,
 )
 from iaas.contracts import selling
 
@@ -28,17 +30,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--older-than", required=True, help="idle for at least this long (30m, 24h, 7d)")
-        parser.add_argument("--dry-run", action="store_true", help="list what would be released")
-        parser.add_argument("--json", action="store_true", dest="as_json", help="print a JSON summary")
+        add_dry_run_and_json_arguments(parser, dry_run_help="list what would be released")
 
     def handle(self, *args, older_than, dry_run, as_json, **options):
-        try:
-            idle_for = parse_duration(older_than)
-        except ValueError as error:
-            raise CommandError(str(error), returncode=EXIT_REFUSED) from None
+        idle_for = duration_option(older_than)
         if idle_for.total_seconds() <= 0:
             raise CommandError("--older-than must be positive", returncode=EXIT_REFUSED)
-        summary = {"older_than": format_duration(idle_for), "dry_run": dry_run, "contexts": {}, "failed": []}
+        summary = {"older_than": format_duration(idle_for), "dry_run": dry_run, "contexts": {}}
+        failures = []
         for context in selling.contexts():
             idle = context.idle_allowances(idle_for=idle_for)
             totals = CurrencyTotals()
@@ -47,24 +46,21 @@ class Command(BaseCommand):
                 for allowance in idle:
                     totals.add(allowance.amount, allowance.currency)
             else:
-                for allowance in progress(idle, total=len(idle), description=f"releasing {context.name}"):
-                    try:
-                        done = context.release_idle_allowance(
-                            wallet_id=allowance.wallet_id, idle_for=idle_for
-                        )
-                    except Exception as error:  # one wallet's failure stops no other's release
-                        logger.exception(
-                            "releasing %s allowance of %s failed", context.name, allowance.wallet_id
-                        )
-                        summary["failed"].append(
-                            {
-                                "context": context.name,
-                                "wallet_id": str(allowance.wallet_id),
-                                "error": repr(error),
-                            }
-                        )
-                        continue
-                    if done is not None:
+                releases, context_failures = run_each(
+                    idle,
+                    lambda allowance, context=context: context.release_idle_allowance(
+                        wallet_id=allowance.wallet_id, idle_for=idle_for
+                    ),
+                    description=f"releasing {context.name}",
+                    identify=lambda allowance, context=context: (
+                        f"{context.name} {allowance.wallet_id}",
+                        {"context": context.name, "wallet_id": str(allowance.wallet_id)},
+                    ),
+                    logger=logger,
+                )
+                failures += context_failures
+                for done in releases:
+                    if done is not None:  # None: in use or gone meanwhile
                         released += 1
                         totals.add(done.amount, done.currency)
             summary["contexts"][context.name] = {
@@ -73,6 +69,7 @@ class Command(BaseCommand):
                 "amounts": totals.as_dict(),
                 "text": str(totals),
             }
+        summary["failed"] = [failure.as_dict() for failure in failures]
         if as_json:
             for facts in summary["contexts"].values():
                 facts.pop("text")
@@ -86,7 +83,6 @@ class Command(BaseCommand):
                 )
                 counts = f"{verb} {facts['released']} of {facts['idle']} idle"
                 self.stdout.write(f"  {name:<8} {counts}, {facts['text']}{skipped}")
-            for failure in summary["failed"]:
-                self.stderr.write(f"  FAILED {failure['context']} {failure['wallet_id']}: {failure['error']}")
-        if summary["failed"]:
+            write_failures(self.stderr, failures)
+        if failures:
             raise SystemExit(EXIT_PROBLEMS)
