@@ -77,6 +77,10 @@ def test_finance_finds_a_wallet_adjusts_it_and_sees_the_entry(live_server, brows
     search = wait.until(ec.presence_of_element_located((By.ID, "searchbar")))
     search.send_keys("alice@customers.example")
     search.submit()
+    # The unfiltered list shows the same link: wait for the search's page, so the click
+    # never lands on the old page while it goes away (a stale element).
+    wait.until(ec.staleness_of(search))
+    wait.until(ec.url_contains("q=alice"))
     click(By.PARTIAL_LINK_TEXT, "alice <alice@customers.example>")
 
     click(By.CSS_SELECTOR, ".object-tools a[href$='/adjust/']")
