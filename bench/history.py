@@ -70,11 +70,14 @@ LOAD = [
     SELECT gen_random_uuid(), 'cloud', 'grant', count(*), NULL, min(at), NULL, wallet_id
     FROM history GROUP BY wallet_id
     """,
-    # The grant and the captures cancel out: the hold exists, its amount unchanged.
+    # The grant and the captures cancel out: the hold's amount is unchanged, its running
+    # totals (granted, captured) both grow by the charges.
     """
-    INSERT INTO billing_hold (wallet_id, context, amount)
-    SELECT DISTINCT wallet_id, 'cloud', 0 FROM history
-    ON CONFLICT (wallet_id, context) DO NOTHING
+    INSERT INTO billing_hold (wallet_id, context, amount, granted_total, captured_total, released_total)
+    SELECT wallet_id, 'cloud', 0, count(*), count(*), 0 FROM history GROUP BY wallet_id
+    ON CONFLICT (wallet_id, context) DO UPDATE
+    SET granted_total = billing_hold.granted_total + EXCLUDED.granted_total,
+        captured_total = billing_hold.captured_total + EXCLUDED.captured_total
     """,
     """
     INSERT INTO cloud_allowance (wallet_id, owner_id, currency, amount, granted_total, charged_total,
