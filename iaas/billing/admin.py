@@ -82,6 +82,35 @@ def money_form_page(
     )
 
 
+def operator_object(model_admin, request, object_id, *, has_permission, missing: str):
+    """The object an operator's money page acts on, or 404 / 403 (enforced on the server)."""
+    obj = model_admin.get_object(request, unquote(object_id))
+    if obj is None:
+        raise Http404(missing)
+    if not (model_admin.has_view_permission(request, obj) and has_permission(request)):
+        raise PermissionDenied
+    return obj
+
+
+def book_from_form(model_admin, request, form, obj, *, book, describe, wallet_id):
+    """Book what a valid money form asks through Billing's service (retried on lock
+    contention). A refusal becomes the form's error and changes nothing; success is
+    logged with the operator and the reason, told, and redirects to the wallet."""
+    if request.method != "POST" or not form.is_valid():
+        return None
+    try:
+        booked = retry_transaction(book)()
+    except DomainError as refusal:
+        form.add_error(None, refusal.detail)
+        return None
+    done = describe(booked)
+    model_admin.log_change(
+        request, obj, f"{type(booked).__name__} {booked.pk}: {done} Reason: {booked.reason}"
+    )
+    model_admin.message_user(request, done, messages.SUCCESS)
+    return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[wallet_id]))
+
+
 def reason_field(help_text: str) -> forms.CharField:
     return forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000, help_text=help_text
@@ -299,35 +328,35 @@ class WalletAdmin(ReadOnlyAdmin):
         return [(reverse("admin:billing_wallet_adjust", args=[object_id]), "Adjust balance")]
 
     def adjust_view(self, request, object_id):
-        wallet = self.get_object(request, unquote(object_id))
-        if wallet is None:
-            raise Http404("No such wallet.")
-        if not (self.has_view_permission(request, wallet) and self.has_adjust_permission(request)):
-            raise PermissionDenied
+        wallet = operator_object(
+            self, request, object_id, has_permission=self.has_adjust_permission, missing="No such wallet."
+        )
         form = AdjustmentForm(request.POST or None, currency=wallet.currency)
-        if request.method == "POST" and form.is_valid():
-            try:
-                adjustment = retry_transaction(services.wallet_adjust)(
-                    wallet_id=wallet.pk,
-                    amount=form.signed_amount(),
-                    reason=form.cleaned_data["reason"],
-                    operator_id=request.user.pk,
-                )
-            except DomainError as refusal:
-                form.add_error(None, refusal.detail)
-            else:
-                entry = adjustment.ledger_entry
-                done = (
-                    f"{'Credited' if adjustment.amount > 0 else 'Debited'} "
-                    f"{format_minor_units(abs(adjustment.amount), wallet.currency)}: ledger entry "
-                    f"#{entry.sequence}, balance now "
-                    f"{format_minor_units(entry.balance_after, wallet.currency)}."
-                )
-                self.log_change(
-                    request, wallet, f"Adjustment {adjustment.pk}: {done} Reason: {adjustment.reason}"
-                )
-                self.message_user(request, done, messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[wallet.pk]))
+
+        def describe(adjustment) -> str:
+            entry = adjustment.ledger_entry
+            return (
+                f"{'Credited' if adjustment.amount > 0 else 'Debited'} "
+                f"{format_minor_units(abs(adjustment.amount), wallet.currency)}: ledger entry "
+                f"#{entry.sequence}, balance now {format_minor_units(entry.balance_after, wallet.currency)}."
+            )
+
+        done = book_from_form(
+            self,
+            request,
+            form,
+            wallet,
+            book=lambda: services.wallet_adjust(
+                wallet_id=wallet.pk,
+                amount=form.signed_amount(),
+                reason=form.cleaned_data["reason"],
+                operator_id=request.user.pk,
+            ),
+            describe=describe,
+            wallet_id=wallet.pk,
+        )
+        if done:
+            return done
         return money_form_page(
             self,
             request,
@@ -460,34 +489,41 @@ class LedgerEntryAdmin(WalletRowAdmin):
         return [(reverse("admin:billing_ledgerentry_refund", args=[object_id]), "Refund this charge")]
 
     def refund_view(self, request, object_id):
-        entry = self.get_object(request, unquote(object_id))
-        if entry is None:
-            raise Http404("No such ledger entry.")
-        if not (self.has_view_permission(request, entry) and self.has_refund_permission(request)):
-            raise PermissionDenied
+        entry = operator_object(
+            self,
+            request,
+            object_id,
+            has_permission=self.has_refund_permission,
+            missing="No such ledger entry.",
+        )
         currency = entry.wallet.currency
         form = RefundForm(
             request.POST or None, currency=currency, charged=format_minor_units(-entry.amount, currency)
         )
-        if request.method == "POST" and form.is_valid():
-            try:
-                refund = retry_transaction(services.charge_refund)(
-                    charge_entry_id=entry.pk,
-                    amount=form.cleaned_data["amount"],
-                    reason=form.cleaned_data["reason"],
-                    operator_id=request.user.pk,
-                )
-            except DomainError as refusal:
-                form.add_error(None, refusal.detail)
-            else:
-                done = (
-                    f"Refunded {format_minor_units(refund.amount, currency)} of charge #{entry.sequence}: "
-                    f"ledger entry #{refund.ledger_entry.sequence}, balance now "
-                    f"{format_minor_units(refund.ledger_entry.balance_after, currency)}."
-                )
-                self.log_change(request, entry, f"Refund {refund.pk}: {done} Reason: {refund.reason}")
-                self.message_user(request, done, messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[entry.wallet_id]))
+
+        def describe(refund) -> str:
+            return (
+                f"Refunded {format_minor_units(refund.amount, currency)} of charge #{entry.sequence}: "
+                f"ledger entry #{refund.ledger_entry.sequence}, balance now "
+                f"{format_minor_units(refund.ledger_entry.balance_after, currency)}."
+            )
+
+        done = book_from_form(
+            self,
+            request,
+            form,
+            entry,
+            book=lambda: services.charge_refund(
+                charge_entry_id=entry.pk,
+                amount=form.cleaned_data["amount"],
+                reason=form.cleaned_data["reason"],
+                operator_id=request.user.pk,
+            ),
+            describe=describe,
+            wallet_id=entry.wallet_id,
+        )
+        if done:
+            return done
         return money_form_page(
             self,
             request,
