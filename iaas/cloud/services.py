@@ -11,7 +11,6 @@ import math
 import uuid
 from dataclasses import dataclass
 
-from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -128,8 +127,7 @@ def server_resume(*, server_id: uuid.UUID) -> Server:
 
 def allowance_release(*, wallet_id: uuid.UUID, reason: str, amount: int | None = None):
     """Give Cloud's unused allowance for a wallet back to Billing."""
-    with transaction.atomic():
-        return spender.release(wallet_id=wallet_id, reason=reason, amount=amount)
+    return spender.release(wallet_id=wallet_id, reason=reason, amount=amount)
 
 
 # --- Metering (bill_usage) -------------------------------------------------------------------
@@ -319,11 +317,6 @@ def server_bill_usage(*, server_id: uuid.UUID, now: dt.datetime, grace: dt.timed
 
 
 def allowance_release_after_batch(*, wallet_ids) -> int:
-    """A batch that reserved ahead (IAAS_RESERVE_AHEAD["cloud"]) gives back, when it
-    finishes, the allowance it left on the wallets it charged. Reserving exactly the
-    shortfall (the default) leaves nothing to give back."""
-    if spender.reserve_ahead() <= 0:
-        return 0
-    return sum(
-        1 for wallet_id in sorted(wallet_ids) if spender.release(wallet_id=wallet_id, reason="batch end")
-    )
+    """What a metering or renewal run that reserved ahead left on the wallets it charged,
+    given back when it finishes."""
+    return spender.release_after_batch(wallet_ids=wallet_ids)

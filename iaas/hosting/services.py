@@ -138,8 +138,7 @@ def subscription_resume(*, subscription_id: uuid.UUID) -> Subscription:
 
 def allowance_release(*, wallet_id: uuid.UUID, reason: str, amount: int | None = None):
     """Give Hosting's unused allowance for a wallet back to Billing."""
-    with transaction.atomic():
-        return spender.release(wallet_id=wallet_id, reason=reason, amount=amount)
+    return spender.release(wallet_id=wallet_id, reason=reason, amount=amount)
 
 
 # --- Renewals (renew_subscriptions) -----------------------------------------------------------
@@ -278,10 +277,6 @@ def subscription_renewals_due(*, subscription_id: uuid.UUID, now: dt.datetime) -
 
 
 def allowance_release_after_batch(*, wallet_ids) -> int:
-    """A batch that reserved ahead (IAAS_RESERVE_AHEAD["hosting"]) gives back, when it
-    finishes, the allowance it left on the wallets it charged."""
-    if spender.reserve_ahead() <= 0:
-        return 0
-    return sum(
-        1 for wallet_id in sorted(wallet_ids) if spender.release(wallet_id=wallet_id, reason="batch end")
-    )
+    """What a metering or renewal run that reserved ahead left on the wallets it charged,
+    given back when it finishes."""
+    return spender.release_after_batch(wallet_ids=wallet_ids)

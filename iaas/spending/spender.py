@@ -252,6 +252,16 @@ class Spender:
                 wallet_id, self.context, released.amount, released.currency, allowance.last_used_at
             )
 
+    def release_after_batch(self, *, wallet_ids) -> int:
+        """A batch run that reserved ahead gives back, when it finishes, the allowance it
+        left on the wallets it charged (one wallet per transaction). Reserving exactly
+        the shortfall (the default) leaves nothing to give back."""
+        if self.reserve_ahead() <= 0:
+            return 0
+        return sum(
+            1 for wallet_id in sorted(wallet_ids) if self.release(wallet_id=wallet_id, reason="batch end")
+        )
+
     def release_idle(self, *, idle_for: dt.timedelta) -> int:
         """Release every allowance unused for ``idle_for``: one wallet per transaction."""
         return sum(
