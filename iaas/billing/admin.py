@@ -27,6 +27,7 @@ from iaas.common.admin import (
     table,
 )
 from iaas.common.db import retry_transaction
+from iaas.contracts import wallets
 from iaas.contracts.errors import DomainError
 from iaas.contracts.types import format_minor_units
 
@@ -391,13 +392,16 @@ class WalletAdmin(ReadOnlyAdmin):
         return HttpResponseRedirect(reverse("admin:billing_wallet_adjust", args=[wallets[0].pk]))
 
     @admin.action(
-        description="Freeze the selected wallets (no new reservations)", permissions=["change_status"]
+        description="Freeze the selected wallets (no spending, allowances included)",
+        permissions=["change_status"],
     )
     def freeze_wallets(self, request, queryset):
         return self.run_service(
             request,
             queryset,
-            lambda wallet: services.wallet_set_status(wallet_id=wallet.pk, status=Wallet.Status.FROZEN),
+            lambda wallet: wallets.change_status(
+                wallet_id=wallet.pk, status=Wallet.Status.FROZEN, actor_id=request.user.pk
+            ),
             done="Frozen",
         )
 
@@ -406,7 +410,9 @@ class WalletAdmin(ReadOnlyAdmin):
         return self.run_service(
             request,
             queryset,
-            lambda wallet: services.wallet_set_status(wallet_id=wallet.pk, status=Wallet.Status.ACTIVE),
+            lambda wallet: wallets.change_status(
+                wallet_id=wallet.pk, status=Wallet.Status.ACTIVE, actor_id=request.user.pk
+            ),
             done="Unfrozen",
         )
 

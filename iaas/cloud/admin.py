@@ -16,6 +16,7 @@ from iaas.common.admin import (
     SoldServiceAdmin,
     money_column,
 )
+from iaas.spending.admin import SuspendableAdminMixin, SuspensionCausesFilter
 
 from . import services
 from .models import Allowance, Charge, Release, Server, ServerPlan
@@ -62,9 +63,32 @@ class ServerPlanAdmin(CatalogAdmin):
 
 
 @admin.register(Server)
-class ServerAdmin(SoldServiceAdmin):
-    list_display = ("name", "owner_column", "plan", "status", "paid_until", "wallet", "created_at")
-    list_filter = ("status", "plan", "created_at", "paid_until")
+class ServerAdmin(SuspendableAdminMixin, SoldServiceAdmin):
+    """Servers. Who may lift which suspension, and what a resume charges:
+
+    - "Suspend (operator hold)": the operator's own cause, with a reason; nothing
+      terminates a held server, and no batch run lifts the hold.
+    - "Lift the operator hold": clears that cause only. A server also unpaid (or on a
+      blocked wallet) stays suspended, and bill_usage resumes it once the wallet pays.
+    - "Resume, charging what is owed": lifts every cause and charges what bill_usage
+      would: the hours the server ran unpaid before it stopped, then the hour from now
+      unless a paid hour is still running. The suspended time is never charged. A
+      wallet that cannot pay refuses it, and nothing changes.
+    """
+
+    ends_at = staticmethod(services.server_terminates_at)
+    list_display = (
+        "name",
+        "owner_column",
+        "plan",
+        "status",
+        "causes_column",
+        "ends_at_column",
+        "paid_until",
+        "wallet",
+        "created_at",
+    )
+    list_filter = ("status", SuspensionCausesFilter, "plan", "created_at", "paid_until")
     search_fields = ("name", "owner__username", "owner__email", "wallet_id", "id")
     search_help_text = "Server name, customer username or email, wallet id or server id."
     list_select_related = ("owner", "plan")
@@ -77,6 +101,8 @@ class ServerAdmin(SoldServiceAdmin):
         "wallet",
         "plan",
         "status",
+        "causes_column",
+        "ends_at_column",
         "created_at",
         "paid_until",
         "suspended_at",
@@ -85,16 +111,26 @@ class ServerAdmin(SoldServiceAdmin):
     )
     fields = readonly_fields
     operate_permission = "cloud.change_server"
-    actions = ("suspend_servers", "resume_servers", "terminate_servers")
+    actions = ("suspend_servers", "lift_operator_hold", "resume_servers", "terminate_servers")
     object_actions = (
-        ("suspend_servers", "Suspend"),
-        ("resume_servers", "Unsuspend"),
+        ("suspend_servers", "Suspend (operator hold)"),
+        ("lift_operator_hold", "Lift the operator hold"),
+        ("resume_servers", "Resume, charging what is owed"),
         ("terminate_servers", "Terminate"),
     )
 
-    @admin.action(description="Suspend the selected servers", permissions=["operate"])
+    @admin.action(description="Suspend the selected servers (operator hold)", permissions=["operate"])
     def suspend_servers(self, request, queryset):
-        reason = self.operator_reason(request)
+        if response := self.confirm(
+            request,
+            queryset,
+            title="Suspend servers",
+            warning="The servers below stop until an operator lifts the hold. No batch run lifts "
+            "it, and nothing terminates a held server. The customer sees the cause, not the reason.",
+            reason_label="Reason (kept with the suspension)",
+        ):
+            return response
+        reason = f"{self.confirmed_reason(request)} ({self.operator_reason(request)})"
         return self.run_service(
             request,
             queryset,
@@ -102,7 +138,19 @@ class ServerAdmin(SoldServiceAdmin):
             done="Suspended",
         )
 
-    @admin.action(description="Unsuspend (resume) the selected servers", permissions=["operate"])
+    @admin.action(description="Lift the operator hold of the selected servers", permissions=["operate"])
+    def lift_operator_hold(self, request, queryset):
+        return self.run_service(
+            request,
+            queryset,
+            lambda server: services.server_lift_operator_hold(server_id=server.pk),
+            done="Operator hold lifted",
+        )
+
+    @admin.action(
+        description="Resume the selected servers, charging what is owed (lifts every cause)",
+        permissions=["operate"],
+    )
     def resume_servers(self, request, queryset):
         return self.run_service(
             request, queryset, lambda server: services.server_resume(server_id=server.pk), done="Resumed"

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from iaas.spending.models import AbstractAllowance, AbstractCharge, AbstractRelease
+from iaas.spending.models import AbstractAllowance, AbstractCharge, AbstractRelease, AbstractSuspendable
 
 
 class ServerPlan(models.Model):
@@ -19,7 +19,9 @@ class ServerPlan(models.Model):
     vcpus = models.PositiveSmallIntegerField()
     memory_mb = models.PositiveIntegerField()
     disk_gb = models.PositiveIntegerField()
-    price_per_hour = models.BigIntegerField(help_text="Minor units per started hour.")
+    price_per_hour = models.BigIntegerField(
+        help_text="Minor units per started hour. A new price applies from the next hour charged."
+    )
     monthly_cap = models.BigIntegerField(help_text="Most a server of this plan costs in a calendar month.")
     currency = models.CharField(max_length=3, default="EUR")
     is_active = models.BooleanField(default=True, help_text="Offered for new servers.")
@@ -38,7 +40,7 @@ class ServerPlan(models.Model):
         return self.id
 
 
-class Server(models.Model):
+class Server(AbstractSuspendable):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
         SUSPENDED = "suspended", "Suspended"
@@ -52,11 +54,14 @@ class Server(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(default=timezone.now)
     paid_until = models.DateTimeField()
+    # When the server stopped running (the first cause); the causes are in
+    # AbstractSuspendable's columns.
     suspended_at = models.DateTimeField(null=True, blank=True)
     terminated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "id"]
+        constraints = AbstractSuspendable.causes_constraints("server")
         indexes = [models.Index(fields=["status", "paid_until"], name="server_status_paid_until")]
 
     def __str__(self) -> str:

@@ -11,15 +11,18 @@ import math
 import uuid
 from dataclasses import dataclass
 
-from django.db.models import Sum
+from django.conf import settings
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
 from iaas.common.periods import Month
 from iaas.contracts import bus
-from iaas.contracts.errors import InsufficientFunds, InvalidState, NotFound, WalletNotActive
+from iaas.contracts.errors import DomainError, InvalidState, NotFound, ServiceBusy
 from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
 from iaas.contracts.types import Money
+from iaas.spending import lifecycle
+from iaas.spending.models import SuspensionCause
 
 from .models import Charge, Server, ServerPlan
 from .spending import spender
@@ -94,35 +97,104 @@ def _mark_terminated(server: Server, *, at: dt.datetime, reason: str) -> None:
 
 @retry_transaction
 def server_suspend(*, server_id: uuid.UUID, reason: str) -> Server:
+    """An operator suspends a server (cause ``operator``, with a reason). A server already
+    suspended for another cause gains this one; it runs again only when every cause is
+    lifted, and nothing terminates it while an operator holds it."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidState("An operator's suspension needs a reason.")
     server = server_lock(server_id)
-    if server.status != Server.Status.ACTIVE:
-        raise InvalidState(f"Only an active server can be suspended (this one is {server.status}).")
-    _mark_suspended(server, at=timezone.now(), reason=reason)
+    if server.status == Server.Status.TERMINATED:
+        raise InvalidState("A terminated server cannot be suspended.")
+    if server.has_cause(SuspensionCause.OPERATOR):
+        raise InvalidState("This server is already suspended by an operator.")
+    _suspend_for(server, SuspensionCause.OPERATOR, at=timezone.now(), reason=reason)
     return server
 
 
-def _mark_suspended(server: Server, *, at: dt.datetime, reason: str) -> None:
-    """Suspend a locked server and say so (ServerSuspended)."""
-    server.status = Server.Status.SUSPENDED
-    server.suspended_at = at
-    server.save(update_fields=["status", "suspended_at"])
-    bus.publish(ServerSuspended(server_id=server.id, wallet_id=server.wallet_id, reason=reason))
+def _suspend_for(server: Server, cause: str, *, at: dt.datetime, reason: str = "") -> None:
+    """Record ``cause`` on a locked server; an active one stops (ServerSuspended)."""
+    server.add_cause(cause, at=at, reason=reason)
+    _save_causes(server, stopped_at=at)
+
+
+def _save_causes(server: Server, *, stopped_at: dt.datetime) -> None:
+    """Save a locked server's causes; when it was active and now has one, it stops."""
+    fields = list(Server.CAUSE_UPDATE_FIELDS)
+    if server.status == Server.Status.ACTIVE and server.suspension_causes:
+        server.status = Server.Status.SUSPENDED
+        server.suspended_at = stopped_at
+        fields += ["status", "suspended_at"]
+        cause = server.suspension_causes[0]
+        bus.publish(
+            ServerSuspended(
+                server_id=server.id,
+                wallet_id=server.wallet_id,
+                reason=server.operator_reason if cause == SuspensionCause.OPERATOR else cause,
+                cause=cause,
+            )
+        )
+    server.save(update_fields=fields)
 
 
 @retry_transaction
-def server_resume(*, server_id: uuid.UUID) -> Server:
-    """Resume a suspended server. Metering picks up from now: the suspended time is not
-    charged, so ``paid_until`` moves to now when it lies in the past."""
+def server_resume(*, server_id: uuid.UUID, now: dt.datetime | None = None) -> Server:
+    """An operator resumes a server: every cause is lifted and what the server owes is
+    charged, exactly as the batch run's resumption does (the hours it ran unpaid before
+    it stopped, then the hour starting now unless a paid hour is still running). When
+    the wallet refuses, nothing changes and the refusal is raised."""
     server = server_lock(server_id)
     if server.status != Server.Status.SUSPENDED:
         raise InvalidState(f"Only a suspended server can be resumed (this one is {server.status}).")
-    now = timezone.now()
+    _resume_paying(server, now=now or timezone.now())
+    return server
+
+
+@retry_transaction
+def server_lift_operator_hold(*, server_id: uuid.UUID, now: dt.datetime | None = None) -> Server:
+    """An operator lifts their own hold. When no other cause holds the server resumes,
+    charged as ``server_resume`` (a refusal changes nothing); when it is also unpaid or
+    its wallet is blocked, it stays suspended for those and the batch runs take over
+    (the termination clock runs again for ``unpaid``)."""
+    server = server_lock(server_id)
+    if not server.has_cause(SuspensionCause.OPERATOR):
+        raise InvalidState("This server is not suspended by an operator.")
+    server.lift_cause(SuspensionCause.OPERATOR)
+    if server.suspension_causes:
+        server.save(update_fields=Server.CAUSE_UPDATE_FIELDS)
+    else:
+        _resume_paying(server, now=now or timezone.now())
+    return server
+
+
+def _resume_paying(server: Server, *, now: dt.datetime) -> tuple[int, int]:
+    """Resume a locked, suspended server, paying what it owes: the hours it ran unpaid
+    before it stopped, then (unless a paid hour still runs) the hour starting now. The
+    suspended time itself is never charged. Every path that resumes a server comes here,
+    so an hour is charged once whoever resumes it. Returns (hours, amount)."""
+    ran_until = server.suspended_at or server.paid_until
+    hours = _started_hours(server.paid_until, ran_until)
+    amount = _pay(server, usage_charges(server, start=server.paid_until, hours=hours))
+    paid_until = server.paid_until + hours * HOUR
+    if paid_until <= now:  # priced after the owed hours: they count towards the cap
+        amount += _pay(server, usage_charges(server, start=now, hours=1))
+        paid_until, hours = now + HOUR, hours + 1
+    for cause in server.suspension_causes:
+        server.lift_cause(cause)
     server.status = Server.Status.ACTIVE
     server.suspended_at = None
-    server.paid_until = max(server.paid_until, now)
-    server.save(update_fields=["status", "suspended_at", "paid_until"])
+    server.paid_until = paid_until
+    server.save(update_fields=["status", "suspended_at", "paid_until", *Server.CAUSE_UPDATE_FIELDS])
     bus.publish(ServerResumed(server_id=server.id, wallet_id=server.wallet_id))
-    return server
+    return hours, amount
+
+
+def server_terminates_at(server: Server) -> dt.datetime | None:
+    """When bill_usage terminates this server: the grace period after it became unpaid,
+    while that is its only cause; None when no clock runs."""
+    if server.status != Server.Status.SUSPENDED:
+        return None
+    return lifecycle.terminates_at(server, grace=dt.timedelta(hours=settings.IAAS_SERVER_GRACE_HOURS))
 
 
 def allowance_release(*, wallet_id: uuid.UUID, reason: str, amount: int | None = None):
@@ -170,9 +242,11 @@ def _started_hours(start: dt.datetime, until: dt.datetime) -> int:
 
 
 def _charged_in_month(server_id: uuid.UUID, month: Month) -> int:
+    """What the server's hours of ``month`` cost so far, less what was refunded: refunded
+    money does not count towards the cap."""
     return Charge.objects.filter(
         subject_id=server_id, period_start__gte=month.start, period_start__lt=month.end
-    ).aggregate(total=Sum("amount", default=0))["total"]
+    ).aggregate(total=Sum(F("amount") - F("refunded_amount"), default=0))["total"]
 
 
 def usage_charges(server: Server, *, start: dt.datetime, hours: int) -> list[UsageCharge]:
@@ -215,10 +289,11 @@ def _pay(server: Server, charges: list[UsageCharge]) -> int:
 
 
 def servers_to_meter(*, now: dt.datetime) -> list[uuid.UUID]:
-    """Active servers with started hours unpaid, and every suspended server (it may be
-    paid for now, or past its grace period). Never a terminated one."""
+    """Active servers with started hours unpaid, and every server suspended for causes
+    the batch lifts (it may be paid for now, or past its grace period). Never a
+    terminated one, nor one an operator holds."""
     due = Server.objects.filter(status=Server.Status.ACTIVE, paid_until__lt=now)
-    suspended = Server.objects.filter(status=Server.Status.SUSPENDED)
+    suspended = Server.objects.filter(status=Server.Status.SUSPENDED, operator_hold_since=None)
     return list((due | suspended).order_by("id").values_list("id", flat=True))
 
 
@@ -245,59 +320,63 @@ def _server_charge_due(*, server_id: uuid.UUID, now: dt.datetime) -> MeteringOut
 
 
 @retry_transaction
-def _server_suspend_unpaid(*, server_id: uuid.UUID, now: dt.datetime, reason: str) -> MeteringOutcome:
-    """The charge was refused and rolled back: suspend, unless another run paid it since."""
+def _server_suspend_refused(
+    *, server_id: uuid.UUID, now: dt.datetime, refusal: DomainError
+) -> MeteringOutcome:
+    """The charge was refused and rolled back: suspend for the refusal's cause (unpaid,
+    wallet_blocked, or an operator hold for what no top-up can cure), unless another
+    run paid it since."""
     server = server_lock(server_id)
     if server.status != Server.Status.ACTIVE or server.paid_until >= now:
         return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
-    _mark_suspended(server, at=now, reason=reason)
+    lifecycle.record_refusal(server, refusal, at=now)
+    _save_causes(server, stopped_at=now)
     return MeteringOutcome(server.id, server.wallet_id, "suspended")
+
+
+def _batch_may_resume(server: Server) -> bool:
+    """The batch lifts only its own causes: never an operator's hold."""
+    return server.status == Server.Status.SUSPENDED and not server.has_cause(SuspensionCause.OPERATOR)
 
 
 @retry_transaction
 def _server_resume_paid(*, server_id: uuid.UUID, now: dt.datetime) -> MeteringOutcome:
-    """Pay what a suspended server owes and resume it: the hours it ran unpaid before it
-    was suspended, then (unless those reach past now) the hour starting now."""
+    """Pay what a server suspended for unpaid or a blocked wallet owes, and resume it."""
     server = server_try_lock(server_id)
     if server is None:
         return MeteringOutcome(server_id, uuid.UUID(int=0), "busy")
-    if server.status != Server.Status.SUSPENDED:
+    if not _batch_may_resume(server):
         return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
-    ran_until = server.suspended_at or server.paid_until
-    hours = _started_hours(server.paid_until, ran_until)
-    amount = _pay(server, usage_charges(server, start=server.paid_until, hours=hours))
-    paid_until = server.paid_until + hours * HOUR
-    if paid_until <= now:  # priced after the owed hours: they count towards the cap
-        amount += _pay(server, usage_charges(server, start=now, hours=1))
-        paid_until, hours = now + HOUR, hours + 1
-    server.status = Server.Status.ACTIVE
-    server.suspended_at = None
-    server.paid_until = paid_until
-    server.save(update_fields=["status", "suspended_at", "paid_until"])
-    bus.publish(ServerResumed(server_id=server.id, wallet_id=server.wallet_id))
+    hours, amount = _resume_paying(server, now=now)
     return MeteringOutcome(server.id, server.wallet_id, "resumed", hours, amount, server.plan.currency)
 
 
 @retry_transaction
-def _server_terminate_overdue(
-    *, server_id: uuid.UUID, now: dt.datetime, grace: dt.timedelta
+def _server_stays_suspended(
+    *, server_id: uuid.UUID, now: dt.datetime, grace: dt.timedelta, refusal: DomainError
 ) -> MeteringOutcome:
+    """The resumption was refused: record why, and terminate a server unpaid (alone)
+    for longer than ``grace``."""
     server = server_lock(server_id)
-    if server.status != Server.Status.SUSPENDED:
+    if not _batch_may_resume(server):
         return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
-    if server.suspended_at is not None and server.suspended_at > now - grace:
-        return MeteringOutcome(server.id, server.wallet_id, "still_suspended")
-    _mark_terminated(server, at=now, reason="unpaid")
-    return MeteringOutcome(server.id, server.wallet_id, "terminated")
+    lifecycle.record_refusal(server, refusal, at=now)
+    if lifecycle.is_overdue(server, now=now, grace=grace):
+        server.save(update_fields=Server.CAUSE_UPDATE_FIELDS)
+        _mark_terminated(server, at=now, reason="unpaid")
+        return MeteringOutcome(server.id, server.wallet_id, "terminated")
+    server.save(update_fields=Server.CAUSE_UPDATE_FIELDS)
+    return MeteringOutcome(server.id, server.wallet_id, "still_suspended")
 
 
 def server_bill_usage(*, server_id: uuid.UUID, now: dt.datetime, grace: dt.timedelta) -> MeteringOutcome:
     """Meter one server at ``now``, one transaction at a time (never two wallets in one):
 
-    - active: charge the started hours since ``paid_until``; when the wallet cannot pay
-      (or is frozen), suspend it (ServerSuspended) in a new transaction;
-    - suspended: when the wallet can pay what it owes, resume it (ServerResumed);
-      otherwise terminate it once suspended longer than ``grace`` (ServerTerminated);
+    - active: charge the started hours since ``paid_until``; when the wallet refuses,
+      suspend it for the refusal's cause (ServerSuspended) in a new transaction;
+    - suspended for unpaid or a blocked wallet (never an operator's hold): when the
+      wallet can pay what it owes, resume it (ServerResumed); otherwise terminate it
+      once unpaid alone for longer than ``grace`` (ServerTerminated);
     - terminated: nothing, ever.
 
     A server another transaction holds is skipped ("busy"): the next run meters it.
@@ -306,13 +385,17 @@ def server_bill_usage(*, server_id: uuid.UUID, now: dt.datetime, grace: dt.timed
     if status == Server.Status.ACTIVE:
         try:
             return _server_charge_due(server_id=server_id, now=now)
-        except (InsufficientFunds, WalletNotActive) as refusal:
-            return _server_suspend_unpaid(server_id=server_id, now=now, reason=refusal.code)
+        except ServiceBusy:
+            raise  # not a refusal: nothing was decided, the next run tries again
+        except DomainError as refusal:
+            return _server_suspend_refused(server_id=server_id, now=now, refusal=refusal)
     if status == Server.Status.SUSPENDED:
         try:
             return _server_resume_paid(server_id=server_id, now=now)
-        except (InsufficientFunds, WalletNotActive):
-            return _server_terminate_overdue(server_id=server_id, now=now, grace=grace)
+        except ServiceBusy:
+            raise
+        except DomainError as refusal:
+            return _server_stays_suspended(server_id=server_id, now=now, grace=grace, refusal=refusal)
     return MeteringOutcome(server_id, uuid.UUID(int=0), "up_to_date")
 
 

@@ -157,6 +157,8 @@ class ServerSuspended(Event):
     server_id: uuid.UUID
     wallet_id: uuid.UUID
     reason: str
+    # The cause that stopped it: unpaid, wallet_blocked or operator (iaas.spending).
+    cause: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,6 +179,8 @@ class SubscriptionSuspended(Event):
     subscription_id: uuid.UUID
     wallet_id: uuid.UUID
     reason: str
+    # The cause that stopped it: unpaid, wallet_blocked or operator (iaas.spending).
+    cause: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,3 +193,4 @@ class SubscriptionResumed(Event):
 class SubscriptionCancelled(Event):
     subscription_id: uuid.UUID
     wallet_id: uuid.UUID
+    reason: str = "customer"  # customer, operator:<name>, unpaid

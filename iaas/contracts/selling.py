@@ -57,6 +57,12 @@ class SellingContext(Protocol):
         was released. The context decides; Billing is told by AllowanceReleased."""
         ...
 
+    def set_allowance_blocked(self, *, wallet_id: uuid.UUID, blocked: bool) -> None:
+        """Block (or unblock) the context's allowance for the wallet under its row lock,
+        in the caller's transaction: no spend succeeds from a blocked allowance, the
+        allowance reserved before a freeze included. Releases still go through."""
+        ...
+
 
 _registry: dict[str, SellingContext] = {}
 

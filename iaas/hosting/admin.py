@@ -15,6 +15,7 @@ from iaas.common.admin import (
     SoldServiceAdmin,
     money_column,
 )
+from iaas.spending.admin import SuspendableAdminMixin, SuspensionCausesFilter
 
 from . import services
 from .models import Allowance, Charge, HostingPlan, Release, Subscription
@@ -41,9 +42,32 @@ class HostingPlanAdmin(CatalogAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(SoldServiceAdmin):
-    list_display = ("domain", "owner_column", "plan", "status", "current_period_end", "wallet", "created_at")
-    list_filter = ("status", "plan", "created_at", "current_period_end")
+class SubscriptionAdmin(SuspendableAdminMixin, SoldServiceAdmin):
+    """Subscriptions. Who may lift which suspension, and what a resume charges:
+
+    - "Suspend (operator hold)": the operator's own cause, with a reason; nothing
+      cancels a held subscription, and no batch run lifts the hold.
+    - "Lift the operator hold": clears that cause only. One also unpaid (or on a blocked
+      wallet) stays suspended, and renew_subscriptions resumes it once the wallet pays.
+    - "Resume, charging what is owed": lifts every cause. Inside the paid period nothing
+      is charged and the period is kept; after it ended, a new month from now is charged
+      (never the months it was off). A wallet that cannot pay refuses it, and nothing
+      changes.
+    """
+
+    ends_at = staticmethod(services.subscription_cancels_at)
+    list_display = (
+        "domain",
+        "owner_column",
+        "plan",
+        "status",
+        "causes_column",
+        "ends_at_column",
+        "current_period_end",
+        "wallet",
+        "created_at",
+    )
+    list_filter = ("status", SuspensionCausesFilter, "plan", "created_at", "current_period_end")
     search_fields = ("domain", "owner__username", "owner__email", "wallet_id", "id")
     search_help_text = "Domain, customer username or email, wallet id or subscription id."
     list_select_related = ("owner", "plan")
@@ -56,6 +80,8 @@ class SubscriptionAdmin(SoldServiceAdmin):
         "wallet",
         "plan",
         "status",
+        "causes_column",
+        "ends_at_column",
         "created_at",
         "current_period_end",
         "suspended_at",
@@ -64,16 +90,27 @@ class SubscriptionAdmin(SoldServiceAdmin):
     )
     fields = readonly_fields
     operate_permission = "hosting.change_subscription"
-    actions = ("suspend_subscriptions", "resume_subscriptions", "cancel_subscriptions")
+    actions = ("suspend_subscriptions", "lift_operator_hold", "resume_subscriptions", "cancel_subscriptions")
     object_actions = (
-        ("suspend_subscriptions", "Suspend"),
-        ("resume_subscriptions", "Unsuspend"),
+        ("suspend_subscriptions", "Suspend (operator hold)"),
+        ("lift_operator_hold", "Lift the operator hold"),
+        ("resume_subscriptions", "Resume, charging what is owed"),
         ("cancel_subscriptions", "Cancel"),
     )
 
-    @admin.action(description="Suspend the selected subscriptions", permissions=["operate"])
+    @admin.action(description="Suspend the selected subscriptions (operator hold)", permissions=["operate"])
     def suspend_subscriptions(self, request, queryset):
-        reason = self.operator_reason(request)
+        if response := self.confirm(
+            request,
+            queryset,
+            title="Suspend subscriptions",
+            warning="The subscriptions below stop until an operator lifts the hold. No batch run "
+            "lifts it, and nothing cancels a held subscription. The customer sees the cause, "
+            "not the reason.",
+            reason_label="Reason (kept with the suspension)",
+        ):
+            return response
+        reason = f"{self.confirmed_reason(request)} ({self.operator_reason(request)})"
         return self.run_service(
             request,
             queryset,
@@ -81,7 +118,19 @@ class SubscriptionAdmin(SoldServiceAdmin):
             done="Suspended",
         )
 
-    @admin.action(description="Unsuspend (resume) the selected subscriptions", permissions=["operate"])
+    @admin.action(description="Lift the operator hold of the selected subscriptions", permissions=["operate"])
+    def lift_operator_hold(self, request, queryset):
+        return self.run_service(
+            request,
+            queryset,
+            lambda sub: services.subscription_lift_operator_hold(subscription_id=sub.pk),
+            done="Operator hold lifted",
+        )
+
+    @admin.action(
+        description="Resume the selected subscriptions, charging what is owed (lifts every cause)",
+        permissions=["operate"],
+    )
     def resume_subscriptions(self, request, queryset):
         return self.run_service(
             request,
@@ -100,10 +149,11 @@ class SubscriptionAdmin(SoldServiceAdmin):
             "and are not renewed. The domain becomes free for another subscription.",
         ):
             return response
+        reason = self.operator_reason(request)
         return self.run_service(
             request,
             queryset,
-            lambda sub: services.subscription_cancel(subscription_id=sub.pk),
+            lambda sub: services.subscription_cancel(subscription_id=sub.pk, reason=reason),
             done="Cancelled",
         )
 

@@ -9,11 +9,12 @@ class HostingConfig(AppConfig):
 
     def ready(self) -> None:
         from iaas.contracts import bus, selling
-        from iaas.contracts.events import ReleaseRequested
+        from iaas.contracts.events import ChargeRefunded, ReleaseRequested
         from iaas.spending.spender import SellingContextAdapter
 
-        from .handlers import release_on_request
+        from .handlers import record_refund, release_on_request
         from .spending import spender
 
         bus.subscribe(ReleaseRequested, release_on_request)
+        bus.subscribe(ChargeRefunded, record_refund)
         selling.register(SellingContextAdapter(spender))

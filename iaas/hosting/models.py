@@ -10,14 +10,16 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from iaas.spending.models import AbstractAllowance, AbstractCharge, AbstractRelease
+from iaas.spending.models import AbstractAllowance, AbstractCharge, AbstractRelease, AbstractSuspendable
 
 
 class HostingPlan(models.Model):
     id = models.SlugField(primary_key=True, max_length=50)
     name = models.CharField(max_length=100)
     storage_gb = models.PositiveIntegerField()
-    price_per_month = models.BigIntegerField(help_text="Minor units per month.")
+    price_per_month = models.BigIntegerField(
+        help_text="Minor units per month. A new price applies from the next month charged."
+    )
     currency = models.CharField(max_length=3, default="EUR")
     is_active = models.BooleanField(default=True, help_text="Offered for new subscriptions.")
 
@@ -31,7 +33,7 @@ class HostingPlan(models.Model):
         return self.id
 
 
-class Subscription(models.Model):
+class Subscription(AbstractSuspendable):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
         SUSPENDED = "suspended", "Suspended"
@@ -47,8 +49,8 @@ class Subscription(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(default=timezone.now)
     current_period_end = models.DateTimeField()
-    # Periods run month by month from this instant (the purchase, or the resumption
-    # after a suspension), so a subscription bought on the 31st renews on the last day
+    # Periods run month by month from this instant (the purchase, or a resumption after
+    # the paid period ended), so a subscription bought on the 31st renews on the last day
     # of short months and on the 31st again after them.
     period_anchor = models.DateTimeField(default=timezone.now)
     suspended_at = models.DateTimeField(null=True, blank=True)
@@ -67,6 +69,7 @@ class Subscription(models.Model):
                 condition=Q(domain=models.functions.Lower("domain")),
                 name="subscription_domain_lower",
             ),
+            *AbstractSuspendable.causes_constraints("subscription"),
         ]
         indexes = [models.Index(fields=["status", "current_period_end"], name="subscription_status_period")]
 

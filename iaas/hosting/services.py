@@ -11,14 +11,17 @@ import uuid
 from dataclasses import dataclass
 
 from dateutil.relativedelta import relativedelta
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
 from iaas.contracts import bus
-from iaas.contracts.errors import DomainTaken, InsufficientFunds, InvalidState, NotFound, WalletNotActive
+from iaas.contracts.errors import DomainError, DomainTaken, InvalidState, NotFound, ServiceBusy
 from iaas.contracts.events import SubscriptionCancelled, SubscriptionResumed, SubscriptionSuspended
 from iaas.contracts.types import Money
+from iaas.spending import lifecycle
+from iaas.spending.models import SuspensionCause
 
 from .models import HostingPlan, Subscription
 from .spending import spender
@@ -87,53 +90,136 @@ def subscription_create(*, owner_id: int, wallet_id: uuid.UUID, domain: str, pla
 
 
 @retry_transaction
-def subscription_cancel(*, subscription_id: uuid.UUID, owner_id: int | None = None) -> Subscription:
+def subscription_cancel(
+    *, subscription_id: uuid.UUID, owner_id: int | None = None, reason: str = "customer"
+) -> Subscription:
     """Cancel: the service runs to the end of the paid period and is not renewed."""
     subscription = subscription_lock(subscription_id, owner_id=owner_id)
     if subscription.status == Subscription.Status.CANCELLED:
         return subscription
+    _mark_cancelled(subscription, at=timezone.now(), reason=reason)
+    return subscription
+
+
+def _mark_cancelled(subscription: Subscription, *, at: dt.datetime, reason: str) -> None:
+    """Cancel a locked subscription and say so (SubscriptionCancelled)."""
     subscription.status = Subscription.Status.CANCELLED
-    subscription.cancelled_at = timezone.now()
+    subscription.cancelled_at = at
     subscription.save(update_fields=["status", "cancelled_at"])
-    bus.publish(SubscriptionCancelled(subscription_id=subscription.id, wallet_id=subscription.wallet_id))
-    return subscription
-
-
-@retry_transaction
-def subscription_suspend(*, subscription_id: uuid.UUID, reason: str) -> Subscription:
-    subscription = subscription_lock(subscription_id)
-    if subscription.status != Subscription.Status.ACTIVE:
-        raise InvalidState(
-            f"Only an active subscription can be suspended (this one is {subscription.status})."
-        )
-    _mark_suspended(subscription, at=timezone.now(), reason=reason)
-    return subscription
-
-
-def _mark_suspended(subscription: Subscription, *, at: dt.datetime, reason: str) -> None:
-    """Suspend a locked subscription and say so (SubscriptionSuspended)."""
-    subscription.status = Subscription.Status.SUSPENDED
-    subscription.suspended_at = at
-    subscription.save(update_fields=["status", "suspended_at"])
     bus.publish(
-        SubscriptionSuspended(
+        SubscriptionCancelled(
             subscription_id=subscription.id, wallet_id=subscription.wallet_id, reason=reason
         )
     )
 
 
 @retry_transaction
-def subscription_resume(*, subscription_id: uuid.UUID) -> Subscription:
+def subscription_suspend(*, subscription_id: uuid.UUID, reason: str) -> Subscription:
+    """An operator suspends a subscription (cause ``operator``, with a reason). One
+    already suspended for another cause gains this one; it runs again only when every
+    cause is lifted, and nothing cancels it while an operator holds it."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidState("An operator's suspension needs a reason.")
+    subscription = subscription_lock(subscription_id)
+    if subscription.status == Subscription.Status.CANCELLED:
+        raise InvalidState("A cancelled subscription cannot be suspended.")
+    if subscription.has_cause(SuspensionCause.OPERATOR):
+        raise InvalidState("This subscription is already suspended by an operator.")
+    _suspend_for(subscription, SuspensionCause.OPERATOR, at=timezone.now(), reason=reason)
+    return subscription
+
+
+def _suspend_for(subscription: Subscription, cause: str, *, at: dt.datetime, reason: str = "") -> None:
+    """Record ``cause`` on a locked subscription; an active one stops."""
+    subscription.add_cause(cause, at=at, reason=reason)
+    _save_causes(subscription, stopped_at=at)
+
+
+def _save_causes(subscription: Subscription, *, stopped_at: dt.datetime) -> None:
+    """Save a locked subscription's causes; when it was active and now has one, it
+    stops (SubscriptionSuspended)."""
+    fields = list(Subscription.CAUSE_UPDATE_FIELDS)
+    if subscription.status == Subscription.Status.ACTIVE and subscription.suspension_causes:
+        subscription.status = Subscription.Status.SUSPENDED
+        subscription.suspended_at = stopped_at
+        fields += ["status", "suspended_at"]
+        cause = subscription.suspension_causes[0]
+        bus.publish(
+            SubscriptionSuspended(
+                subscription_id=subscription.id,
+                wallet_id=subscription.wallet_id,
+                reason=subscription.operator_reason if cause == SuspensionCause.OPERATOR else cause,
+                cause=cause,
+            )
+        )
+    subscription.save(update_fields=fields)
+
+
+@retry_transaction
+def subscription_resume(*, subscription_id: uuid.UUID, now: dt.datetime | None = None) -> Subscription:
+    """An operator resumes a subscription: every cause is lifted, charged as the batch
+    run's resumption is (a paid period still running is kept and nothing is charged;
+    after it ended, a new month from now, charged now). When the wallet refuses,
+    nothing changes and the refusal is raised."""
     subscription = subscription_lock(subscription_id)
     if subscription.status != Subscription.Status.SUSPENDED:
         raise InvalidState(
             f"Only a suspended subscription can be resumed (this one is {subscription.status})."
         )
+    _resume_paying(subscription, now=now or timezone.now())
+    return subscription
+
+
+@retry_transaction
+def subscription_lift_operator_hold(
+    *, subscription_id: uuid.UUID, now: dt.datetime | None = None
+) -> Subscription:
+    """An operator lifts their own hold. When no other cause holds it resumes, charged
+    as ``subscription_resume`` (a refusal changes nothing); when it is also unpaid or
+    its wallet is blocked, it stays suspended for those and the renewal runs take over."""
+    subscription = subscription_lock(subscription_id)
+    if not subscription.has_cause(SuspensionCause.OPERATOR):
+        raise InvalidState("This subscription is not suspended by an operator.")
+    subscription.lift_cause(SuspensionCause.OPERATOR)
+    if subscription.suspension_causes:
+        subscription.save(update_fields=Subscription.CAUSE_UPDATE_FIELDS)
+    else:
+        _resume_paying(subscription, now=now or timezone.now())
+    return subscription
+
+
+def _resume_paying(subscription: Subscription, *, now: dt.datetime) -> int:
+    """Resume a locked, suspended subscription. Inside its paid period nothing is
+    charged and the period is kept; once it has ended, a new month from now is charged
+    (the months it was off are never charged). Every path that resumes a subscription
+    comes here, so a period is charged once whoever resumes it. Returns the amount."""
+    amount = 0
+    fields = ["status", "suspended_at", *Subscription.CAUSE_UPDATE_FIELDS]
+    if subscription.current_period_end <= now:
+        subscription.period_anchor = now
+        subscription.current_period_end = _charge_month(subscription, start=now, what="resumed,")
+        amount = subscription.plan.price_per_month
+        fields += ["period_anchor", "current_period_end"]
+    for cause in subscription.suspension_causes:
+        subscription.lift_cause(cause)
     subscription.status = Subscription.Status.ACTIVE
     subscription.suspended_at = None
-    subscription.save(update_fields=["status", "suspended_at"])
+    subscription.save(update_fields=fields)
     bus.publish(SubscriptionResumed(subscription_id=subscription.id, wallet_id=subscription.wallet_id))
-    return subscription
+    return amount
+
+
+def hosting_grace() -> dt.timedelta:
+    return dt.timedelta(days=settings.IAAS_HOSTING_GRACE_DAYS)
+
+
+def subscription_cancels_at(subscription: Subscription) -> dt.datetime | None:
+    """When renew_subscriptions cancels this subscription: the grace period after it
+    became unpaid, while that is its only cause; None when no clock runs."""
+    if subscription.status != Subscription.Status.SUSPENDED:
+        return None
+    return lifecycle.terminates_at(subscription, grace=hosting_grace())
 
 
 def allowance_release(*, wallet_id: uuid.UUID, reason: str, amount: int | None = None):
@@ -146,8 +232,10 @@ def allowance_release(*, wallet_id: uuid.UUID, reason: str, amount: int | None =
 # An active subscription whose period has ended is renewed for a month and charged that
 # month, one month per transaction, under the subscription's row lock (SKIP LOCKED):
 # ``current_period_end`` moves with the charge, so a month is charged once however many
-# runs there are. Refused: suspended. A suspended one is resumed, with a new month from
-# now, once the wallet can pay. A cancelled one is never renewed.
+# runs there are. Refused: suspended for the refusal's cause. One suspended for unpaid
+# or a blocked wallet is resumed once the wallet can pay (a new month from now when its
+# paid period has ended), and cancelled once unpaid alone past the grace period. An
+# operator's hold is never lifted here. A cancelled one is never renewed.
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,14 +247,14 @@ class RenewalOutcome:
     amount: int = 0
     currency: str = ""
 
-    ACTIONS = ("renewed", "up_to_date", "suspended", "resumed", "still_suspended", "busy")
+    ACTIONS = ("renewed", "up_to_date", "suspended", "resumed", "still_suspended", "cancelled", "busy")
 
 
 def subscriptions_to_renew(*, now: dt.datetime) -> list[uuid.UUID]:
-    """Active subscriptions whose period has ended, and every suspended one. Never a
-    cancelled one."""
+    """Active subscriptions whose period has ended, and every one suspended for causes
+    the batch lifts. Never a cancelled one, nor one an operator holds."""
     due = Subscription.objects.filter(status=Subscription.Status.ACTIVE, current_period_end__lte=now)
-    suspended = Subscription.objects.filter(status=Subscription.Status.SUSPENDED)
+    suspended = Subscription.objects.filter(status=Subscription.Status.SUSPENDED, operator_hold_since=None)
     return list((due | suspended).order_by("id").values_list("id", flat=True))
 
 
@@ -206,53 +294,86 @@ def _subscription_renew_once(*, subscription_id: uuid.UUID, now: dt.datetime) ->
 
 
 @retry_transaction
-def _subscription_suspend_unpaid(*, subscription_id: uuid.UUID, now: dt.datetime, reason: str) -> bool:
-    """The renewal was refused and rolled back: suspend, unless another run renewed it."""
+def _subscription_suspend_refused(
+    *, subscription_id: uuid.UUID, now: dt.datetime, refusal: DomainError
+) -> bool:
+    """The renewal was refused and rolled back: suspend for the refusal's cause, unless
+    another run renewed it."""
     subscription = subscription_lock(subscription_id)
     if subscription.status != Subscription.Status.ACTIVE or subscription.current_period_end > now:
         return False
-    _mark_suspended(subscription, at=now, reason=reason)
+    lifecycle.record_refusal(subscription, refusal, at=now)
+    _save_causes(subscription, stopped_at=now)
     return True
+
+
+def _batch_may_resume(subscription: Subscription) -> bool:
+    """The batch lifts only its own causes: never an operator's hold."""
+    return subscription.status == Subscription.Status.SUSPENDED and not subscription.has_cause(
+        SuspensionCause.OPERATOR
+    )
 
 
 @retry_transaction
 def _subscription_resume_paid(*, subscription_id: uuid.UUID, now: dt.datetime) -> RenewalOutcome:
-    """A suspended subscription whose wallet can pay now: a new month from now."""
+    """A subscription suspended for unpaid or a blocked wallet whose wallet can pay now."""
     subscription = subscription_try_lock(subscription_id)
     if subscription is None:
         return RenewalOutcome(subscription_id, None, "busy")
-    if subscription.status != Subscription.Status.SUSPENDED:
+    if not _batch_may_resume(subscription):
         return RenewalOutcome(subscription.id, subscription.wallet_id, "up_to_date")
-    subscription.period_anchor = now
-    subscription.current_period_end = _charge_month(subscription, start=now, what="resumed,")
-    subscription.status = Subscription.Status.ACTIVE
-    subscription.suspended_at = None
-    subscription.save(update_fields=["current_period_end", "period_anchor", "status", "suspended_at"])
-    bus.publish(SubscriptionResumed(subscription_id=subscription.id, wallet_id=subscription.wallet_id))
-    plan = subscription.plan
+    amount = _resume_paying(subscription, now=now)
     return RenewalOutcome(
-        subscription.id, subscription.wallet_id, "resumed", 1, plan.price_per_month, plan.currency
+        subscription.id,
+        subscription.wallet_id,
+        "resumed",
+        1 if amount else 0,
+        amount,
+        subscription.plan.currency,
     )
+
+
+@retry_transaction
+def _subscription_stays_suspended(
+    *, subscription_id: uuid.UUID, now: dt.datetime, refusal: DomainError
+) -> RenewalOutcome:
+    """The resumption was refused: record why, and cancel a subscription unpaid (alone)
+    for longer than the hosting grace period."""
+    subscription = subscription_lock(subscription_id)
+    if not _batch_may_resume(subscription):
+        return RenewalOutcome(subscription.id, subscription.wallet_id, "up_to_date")
+    lifecycle.record_refusal(subscription, refusal, at=now)
+    subscription.save(update_fields=Subscription.CAUSE_UPDATE_FIELDS)
+    if lifecycle.is_overdue(subscription, now=now, grace=hosting_grace()):
+        _mark_cancelled(subscription, at=now, reason="unpaid")
+        return RenewalOutcome(subscription.id, subscription.wallet_id, "cancelled")
+    return RenewalOutcome(subscription.id, subscription.wallet_id, "still_suspended")
 
 
 def subscription_renew(*, subscription_id: uuid.UUID, now: dt.datetime) -> RenewalOutcome:
     """Renew one subscription at ``now``: every month whose start has come, one
-    transaction each; suspend when the wallet cannot pay (or is frozen); resume a
-    suspended one when it can. A subscription another transaction holds is "busy"."""
+    transaction each; suspend when the wallet refuses (for the refusal's cause); resume
+    one suspended for unpaid or a blocked wallet when it can pay, cancel it once unpaid
+    alone past the grace period; never touch an operator's hold. A subscription
+    another transaction holds is "busy"."""
     row = Subscription.objects.filter(pk=subscription_id).values("status", "wallet_id").first()
     if row is None or row["status"] == Subscription.Status.CANCELLED:
         return RenewalOutcome(subscription_id, row and row["wallet_id"], "up_to_date")
     if row["status"] == Subscription.Status.SUSPENDED:
         try:
             return _subscription_resume_paid(subscription_id=subscription_id, now=now)
-        except (InsufficientFunds, WalletNotActive):
-            return RenewalOutcome(subscription_id, row["wallet_id"], "still_suspended")
+        except ServiceBusy:
+            raise
+        except DomainError as refusal:
+            return _subscription_stays_suspended(subscription_id=subscription_id, now=now, refusal=refusal)
     months, amount, currency = 0, 0, ""
     while True:
         try:
             outcome = _subscription_renew_once(subscription_id=subscription_id, now=now)
-        except (InsufficientFunds, WalletNotActive) as refusal:
-            if _subscription_suspend_unpaid(subscription_id=subscription_id, now=now, reason=refusal.code):
+        except ServiceBusy:
+            raise
+        except DomainError as refusal:
+            if _subscription_suspend_refused(subscription_id=subscription_id, now=now, refusal=refusal):
                 return RenewalOutcome(
                     subscription_id, row["wallet_id"], "suspended", months, amount, currency
                 )

@@ -21,3 +21,9 @@ class OperationsConfig(AppConfig):
         # Sent for this app after the apps before it in INSTALLED_APPS: their
         # permissions exist by then.
         post_migrate.connect(sync_operator_groups, sender=self)
+
+        from iaas.contracts import wallets
+
+        from .wallet_status import wallet_status_change
+
+        wallets.bind(wallet_status_change)

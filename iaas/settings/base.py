@@ -164,8 +164,10 @@ IAAS_OUTBOX_MAX_ATTEMPTS = int(os.environ.get("IAAS_OUTBOX_MAX_ATTEMPTS", "10"))
 IAAS_TRANSACTION_ATTEMPTS = int(os.environ.get("IAAS_TRANSACTION_ATTEMPTS", "4"))
 
 # --- Operations (the management commands) ----------------------------------------------
-# A server suspended for want of money this long is terminated by bill_usage.
+# A server suspended for want of money (and for nothing else) this long is terminated
+# by bill_usage; a hosting subscription, cancelled by renew_subscriptions.
 IAAS_SERVER_GRACE_HOURS = int(os.environ.get("IAAS_SERVER_GRACE_HOURS", "168"))
+IAAS_HOSTING_GRACE_DAYS = int(os.environ.get("IAAS_HOSTING_GRACE_DAYS", "7"))
 # reconcile reports an event its handler has not applied after this many seconds (or
 # that failed) as a violation: a charge or release Billing has not booked.
 IAAS_RECONCILE_STUCK_AFTER_SECONDS = int(os.environ.get("IAAS_RECONCILE_STUCK_AFTER_SECONDS", "300"))

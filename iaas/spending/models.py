@@ -3,6 +3,7 @@ its releases. Cloud and Hosting subclass them; the constraints come along."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from django.conf import settings
@@ -26,6 +27,11 @@ class AbstractAllowance(models.Model):
     released_total = models.BigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Set while the wallet is frozen or closed (operations' wallet status service sets it
+    # before Billing freezes the wallet): every spend checks it, the fast path's
+    # conditional UPDATE included, so an allowance reserved before the freeze is not
+    # spent after it. Releases still go through: money flows back, never out.
+    blocked = models.BooleanField(default=False, editable=False)
 
     class Meta:
         abstract = True
@@ -60,12 +66,20 @@ class AbstractCharge(models.Model):
     period_end = models.DateTimeField()
     transaction_date = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
+    # What Billing refunded of this charge (ChargeRefunded; at most one refund per
+    # charge, so the handler sets it, idempotently). Refunded money does not count
+    # towards a monthly cap.
+    refunded_amount = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         abstract = True
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="%(app_label)s_charge_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(refunded_amount__gte=0, refunded_amount__lte=F("amount")),
+                name="%(app_label)s_charge_refund_within_amount",
+            ),
             models.CheckConstraint(
                 condition=Q(period_end__gte=F("period_start")),
                 name="%(app_label)s_charge_period_ordered",
@@ -95,3 +109,97 @@ class AbstractRelease(models.Model):
 
     def __str__(self) -> str:
         return f"release {self.amount} {self.currency} ({self.reason})"
+
+
+class SuspensionCause(models.TextChoices):
+    """Why a sold service (a server, a subscription) is not running. Several can hold at
+    once; the service runs again only when none holds (ARCHITECTURE.md, a service's life).
+
+    - ``unpaid``: the wallet could not pay. Set and lifted by the batch runs, or lifted by
+      an operator's resume; either way what the service owes is charged. The only cause
+      that starts the termination clock (the grace period).
+    - ``wallet_blocked``: the wallet is frozen or closed. No clock; lifted when a retried
+      charge succeeds.
+    - ``operator``: set and lifted only by an operator (a legal hold, abuse, the customer's
+      own request), with a reason. No clock: nothing terminates the service while it holds.
+      A refusal no change to the wallet can cure (a currency mismatch) is recorded as this
+      cause, with the error as its reason, for a person to resolve.
+    """
+
+    UNPAID = "unpaid", "Unpaid"
+    WALLET_BLOCKED = "wallet_blocked", "Wallet frozen or closed"
+    OPERATOR = "operator", "Operator"
+
+
+class AbstractSuspendable(models.Model):
+    """The suspension causes of a sold service, one column each (portable: the embedded
+    SQLite default has no arrays), with the instant each began. A subclass has a
+    ``status`` field with ``active`` and ``suspended`` values; its CHECKs keep the status
+    and the causes in step (``suspended`` exactly when a cause holds, unless ended)."""
+
+    unpaid_since = models.DateTimeField(null=True, blank=True, editable=False)
+    wallet_blocked_since = models.DateTimeField(null=True, blank=True, editable=False)
+    operator_hold_since = models.DateTimeField(null=True, blank=True, editable=False)
+    operator_reason = models.CharField(max_length=255, blank=True, default="", editable=False)
+
+    CAUSE_FIELDS = {
+        SuspensionCause.UNPAID: "unpaid_since",
+        SuspensionCause.WALLET_BLOCKED: "wallet_blocked_since",
+        SuspensionCause.OPERATOR: "operator_hold_since",
+    }
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def causes_constraints(cls, prefix: str) -> list[models.BaseConstraint]:
+        no_cause = Q(unpaid_since=None, wallet_blocked_since=None, operator_hold_since=None)
+        return [
+            models.CheckConstraint(
+                condition=~Q(status="active") | no_cause, name=f"{prefix}_active_has_no_suspension_cause"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="suspended") | ~no_cause, name=f"{prefix}_suspended_has_a_cause"
+            ),
+            models.CheckConstraint(
+                condition=Q(operator_hold_since=None) | ~Q(operator_reason=""),
+                name=f"{prefix}_operator_hold_has_a_reason",
+            ),
+        ]
+
+    @property
+    def suspension_causes(self) -> list[str]:
+        """The causes that hold, in a fixed order (unpaid, wallet_blocked, operator)."""
+        return [str(cause) for cause, name in self.CAUSE_FIELDS.items() if getattr(self, name) is not None]
+
+    def has_cause(self, cause: str) -> bool:
+        return getattr(self, self.CAUSE_FIELDS[SuspensionCause(cause)]) is not None
+
+    def add_cause(self, cause: str, *, at: dt.datetime, reason: str = "") -> bool:
+        """Record ``cause`` (keeping the instant it first began). Returns whether it is new."""
+        name = self.CAUSE_FIELDS[SuspensionCause(cause)]
+        if cause == SuspensionCause.OPERATOR:
+            self.operator_reason = reason[:255]
+        if getattr(self, name) is not None:
+            return False
+        setattr(self, name, at)
+        return True
+
+    def lift_cause(self, cause: str) -> bool:
+        """Clear ``cause``. Returns whether it held."""
+        name = self.CAUSE_FIELDS[SuspensionCause(cause)]
+        if getattr(self, name) is None:
+            return False
+        setattr(self, name, None)
+        if cause == SuspensionCause.OPERATOR:
+            self.operator_reason = ""
+        return True
+
+    def unpaid_alone_since(self) -> dt.datetime | None:
+        """When ``unpaid`` is the only cause, since when it holds: the termination clock
+        runs only then (wallet_blocked and operator stop it)."""
+        if self.wallet_blocked_since is None and self.operator_hold_since is None:
+            return self.unpaid_since
+        return None
+
+    CAUSE_UPDATE_FIELDS = ["unpaid_since", "wallet_blocked_since", "operator_hold_since", "operator_reason"]

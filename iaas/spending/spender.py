@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from iaas.contracts import billing, bus
 from iaas.contracts.checks import Relation
-from iaas.contracts.errors import CurrencyMismatch, WalletNotFound
-from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ReleaseRequested
+from iaas.contracts.errors import CurrencyMismatch, WalletNotActive, WalletNotFound
+from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ChargeRefunded, ReleaseRequested
 from iaas.contracts.selling import AllowanceTotals, IdleAllowance
 from iaas.contracts.types import Money
 
@@ -108,6 +108,10 @@ class Spender:
         # allowance never pays an EUR price: checked on every spend, reserve or not.
         if allowance.owner_id != owner_id:
             raise WalletNotFound()
+        # A frozen or closed wallet's allowance is blocked: what was reserved before the
+        # freeze is not spent after it (reserve() would refuse only the shortfall).
+        if allowance.blocked:
+            raise WalletNotActive()
         if allowance.currency != price.currency:
             raise CurrencyMismatch(
                 f"The price is in {price.currency}, the wallet holds {allowance.currency}."
@@ -132,10 +136,15 @@ class Spender:
     def _spend_inside_allowance(self, *, wallet_id: uuid.UUID, owner_id: int, price: Money) -> bool:
         """The frequent spender's fast path: one conditional UPDATE that locks the
         allowance row and deducts the price only when the row is this owner's, in this
-        currency, and covers the price. No row changed: take the full path."""
+        currency, not blocked, and covers the price. No row changed: take the full path
+        (which says why)."""
         return (
             self.allowance_model.objects.filter(
-                pk=wallet_id, owner_id=owner_id, currency=price.currency, amount__gte=price.amount
+                pk=wallet_id,
+                owner_id=owner_id,
+                currency=price.currency,
+                blocked=False,
+                amount__gte=price.amount,
             ).update(
                 amount=F("amount") - price.amount,
                 charged_total=F("charged_total") + price.amount,
@@ -180,6 +189,32 @@ class Spender:
         )
         return charge
 
+    # --- block (a frozen or closed wallet) ------------------------------------------------
+
+    def set_blocked(self, *, wallet_id: uuid.UUID, blocked: bool) -> None:
+        """Block (or unblock) this context's allowance for a wallet, under its row lock,
+        in the caller's transaction: the first step of freezing a wallet (operations'
+        wallet status service), before Billing locks the wallet, so the lock order holds.
+        A wallet new here gets its allowance row created blocked."""
+        rows = self.allowance_model.objects.select_for_update(no_key=True)
+        allowance = rows.filter(pk=wallet_id).first()
+        if allowance is None:
+            if not blocked:
+                return
+            wallet = billing.wallet_view(wallet_id=wallet_id)
+            self.allowance_model.objects.bulk_create(
+                [
+                    self.allowance_model(
+                        wallet_id=wallet.id, owner_id=wallet.owner_id, currency=wallet.currency, blocked=True
+                    )
+                ],
+                ignore_conflicts=True,
+            )
+            allowance = rows.get(pk=wallet_id)
+        if allowance.blocked != blocked:
+            allowance.blocked = blocked
+            allowance.save(update_fields=["blocked"])
+
     # --- release -----------------------------------------------------------------------
 
     def release(
@@ -223,6 +258,14 @@ class Spender:
         if event.requested_by == self.context:
             return None
         return self.release(wallet_id=event.wallet_id, reason="requested by billing")
+
+    def record_refund(self, event: ChargeRefunded) -> None:
+        """Billing refunded one of this context's charges: note it on the charge, so the
+        refunded money does not count towards a monthly cap. A charge has at most one
+        refund, so setting (not adding) the amount makes a redelivery harmless."""
+        if event.context != self.context or event.charge_id is None:
+            return
+        self.charge_model.objects.filter(pk=event.charge_id).update(refunded_amount=event.amount)
 
     def idle_allowances(self, *, idle_for: dt.timedelta) -> list[IdleAllowance]:
         cutoff = timezone.now() - idle_for
@@ -312,8 +355,19 @@ class SellingContextAdapter:
     def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int:
         return self.spender.release_idle(idle_for=idle_for)
 
+    def record_refund(self, event: ChargeRefunded) -> None:
+        """Billing refunded one of this context's charges: note it on the charge, so the
+        refunded money does not count towards a monthly cap. A charge has at most one
+        refund, so setting (not adding) the amount makes a redelivery harmless."""
+        if event.context != self.context or event.charge_id is None:
+            return
+        self.charge_model.objects.filter(pk=event.charge_id).update(refunded_amount=event.amount)
+
     def idle_allowances(self, *, idle_for: dt.timedelta) -> list[IdleAllowance]:
         return self.spender.idle_allowances(idle_for=idle_for)
 
     def release_idle_allowance(self, *, wallet_id: uuid.UUID, idle_for: dt.timedelta) -> IdleAllowance | None:
         return self.spender.release_idle_allowance(wallet_id=wallet_id, idle_for=idle_for)
+
+    def set_allowance_blocked(self, *, wallet_id: uuid.UUID, blocked: bool) -> None:
+        self.spender.set_blocked(wallet_id=wallet_id, blocked=blocked)

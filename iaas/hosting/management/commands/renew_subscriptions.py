@@ -1,5 +1,7 @@
 """Renew hosting subscriptions whose period has ended: a month each, charged; suspend
-those whose wallet cannot pay, resume them when it can; never renew a cancelled one.
+those whose wallet cannot pay, resume them when it can, cancel those unpaid past the
+grace period (IAAS_HOSTING_GRACE_DAYS); never renew a cancelled one, never lift an
+operator's hold.
 
 Safe to run again (a month is charged once: the period end moves with the charge) and
 in two processes at once (each subscription is locked with SKIP LOCKED)."""
@@ -26,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
-    help = "Renew ended hosting periods for a month (charged); suspend, resume."
+    help = "Renew ended hosting periods for a month (charged); suspend, resume, cancel unpaid."
 
     def add_arguments(self, parser):
         add_dry_run_and_json_arguments(parser, dry_run_help="show what is due; change nothing")
@@ -68,7 +70,8 @@ class Command(BaseCommand):
             )
             self.stdout.write(
                 f"  suspended {actions['suspended']}, resumed {actions['resumed']}, "
-                f"still suspended {actions['still_suspended']}, busy elsewhere {actions['busy']}, "
+                f"still suspended {actions['still_suspended']}, cancelled unpaid {actions['cancelled']}, "
+                f"busy elsewhere {actions['busy']}, "
                 f"failed {len(failures)}"
             )
             write_failures(self.stderr, failures)

@@ -1,0 +1,46 @@
+"""The life of a sold service around suspension, written once for every selling
+context (ARCHITECTURE.md, "A service's life"): which cause a refused charge records,
+and when the termination clock runs out."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from iaas.contracts.errors import DomainError, InsufficientFunds, WalletNotActive
+
+from .models import AbstractSuspendable, SuspensionCause
+
+
+def refusal_cause(refusal: DomainError) -> tuple[str, str]:
+    """The suspension cause (and reason) a refused charge records: ``unpaid`` when the
+    wallet is short of money, ``wallet_blocked`` when it is frozen or closed; any other
+    refusal (a currency mismatch, a wallet gone) no change to the wallet can cure, so it
+    is an ``operator`` hold with the error as its reason, for a person to resolve."""
+    if isinstance(refusal, InsufficientFunds):
+        return SuspensionCause.UNPAID, ""
+    if isinstance(refusal, WalletNotActive):
+        return SuspensionCause.WALLET_BLOCKED, ""
+    return SuspensionCause.OPERATOR, f"Charging was refused ({refusal.code}): {refusal.detail}"
+
+
+def record_refusal(service: AbstractSuspendable, refusal: DomainError, *, at: dt.datetime) -> str:
+    """Record on a suspended (or about to be suspended) service why its charge was
+    refused. A wallet that is no longer blocked but cannot pay turns ``wallet_blocked``
+    into ``unpaid`` (the clock starts); ``unpaid`` keeps the instant it began."""
+    cause, reason = refusal_cause(refusal)
+    if cause == SuspensionCause.UNPAID:
+        service.lift_cause(SuspensionCause.WALLET_BLOCKED)
+    service.add_cause(cause, at=at, reason=reason)
+    return cause
+
+
+def terminates_at(service: AbstractSuspendable, *, grace: dt.timedelta) -> dt.datetime | None:
+    """When the batch run ends the service: ``grace`` after it became unpaid, while
+    ``unpaid`` is its only cause; None while no clock runs."""
+    since = service.unpaid_alone_since()
+    return None if since is None else since + grace
+
+
+def is_overdue(service: AbstractSuspendable, *, now: dt.datetime, grace: dt.timedelta) -> bool:
+    deadline = terminates_at(service, grace=grace)
+    return deadline is not None and deadline <= now
