@@ -17,7 +17,17 @@ from tests.factories import funded_wallet
 pytestmark = pytest.mark.django_db
 
 SERVERS = "/api/v1/cloud/servers/"
-SERVER_FIELDS = {"id", "name", "plan", "wallet", "status", "created_at", "paid_until"}
+SERVER_FIELDS = {
+    "id",
+    "name",
+    "plan",
+    "wallet",
+    "status",
+    "created_at",
+    "paid_until",
+    "suspension_causes",
+    "terminates_at",
+}
 
 
 def buy(client, paying_wallet, **overrides):
@@ -200,3 +210,20 @@ def test_a_server_that_does_not_exist_is_404(api):
     missing = "00000000-0000-4000-8000-000000000000"
     assert_problem(api.get(f"{SERVERS}{missing}/"), 404, "not_found")
     assert_problem(api.delete(f"{SERVERS}{missing}/"), 404, "not_found")
+
+
+def test_a_suspended_server_shows_its_causes_and_when_it_will_be_terminated(api, wallet, catalog, settings):
+    server = cloud_services.server_create(
+        owner_id=wallet.owner_id, wallet_id=wallet.id, name="web-1", plan_id="s-2vcpu-4gb"
+    )
+    assert api.get(f"{SERVERS}{server.id}/").json()["suspension_causes"] == []
+    stopped = dt.datetime(2026, 5, 10, 12, tzinfo=dt.UTC)
+    Server.objects.filter(pk=server.pk).update(status="suspended", suspended_at=stopped, unpaid_since=stopped)
+    body = api.get(f"{SERVERS}{server.id}/").json()
+    assert body["suspension_causes"] == ["unpaid"]
+    grace = dt.timedelta(hours=settings.IAAS_SERVER_GRACE_HOURS)
+    assert dt.datetime.fromisoformat(body["terminates_at"]) == stopped + grace
+    cloud_services.server_suspend(server_id=server.id, reason="legal hold: internal note")
+    body = api.get(f"{SERVERS}{server.id}/").json()
+    assert (body["suspension_causes"], body["terminates_at"]) == (["unpaid", "operator"], None)
+    assert "legal hold" not in str(body)  # the operator's reason is not the customer's to read

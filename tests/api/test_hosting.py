@@ -16,7 +16,17 @@ from tests.factories import funded_wallet
 pytestmark = pytest.mark.django_db
 
 SUBSCRIPTIONS = "/api/v1/hosting/subscriptions/"
-FIELDS = {"id", "domain", "plan", "wallet", "status", "created_at", "current_period_end"}
+FIELDS = {
+    "id",
+    "domain",
+    "plan",
+    "wallet",
+    "status",
+    "created_at",
+    "current_period_end",
+    "suspension_causes",
+    "cancels_at",
+}
 
 
 def subscribe(client, paying_wallet, **overrides):
@@ -201,3 +211,20 @@ def test_another_customers_subscription_is_404_to_show_and_to_cancel(api, other_
     assert_problem(other_api.delete(f"{SUBSCRIPTIONS}{subscription['id']}/"), 404, "not_found")
     assert other_api.get(SUBSCRIPTIONS).json()["results"] == []
     assert Subscription.objects.get(pk=subscription["id"]).status == "active"
+
+
+def test_a_suspended_subscription_shows_its_causes_and_when_it_will_be_cancelled(
+    api, wallet, catalog, settings
+):
+    subscription = hosting_services.subscription_create(
+        owner_id=wallet.owner_id, wallet_id=wallet.id, domain="example.com", plan_id="web-starter"
+    )
+    body = api.get(f"{SUBSCRIPTIONS}{subscription.id}/").json()
+    assert (body["suspension_causes"], body["cancels_at"]) == ([], None)
+    Subscription.objects.filter(pk=subscription.pk).update(
+        status="suspended", suspended_at=subscription.created_at, unpaid_since=subscription.created_at
+    )
+    body = api.get(f"{SUBSCRIPTIONS}{subscription.id}/").json()
+    assert body["suspension_causes"] == ["unpaid"]
+    expected = subscription.created_at + relativedelta(days=settings.IAAS_HOSTING_GRACE_DAYS)
+    assert parse_datetime(body["cancels_at"]) == expected
