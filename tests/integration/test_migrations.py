@@ -30,7 +30,6 @@ def migrate(app: str, name: str | None = None):
         (
             "cloud",
             "0002_catalog",
-            "0003_suspension_causes",
             "server",
             {"name": "web1", "plan_id": "s-1vcpu-1gb"},
         ),
