@@ -16,11 +16,12 @@ hits and both pass a limit of five. Here the count is one integer per client and
 limit holds exactly however many processes share the cache. On Redis that is one round
 trip per request: ``SET key 0 EX ttl NX`` and ``INCR key`` in one MULTI/EXEC pipeline
 (the key always carries its expiry, and it names its window, so a count never outlives
-it). On any other cache, ``add`` then ``incr`` (exact where the backend's incr is atomic
-or writers are serialised, as on the embedded SQLite; on the database cache over
-PostgreSQL, concurrent hits of one client may be undercounted: set REDIS_URL when you
-run several processes). The price of a fixed window: a client may spend a window's
-limit at its end and the next window's at its start. ``Retry-After`` on the 429 is the
+it). On the database cache, ``incr`` (``add`` for a window's first hit) in one
+transaction: exact on the embedded SQLite (every transaction IMMEDIATE, so writers take
+turns); on PostgreSQL concurrent hits of one client may be undercounted (incr reads,
+then writes) and each request costs about six statements: set REDIS_URL when you run
+several processes. The price of a fixed window: a client may spend a window's limit at
+its end and the next window's at its start. ``Retry-After`` on the 429 is the
 time left in the window (iaas/api/problems.py writes the header).
 
 A Redis that cannot be reached lets the request through, logged: a limit is protection,
@@ -34,7 +35,9 @@ import math
 import time
 
 from django.core.cache import caches
+from django.core.cache.backends.db import BaseDatabaseCache
 from django.core.cache.backends.redis import RedisCache
+from django.db import router, transaction
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.settings import api_settings
@@ -58,13 +61,23 @@ def hit(key: str, *, ttl: int) -> int:
         pipe.incr(full_key)
         _, count = pipe.execute()
         return int(count)
-    if cache.add(key, 1, ttl):
-        return 1
+    if isinstance(cache, BaseDatabaseCache):
+        # incr is a read then a write: one transaction, which SQLite (every transaction
+        # IMMEDIATE) serialises; PostgreSQL does not (see the module's docstring).
+        with transaction.atomic(using=router.db_for_write(cache.cache_model_class)):
+            return _add_or_incr(cache, key, ttl)
+    return _add_or_incr(cache, key, ttl)
+
+
+def _add_or_incr(cache, key: str, ttl: int) -> int:
+    """incr first: most hits find the window's key (the database cache's add of an
+    existing key costs a failed INSERT on top of incr's statements)."""
     try:
         return cache.incr(key)
-    except ValueError:  # expired between add and incr: a new window of its own
-        cache.add(key, 1, ttl)
-        return 1
+    except ValueError:  # the window's first hit
+        if cache.add(key, 1, ttl):
+            return 1
+        return cache.incr(key)  # another process added it first
 
 
 class WindowThrottle(SimpleRateThrottle):

@@ -193,3 +193,21 @@ def test_the_default_limits_come_from_the_environment():
         "iaas.api.throttles.CustomerThrottle",
         "iaas.api.throttles.AddressThrottle",
     ]
+
+
+def test_on_the_database_cache_a_hit_is_one_transaction(db, settings):
+    """The fallback's read-then-write runs in one transaction (what makes it exact on the
+    embedded SQLite, where every transaction takes the write lock at BEGIN)."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": django_settings.IAAS_CACHE_TABLE,
+        }
+    }
+    throttles.hit("t:tx", ttl=30)
+    with CaptureQueriesContext(connection) as captured:
+        assert throttles.hit("t:tx", ttl=30) == 2
+    sql = [q["sql"] for q in captured.captured_queries]
+    assert sql[0].startswith("SAVEPOINT")  # inside the test's transaction: a savepoint
+    assert sql[-1].startswith("RELEASE SAVEPOINT")
+    assert not any(q.startswith("INSERT") for q in sql)  # the window's key is found, not re-added
