@@ -45,7 +45,7 @@ CODE_DESCRIPTIONS = {
     "idempotency_key_reused": "this Idempotency-Key was used with a different body",
     "request_too_large": "the body is larger than the limit",
     "unsupported_media_type": "the body is not JSON",
-    "throttled": "too many requests from this address",
+    "throttled": "too many requests from this customer or address; see Retry-After",
     "service_unavailable": "database unreachable or busy; nothing was done",
 }
 

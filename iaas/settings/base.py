@@ -192,11 +192,48 @@ REST_FRAMEWORK = {
     # Proxies in front of the app that append to X-Forwarded-For. 0: throttle by the
     # socket's address, so a client cannot pick its own address with that header.
     "NUM_PROXIES": int(os.environ.get("IAAS_NUM_PROXIES", "0")),
+    # Every endpoint: per customer when authenticated ("user"), per client address
+    # otherwise ("anon"); registration and token issue have their own scopes on top.
+    # Counted in the shared cache below (iaas/api/throttles.py). An empty variable turns
+    # that limit off.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "iaas.api.throttles.CustomerThrottle",
+        "iaas.api.throttles.AddressThrottle",
+    ],
     "DEFAULT_THROTTLE_RATES": {
-        "register": os.environ.get("IAAS_THROTTLE_REGISTER", "30/minute"),
-        "token": os.environ.get("IAAS_THROTTLE_TOKEN", "30/minute"),
+        "user": os.environ.get("IAAS_THROTTLE_USER", "1200/minute") or None,
+        "anon": os.environ.get("IAAS_THROTTLE_ANON", "120/minute") or None,
+        "register": os.environ.get("IAAS_THROTTLE_REGISTER", "30/minute") or None,
+        "token": os.environ.get("IAAS_THROTTLE_TOKEN", "30/minute") or None,
     },
 }
+
+# --- Cache: where the throttles count, shared by every process ------------------------
+# Redis when REDIS_URL is set (what production runs: one INCR per request, atomic across
+# every worker and host). Without it, the database cache in the table the api app's
+# migration creates, so the embedded SQLite default needs nothing more.
+REDIS_URL = os.environ.get("REDIS_URL", "")
+IAAS_CACHE_KEY_PREFIX = os.environ.get("IAAS_CACHE_KEY_PREFIX", "iaas")
+IAAS_CACHE_TABLE = "iaas_cache"
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": IAAS_CACHE_KEY_PREFIX,
+            # A Redis that hangs costs a request at most this long (the throttle then
+            # lets the request through: see iaas/api/throttles.py).
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": IAAS_CACHE_TABLE,
+            "KEY_PREFIX": IAAS_CACHE_KEY_PREFIX,
+        }
+    }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "IaaS billing core API",

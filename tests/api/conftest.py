@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from tests.cache import clear_cache
 
 PROBLEM = "application/problem+json"
 
@@ -33,10 +34,11 @@ def assert_problem(response, status: int, code: str) -> dict:
 
 @pytest.fixture(autouse=True)
 def _fresh_throttles():
-    """Throttle counters live in the cache: each test starts with none."""
-    cache.clear()
+    """Throttle counters live in the cache: each test starts with none (only this run's
+    keys are deleted: tests/cache.py)."""
+    clear_cache()
     yield
-    cache.clear()
+    clear_cache()
 
 
 @pytest.fixture
