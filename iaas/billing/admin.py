@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from iaas.audit.admin import ChangeHistoryAdmin
 from iaas.common.admin import (
     ReadOnlyAdmin,
     admin_url,
@@ -190,7 +191,7 @@ class RefundForm(forms.Form):
 
 
 @admin.register(Wallet)
-class WalletAdmin(ReadOnlyAdmin):
+class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
     list_display = (
         "owner_column",
         "currency",
@@ -397,7 +398,9 @@ class WalletAdmin(ReadOnlyAdmin):
         return self.run_service(
             request,
             queryset,
-            lambda wallet: services.wallet_set_status(wallet_id=wallet.pk, status=Wallet.Status.FROZEN),
+            lambda wallet: services.wallet_set_status(
+                wallet_id=wallet.pk, status=Wallet.Status.FROZEN, actor_id=request.user.pk
+            ),
             done="Frozen",
         )
 
@@ -406,7 +409,9 @@ class WalletAdmin(ReadOnlyAdmin):
         return self.run_service(
             request,
             queryset,
-            lambda wallet: services.wallet_set_status(wallet_id=wallet.pk, status=Wallet.Status.ACTIVE),
+            lambda wallet: services.wallet_set_status(
+                wallet_id=wallet.pk, status=Wallet.Status.ACTIVE, actor_id=request.user.pk
+            ),
             done="Unfrozen",
         )
 
