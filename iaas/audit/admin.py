@@ -92,7 +92,7 @@ class ChangeHistoryAdmin:
         kind = object_type(obj)
         records = list(changes_of(obj_type=kind, obj_id=obj.pk)[: HISTORY_ON_PAGE + 1])
         if not records:
-            return format_html("<p>No changes recorded.</p>")
+            return format_html("<p>{}</p>", "No changes recorded.")
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
