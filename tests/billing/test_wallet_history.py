@@ -24,7 +24,9 @@ def history(wallet):
 
 def test_freeze_unfreeze_and_close_are_recorded_once_each(wallet):
     operator = UserFactory(username="fiona")
-    services.wallet_set_status(wallet_id=wallet.id, status="frozen", actor_id=operator.id, reason="chargeback")
+    services.wallet_set_status(
+        wallet_id=wallet.id, status="frozen", actor_id=operator.id, reason="chargeback"
+    )
     services.wallet_set_status(wallet_id=wallet.id, status="frozen", actor_id=operator.id)  # no change
     services.wallet_set_status(wallet_id=wallet.id, status="active", actor_id=operator.id)
     services.wallet_set_status(wallet_id=wallet.id, status="closed")
