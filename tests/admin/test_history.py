@@ -13,6 +13,7 @@ from django.urls import reverse
 from iaas.audit.models import ChangeRecord
 from iaas.audit.services import Change, record_changes
 from iaas.cloud.models import ServerPlan
+from iaas.hosting.models import HostingPlan
 from iaas.operations.roles import FINANCE, SUPPORT
 
 PLAN = "s-1vcpu-1gb"
@@ -22,32 +23,40 @@ def records(obj_type: str, obj_id) -> list[ChangeRecord]:
     return list(ChangeRecord.objects.filter(obj_type=obj_type, obj_id=str(obj_id)).order_by("id"))
 
 
-def plan_form(client, plan_id: str) -> dict:
+def plan_form(client, plan_id: str, model: str = "cloud_serverplan") -> dict:
     """The plan's change form as the browser would post it back."""
-    form = client.get(reverse("admin:cloud_serverplan_change", args=[plan_id])).context["adminform"].form
+    form = client.get(reverse(f"admin:{model}_change", args=[plan_id])).context["adminform"].form
     data = {name: form[name].value() for name in form.fields}
     data["is_active"] = "on" if data["is_active"] else ""
     return data
 
 
-def test_a_price_change_in_the_admin_is_recorded_once_with_the_changed_fields(as_role, books, superuser):
+@pytest.mark.parametrize(
+    ("model", "plan_model", "plan_id", "price"),
+    [
+        ("cloud_serverplan", ServerPlan, PLAN, "price_per_hour"),
+        ("hosting_hostingplan", HostingPlan, "web-starter", "price_per_month"),
+    ],
+)
+def test_a_price_change_in_the_admin_is_recorded_once_with_the_changed_fields(
+    as_role, books, superuser, model, plan_model, plan_id, price
+):
     client = as_role("superuser")
-    plan = ServerPlan.objects.get(pk=PLAN)
-    data = plan_form(client, PLAN)
-    data["price_per_hour"] = plan.price_per_hour + 1
+    old = getattr(plan_model.objects.get(pk=plan_id), price)
+    data = plan_form(client, plan_id, model)
+    data[price] = old + 1
 
-    response = client.post(reverse("admin:cloud_serverplan_change", args=[PLAN]), data)
+    response = client.post(reverse(f"admin:{model}_change", args=[plan_id]), data)
     assert response.status_code == 302, response.context["adminform"].form.errors
 
-    [record] = records("cloud.serverplan", PLAN)
+    [record] = records(plan_model._meta.label_lower, plan_id)
     assert record.action == "change"
-    assert record.before == {"price_per_hour": plan.price_per_hour}
-    assert record.after == {"price_per_hour": plan.price_per_hour + 1}
+    assert (record.before, record.after) == ({price: old}, {price: old + 1})
     assert (record.actor, record.actor_label) == (superuser, "root")
 
     # Saved again unchanged: nothing to record.
-    client.post(reverse("admin:cloud_serverplan_change", args=[PLAN]), plan_form(client, PLAN))
-    assert len(records("cloud.serverplan", PLAN)) == 1
+    client.post(reverse(f"admin:{model}_change", args=[plan_id]), plan_form(client, plan_id, model))
+    assert len(records(plan_model._meta.label_lower, plan_id)) == 1
 
 
 def test_retiring_a_plan_and_creating_one_are_recorded(as_role, books, superuser):
