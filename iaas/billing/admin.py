@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from iaas.audit.admin import ChangeHistoryAdmin
 from iaas.common.admin import (
     ReadOnlyAdmin,
     admin_url,
@@ -191,7 +192,7 @@ class RefundForm(forms.Form):
 
 
 @admin.register(Wallet)
-class WalletAdmin(ReadOnlyAdmin):
+class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
     list_display = (
         "owner_column",
         "currency",

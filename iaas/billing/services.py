@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from iaas.audit.services import object_type, record_change
 from iaas.contracts import bus
 from iaas.contracts.errors import (
     AdjustmentRefused,
@@ -134,15 +135,38 @@ def wallet_create(*, owner_id: int, currency: str) -> Wallet:
         raise
 
 
-def wallet_set_status(*, wallet_id: uuid.UUID, status: str) -> Wallet:
+# What the history calls a move to each status.
+STATUS_ACTIONS = {
+    Wallet.Status.FROZEN: "freeze",
+    Wallet.Status.ACTIVE: "unfreeze",
+    Wallet.Status.CLOSED: "close",
+}
+
+
+def wallet_set_status(
+    *, wallet_id: uuid.UUID, status: str, actor_id: int | None = None, reason: str = ""
+) -> Wallet:
     """Freeze, unfreeze or close a wallet. Freezing or closing asks the selling contexts
-    to give their allowance back (they stay the source of truth for releases)."""
+    to give their allowance back (they stay the source of truth for releases). A move to
+    another status is recorded in the wallet's history with ``actor_id`` (the operator,
+    None for a run) and ``reason``, in the same transaction."""
     with transaction.atomic():
         wallet = wallet_lock(wallet_id)
         if wallet.status == Wallet.Status.CLOSED:
             raise InvalidState("A closed wallet stays closed.")
+        previous = wallet.status
         wallet.status = status
         wallet.save(update_fields=["status", "updated_at"])
+        if previous != status:
+            record_change(
+                obj_type=object_type(wallet),
+                obj_id=wallet.pk,
+                action=STATUS_ACTIONS.get(status, "change_status"),
+                before={"status": previous},
+                after={"status": status},
+                actor_id=actor_id,
+                reason=reason,
+            )
         if status != Wallet.Status.ACTIVE:
             _publish_release_request(wallet, requested_by="billing")
         return wallet

@@ -16,7 +16,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -24,6 +24,8 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from iaas.audit.admin import ChangeHistoryAdmin
+from iaas.audit.services import object_type, record_change
 from iaas.common.db import retry_transaction
 from iaas.contracts.errors import DomainError
 from iaas.contracts.types import format_minor_units
@@ -249,23 +251,54 @@ class CatalogPlanForm(forms.ModelForm):
         self.fields["currency"].choices = [(c, c) for c in settings.IAAS_SUPPORTED_CURRENCIES]
 
 
-class CatalogAdmin(OperatorAdmin):
+class CatalogAdmin(ChangeHistoryAdmin, OperatorAdmin):
     """A selling context's catalog. A plan's id is fixed once the plan exists; plans are
     retired (``is_active``), never deleted: what customers bought points at them. Its
-    form is a ``CatalogPlanForm``."""
+    form is a ``CatalogPlanForm``. Every save that creates a plan or changes its fields
+    (a price, ``is_active``) is recorded in the plan's history, with the operator and
+    the changed fields only, in the admin's transaction."""
 
     def get_readonly_fields(self, request, obj=None):
-        return ("id",) if obj is not None else ()
+        return (*super().get_readonly_fields(request, obj), "id") if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        fields = form.changed_data if change else list(form.fields)
+        if change and not fields:
+            return super().save_model(request, obj, form, change)
+        # The form's initial data is the row as stored when the form was bound.
+        before = {name: form.initial.get(name) for name in fields} if change else {}
+        super().save_model(request, obj, form, change)
+        after = {name: _field_value(obj, form, name) for name in fields}
+        if not change:
+            after = {"id": obj.pk, **after}
+        record_change(
+            obj_type=object_type(obj),
+            obj_id=obj.pk,
+            action="change" if change else "create",
+            before=before,
+            after=after,
+            actor_id=request.user.pk,
+            actor_label=request.user.get_username(),
+        )
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 
-class SoldServiceAdmin(ReadOnlyAdmin):
+def _field_value(obj, form, name: str):
+    """A saved field's value as the form's initial data has it (a foreign key's id)."""
+    try:
+        return obj._meta.get_field(name).value_from_object(obj)
+    except FieldDoesNotExist:  # a form field that is not a model field
+        return form.cleaned_data.get(name)
+
+
+class SoldServiceAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
     """What a customer bought from a selling context (a server, a subscription). Nobody
     edits it: operators suspend, resume and end it through the context's services,
     offered as actions that need ``operate_permission``. Its page follows the money to
-    the wallet, the charges, the context's allowance and the events."""
+    the wallet, the charges, the context's allowance and the events, and shows its
+    history of changes (suspensions and their causes, recorded by the services)."""
 
     # The permission the operator actions need ("cloud.change_server").
     operate_permission = ""

@@ -1,8 +1,8 @@
 """The operator roles, as Django groups. Superusers may do everything; the groups
 carry model permissions, which the admin checks on the server for every page and action.
 
-- Support: view everything (every model of the contexts and the outbox, and customers);
-  change nothing.
+- Support: view everything (every model of the contexts, the outbox, the history of
+  changes, and customers); change nothing.
 - Finance: what Support sees, plus balance adjustments (``billing.make_adjustment``),
   refunds of settled charges (``billing.make_refund``) and
   retrying event deliveries (``contracts.retry_outboxmessage``).
@@ -20,7 +20,7 @@ SUPPORT = "Support"
 FINANCE = "Finance"
 
 # Every model of these apps is visible to both roles.
-VIEWABLE_APPS = ("billing", "cloud", "hosting", "contracts")
+VIEWABLE_APPS = ("billing", "cloud", "hosting", "contracts", "audit")
 # ... and these models of other apps: the customers.
 VIEWABLE_MODELS = (("auth", "user"),)
 FINANCE_PERMISSIONS = (

@@ -23,4 +23,4 @@ def wallet_status_change(*, wallet_id: uuid.UUID, status: str, actor_id: int | N
     blocked = status != Wallet.Status.ACTIVE
     for context in selling.contexts():  # allowance rows first: the lock order
         context.set_allowance_blocked(wallet_id=wallet_id, blocked=blocked)
-    return billing_services.wallet_set_status(wallet_id=wallet_id, status=status)
+    return billing_services.wallet_set_status(wallet_id=wallet_id, status=status, actor_id=actor_id)

@@ -49,6 +49,9 @@ INSTALLED_APPS = [
     "iaas.hosting",
     "iaas.api",
     "iaas.operations",
+    # The history of operators' changes: a shared library (after django.contrib.auth,
+    # whose UserAdmin it replaces with one that records group changes).
+    "iaas.audit",
 ]
 
 MIDDLEWARE = [
