@@ -21,3 +21,9 @@ class OperationsConfig(AppConfig):
         # Sent for this app after the apps before it in INSTALLED_APPS: their
         # permissions exist by then.
         post_migrate.connect(sync_operator_groups, sender=self)
+        # The shared admin's one-time tokens are kept in this app's table.
+        from iaas.common.admin import register_token_claim
+
+        from .models import token_claim
+
+        register_token_claim(token_claim)
