@@ -258,18 +258,13 @@ class OperatorAdmin(admin.ModelAdmin):
         action in the row's transaction, so a second submission (a double click, a
         browser retry) finds it used and reports "already done" for that row, changing
         nothing. A submission without a token is refused whole."""
-        token = operation_token(request)
-        if token is None:
-            self.message_user(request, STALE_FORM, messages.ERROR)
+        if self.submission_token(request) is None:
             return self.back(request)
-        action = self.posted_action(request)
         succeeded, already, refused = [], [], []
         for obj in queryset:
 
             def once(obj=obj):
-                claim_operation_token(
-                    token, f"{self.opts.label_lower}:{obj.pk}:{action}", user_id=request.user.pk
-                )
+                self.claim_submission(request, obj.pk)
                 return service(obj)
 
             try:
@@ -293,6 +288,24 @@ class OperatorAdmin(admin.ModelAdmin):
         for refusal in refused:
             self.message_user(request, refusal, messages.ERROR)
         return self.back(request)
+
+    def submission_token(self, request: HttpRequest) -> uuid.UUID | None:
+        """The one-time token of this submission; None (and the operator told to reload
+        the page) when it carries none: such a submission is refused whole."""
+        token = operation_token(request)
+        if token is None:
+            self.message_user(request, STALE_FORM, messages.ERROR)
+        return token
+
+    def claim_submission(self, request: HttpRequest, pk) -> None:
+        """Use this submission's token for row ``pk`` and the posted action, in the
+        transaction that does the work; AlreadyDone when it was used for them before.
+        For actions that do not go through ``run_service``."""
+        claim_operation_token(
+            operation_token(request),
+            f"{self.opts.label_lower}:{pk}:{self.posted_action(request)}",
+            user_id=request.user.pk,
+        )
 
     @staticmethod
     def posted_action(request: HttpRequest) -> str:
@@ -368,9 +381,7 @@ CONFIRMED_REASON = "_iaas_confirmed_reason"
 
 
 class ConfirmReasonForm(forms.Form):
-    reason = forms.CharField(
-        max_length=255, widget=forms.TextInput(attrs={"size": 60, "autofocus": True})
-    )
+    reason = forms.CharField(max_length=255, widget=forms.TextInput(attrs={"size": 60, "autofocus": True}))
 
     def __init__(self, *args, label: str, **kwargs):
         super().__init__(*args, **kwargs)

@@ -92,9 +92,9 @@ def test_a_debit_beyond_the_available_balance_is_refused_and_changes_nothing(as_
     # No money moved; the only thing written is the request for the held funds back,
     # published after the refused debit rolled back.
     assert state(wallet)[:5] == before[:5]
-    assert set(
-        OutboxMessage.objects.exclude(pk__in=events_before).values_list("event_type", flat=True)
-    ) == {"ReleaseRequested"}
+    assert set(OutboxMessage.objects.exclude(pk__in=events_before).values_list("event_type", flat=True)) == {
+        "ReleaseRequested"
+    }
     assert_i1_to_i3_hold()
 
 

@@ -7,26 +7,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('operations', '0001_operator_groups'),
+        ("operations", "0001_operator_groups"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UsedOperationToken',
+            name="UsedOperationToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('token', models.UUIDField()),
-                ('target', models.CharField(max_length=255)),
-                ('used_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('used_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("token", models.UUIDField()),
+                ("target", models.CharField(max_length=255)),
+                ("used_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                (
+                    "used_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('token', 'target'), name='operations_token_used_once')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("token", "target"), name="operations_token_used_once")
+                ],
             },
         ),
     ]
