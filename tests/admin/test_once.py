@@ -5,6 +5,7 @@ entry and never a 500."""
 
 from __future__ import annotations
 
+import io
 import re
 import uuid
 
@@ -296,3 +297,26 @@ def test_a_replayed_delivery_retry_retries_nothing_more(as_role, books):
     assert "Already retried by this form&#x27;s first submission" in replay.content.decode()
     failed.refresh_from_db()
     assert (failed.status, failed.attempts) == (OutboxMessage.Status.FAILED, 99)
+
+
+def test_old_used_tokens_are_purged(db, settings):
+    import datetime as dt
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    settings.IAAS_OPERATION_TOKEN_RETENTION_DAYS = 30
+    old = UsedOperationToken.objects.create(
+        token=uuid.uuid4(),
+        target="cloud.server:1:suspend_servers",
+        used_at=timezone.now() - dt.timedelta(days=31),
+    )
+    recent = UsedOperationToken.objects.create(token=uuid.uuid4(), target="cloud.server:1:suspend_servers")
+    out = io.StringIO()
+
+    call_command("purge_operation_tokens", "--dry-run", stdout=out)
+    assert "1 used operation tokens would be deleted" in out.getvalue()
+    call_command("purge_operation_tokens", stdout=out)
+
+    assert list(UsedOperationToken.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert not UsedOperationToken.objects.filter(pk=old.pk).exists()
