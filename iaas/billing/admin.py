@@ -1,7 +1,10 @@
 """Billing in the operator console. Money is read-only here: no form edits a balance,
 a hold or a ledger entry, and nothing is deleted. A balance changes only through an
 adjustment (the wallet's "Adjust balance" page), which books a ledger entry through
-``services.wallet_adjust`` under the same invariants as every other write."""
+``services.wallet_adjust`` under the same invariants as every other write.
+
+The adjustment and refund forms carry a one-time token that becomes the adjustment's or
+refund's id: submitting the same page twice books once and then says "already booked"."""
 
 from __future__ import annotations
 
@@ -18,16 +21,18 @@ from django.utils.html import format_html
 
 from iaas.audit.admin import ChangeHistoryAdmin
 from iaas.common.admin import (
+    OPERATION_TOKEN,
     ReadOnlyAdmin,
     admin_url,
     link,
     links_list,
     money,
     money_column,
+    operation_token_field,
     parse_major_units,
     table,
 )
-from iaas.common.db import retry_transaction
+from iaas.common.db import retry_transaction, run_after_rollback
 from iaas.contracts import wallets
 from iaas.contracts.errors import DomainError
 from iaas.contracts.types import format_minor_units
@@ -96,13 +101,29 @@ def operator_object(model_admin, request, object_id, *, has_permission, missing:
 
 def book_from_form(model_admin, request, form, obj, *, book, describe, wallet_id):
     """Book what a valid money form asks through Billing's service (retried on lock
-    contention). A refusal becomes the form's error and changes nothing; success is
-    logged with the operator and the reason, told, and redirects to the wallet."""
+    contention), with the form's one-time token as the booking's id. A refusal becomes
+    the form's error and changes nothing; the work it asks for after the rollback (a
+    release request) is done. A second submission of the same form books nothing and
+    says so. Success is logged with the operator and the reason, told, and redirects to
+    the wallet."""
     if request.method != "POST" or not form.is_valid():
         return None
+    wallet_page = HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[wallet_id]))
     try:
         booked = retry_transaction(book)()
+    except services.AlreadyBooked as repeat:
+        model_admin.message_user(
+            request,
+            f"Already booked by this form's first submission ({describe(repeat.booked).rstrip('.')}); "
+            "nothing was booked again.",
+            messages.WARNING,
+        )
+        return wallet_page
     except DomainError as refusal:
+        # The outermost owner of the refused transaction: run what the refusal asked
+        # for once it rolled back (retry_transaction did, unless a caller's transaction
+        # was open around it).
+        run_after_rollback(refusal)
         form.add_error(None, refusal.detail)
         return None
     done = describe(booked)
@@ -110,7 +131,7 @@ def book_from_form(model_admin, request, form, obj, *, book, describe, wallet_id
         request, obj, f"{type(booked).__name__} {booked.pk}: {done} Reason: {booked.reason}"
     )
     model_admin.message_user(request, done, messages.SUCCESS)
-    return HttpResponseRedirect(reverse("admin:billing_wallet_change", args=[wallet_id]))
+    return wallet_page
 
 
 def reason_field(help_text: str) -> forms.CharField:
@@ -139,6 +160,8 @@ class AdjustmentForm(forms.Form):
     )
     amount = forms.CharField(max_length=20, help_text="In major units, e.g. 12.50")
     reason = reason_field("Required. Shown on the ledger entry; the customer may see it.")
+    # The adjustment's id: a second submission of this page books nothing.
+    operation_token = operation_token_field()
 
     def __init__(self, *args, currency: str, **kwargs):
         super().__init__(*args, **kwargs)
@@ -170,6 +193,8 @@ class RefundForm(forms.Form):
         max_length=20, required=False, help_text="Leave empty to refund the whole charge."
     )
     reason = reason_field("Required. Shown on the refund's ledger entry; the customer may see it.")
+    # The refund's id: a second submission of this page books nothing.
+    operation_token = operation_token_field()
 
     def __init__(self, *args, currency: str, charged: str, **kwargs):
         super().__init__(*args, **kwargs)
@@ -353,6 +378,7 @@ class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
                 amount=form.signed_amount(),
                 reason=form.cleaned_data["reason"],
                 operator_id=request.user.pk,
+                adjustment_id=form.cleaned_data[OPERATION_TOKEN],
             ),
             describe=describe,
             wallet_id=wallet.pk,
@@ -525,6 +551,7 @@ class LedgerEntryAdmin(WalletRowAdmin):
                 amount=form.cleaned_data["amount"],
                 reason=form.cleaned_data["reason"],
                 operator_id=request.user.pk,
+                refund_id=form.cleaned_data[OPERATION_TOKEN],
             ),
             describe=describe,
             wallet_id=entry.wallet_id,

@@ -440,53 +440,119 @@ def top_up_fail(*, top_up_id: uuid.UUID) -> TopUp:
 # --- Operator adjustments -----------------------------------------------------------------
 
 
-def wallet_adjust(*, wallet_id: uuid.UUID, amount: int, reason: str, operator_id: int) -> Adjustment:
+class AlreadyBooked(InvalidState):
+    """The operation's id (an operator form's one-time token) was booked before: a
+    second submission of the same form. Nothing was booked again; ``booked`` is the
+    first booking."""
+
+    code = "already_booked"
+    default_detail = "This was booked already; nothing was booked again."
+
+    def __init__(self, booked: Adjustment | Refund) -> None:
+        self.booked = booked
+        super().__init__()
+
+
+def _already_booked(model: type[Adjustment] | type[Refund], operation_id: uuid.UUID | None) -> None:
+    booked = model.objects.filter(pk=operation_id).first() if operation_id is not None else None
+    if booked is not None:
+        raise AlreadyBooked(booked)
+
+
+def wallet_adjust(
+    *,
+    wallet_id: uuid.UUID,
+    amount: int,
+    reason: str,
+    operator_id: int,
+    adjustment_id: uuid.UUID | None = None,
+) -> Adjustment:
     """An operator's credit (amount > 0) or debit (amount < 0), with a required reason.
-    A debit takes unreserved money only: it never eats into what the services hold."""
+    A debit takes unreserved money only: it never eats into what the services hold;
+    when held money is in the way, the refusal asks the contexts for their idle
+    allowance back (after the rollback, as a refused purchase does), so a retry can
+    succeed.
+
+    ``adjustment_id`` (an admin form's one-time token) makes it idempotent: the ledger
+    reference ``adjustment:<id>`` and the adjustment's key are unique, and a second
+    call with the same id raises AlreadyBooked and books nothing."""
     reason = (reason or "").strip()
     if not reason:
         raise AdjustmentRefused("An adjustment needs a reason.")
     if type(amount) is not int or amount == 0:
         raise AdjustmentRefused("An adjustment is a non-zero whole number of minor units.")
-    with transaction.atomic():
-        wallet = wallet_lock(wallet_id)
-        if amount < 0 and -amount > wallet.available:
-            raise AdjustmentRefused(
-                f"A debit of {wallet.money(-amount)} exceeds the available "
-                f"{wallet.money(wallet.available)} (balance {wallet.money(wallet.balance)}, "
-                f"reserved {wallet.money(wallet.reserved)})."
+    adjustment_id = adjustment_id or uuid.uuid4()
+    try:
+        with transaction.atomic():
+            wallet = wallet_lock(wallet_id)
+            # Under the wallet lock: a second submission racing the first waits for it.
+            _already_booked(Adjustment, adjustment_id)
+            if amount < 0 and -amount > wallet.available:
+                raise _debit_refusal(wallet, -amount)
+            entry = _book(
+                wallet,
+                kind=LedgerEntry.Kind.ADJUSTMENT,
+                amount=amount,
+                reference=f"adjustment:{adjustment_id}",
+                description=f"Adjustment: {reason}",
+                source_id=adjustment_id,
+                created_by_id=operator_id,
             )
-        adjustment_id = uuid.uuid4()
-        entry = _book(
-            wallet,
-            kind=LedgerEntry.Kind.ADJUSTMENT,
-            amount=amount,
-            reference=f"adjustment:{adjustment_id}",
-            description=f"Adjustment: {reason}",
-            source_id=adjustment_id,
-            created_by_id=operator_id,
+            _save_money(wallet)
+            if amount < 0:
+                _publish_release_request(wallet, requested_by="billing")
+            return Adjustment.objects.create(
+                id=adjustment_id,
+                wallet=wallet,
+                amount=amount,
+                reason=reason,
+                created_by_id=operator_id,
+                ledger_entry=entry,
+            )
+    except IntegrityError:
+        # The backstop: the same id booked on another wallet (whose lock we did not wait
+        # for) conflicts on the unique key; that is a second submission too.
+        _already_booked(Adjustment, adjustment_id)
+        raise
+
+
+def _debit_refusal(wallet: Wallet, amount: int) -> AdjustmentRefused:
+    """A debit the available balance does not cover. When money the services hold is
+    in the way (the balance would cover it), the refusal carries a release request to
+    publish once the refused debit has rolled back."""
+    release = amount <= wallet.balance and _others_hold_funds(wallet, "billing")
+    error = AdjustmentRefused(
+        f"A debit of {wallet.money(amount)} exceeds the available "
+        f"{wallet.money(wallet.available)} (balance {wallet.money(wallet.balance)}, "
+        f"reserved {wallet.money(wallet.reserved)})."
+        + (
+            " The services are being asked to release the funds they hold idle; "
+            "retry in a few seconds and the debit may succeed."
+            if release
+            else ""
         )
-        _save_money(wallet)
-        if amount < 0:
-            _publish_release_request(wallet, requested_by="billing")
-        return Adjustment.objects.create(
-            id=adjustment_id,
-            wallet=wallet,
-            amount=amount,
-            reason=reason,
-            created_by_id=operator_id,
-            ledger_entry=entry,
-        )
+    )
+    if release:
+        error.after_rollback.append(partial(release_request, wallet_id=wallet.id, requested_by="billing"))
+    return error
 
 
 # --- Refunds ------------------------------------------------------------------------------------
 
 
 def charge_refund(
-    *, charge_entry_id: uuid.UUID, reason: str, operator_id: int, amount: int | None = None
+    *,
+    charge_entry_id: uuid.UUID,
+    reason: str,
+    operator_id: int,
+    amount: int | None = None,
+    refund_id: uuid.UUID | None = None,
 ) -> Refund:
     """Give back a settled charge's money (all of it when ``amount`` is None): a refund
-    entry credits the wallet. At most once per charge and at most its amount."""
+    entry credits the wallet. At most once per charge and at most its amount.
+
+    ``refund_id`` (an admin form's one-time token) makes a second submission of the
+    same form raise AlreadyBooked rather than "refunded already"."""
     reason = (reason or "").strip()
     if not reason:
         raise RefundRefused("A refund needs a reason.")
@@ -497,6 +563,7 @@ def charge_refund(
         if wallet_id is None:
             raise NotFound("No such ledger entry.")
         wallet = wallet_lock(wallet_id)
+        _already_booked(Refund, refund_id)
         charge = LedgerEntry.objects.get(pk=charge_entry_id)
         if charge.kind != LedgerEntry.Kind.CHARGE:
             raise RefundRefused("Only a charge can be refunded.")
@@ -508,7 +575,7 @@ def charge_refund(
             raise RefundRefused(
                 f"A refund of {wallet.money(amount)} exceeds the charge of {wallet.money(charged)}."
             )
-        refund_id = uuid.uuid4()
+        refund_id = refund_id or uuid.uuid4()
         entry = _book(
             wallet,
             kind=LedgerEntry.Kind.REFUND,

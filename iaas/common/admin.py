@@ -4,11 +4,20 @@ admin pages by URL (contexts never import each other's admin), and the base admi
 the selling contexts' tables: their catalogs of plans, what customers bought (servers,
 subscriptions) and their spending tables (allowance, charges, releases).
 
+Every operator form and action that moves money or changes a service's state is
+idempotent: the page renders a one-time token, and a second submission of it (a double
+click, a browser retry, a replayed POST) is answered "already done" and does nothing.
+Forms that book something with an id of its own (an adjustment, a refund) use the token
+as that id; actions record each (token, row, action) they carried out, in the same
+transaction as their effect, in a table the composition root registers
+(``register_token_claim``).
+
 Knows no context: models are named by ``app_label`` strings, pages by URL name.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from urllib.parse import urlencode
 
@@ -16,7 +25,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -121,6 +130,71 @@ def table(headers: Iterable[str], rows: Iterable[Iterable], *, empty: str = "Non
     )
 
 
+# --- One-time tokens: every operator submission happens once ------------------------------------
+
+# The name of the hidden field that carries a form's one-time token.
+OPERATION_TOKEN = "operation_token"  # noqa: S105 (a field name, not a secret)
+STALE_FORM = "This form carries no valid one-time token: reload the page and submit it again."
+
+
+def operation_token_field() -> forms.UUIDField:
+    """A form's one-time token: a new random UUID each time the page is rendered, kept by
+    a re-rendered (invalid) form, so every submission of one rendering is one operation."""
+    return forms.UUIDField(
+        widget=forms.HiddenInput,
+        initial=uuid.uuid4,
+        label="",
+        error_messages={"required": STALE_FORM, "invalid": STALE_FORM},
+    )
+
+
+class OperationTokenActionForm(helpers.ActionForm):
+    """The changelist's action form, with the one-time token. Not required here (Django
+    would answer a missing one with "No action selected"): ``run_service`` refuses a
+    submission without a token and says why."""
+
+    operation_token = operation_token_field()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields[OPERATION_TOKEN].required = False
+
+
+def operation_token(request: HttpRequest) -> uuid.UUID | None:
+    """The one-time token a POST carries, or None when it has none (or not a UUID)."""
+    try:
+        return uuid.UUID(request.POST.get(OPERATION_TOKEN, ""))
+    except ValueError:
+        return None
+
+
+class AlreadyDone(Exception):
+    """This token was used for this row and action already: nothing was done again."""
+
+
+# claim(token, target, user_id) -> bool: record that ``token`` was used for ``target``
+# in the caller's transaction; False when it was already. The used tokens' table lives
+# in the composition root (iaas.operations), which registers it at start-up: this
+# module imports no app.
+_token_claim: Callable[[uuid.UUID, str, int | None], bool] | None = None
+
+
+def register_token_claim(claim: Callable[[uuid.UUID, str, int | None], bool]) -> None:
+    global _token_claim
+    _token_claim = claim
+
+
+def claim_operation_token(token: uuid.UUID, target: str, *, user_id: int | None = None) -> None:
+    """Use ``token`` for ``target`` (``"cloud.server:<pk>:suspend_servers"``) inside the
+    transaction that does the work, so it counts as used exactly when the work commits:
+    a submission racing the first waits for it, then finds the token used. Raises
+    AlreadyDone when it was used before."""
+    if _token_claim is None:
+        raise ImproperlyConfigured("No table of used operation tokens is registered (register_token_claim).")
+    if not _token_claim(token, target, user_id):
+        raise AlreadyDone(target)
+
+
 # --- Read-only tables and guarded actions -------------------------------------------------------
 
 
@@ -129,9 +203,11 @@ class OperatorAdmin(admin.ModelAdmin):
     user is not allowed (a hidden button is no protection) is a 403, not a silent
     "no action selected". Change pages can offer the actions as buttons
     (``object_actions``), and actions answer through ``run_service`` so that a domain
-    refusal becomes a message rather than a 500."""
+    refusal becomes a message rather than a 500, and a second submission of one page's
+    form (its one-time token) does nothing more."""
 
     change_form_template = "admin/iaas/change_form.html"
+    action_form = OperationTokenActionForm
     # (action name, button label) offered on an object's change page.
     object_actions: tuple[tuple[str, str], ...] = ()
 
@@ -157,6 +233,9 @@ class OperatorAdmin(admin.ModelAdmin):
                 current_app=self.admin_site.name,
             ),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            # One token for the page's buttons: each is claimed per row and action.
+            "operation_token_name": OPERATION_TOKEN,
+            "operation_token": uuid.uuid4(),
         }
 
     def object_links(self, request, object_id) -> list[tuple[str, str]]:
@@ -175,12 +254,26 @@ class OperatorAdmin(admin.ModelAdmin):
     ):
         """Call ``service(obj)`` for each selected row, each in its own transaction (the
         services open their own), and report what happened. Refusals (an already
-        suspended server) are listed, not raised."""
-        succeeded, refused = [], []
+        suspended server) are listed, not raised.
+
+        Once per submission: the form's one-time token is claimed for each row and
+        action in the row's transaction, so a second submission (a double click, a
+        browser retry) finds it used and reports "already done" for that row, changing
+        nothing. A submission without a token is refused whole."""
+        if self.submission_token(request) is None:
+            return self.back(request)
+        succeeded, already, refused = [], [], []
         for obj in queryset:
+
+            def once(obj=obj):
+                self.claim_submission(request, obj.pk)
+                return service(obj)
+
             try:
                 # Its own transaction, retried on a deadlock or lock timeout, then refused.
-                retry_transaction(service)(obj)
+                retry_transaction(once)()
+            except AlreadyDone:
+                already.append(str(obj))
             except DomainError as error:
                 refused.append(f"{obj}: {error.detail}")
             else:
@@ -188,9 +281,42 @@ class OperatorAdmin(admin.ModelAdmin):
                 self.log_change(request, obj, f"{done} (by {request.user.get_username()})")
         if succeeded:
             self.message_user(request, f"{done}: {', '.join(succeeded)}.", messages.SUCCESS)
+        if already:
+            self.message_user(
+                request,
+                f"Already done by this form's first submission, nothing done again: {', '.join(already)}.",
+                messages.WARNING,
+            )
         for refusal in refused:
             self.message_user(request, refusal, messages.ERROR)
         return self.back(request)
+
+    def submission_token(self, request: HttpRequest) -> uuid.UUID | None:
+        """The one-time token of this submission; None (and the operator told to reload
+        the page) when it carries none: such a submission is refused whole."""
+        token = operation_token(request)
+        if token is None:
+            self.message_user(request, STALE_FORM, messages.ERROR)
+        return token
+
+    def claim_submission(self, request: HttpRequest, pk) -> None:
+        """Use this submission's token for row ``pk`` and the posted action, in the
+        transaction that does the work; AlreadyDone when it was used for them before.
+        For actions that do not go through ``run_service``."""
+        claim_operation_token(
+            operation_token(request),
+            f"{self.opts.label_lower}:{pk}:{self.posted_action(request)}",
+            user_id=request.user.pk,
+        )
+
+    @staticmethod
+    def posted_action(request: HttpRequest) -> str:
+        """The action's name: from the action menu (one select per menu, the button's
+        ``index`` says which) or from a button or confirmation page (one field)."""
+        names = request.POST.getlist("action")
+        if len(names) > 1:
+            return names[int(request.POST.get("index", 0))]
+        return names[0] if names else ""
 
     def back(self, request: HttpRequest):
         """After an action started from an object's page, return to that page."""
@@ -201,10 +327,29 @@ class OperatorAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(target)
         return None
 
-    def confirm(self, request: HttpRequest, queryset: QuerySet, *, title: str, warning: str):
+    def confirm(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        *,
+        title: str,
+        warning: str,
+        reason_label: str | None = None,
+    ):
         """An intermediate page for an action that cannot be undone (Django's
-        delete-confirmation pattern). Returns None once the operator confirmed."""
-        if request.POST.get("confirmed") == "yes":
+        delete-confirmation pattern). Returns None once the operator confirmed.
+
+        With ``reason_label`` the page asks for a reason (required, at most 255
+        characters) and shows the page again with the error until one is given; the
+        action then reads it with ``confirmed_reason``. The page carries the form's
+        one-time token forward, so confirming twice does the work once."""
+        confirmed = request.POST.get("confirmed") == "yes"
+        form = None
+        if reason_label is not None:
+            form = ConfirmReasonForm(request.POST if confirmed else None, label=reason_label)
+        if confirmed and (form is None or form.is_valid()):
+            if form is not None:
+                setattr(request, CONFIRMED_REASON, form.cleaned_data["reason"])
             return None
         return TemplateResponse(
             request,
@@ -215,12 +360,35 @@ class OperatorAdmin(admin.ModelAdmin):
                 "warning": warning,
                 "objects": list(queryset),
                 "opts": self.opts,
-                "action": request.POST.get("action")
-                or request.POST.getlist("action")[int(request.POST.get("index", 0))],
+                "action": self.posted_action(request),
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                 "next": request.POST.get("_next", ""),
+                "reason_form": form,
+                "operation_token_name": OPERATION_TOKEN,
+                # The token of the page the action came from; a page without one gets
+                # a token here (each confirmation page is then one operation).
+                "operation_token": operation_token(request) or uuid.uuid4(),
             },
         )
+
+    @staticmethod
+    def confirmed_reason(request: HttpRequest) -> str:
+        """The reason the operator gave on the confirmation page (``confirm`` with a
+        ``reason_label``); empty when none was asked for."""
+        return getattr(request, CONFIRMED_REASON, "")
+
+
+# Where ``confirm`` leaves the reason it validated for the action to read.
+CONFIRMED_REASON = "_iaas_confirmed_reason"
+
+
+class ConfirmReasonForm(forms.Form):
+    reason = forms.CharField(max_length=255, widget=forms.TextInput(attrs={"size": 60, "autofocus": True}))
+
+    def __init__(self, *args, label: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["reason"].label = label
+        self.fields["reason"].error_messages["required"] = "Give a reason: it is recorded with the action."
 
 
 class ReadOnlyAdmin(OperatorAdmin):
@@ -246,20 +414,32 @@ class CatalogPlanForm(forms.ModelForm):
 
     currency = forms.ChoiceField(choices=[])
 
+    PRICE_HELP = (
+        "A change applies from the next charge (the next hour metered, the next month "
+        "renewed); what customers were charged before stays as it was."
+    )
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["currency"].choices = [(c, c) for c in settings.IAAS_SUPPORTED_CURRENCIES]
+        if "currency" in self.fields:  # read-only (absent) once the plan exists
+            self.fields["currency"].choices = [(c, c) for c in settings.IAAS_SUPPORTED_CURRENCIES]
+        for name, field in self.fields.items():
+            if name.startswith("price"):
+                field.help_text = f"{field.help_text} {self.PRICE_HELP}".strip()
 
 
 class CatalogAdmin(ChangeHistoryAdmin, OperatorAdmin):
-    """A selling context's catalog. A plan's id is fixed once the plan exists; plans are
+    """A selling context's catalog. A plan's id and currency are fixed once the plan
+    exists (servers and subscriptions of the plan are billed in its currency, from their
+    wallet in that currency: to sell in another currency, create a new plan); plans are
     retired (``is_active``), never deleted: what customers bought points at them. Its
     form is a ``CatalogPlanForm``. Every save that creates a plan or changes its fields
     (a price, ``is_active``) is recorded in the plan's history, with the operator and
     the changed fields only, in the admin's transaction."""
 
     def get_readonly_fields(self, request, obj=None):
-        return (*super().get_readonly_fields(request, obj), "id") if obj is not None else ()
+        fixed = ("id", "currency") if obj is not None else ()
+        return (*super().get_readonly_fields(request, obj), *fixed)
 
     def save_model(self, request, obj, form, change):
         fields = form.changed_data if change else list(form.fields)

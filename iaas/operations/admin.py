@@ -13,11 +13,12 @@ from functools import partial
 
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.db import transaction
 from django.urls import path
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from iaas.common.admin import ReadOnlyAdmin, wallet_link
+from iaas.common.admin import AlreadyDone, ReadOnlyAdmin, wallet_link
 from iaas.contracts import bus
 from iaas.contracts.models import OutboxMessage
 
@@ -135,13 +136,33 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     def wallet(self, obj):
         return wallet_link(obj.wallet_id, "wallet") if obj.wallet_id else "-"
 
+    def first_submission(self, request, pk) -> bool:
+        try:
+            self.claim_submission(request, pk)
+        except AlreadyDone:
+            return False
+        return True
+
     @admin.action(description="Retry delivery of the selected events now", permissions=["retry"])
     def retry_deliveries(self, request, queryset):
         ids = list(queryset.exclude(status=OutboxMessage.Status.DONE).values_list("pk", flat=True))
         if not ids:
             self.message_user(request, "Nothing to retry: the selected events were delivered.", messages.INFO)
             return self.back(request)
-        queued = bus.retry_failed(ids)
+        if self.submission_token(request) is None:
+            return self.back(request)
+        # Once per submission and row: a resubmitted page does not retry again rows it
+        # retried (they may have failed again since, for an operator to look at).
+        with transaction.atomic():
+            ids = [pk for pk in ids if self.first_submission(request, pk)]
+            queued = bus.retry_failed(ids) if ids else 0
+        if not ids:
+            self.message_user(
+                request,
+                "Already retried by this form's first submission; nothing retried again.",
+                messages.WARNING,
+            )
+            return self.back(request)
         report = bus.deliver_messages(ids)
         LogEntry.objects.log_actions(
             user_id=request.user.pk,

@@ -22,8 +22,13 @@ class OperationsConfig(AppConfig):
         # permissions exist by then.
         post_migrate.connect(sync_operator_groups, sender=self)
 
+        # The shared admin's one-time tokens are kept in this app's table.
+        from iaas.common.admin import register_token_claim
         from iaas.contracts import wallets
 
+        from .models import token_claim
         from .wallet_status import wallet_status_change
 
+        register_token_claim(token_claim)
+        # Every freeze and unfreeze goes through operations (allowances, then the wallet).
         wallets.bind(wallet_status_change)

@@ -267,6 +267,12 @@ SPECTACULAR_SETTINGS = {
 # `purge_idempotency_keys`).
 IAAS_IDEMPOTENCY_KEY_TTL = int(os.environ.get("IAAS_IDEMPOTENCY_KEY_TTL", str(24 * 3600)))
 
+# --- Operator console: one-time tokens ---------------------------------------------------
+# The admin records the one-time token of each operator action it carried out, so a
+# resubmitted page does nothing more; rows older than this many days are deleted by
+# `purge_operation_tokens` (a browser does not resubmit a page that old).
+IAAS_OPERATION_TOKEN_RETENTION_DAYS = int(os.environ.get("IAAS_OPERATION_TOKEN_RETENTION_DAYS", "30"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -5,14 +5,18 @@ has a row to show."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.test import Client
 
 from iaas.billing import services as billing_services
 from iaas.billing.models import LedgerEntry
 from iaas.cloud import services as cloud_services
+from iaas.common.admin import OPERATION_TOKEN
 from iaas.contracts import bus
 from iaas.contracts.events import ReleaseRequested
 from iaas.contracts.models import OutboxMessage
@@ -21,6 +25,22 @@ from iaas.operations.roles import FINANCE, SUPPORT, install_operator_groups
 from tests.factories import UserFactory, funded_wallet
 
 PASSWORD = "operator-test-password"
+
+
+class OperatorClient(Client):
+    """The test client as a browser posting a page it has just rendered: each POST
+    carries a fresh one-time token, unless the test names one (the tests of the tokens
+    resubmit one, or send none)."""
+
+    def post(self, path, data=None, *args, **kwargs):
+        if isinstance(data, dict) and OPERATION_TOKEN not in data:
+            data = {**data, OPERATION_TOKEN: str(uuid.uuid4())}
+        return super().post(path, data, *args, **kwargs)
+
+
+@pytest.fixture
+def client():
+    return OperatorClient()
 
 
 @pytest.fixture

@@ -75,6 +75,7 @@ def test_the_wallet_page_shows_the_new_entry(as_role, books):
 def test_a_debit_beyond_the_available_balance_is_refused_and_changes_nothing(as_role, books):
     wallet = books["wallet"]
     before = state(wallet)
+    events_before = set(OutboxMessage.objects.values_list("pk", flat=True))
     assert wallet.reserved > 0
     # The whole balance: more than is available, because the services hold a part.
     typed = f"{wallet.balance // 100}.{wallet.balance % 100:02d}"
@@ -87,7 +88,13 @@ def test_a_debit_beyond_the_available_balance_is_refused_and_changes_nothing(as_
         f"A debit of {wallet.money(wallet.balance)} exceeds the available {wallet.money(wallet.available)}"
         in page
     )
-    assert state(wallet) == before
+    assert "being asked to release the funds they hold idle; retry in a few seconds" in page
+    # No money moved; the only thing written is the request for the held funds back,
+    # published after the refused debit rolled back.
+    assert state(wallet)[:5] == before[:5]
+    assert set(OutboxMessage.objects.exclude(pk__in=events_before).values_list("event_type", flat=True)) == {
+        "ReleaseRequested"
+    }
     assert_i1_to_i3_hold()
 
 
