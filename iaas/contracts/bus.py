@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, models, transaction
 from django.db.models import BigIntegerField
 from django.db.models.fields.json import KT
@@ -36,23 +38,45 @@ BatchHandler = Callable[[list[Event]], None]
 _handlers: dict[str, dict[str, Handler]] = defaultdict(dict)  # event type -> name -> handler
 _handlers_by_name: dict[str, Handler] = {}
 _batch_handlers_by_name: dict[str, BatchHandler] = {}
+_subscriptions: dict[str, tuple[str, Handler]] = {}  # name -> (event type, handler)
+
+# A subscription's name: "<context>.<what it does>", lower case, dotted. It is stored in
+# every outbox row (OutboxMessage.handler, at most 200 characters).
+SUBSCRIPTION_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 
 
 class PublishOutsideTransaction(RuntimeError):
     """publish() was called in autocommit mode: the event could outlive a rolled-back change."""
 
 
-def handler_name(handler: Handler) -> str:
-    return f"{handler.__module__}.{handler.__qualname__}"
+class DuplicateSubscription(ImproperlyConfigured):
+    """Two subscriptions under one name: their outbox rows could not be told apart. Raised
+    from an ``AppConfig.ready()``, it stops the app from starting."""
 
 
-def subscribe(event_type: type[Event], handler: Handler, *, batch: BatchHandler | None = None) -> None:
-    """Register a handler (from a context's ``AppConfig.ready()``). Idempotent.
+def subscribe(
+    event_type: type[Event], handler: Handler, *, name: str, batch: BatchHandler | None = None
+) -> None:
+    """Register a handler under a stable ``name`` (from a context's ``AppConfig.ready()``).
+
+    Outbox rows store the name, not the function's import path: the function may move or
+    be renamed, and rows written before still reach it. Change a name only with a data
+    migration that renames the undelivered rows (contracts 0003 is the model). The same
+    subscription registered again is a no-op; another one under a taken name is refused.
 
     ``batch``, when given, handles several of the handler's pending events of one
     wallet at once; the delivery worker uses it to apply a busy wallet's backlog in one
     transaction. It must do exactly what calling ``handler`` on each would."""
-    name = handler_name(handler)
+    if len(name) > 200 or not SUBSCRIPTION_NAME.fullmatch(name):
+        raise ValueError(f"a subscription name is dotted lower case, like 'billing.settle_charge': {name!r}")
+    subscription = (event_type.type_name(), handler)
+    taken = _subscriptions.get(name)
+    if taken is not None and taken != subscription:
+        raise DuplicateSubscription(
+            f"subscription name {name!r} is taken by {taken[1]!r} for {taken[0]}; "
+            f"{handler!r} for {subscription[0]} needs a name of its own"
+        )
+    _subscriptions[name] = subscription
     _handlers[event_type.type_name()][name] = handler
     _handlers_by_name[name] = handler
     if batch is not None:

@@ -15,5 +15,5 @@ class HostingConfig(AppConfig):
         from .handlers import release_on_request
         from .spending import spender
 
-        bus.subscribe(ReleaseRequested, release_on_request)
+        bus.subscribe(ReleaseRequested, release_on_request, name="hosting.release_on_request")
         selling.register(SellingContextAdapter(spender))
