@@ -247,6 +247,37 @@ def retry_failed(message_ids: Iterable[int] | None = None) -> int:
     return rows.update(status=OutboxMessage.Status.PENDING, available_at=timezone.now())
 
 
+# --- Retention ----------------------------------------------------------------------------
+
+
+def _delivered_before(cutoff: dt.datetime):
+    return OutboxMessage.objects.filter(status=OutboxMessage.Status.DONE, delivered_at__lte=cutoff)
+
+
+def delivered_count(*, older_than: dt.timedelta) -> int:
+    """Delivered rows older than ``older_than``: what ``purge_delivered`` would delete."""
+    return _delivered_before(timezone.now() - older_than).count()
+
+
+def purge_delivered(*, older_than: dt.timedelta, batch_size: int | None = None) -> int:
+    """Delete rows delivered more than ``older_than`` ago, oldest first, ``batch_size`` per
+    statement, each in its own short transaction; returns how many. Pending and failed
+    rows are never deleted: they are events a handler has still to apply. Safe to run
+    in two processes at once (a row deleted by the other is simply not found)."""
+    batch_size = batch_size or settings.IAAS_OUTBOX_PURGE_BATCH
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    cutoff = timezone.now() - older_than
+    total = 0
+    while True:
+        with transaction.atomic():
+            oldest = _delivered_before(cutoff).order_by("delivered_at", "id").values("pk")[:batch_size]
+            deleted, _ = OutboxMessage.objects.filter(pk__in=models.Subquery(oldest)).delete()
+        total += deleted
+        if deleted < batch_size:
+            return total
+
+
 def pending_count() -> int:
     return OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).count()
 
