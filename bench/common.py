@@ -76,8 +76,25 @@ def recreate_database(name: str, *, template: str | None = None) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def ensure_database(name: str) -> bool:
+    """Create database ``name`` when it does not exist (a fresh machine); True when it
+    was created. Never drops or changes one that exists."""
+    if name in PROTECTED:
+        raise SystemExit(f"refusing to create database {name!r}: it is not a benchmark's")
+    with connect("postgres", autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            return False
+        try:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        except psycopg.errors.DuplicateDatabase:  # another benchmark created it meanwhile
+            return False
+    return True
+
+
 def migrate_template(*, app_dir: Path = ROOT) -> None:
-    """Bring the template database up to date with the app's migrations (a no-op when it is)."""
+    """Bring the template database up to date with the app's migrations (a no-op when it
+    is), creating it first on a machine that has none."""
+    ensure_database(TEMPLATE_DB)
     env = {**os.environ, "DATABASE_URL": db_url(TEMPLATE_DB), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     subprocess.run(

@@ -15,7 +15,7 @@ import time
 
 from .common import connect
 
-HANDLER = "iaas.billing.handlers.settle_charge"
+HANDLER = "billing.settle_charge"  # the subscription name (bus.subscribe)
 
 LOAD = [
     # The charges to be, one row each, numbered per wallet from the wallet's current state.

@@ -168,7 +168,7 @@ def load(cursor, wallets: int, per_wallet: int) -> None:
             f"""INSERT INTO contracts_outboxmessage (event_id, event_type, handler, payload, wallet_id,
                    status, attempts, last_error, created_at, available_at, delivered_at)
                SELECT md5('event' || i || '-' || s)::uuid, 'ChargeRecorded',
-                      'iaas.billing.handlers.settle_charge',
+                      'billing.settle_charge',
                       jsonb_build_object('charge_id', md5('charge' || i || '-' || s)::uuid,
                           'wallet_id', md5('wallet' || i)::uuid,
                           'context', CASE WHEN s %% 2 = 0 THEN 'cloud' ELSE 'hosting' END,

@@ -15,5 +15,5 @@ class BillingConfig(AppConfig):
         from .handlers import apply_release, settle_charge, settle_charges
 
         billing.bind(BillingContractImpl())
-        bus.subscribe(ChargeRecorded, settle_charge, batch=settle_charges)
-        bus.subscribe(AllowanceReleased, apply_release)
+        bus.subscribe(ChargeRecorded, settle_charge, name="billing.settle_charge", batch=settle_charges)
+        bus.subscribe(AllowanceReleased, apply_release, name="billing.apply_release")

@@ -91,13 +91,17 @@ SELECT wallet_id, sequence, expected_sequence, balance_after, expected_balance F
     SELECT wallet_id, sequence, balance_after,
            ROW_NUMBER() OVER w AS expected_sequence,
            COALESCE(LAG(balance_after) OVER w, 0) + amount AS expected_balance
-    FROM billing_ledgerentry WHERE wallet_id = ANY(%s)
+    FROM billing_ledgerentry WHERE wallet_id IN ({wallets})
     WINDOW w AS (PARTITION BY wallet_id ORDER BY sequence)
 ) chained
 WHERE sequence <> expected_sequence OR balance_after <> expected_balance
 ORDER BY wallet_id, sequence
 LIMIT 1000
 """
+# Portable SQL (the embedded SQLite has no ANY(array)): one placeholder per wallet, in
+# chunks well under both databases' limits on bound parameters.
+I9_WALLETS_PER_QUERY = 500
+I9_MAX_REPORTED = 1000
 
 # The append-only tables and their triggers (migrations 0002, 0004 and 0007).
 APPEND_ONLY_TABLES = (
@@ -122,6 +126,13 @@ WHERE c.kind <> 'charge' OR r.amount > -c.amount OR e.kind <> 'refund' OR e.amou
 I6_TRIGGERS = """
 SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
 WHERE t.tgname = c.relname || '_append_only' AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+"""
+
+# SQLite (the embedded default) has no per-statement switch to disable a trigger: one
+# that exists is in force. Each table has one RAISE(ABORT) trigger per refused operation
+# (iaas.common.append_only), named <table>_no_update and <table>_no_delete.
+I6_SQLITE_TRIGGERS = """
+SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'trigger'
 """
 
 # I7: with (series, sequence) unique and sequence >= 1, a series is gapless exactly when
@@ -225,10 +236,22 @@ def check_ledger() -> dict[str, list[Violation]]:
                 {"sequence": seq, "balance_after": bal},
                 "ledger chain broken",
             )
-            for w, seq, exp_seq, bal, exp_bal in _rows(I9_BROKEN_ENTRIES, [chain_broken])
+            for w, seq, exp_seq, bal, exp_bal in _broken_entries(chain_broken)
             if bal != exp_bal
         ]
     return found
+
+
+def _broken_entries(wallet_ids: list) -> list[tuple]:
+    """The entries that break the chain of these wallets (at most I9_MAX_REPORTED)."""
+    found: list[tuple] = []
+    for start in range(0, len(wallet_ids), I9_WALLETS_PER_QUERY):
+        chunk = wallet_ids[start : start + I9_WALLETS_PER_QUERY]
+        sql = I9_BROKEN_ENTRIES.format(wallets=", ".join(["%s"] * len(chunk)))
+        found += _rows(sql, chunk)
+        if len(found) >= I9_MAX_REPORTED:
+            break
+    return found[:I9_MAX_REPORTED]
 
 
 def check_i2() -> list[Violation]:
@@ -282,14 +305,34 @@ def check_refunds() -> list[Violation]:
 
 
 def check_i6() -> list[Violation]:
-    if connection.vendor != "postgresql":
-        return []
-    guarded = {table for (table,) in _rows(I6_TRIGGERS)}
-    return [
-        Violation("I6", None, "append-only trigger enabled", "missing or disabled", table)
-        for table in APPEND_ONLY_TABLES
-        if table not in guarded
-    ]
+    """Every append-only table has its triggers, enabled: on PostgreSQL one per table
+    (pg_trigger), on SQLite one per refused operation (sqlite_master)."""
+    if connection.vendor == "postgresql":
+        guarded = {table for (table,) in _rows(I6_TRIGGERS)}
+        return [
+            Violation("I6", None, "append-only trigger enabled", "missing or disabled", table)
+            for table in APPEND_ONLY_TABLES
+            if table not in guarded
+        ]
+    if connection.vendor == "sqlite":
+        present = {
+            (table, name)
+            for table, name, sql in _rows(I6_SQLITE_TRIGGERS)
+            if "RAISE(ABORT" in (sql or "").upper().replace(" ", "")
+        }
+        found = []
+        for table in APPEND_ONLY_TABLES:
+            missing = [
+                operation
+                for operation in ("UPDATE", "DELETE")
+                if (table, f"{table}_no_{operation.lower()}") not in present
+            ]
+            if missing:
+                expected = "triggers refusing UPDATE and DELETE"
+                found.append(Violation("I6", None, expected, f"missing for {' and '.join(missing)}", table))
+        return found
+    # Never a silent ok: a database this check cannot read is reported as unchecked.
+    return [Violation("I6", None, "append-only triggers checked", f"not checkable on {connection.vendor}")]
 
 
 def check_i7() -> list[Violation]:

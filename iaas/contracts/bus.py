@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, models, transaction
 from django.db.models import BigIntegerField
 from django.db.models.fields.json import KT
@@ -36,23 +38,45 @@ BatchHandler = Callable[[list[Event]], None]
 _handlers: dict[str, dict[str, Handler]] = defaultdict(dict)  # event type -> name -> handler
 _handlers_by_name: dict[str, Handler] = {}
 _batch_handlers_by_name: dict[str, BatchHandler] = {}
+_subscriptions: dict[str, tuple[str, Handler]] = {}  # name -> (event type, handler)
+
+# A subscription's name: "<context>.<what it does>", lower case, dotted. It is stored in
+# every outbox row (OutboxMessage.handler, at most 200 characters).
+SUBSCRIPTION_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 
 
 class PublishOutsideTransaction(RuntimeError):
     """publish() was called in autocommit mode: the event could outlive a rolled-back change."""
 
 
-def handler_name(handler: Handler) -> str:
-    return f"{handler.__module__}.{handler.__qualname__}"
+class DuplicateSubscription(ImproperlyConfigured):
+    """Two subscriptions under one name: their outbox rows could not be told apart. Raised
+    from an ``AppConfig.ready()``, it stops the app from starting."""
 
 
-def subscribe(event_type: type[Event], handler: Handler, *, batch: BatchHandler | None = None) -> None:
-    """Register a handler (from a context's ``AppConfig.ready()``). Idempotent.
+def subscribe(
+    event_type: type[Event], handler: Handler, *, name: str, batch: BatchHandler | None = None
+) -> None:
+    """Register a handler under a stable ``name`` (from a context's ``AppConfig.ready()``).
+
+    Outbox rows store the name, not the function's import path: the function may move or
+    be renamed, and rows written before still reach it. Change a name only with a data
+    migration that renames the undelivered rows (contracts 0003 is the model). The same
+    subscription registered again is a no-op; another one under a taken name is refused.
 
     ``batch``, when given, handles several of the handler's pending events of one
     wallet at once; the delivery worker uses it to apply a busy wallet's backlog in one
     transaction. It must do exactly what calling ``handler`` on each would."""
-    name = handler_name(handler)
+    if len(name) > 200 or not SUBSCRIPTION_NAME.fullmatch(name):
+        raise ValueError(f"a subscription name is dotted lower case, like 'billing.settle_charge': {name!r}")
+    subscription = (event_type.type_name(), handler)
+    taken = _subscriptions.get(name)
+    if taken is not None and taken != subscription:
+        raise DuplicateSubscription(
+            f"subscription name {name!r} is taken by {taken[1]!r} for {taken[0]}; "
+            f"{handler!r} for {subscription[0]} needs a name of its own"
+        )
+    _subscriptions[name] = subscription
     _handlers[event_type.type_name()][name] = handler
     _handlers_by_name[name] = handler
     if batch is not None:
@@ -221,6 +245,37 @@ def retry_failed(message_ids: Iterable[int] | None = None) -> int:
     if message_ids is not None:
         rows = rows.filter(pk__in=list(message_ids))
     return rows.update(status=OutboxMessage.Status.PENDING, available_at=timezone.now())
+
+
+# --- Retention ----------------------------------------------------------------------------
+
+
+def _delivered_before(cutoff: dt.datetime):
+    return OutboxMessage.objects.filter(status=OutboxMessage.Status.DONE, delivered_at__lte=cutoff)
+
+
+def delivered_count(*, older_than: dt.timedelta) -> int:
+    """Delivered rows older than ``older_than``: what ``purge_delivered`` would delete."""
+    return _delivered_before(timezone.now() - older_than).count()
+
+
+def purge_delivered(*, older_than: dt.timedelta, batch_size: int | None = None) -> int:
+    """Delete rows delivered more than ``older_than`` ago, oldest first, ``batch_size`` per
+    statement, each in its own short transaction; returns how many. Pending and failed
+    rows are never deleted: they are events a handler has still to apply. Safe to run
+    in two processes at once (a row deleted by the other is simply not found)."""
+    batch_size = batch_size or settings.IAAS_OUTBOX_PURGE_BATCH
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    cutoff = timezone.now() - older_than
+    total = 0
+    while True:
+        with transaction.atomic():
+            oldest = _delivered_before(cutoff).order_by("delivered_at", "id").values("pk")[:batch_size]
+            deleted, _ = OutboxMessage.objects.filter(pk__in=models.Subquery(oldest)).delete()
+        total += deleted
+        if deleted < batch_size:
+            return total
 
 
 def pending_count() -> int:

@@ -15,6 +15,6 @@ class HostingConfig(AppConfig):
         from .handlers import record_refund, release_on_request
         from .spending import spender
 
-        bus.subscribe(ReleaseRequested, release_on_request)
-        bus.subscribe(ChargeRefunded, record_refund)
+        bus.subscribe(ReleaseRequested, release_on_request, name="hosting.release_on_request")
+        bus.subscribe(ChargeRefunded, record_refund, name="hosting.record_refund")
         selling.register(SellingContextAdapter(spender))

@@ -166,6 +166,23 @@ IAAS_OUTBOX_MAX_ATTEMPTS = int(os.environ.get("IAAS_OUTBOX_MAX_ATTEMPTS", "10"))
 # Transactions that hit a deadlock or lock timeout are retried this many times in all.
 IAAS_TRANSACTION_ATTEMPTS = int(os.environ.get("IAAS_TRANSACTION_ATTEMPTS", "4"))
 
+
+# --- Outbox retention ------------------------------------------------------------------
+# Delivered outbox rows are kept this many days (what was delivered when, for a person
+# looking into a delivery), then deleted by `purge_outbox` (daily, from cron). Pending and
+# failed rows are never purged. Reconciliation and invoicing judge from Billing's
+# applied-once records, never from delivered rows, so any retention is safe for them.
+def outbox_retention_days() -> int:
+    days = int(os.environ.get("IAAS_OUTBOX_RETENTION_DAYS", "14"))
+    if days < 1:
+        raise ValueError(f"IAAS_OUTBOX_RETENTION_DAYS must be at least 1 day, not {days}")
+    return days
+
+
+IAAS_OUTBOX_RETENTION_DAYS = outbox_retention_days()
+# Rows deleted per statement (and per transaction): short locks, bounded WAL bursts.
+IAAS_OUTBOX_PURGE_BATCH = int(os.environ.get("IAAS_OUTBOX_PURGE_BATCH", "5000"))
+
 # --- Operations (the management commands) ----------------------------------------------
 # A server suspended for want of money (and for nothing else) this long is terminated
 # by bill_usage; a hosting subscription, cancelled by renew_subscriptions.

@@ -118,7 +118,7 @@ def books(catalog, alice, superuser, settings, deliver):
     with transaction.atomic():
         bus.publish(ReleaseRequested(wallet_id=wallet.id, requested_by="billing"))
     # Cloud's answer fails: Cloud keeps its allowance until an operator retries.
-    failed = OutboxMessage.objects.get(status=OutboxMessage.Status.PENDING, handler__startswith="iaas.cloud.")
+    failed = OutboxMessage.objects.get(status=OutboxMessage.Status.PENDING, handler__startswith="cloud.")
     OutboxMessage.objects.filter(pk=failed.pk).update(
         status=OutboxMessage.Status.FAILED,
         attempts=10,

@@ -23,7 +23,7 @@ from iaas.hosting import services as hosting
 from iaas.hosting.models import Charge as HostingCharge
 from tests.factories import funded_wallet
 
-SETTLE = bus.handler_name(settle_charge)
+SETTLE = "billing.settle_charge"  # its subscription name
 LATER = dt.timedelta(minutes=10)  # past any retry delay (2 s, 4 s, ... capped at 5 minutes)
 
 

@@ -33,7 +33,7 @@ from tests.factories import UserFactory
 
 SERVER_PLANS = ["s-1vcpu-1gb", "s-2vcpu-4gb", "s-8vcpu-16gb", "c-16vcpu-32gb"]
 HOSTING_PLANS = ["web-starter", "web-business"]
-SETTLE_HANDLER = "iaas.billing.handlers.settle_charge"
+SETTLE_HANDLER = "billing.settle_charge"
 
 
 class BillingMachine(RuleBasedStateMachine):

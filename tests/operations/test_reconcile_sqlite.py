@@ -1,0 +1,134 @@
+"""reconcile on the embedded SQLite database (the default without DATABASE_URL): a broken
+ledger chain (I9) and a missing append-only trigger (I6) are reported, not a crash and
+not a silent ok.
+
+The suite runs on PostgreSQL (its settings refuse SQLite), so each test runs the app as
+an operator would, in subprocesses against a SQLite file of its own: ``migrate`` once
+per module (the file is copied per test), a seed, drift planted with raw SQL, then
+``reconcile --json``, judged by its output and exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iaas.common.cli import EXIT_OK, EXIT_PROBLEMS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# One customer with two top-ups (a ledger chain of two entries), everything delivered.
+SEED = """
+from django.contrib.auth import get_user_model
+from iaas.billing import services
+user = get_user_model().objects.create_user("sqlite-customer")
+wallet = services.wallet_create(owner_id=user.id, currency="EUR")
+services.top_up_create(wallet_id=wallet.id, owner_id=user.id, amount=1000)
+services.top_up_create(wallet_id=wallet.id, owner_id=user.id, amount=500)
+"""
+
+# A third entry whose balance_after is one more than the chain says (the balance and the
+# wallet's counter follow it, so only I9's chain is wrong). INSERT is what the append-only
+# triggers allow.
+PLANT_CHAIN_BREAK = """
+import uuid
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute(
+        "INSERT INTO billing_ledgerentry (id, wallet_id, sequence, kind, amount, balance_after, "
+        "transaction_date, posted_at, description, reference, context, source_id, created_by_id) "
+        "SELECT %s, wallet_id, sequence + 1, 'adjustment', 100, balance_after + 101, transaction_date, "
+        "posted_at, 'planted', 'planted', '', NULL, NULL FROM billing_ledgerentry "
+        "ORDER BY sequence DESC LIMIT 1",
+        [uuid.uuid4().hex],
+    )
+    cursor.execute("UPDATE billing_wallet SET balance = balance + 100, ledger_sequence = ledger_sequence + 1")
+"""
+
+
+SETTINGS = "iaas.settings.development"  # manage.py's default: what an operator runs
+
+
+def manage(database: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "IAAS_SQLITE_PATH": str(database),
+        "DJANGO_SETTINGS_MODULE": SETTINGS,
+    }
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def must(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory) -> Path:
+    database = tmp_path_factory.mktemp("sqlite") / "migrated.sqlite3"
+    must(manage(database, "migrate", "--no-input", "-v0"))
+    must(manage(database, "shell", "-c", SEED))
+    return database
+
+
+@pytest.fixture
+def database(migrated, tmp_path) -> Path:
+    copy = tmp_path / "db.sqlite3"
+    shutil.copyfile(migrated, copy)  # WAL checkpointed: every command above has exited
+    return copy
+
+
+def reconcile(database: Path) -> tuple[int, dict]:
+    result = manage(database, "reconcile", "--json")
+    # A crash exits 1 too: only a JSON report on stdout counts as an answer.
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.startswith("{"), result.stderr
+    assert result.returncode in (EXIT_OK, EXIT_PROBLEMS), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def failing(report: dict) -> dict[str, list[dict]]:
+    return {name: check["violations"] for name, check in report["invariants"].items() if not check["ok"]}
+
+
+def test_a_consistent_sqlite_database_is_clean(database):
+    code, report = reconcile(database)
+    assert (code, failing(report)) == (EXIT_OK, {})
+    assert report["ok"]
+
+
+def test_a_broken_ledger_chain_is_reported_on_sqlite(database):
+    must(manage(database, "shell", "-c", PLANT_CHAIN_BREAK))
+    code, report = reconcile(database)
+    assert code == EXIT_PROBLEMS
+    assert list(failing(report)) == ["I9"]
+    (violation,) = failing(report)["I9"]
+    assert violation["detail"] == "ledger chain broken"
+    assert violation["expected"] == {"sequence": 3, "balance_after": 1600}
+    assert violation["found"] == {"sequence": 3, "balance_after": 1601}
+
+
+@pytest.mark.parametrize("trigger", ["billing_ledgerentry_no_update", "billing_refund_no_delete"])
+def test_a_dropped_append_only_trigger_is_reported_on_sqlite(database, trigger):
+    must(
+        manage(
+            database,
+            "shell",
+            "-c",
+            f"from django.db import connection; connection.cursor().execute('DROP TRIGGER {trigger}')",
+        )
+    )
+    code, report = reconcile(database)
+    assert code == EXIT_PROBLEMS
+    assert list(failing(report)) == ["I6"]
+    (violation,) = failing(report)["I6"]
+    assert violation["detail"] == trigger.rsplit("_no_", 1)[0]
