@@ -132,6 +132,7 @@ def books(catalog, alice, superuser, settings, deliver):
     refund = billing_services.charge_refund(
         charge_entry_id=server_charge.pk, reason="Server never booted", operator_id=superuser.id
     )
+    deliver()  # the contexts note the refund on their charge (ChargeRefunded)
     wallet.refresh_from_db()
     return {
         "wallet": wallet,

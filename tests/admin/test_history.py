@@ -67,7 +67,7 @@ def test_retiring_a_plan_and_creating_one_are_recorded(as_role, books, superuser
     [retired] = records("cloud.serverplan", PLAN)
     assert (retired.before, retired.after) == ({"is_active": True}, {"is_active": False})
 
-    new = {**plan_form(client, PLAN), "id": "s-64vcpu", "name": "Huge", "is_active": "on"}
+    new = {**plan_form(client, PLAN), "id": "s-64vcpu", "name": "Huge", "is_active": "on", "currency": "EUR"}
     response = client.post(reverse("admin:cloud_serverplan_add"), new)
     assert response.status_code == 302, response.context["adminform"].form.errors
     [created] = records("cloud.serverplan", "s-64vcpu")

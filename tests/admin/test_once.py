@@ -29,7 +29,14 @@ def tokens_in(page: str) -> list[str]:
 
 
 def act(client, model: str, action: str, pk, token, **extra):
-    data = {"action": action, "_selected_action": [pk], "operation_token": str(token), **extra}
+    """Post an action; a confirmed one carries a reason (an operator's suspension asks)."""
+    data = {
+        "action": action,
+        "_selected_action": [pk],
+        "operation_token": str(token),
+        "reason": "test",
+        **extra,
+    }
     return client.post(reverse(f"admin:{model}_changelist"), data, follow=True)
 
 
@@ -224,13 +231,13 @@ def test_a_replayed_action_after_it_was_undone_does_nothing(as_role, books, page
     model = MODELS[row]
     client = as_role("superuser")
     for step in setup:
-        act(client, page, step, obj.pk, uuid.uuid4())
+        act(client, page, step, obj.pk, uuid.uuid4(), confirmed="yes")
     token = uuid.uuid4()
-    act(client, page, action, obj.pk, token)
-    act(client, page, undo, obj.pk, uuid.uuid4())
+    act(client, page, action, obj.pk, token, confirmed="yes")
+    act(client, page, undo, obj.pk, uuid.uuid4(), confirmed="yes")
     undone = snapshot(model, obj.pk)
 
-    replay = act(client, page, action, obj.pk, token).content.decode()
+    replay = act(client, page, action, obj.pk, token, confirmed="yes").content.decode()
 
     assert ALREADY_DONE in replay
     assert snapshot(model, obj.pk) == undone
@@ -249,7 +256,7 @@ def test_a_confirmed_top_up_replayed_credits_once(as_role, books):
 def test_an_action_without_a_token_changes_nothing(as_role, books):
     server = books["server"]
     before = snapshot(Server, server.pk)
-    response = act(as_role("superuser"), "cloud_server", "suspend_servers", server.pk, "")
+    response = act(as_role("superuser"), "cloud_server", "suspend_servers", server.pk, "", confirmed="yes")
     assert STALE_FORM.replace("'", "&#x27;") in response.content.decode()
     assert snapshot(Server, server.pk) == before
 

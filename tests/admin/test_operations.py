@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from iaas.cloud.models import Server
+from iaas.cloud.models import Allowance, Server
 from iaas.hosting.models import Subscription
 
 
@@ -24,18 +27,27 @@ def test_suspend_resume_and_terminate_a_server(as_role, books, events):
     server = books["server"]
     client = as_role("superuser")
 
-    response = act(client, "cloud_server", "suspend_servers", server.pk)
+    asked = act(client, "cloud_server", "suspend_servers", server.pk)
+    assert "Reason (kept with the suspension)" in asked.content.decode()  # asked first
+    empty = act(client, "cloud_server", "suspend_servers", server.pk, confirmed="yes", reason=" ")
+    assert "Give a reason" in empty.content.decode()
+    assert Server.objects.get(pk=server.pk).status == "active"
+
+    response = act(client, "cloud_server", "suspend_servers", server.pk, confirmed="yes", reason="abuse #7")
     assert "Suspended: web-1" in response.content.decode()
     server.refresh_from_db()
-    assert server.status == "suspended"
+    assert (server.status, server.suspension_causes) == ("suspended", ["operator"])
+    assert server.operator_reason == "abuse #7 (operator:root)"
     assert events("ServerSuspended") == 1
+    page = client.get(reverse("admin:cloud_server_change", args=[server.pk])).content.decode()
+    assert "Operator: abuse #7 (operator:root)" in page
 
-    act(client, "cloud_server", "suspend_servers", server.pk)  # refused, reported, harmless
+    act(client, "cloud_server", "suspend_servers", server.pk, confirmed="yes", reason="again")  # refused
     assert events("ServerSuspended") == 1
 
     act(client, "cloud_server", "resume_servers", server.pk)
     server.refresh_from_db()
-    assert server.status == "active"
+    assert (server.status, server.suspension_causes) == ("active", [])
     assert events("ServerResumed") == 1
 
     confirm = act(client, "cloud_server", "terminate_servers", server.pk)
@@ -46,6 +58,33 @@ def test_suspend_resume_and_terminate_a_server(as_role, books, events):
     server.refresh_from_db()
     assert server.status == "terminated"
     assert events("ServerTerminated") == 1
+
+
+def test_lifting_the_hold_of_an_unpaid_server_leaves_it_to_the_batch(as_role, books):
+    server = books["server"]
+    stopped = timezone.now()
+    Server.objects.filter(pk=server.pk).update(status="suspended", suspended_at=stopped, unpaid_since=stopped)
+    client = as_role("superuser")
+    act(client, "cloud_server", "suspend_servers", server.pk, confirmed="yes", reason="legal hold")
+    act(client, "cloud_server", "lift_operator_hold", server.pk)
+    server.refresh_from_db()
+    assert (server.status, server.suspension_causes) == ("suspended", ["unpaid"])
+    listing = client.get(reverse("admin:cloud_server_changelist") + "?cause=unpaid").content.decode()
+    assert "web-1" in listing
+
+
+def test_a_resume_the_wallet_cannot_pay_is_reported_and_changes_nothing(as_role, books):
+    server = books["server"]
+    stopped = timezone.now() - dt.timedelta(hours=3)
+    Server.objects.filter(pk=server.pk).update(
+        status="suspended", suspended_at=stopped, unpaid_since=stopped, paid_until=stopped
+    )
+    wallet = books["wallet"]
+    Allowance.objects.filter(pk=wallet.pk).update(blocked=True)  # as a freeze would
+    response = act(as_role("superuser"), "cloud_server", "resume_servers", server.pk)
+    assert "frozen or closed" in response.content.decode()
+    server.refresh_from_db()
+    assert (server.status, server.suspension_causes) == ("suspended", ["unpaid"])
 
 
 def test_a_refused_operation_is_reported(as_role, books):
@@ -62,7 +101,15 @@ def test_suspend_resume_and_cancel_a_subscription_from_its_page(as_role, books, 
     page = client.get(page_url).content.decode()
     assert 'value="suspend_subscriptions"' in page
 
-    response = act(client, "hosting_subscription", "suspend_subscriptions", subscription.pk, _next=page_url)
+    response = act(
+        client,
+        "hosting_subscription",
+        "suspend_subscriptions",
+        subscription.pk,
+        _next=page_url,
+        confirmed="yes",
+        reason="customer asked",
+    )
     assert response.redirect_chain[-1][0] == page_url
     assert Subscription.objects.get(pk=subscription.pk).status == "suspended"
     act(client, "hosting_subscription", "resume_subscriptions", subscription.pk)
