@@ -134,7 +134,9 @@ class ServerAdmin(SuspendableAdminMixin, SoldServiceAdmin):
         return self.run_service(
             request,
             queryset,
-            lambda server: services.server_suspend(server_id=server.pk, reason=reason),
+            lambda server: services.server_suspend(
+                server_id=server.pk, reason=reason, actor_id=request.user.pk
+            ),
             done="Suspended",
         )
 
@@ -143,7 +145,7 @@ class ServerAdmin(SuspendableAdminMixin, SoldServiceAdmin):
         return self.run_service(
             request,
             queryset,
-            lambda server: services.server_lift_operator_hold(server_id=server.pk),
+            lambda server: services.server_lift_operator_hold(server_id=server.pk, actor_id=request.user.pk),
             done="Operator hold lifted",
         )
 
@@ -153,7 +155,10 @@ class ServerAdmin(SuspendableAdminMixin, SoldServiceAdmin):
     )
     def resume_servers(self, request, queryset):
         return self.run_service(
-            request, queryset, lambda server: services.server_resume(server_id=server.pk), done="Resumed"
+            request,
+            queryset,
+            lambda server: services.server_resume(server_id=server.pk, actor_id=request.user.pk),
+            done="Resumed",
         )
 
     @admin.action(description="Terminate the selected servers", permissions=["operate"])

@@ -28,6 +28,7 @@ from .models import Charge, Server, ServerPlan
 from .spending import spender
 
 HOUR = dt.timedelta(hours=1)
+BATCH = "bill_usage"  # how the metering run signs what it changes
 
 
 def server_lock(server_id: uuid.UUID, *, owner_id: int | None = None) -> Server:
@@ -96,7 +97,7 @@ def _mark_terminated(server: Server, *, at: dt.datetime, reason: str) -> None:
 
 
 @retry_transaction
-def server_suspend(*, server_id: uuid.UUID, reason: str) -> Server:
+def server_suspend(*, server_id: uuid.UUID, reason: str, actor_id: int | None = None) -> Server:
     """An operator suspends a server (cause ``operator``, with a reason). A server already
     suspended for another cause gains this one; it runs again only when every cause is
     lifted, and nothing terminates it while an operator holds it."""
@@ -108,7 +109,9 @@ def server_suspend(*, server_id: uuid.UUID, reason: str) -> Server:
         raise InvalidState("A terminated server cannot be suspended.")
     if server.has_cause(SuspensionCause.OPERATOR):
         raise InvalidState("This server is already suspended by an operator.")
+    before = lifecycle.snapshot(server)
     _suspend_for(server, SuspensionCause.OPERATOR, at=timezone.now(), reason=reason)
+    lifecycle.record(server, before, action="suspend", actor_id=actor_id, reason=reason)
     return server
 
 
@@ -138,7 +141,9 @@ def _save_causes(server: Server, *, stopped_at: dt.datetime) -> None:
 
 
 @retry_transaction
-def server_resume(*, server_id: uuid.UUID, now: dt.datetime | None = None) -> Server:
+def server_resume(
+    *, server_id: uuid.UUID, now: dt.datetime | None = None, actor_id: int | None = None
+) -> Server:
     """An operator resumes a server: every cause is lifted and what the server owes is
     charged, exactly as the batch run's resumption does (the hours it ran unpaid before
     it stopped, then the hour starting now unless a paid hour is still running). When
@@ -146,12 +151,16 @@ def server_resume(*, server_id: uuid.UUID, now: dt.datetime | None = None) -> Se
     server = server_lock(server_id)
     if server.status != Server.Status.SUSPENDED:
         raise InvalidState(f"Only a suspended server can be resumed (this one is {server.status}).")
+    before = lifecycle.snapshot(server)
     _resume_paying(server, now=now or timezone.now())
+    lifecycle.record(server, before, action="resume", actor_id=actor_id)
     return server
 
 
 @retry_transaction
-def server_lift_operator_hold(*, server_id: uuid.UUID, now: dt.datetime | None = None) -> Server:
+def server_lift_operator_hold(
+    *, server_id: uuid.UUID, now: dt.datetime | None = None, actor_id: int | None = None
+) -> Server:
     """An operator lifts their own hold. When no other cause holds the server resumes,
     charged as ``server_resume`` (a refusal changes nothing); when it is also unpaid or
     its wallet is blocked, it stays suspended for those and the batch runs take over
@@ -159,11 +168,13 @@ def server_lift_operator_hold(*, server_id: uuid.UUID, now: dt.datetime | None =
     server = server_lock(server_id)
     if not server.has_cause(SuspensionCause.OPERATOR):
         raise InvalidState("This server is not suspended by an operator.")
+    before = lifecycle.snapshot(server)
     server.lift_cause(SuspensionCause.OPERATOR)
     if server.suspension_causes:
         server.save(update_fields=Server.CAUSE_UPDATE_FIELDS)
     else:
         _resume_paying(server, now=now or timezone.now())
+    lifecycle.record(server, before, action="lift_operator_hold", actor_id=actor_id)
     return server
 
 
@@ -329,8 +340,10 @@ def _server_suspend_refused(
     server = server_lock(server_id)
     if server.status != Server.Status.ACTIVE or server.paid_until >= now:
         return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
+    before = lifecycle.snapshot(server)
     lifecycle.record_refusal(server, refusal, at=now)
     _save_causes(server, stopped_at=now)
+    lifecycle.record(server, before, action="suspend", actor_label=BATCH, reason=refusal.code)
     return MeteringOutcome(server.id, server.wallet_id, "suspended")
 
 
@@ -347,7 +360,9 @@ def _server_resume_paid(*, server_id: uuid.UUID, now: dt.datetime) -> MeteringOu
         return MeteringOutcome(server_id, uuid.UUID(int=0), "busy")
     if not _batch_may_resume(server):
         return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
+    before = lifecycle.snapshot(server)
     hours, amount = _resume_paying(server, now=now)
+    lifecycle.record(server, before, action="resume", actor_label=BATCH)
     return MeteringOutcome(server.id, server.wallet_id, "resumed", hours, amount, server.plan.currency)
 
 
@@ -360,12 +375,14 @@ def _server_stays_suspended(
     server = server_lock(server_id)
     if not _batch_may_resume(server):
         return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
+    before = lifecycle.snapshot(server)
     lifecycle.record_refusal(server, refusal, at=now)
-    if lifecycle.is_overdue(server, now=now, grace=grace):
-        server.save(update_fields=Server.CAUSE_UPDATE_FIELDS)
-        _mark_terminated(server, at=now, reason="unpaid")
-        return MeteringOutcome(server.id, server.wallet_id, "terminated")
     server.save(update_fields=Server.CAUSE_UPDATE_FIELDS)
+    if lifecycle.is_overdue(server, now=now, grace=grace):
+        _mark_terminated(server, at=now, reason="unpaid")
+        lifecycle.record(server, before, action="terminate", actor_label=BATCH, reason="unpaid")
+        return MeteringOutcome(server.id, server.wallet_id, "terminated")
+    lifecycle.record(server, before, action="change_causes", actor_label=BATCH, reason=refusal.code)
     return MeteringOutcome(server.id, server.wallet_id, "still_suspended")
 
 

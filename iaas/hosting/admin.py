@@ -114,7 +114,9 @@ class SubscriptionAdmin(SuspendableAdminMixin, SoldServiceAdmin):
         return self.run_service(
             request,
             queryset,
-            lambda sub: services.subscription_suspend(subscription_id=sub.pk, reason=reason),
+            lambda sub: services.subscription_suspend(
+                subscription_id=sub.pk, reason=reason, actor_id=request.user.pk
+            ),
             done="Suspended",
         )
 
@@ -123,7 +125,9 @@ class SubscriptionAdmin(SuspendableAdminMixin, SoldServiceAdmin):
         return self.run_service(
             request,
             queryset,
-            lambda sub: services.subscription_lift_operator_hold(subscription_id=sub.pk),
+            lambda sub: services.subscription_lift_operator_hold(
+                subscription_id=sub.pk, actor_id=request.user.pk
+            ),
             done="Operator hold lifted",
         )
 
@@ -135,7 +139,7 @@ class SubscriptionAdmin(SuspendableAdminMixin, SoldServiceAdmin):
         return self.run_service(
             request,
             queryset,
-            lambda sub: services.subscription_resume(subscription_id=sub.pk),
+            lambda sub: services.subscription_resume(subscription_id=sub.pk, actor_id=request.user.pk),
             done="Resumed",
         )
 

@@ -27,6 +27,7 @@ from .models import HostingPlan, Subscription
 from .spending import spender
 
 MONTH = relativedelta(months=1)
+BATCH = "renew_subscriptions"  # how the renewal run signs what it changes
 
 
 def month_after(anchor: dt.datetime, start: dt.datetime) -> dt.datetime:
@@ -114,7 +115,9 @@ def _mark_cancelled(subscription: Subscription, *, at: dt.datetime, reason: str)
 
 
 @retry_transaction
-def subscription_suspend(*, subscription_id: uuid.UUID, reason: str) -> Subscription:
+def subscription_suspend(
+    *, subscription_id: uuid.UUID, reason: str, actor_id: int | None = None
+) -> Subscription:
     """An operator suspends a subscription (cause ``operator``, with a reason). One
     already suspended for another cause gains this one; it runs again only when every
     cause is lifted, and nothing cancels it while an operator holds it."""
@@ -126,7 +129,9 @@ def subscription_suspend(*, subscription_id: uuid.UUID, reason: str) -> Subscrip
         raise InvalidState("A cancelled subscription cannot be suspended.")
     if subscription.has_cause(SuspensionCause.OPERATOR):
         raise InvalidState("This subscription is already suspended by an operator.")
+    before = lifecycle.snapshot(subscription)
     _suspend_for(subscription, SuspensionCause.OPERATOR, at=timezone.now(), reason=reason)
+    lifecycle.record(subscription, before, action="suspend", actor_id=actor_id, reason=reason)
     return subscription
 
 
@@ -157,7 +162,9 @@ def _save_causes(subscription: Subscription, *, stopped_at: dt.datetime) -> None
 
 
 @retry_transaction
-def subscription_resume(*, subscription_id: uuid.UUID, now: dt.datetime | None = None) -> Subscription:
+def subscription_resume(
+    *, subscription_id: uuid.UUID, now: dt.datetime | None = None, actor_id: int | None = None
+) -> Subscription:
     """An operator resumes a subscription: every cause is lifted, charged as the batch
     run's resumption is (a paid period still running is kept and nothing is charged;
     after it ended, a new month from now, charged now). When the wallet refuses,
@@ -167,13 +174,15 @@ def subscription_resume(*, subscription_id: uuid.UUID, now: dt.datetime | None =
         raise InvalidState(
             f"Only a suspended subscription can be resumed (this one is {subscription.status})."
         )
+    before = lifecycle.snapshot(subscription)
     _resume_paying(subscription, now=now or timezone.now())
+    lifecycle.record(subscription, before, action="resume", actor_id=actor_id)
     return subscription
 
 
 @retry_transaction
 def subscription_lift_operator_hold(
-    *, subscription_id: uuid.UUID, now: dt.datetime | None = None
+    *, subscription_id: uuid.UUID, now: dt.datetime | None = None, actor_id: int | None = None
 ) -> Subscription:
     """An operator lifts their own hold. When no other cause holds it resumes, charged
     as ``subscription_resume`` (a refusal changes nothing); when it is also unpaid or
@@ -181,11 +190,13 @@ def subscription_lift_operator_hold(
     subscription = subscription_lock(subscription_id)
     if not subscription.has_cause(SuspensionCause.OPERATOR):
         raise InvalidState("This subscription is not suspended by an operator.")
+    before = lifecycle.snapshot(subscription)
     subscription.lift_cause(SuspensionCause.OPERATOR)
     if subscription.suspension_causes:
         subscription.save(update_fields=Subscription.CAUSE_UPDATE_FIELDS)
     else:
         _resume_paying(subscription, now=now or timezone.now())
+    lifecycle.record(subscription, before, action="lift_operator_hold", actor_id=actor_id)
     return subscription
 
 
@@ -302,8 +313,10 @@ def _subscription_suspend_refused(
     subscription = subscription_lock(subscription_id)
     if subscription.status != Subscription.Status.ACTIVE or subscription.current_period_end > now:
         return False
+    before = lifecycle.snapshot(subscription)
     lifecycle.record_refusal(subscription, refusal, at=now)
     _save_causes(subscription, stopped_at=now)
+    lifecycle.record(subscription, before, action="suspend", actor_label=BATCH, reason=refusal.code)
     return True
 
 
@@ -322,7 +335,9 @@ def _subscription_resume_paid(*, subscription_id: uuid.UUID, now: dt.datetime) -
         return RenewalOutcome(subscription_id, None, "busy")
     if not _batch_may_resume(subscription):
         return RenewalOutcome(subscription.id, subscription.wallet_id, "up_to_date")
+    before = lifecycle.snapshot(subscription)
     amount = _resume_paying(subscription, now=now)
+    lifecycle.record(subscription, before, action="resume", actor_label=BATCH)
     return RenewalOutcome(
         subscription.id,
         subscription.wallet_id,
@@ -342,11 +357,14 @@ def _subscription_stays_suspended(
     subscription = subscription_lock(subscription_id)
     if not _batch_may_resume(subscription):
         return RenewalOutcome(subscription.id, subscription.wallet_id, "up_to_date")
+    before = lifecycle.snapshot(subscription)
     lifecycle.record_refusal(subscription, refusal, at=now)
     subscription.save(update_fields=Subscription.CAUSE_UPDATE_FIELDS)
     if lifecycle.is_overdue(subscription, now=now, grace=hosting_grace()):
         _mark_cancelled(subscription, at=now, reason="unpaid")
+        lifecycle.record(subscription, before, action="cancel", actor_label=BATCH, reason="unpaid")
         return RenewalOutcome(subscription.id, subscription.wallet_id, "cancelled")
+    lifecycle.record(subscription, before, action="change_causes", actor_label=BATCH, reason=refusal.code)
     return RenewalOutcome(subscription.id, subscription.wallet_id, "still_suspended")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from iaas.audit.services import changed_fields, object_type, record_change
 from iaas.contracts.errors import DomainError, InsufficientFunds, WalletNotActive
 
 from .models import AbstractSuspendable, SuspensionCause
@@ -44,3 +45,38 @@ def terminates_at(service: AbstractSuspendable, *, grace: dt.timedelta) -> dt.da
 def is_overdue(service: AbstractSuspendable, *, now: dt.datetime, grace: dt.timedelta) -> bool:
     deadline = terminates_at(service, grace=grace)
     return deadline is not None and deadline <= now
+
+
+def snapshot(service: AbstractSuspendable) -> dict:
+    """What the history of a service's suspensions keeps, before and after a change."""
+    return {
+        "status": service.status,
+        "suspension_causes": service.suspension_causes,
+        "operator_reason": service.operator_reason,
+    }
+
+
+def record(
+    service: AbstractSuspendable,
+    before: dict,
+    *,
+    action: str,
+    actor_id: int | None = None,
+    actor_label: str = "",
+    reason: str = "",
+) -> None:
+    """Keep a change of a service's status or causes in its history (iaas.audit), in
+    the caller's transaction; nothing when nothing changed."""
+    old, new = changed_fields(before, snapshot(service))
+    if not new:
+        return
+    record_change(
+        obj_type=object_type(service),
+        obj_id=service.pk,
+        action=action,
+        before=old,
+        after=new,
+        actor_id=actor_id,
+        actor_label=actor_label,
+        reason=reason,
+    )

@@ -11,6 +11,7 @@ import pytest
 import time_machine
 from django.db import connection
 
+from iaas.audit.models import ChangeRecord
 from iaas.billing import services as billing_services
 from iaas.cloud import services as cloud
 from iaas.cloud.models import Charge as ServerCharge
@@ -384,3 +385,58 @@ def test_refunded_charges_do_not_count_towards_the_monthly_cap(customer, assert_
     may = sum(amount for start, _, amount in charges_for(ServerCharge, server) if start.month == 5)
     assert may == 503
     assert_invariants()
+
+
+# --- The history of suspensions --------------------------------------------------------------------
+
+
+def test_every_path_that_changes_a_suspension_is_in_the_service_history(customer):
+    """Who (an operator, or the run by name), when, the causes before and after."""
+    operator = UserFactory(username="olga", is_staff=True)
+    server = unpaid_server(customer)  # bill_usage suspended it
+    at_moment(
+        at(2026, 5, 10, 12), cloud.server_suspend, server_id=server.id, reason="legal", actor_id=operator.id
+    )
+    at_moment(at(2026, 5, 10, 13), cloud.server_lift_operator_hold, server_id=server.id, actor_id=operator.id)
+    top_up(billing_services.Wallet.objects.get(pk=server.wallet_id))
+    run_at(at(2026, 5, 10, 14, 30), "bill_usage")  # the run resumes it
+    history = [
+        (
+            r.action,
+            r.actor_id,
+            r.actor_label,
+            r.before.get("suspension_causes"),
+            r.after.get("suspension_causes"),
+        )
+        for r in ChangeRecord.objects.filter(obj_type="cloud.server", obj_id=str(server.id)).order_by(
+            "occurred_at"
+        )
+    ]
+    assert history == [
+        ("suspend", None, "bill_usage", [], ["unpaid"]),
+        ("suspend", operator.id, "", ["unpaid"], ["unpaid", "operator"]),
+        ("lift_operator_hold", operator.id, "", ["unpaid", "operator"], ["unpaid"]),
+        ("resume", None, "bill_usage", ["unpaid"], []),
+    ]
+
+
+def test_subscription_suspensions_are_in_its_history(customer):
+    operator = UserFactory(username="olga", is_staff=True)
+    subscription = unpaid_subscription(customer)
+    at_moment(
+        at(2026, 6, 11),
+        hosting.subscription_suspend,
+        subscription_id=subscription.id,
+        reason="x",
+        actor_id=operator.id,
+    )
+    top_up(billing_services.Wallet.objects.get(pk=subscription.wallet_id))
+    at_moment(
+        at(2026, 6, 12), hosting.subscription_resume, subscription_id=subscription.id, actor_id=operator.id
+    )
+    actions = list(
+        ChangeRecord.objects.filter(obj_type="hosting.subscription", obj_id=str(subscription.id))
+        .order_by("occurred_at")
+        .values_list("action", "actor_label")
+    )
+    assert actions == [("suspend", "renew_subscriptions"), ("suspend", ""), ("resume", "")]
