@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from iaas.cloud import services as cloud_services
 from iaas.hosting import services as hosting_services
-from tests.factories import funded_wallet
+from tests.factories import api_key_for, funded_wallet
 
 MAX_EXAMPLES = int(os.environ.get("IAAS_SCHEMATHESIS_MAX_EXAMPLES", "15"))
 SEED = os.environ.get("IAAS_SCHEMATHESIS_SEED", "20261126")
@@ -41,8 +40,7 @@ def fuzzed_customer(transactional_db, catalog, customer, settings):
     subscription = hosting_services.subscription_create(
         owner_id=customer.id, wallet_id=wallet.id, domain="fuzz.example.com", plan_id="web-starter"
     )
-    token = Token.objects.create(user=customer)
-    return token.key, [str(wallet.id), str(server.id), str(subscription.id)]
+    return api_key_for(customer), [str(wallet.id), str(server.id), str(subscription.id)]
 
 
 def schemathesis_config(path: Path, object_ids: list[str]) -> Path:
