@@ -9,7 +9,6 @@ from django.contrib.auth import get_user_model
 
 from iaas.api.keys import KEY_PREFIX, key_digest
 from iaas.api.models import ApiKey
-
 from tests.api.conftest import assert_problem, client_for
 
 
@@ -17,6 +16,7 @@ def client_with(token: str):
     client = client_for()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
+
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,11 @@ def test_registration_answers_a_token_that_authenticates(anonymous):
     assert token.startswith(KEY_PREFIX)
     # Stored hashed, read_write, named after the call, never expiring.
     api_key = ApiKey.objects.get(owner=user)
-    assert (api_key.key_hash, api_key.name, api_key.scope) == (key_digest(token), "registration", "read_write")
+    assert (api_key.key_hash, api_key.name, api_key.scope) == (
+        key_digest(token),
+        "registration",
+        "read_write",
+    )
     assert api_key.expires_at is None
     assert not ApiKey.objects.filter(key_hash=token).exists()
 
