@@ -59,6 +59,7 @@ class ApiKey(models.Model):
 
     class Meta:
         verbose_name = "API key"
+        permissions = [("revoke_apikey", "Can revoke API keys")]
         indexes = [models.Index(fields=["owner", "created_at"], name="api_apikey_owner_created")]
         constraints = [
             models.CheckConstraint(
