@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from iaas.api import keys as api_keys
 from iaas.cloud import services as cloud_services
 from iaas.hosting import services as hosting_services
 from tests.factories import api_key_for, funded_wallet
@@ -40,7 +41,10 @@ def fuzzed_customer(transactional_db, catalog, customer, settings):
     subscription = hosting_services.subscription_create(
         owner_id=customer.id, wallet_id=wallet.id, domain="fuzz.example.com", plan_id="web-starter"
     )
-    return api_key_for(customer), [str(wallet.id), str(server.id), str(subscription.id)]
+    # A key of the customer's other than the one schemathesis sends, for DELETE auth/keys/{id}/.
+    spare = api_keys.api_key_create(owner_id=customer.id, name="spare").api_key
+    objects = [str(wallet.id), str(server.id), str(subscription.id), str(spare.pk)]
+    return api_key_for(customer), objects
 
 
 def schemathesis_config(path: Path, object_ids: list[str]) -> Path:
