@@ -9,6 +9,7 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
+from iaas.api import keys as api_keys
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
 
@@ -31,3 +32,8 @@ def funded_wallet(owner=None, *, amount: int = 0, currency: str = "EUR") -> Wall
         billing_services.top_up_create(wallet_id=wallet.id, owner_id=owner.id, amount=amount)
     wallet.refresh_from_db()
     return wallet
+
+
+def api_key_for(user, *, scope: str = "read_write", name: str = "test", **fields) -> str:
+    """A new API key of ``user`` (the key itself, to send as ``Authorization: Token``)."""
+    return api_keys.api_key_create(owner_id=user.pk, name=name, scope=scope, **fields).key

@@ -1,5 +1,6 @@
 """Registration and token issue: the two endpoints anyone may call, rate-limited per
-client address. Tokens are REST framework's (one per customer)."""
+client address. Each answers a new ``read_write`` API key (``keys``), shown this once:
+registration's is named "registration", each login's "login <date> <time> UTC"."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
-from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import keys
 from .fields import StrictCharField
 from .problems import ProblemError
 from .throttles import RegisterThrottle, TokenThrottle
@@ -65,7 +67,9 @@ class TokenRequestSerializer(serializers.Serializer):
 
 
 class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
+    token = serializers.CharField(
+        help_text="A new `read_write` API key, shown this once: send it as `Authorization: Token <token>`."
+    )
 
 
 class PublicView(APIView):
@@ -94,10 +98,10 @@ class RegisterView(PublicView):
                 user = User.objects.create_user(
                     username=data["username"], email=data["email"], password=data["password"]
                 )
-                token = Token.objects.create(user=user)
+                issued = keys.api_key_create(owner_id=user.pk, name="registration")
         except IntegrityError:  # registered by a concurrent request
             raise UsernameTaken() from None
-        return Response({"token": token.key}, status=status.HTTP_201_CREATED)
+        return Response({"token": issued.key}, status=status.HTTP_201_CREATED)
 
 
 class TokenView(PublicView):
@@ -109,8 +113,12 @@ class TokenView(PublicView):
 
     @extend_schema(
         tags=["accounts"],
-        summary="Issue the customer's token",
-        description="Answers the customer's token (the same one until it is revoked).",
+        summary="Log in: issue a new API key",
+        description=(
+            "Each call makes a new `read_write` API key named after the login (`login 2026-11-29 "
+            "20:15 UTC`), valid until revoked, and answers it this once. List and revoke keys at "
+            "`/api/v1/auth/keys/`."
+        ),
         request=TokenRequestSerializer,
         responses={200: TokenSerializer},
     )
@@ -124,5 +132,6 @@ class TokenView(PublicView):
         )
         if user is None:
             raise InvalidCredentials()
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        name = f"login {timezone.now():%Y-%m-%d %H:%M} UTC"
+        issued = keys.api_key_create(owner_id=user.pk, name=name)
+        return Response({"token": issued.key})

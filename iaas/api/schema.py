@@ -1,8 +1,10 @@
 """OpenAPI: the problem details component, the error responses of every operation (each
-with the codes it can answer), the Idempotency-Key header and Retry-After."""
+with the codes it can answer), the Idempotency-Key header, Retry-After and the API key
+security scheme (optional on the public endpoints, where a bad key is still a 401)."""
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import permissions, serializers
@@ -31,9 +33,9 @@ class ProblemSerializer(serializers.Serializer):
 
 CODE_DESCRIPTIONS = {
     "validation_error": "malformed JSON, missing or wrong fields, bad values",
-    "not_authenticated": "no token or a bad token",
+    "not_authenticated": "no API key, or one that does not authenticate (wrong, revoked, expired)",
     "insufficient_funds": "the wallet's available balance does not cover the price",
-    "permission_denied": "not allowed",
+    "permission_denied": "not allowed (a `read` API key on a write)",
     "not_found": "no such object for this customer, or no such page",
     "currency_mismatch": "the plan's currency is not the wallet's",
     "wallet_exists": "the customer already has a wallet in that currency",
@@ -83,6 +85,25 @@ REPLAYED_PARAMETER = OpenApiParameter(
 )
 
 
+SECURITY_SCHEME = "tokenAuth"
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "iaas.api.authentication.ApiKeyAuthentication"
+    name = SECURITY_SCHEME
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": (
+                "An API key, sent as `Token <key>`. A `read` key may use GET only (any other "
+                "method is a 403 `permission_denied`)."
+            ),
+        }
+
+
 class ApiAutoSchema(AutoSchema):
     """Adds to each operation what the API's plumbing does to it. A view may declare the
     domain problems of its methods in ``problem_codes``: ``{"post": {402: [...]}}``."""
@@ -95,6 +116,13 @@ class ApiAutoSchema(AutoSchema):
         if not self.view.get_authenticators():
             return False
         return not any(isinstance(p, permissions.AllowAny) for p in self.view.get_permissions())
+
+    def get_auth(self):
+        auths = super().get_auth()
+        if not self.view.get_authenticators():
+            # Public: no key needed, but one that is sent must authenticate.
+            auths = [{SECURITY_SCHEME: []}, *[a for a in auths if a != {}], {}]
+        return auths
 
     def _is_throttled(self) -> bool:
         return bool(self.view.get_throttles())
@@ -123,8 +151,11 @@ class ApiAutoSchema(AutoSchema):
             add(404, "not_found")  # a page or cursor that does not exist
         if "{" in self.path:
             add(404, "not_found")
-        if self._is_authenticated():
-            add(401, "not_authenticated")
+        # Every operation: without a key when it needs one, with a key that does not
+        # authenticate everywhere (iaas.api.authentication).
+        add(401, "not_authenticated")
+        if self._is_authenticated() and self.method not in permissions.SAFE_METHODS:
+            add(403, "permission_denied")  # a read key
         declared = getattr(self.view, "problem_codes", {}).get(self.method.lower(), {})
         for status_code, names in declared.items():
             add(status_code, *names)

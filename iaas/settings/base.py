@@ -38,7 +38,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served by the app (no CDN)
@@ -62,6 +61,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A bad API key is a 401 on the public endpoints too (iaas.api.authentication).
+    "iaas.api.authentication.RejectBadCredentialsMiddleware",
 ]
 
 ROOT_URLCONF = "iaas.urls"
@@ -198,8 +199,12 @@ IAAS_RECONCILE_PARALLEL = env_bool("IAAS_RECONCILE_PARALLEL", True)
 
 # --- REST framework and the schema ----------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["iaas.api.authentication.ApiKeyAuthentication"],
+    # A `read` API key may only read (iaas.api.authentication.KeyScope).
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "iaas.api.authentication.KeyScope",
+    ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # Strict JSON within DATA_UPLOAD_MAX_MEMORY_SIZE (REST framework's parser checks no size).
     "DEFAULT_PARSER_CLASSES": ["iaas.api.parsers.StrictJSONParser"],

@@ -1,21 +1,21 @@
-"""Fixtures for the API tests: clients with and without a customer's token."""
+"""Fixtures for the API tests: clients with and without a customer's API key."""
 
 from __future__ import annotations
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.cache import clear_cache
+from tests.factories import api_key_for
 
 PROBLEM = "application/problem+json"
 
 
-def client_for(user=None) -> APIClient:
+def client_for(user=None, *, scope: str = "read_write") -> APIClient:
+    """A client sending a new API key of ``user`` (none when None)."""
     client = APIClient()
     if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {api_key_for(user, scope=scope)}")
     return client
 
 

@@ -6,8 +6,13 @@ keys repeat ("0", "0", ...) with different bodies, and the API rightly answers t
 422 idempotency_key_reused, which the positive-data check would take for a rejection of
 valid input. Replays and reuse are tested on purpose in test_idempotency.py; invalid keys
 (negative cases) are left as generated.
+
+Likewise a new API key's ``expires_at`` must be in the future, which a schema cannot say
+(only its description does): a generated date-time in the past is moved a year from
+now. Past ones are refused on purpose in test_keys.py.
 """
 
+import datetime as dt
 import re
 import uuid
 
@@ -16,13 +21,37 @@ import schemathesis
 VALID_KEY = re.compile(r"\A[!-~](?:[ -~]{0,253}[!-~])?\Z")
 
 
+def _past_date_time(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment <= dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
+    edited = False
     headers = case.headers or {}
     key = headers.get("Idempotency-Key")
     if isinstance(key, str) and VALID_KEY.match(key):
         headers["Idempotency-Key"] = str(uuid.uuid4())
-        # A valid key for a valid key: the case's labels (positive or negative, which
+        edited = True
+    body = case.body
+    if (
+        case.method.upper() == "POST"
+        and case.path.endswith("/auth/keys/")
+        and isinstance(body, dict)
+        and _past_date_time(body.get("expires_at"))
+    ):
+        body["expires_at"] = (dt.datetime.now(dt.UTC) + dt.timedelta(days=365)).isoformat()
+        edited = True
+    if edited:
+        # A valid value for a valid value: the case's labels (positive or negative, which
         # parameter is missing) stay as generated, so take the edit as the baseline
         # instead of having schemathesis revalidate and relabel the case.
         sync = getattr(case, "_sync_validated_hashes", None)

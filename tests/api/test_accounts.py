@@ -1,12 +1,22 @@
-"""Registration, token issue, token authentication and their rate limits."""
+"""Registration, token issue (each a new API key), key authentication and their rate limits."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
+from iaas.api.keys import KEY_PREFIX, key_digest
+from iaas.api.models import ApiKey
 from tests.api.conftest import assert_problem, client_for
+
+
+def client_with(token: str):
+    client = client_for()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
 
 pytestmark = pytest.mark.django_db
 
@@ -22,17 +32,37 @@ def test_registration_answers_a_token_that_authenticates(anonymous):
     user = get_user_model().objects.get(username="ada")
     assert user.email == "ada@example.com"
     assert user.check_password(NEW["password"])
-    assert Token.objects.get(user=user).key == token
+    assert token.startswith(KEY_PREFIX)
+    # Stored hashed, read_write, named after the call, never expiring.
+    api_key = ApiKey.objects.get(owner=user)
+    assert (api_key.key_hash, api_key.name, api_key.scope) == (
+        key_digest(token),
+        "registration",
+        "read_write",
+    )
+    assert api_key.expires_at is None
+    assert not ApiKey.objects.filter(key_hash=token).exists()
 
     anonymous.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert anonymous.get("/api/v1/wallets/").status_code == 200
 
 
-def test_token_issue_answers_the_customers_token(anonymous):
+def test_each_token_issue_is_a_new_read_write_key_named_after_the_login(anonymous):
     registered = anonymous.post(REGISTER, NEW).json()["token"]
-    response = anonymous.post(TOKEN, {"username": "ada", "password": NEW["password"]})
-    assert response.status_code == 200
-    assert response.json() == {"token": registered}
+    issued = []
+    for _ in range(2):
+        response = anonymous.post(TOKEN, {"username": "ada", "password": NEW["password"]})
+        assert response.status_code == 200
+        assert set(response.json()) == {"token"}
+        issued.append(response.json()["token"])
+    assert len({registered, *issued}) == 3
+    logins = ApiKey.objects.filter(owner__username="ada", name__startswith="login ")
+    assert sorted(k.key_hash for k in logins) == sorted(key_digest(t) for t in issued)
+    assert {k.scope for k in logins} == {"read_write"}
+    assert all(re.fullmatch(r"login \d{4}-\d\d-\d\d \d\d:\d\d UTC", k.name) for k in logins)
+    # Every one of them authenticates.
+    for token in (registered, *issued):
+        assert client_with(token).get("/api/v1/wallets/").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -88,11 +118,16 @@ def test_no_token_or_a_bad_token_is_401(header):
     assert response["WWW-Authenticate"] == "Token"
 
 
-def test_the_catalogs_are_public_and_ignore_a_bad_token():
-    client = client_for()
-    client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
-    assert client.get("/api/v1/cloud/plans/").status_code == 200
-    assert client.get("/api/v1/hosting/plans/").status_code == 200
+@pytest.mark.parametrize("path", ["/api/v1/cloud/plans/", "/api/v1/hosting/plans/"])
+def test_the_catalogs_are_public_but_refuse_credentials_that_do_not_authenticate(path, customer):
+    assert client_for().get(path).status_code == 200
+    assert client_for(customer).get(path).status_code == 200
+    for header in ("Token not-a-token", "Token", "Bearer abc", "Token a b"):
+        client = client_for()
+        client.credentials(HTTP_AUTHORIZATION=header)
+        response = client.get(path)
+        assert_problem(response, 401, "not_authenticated")
+        assert response["WWW-Authenticate"] == "Token"
 
 
 @pytest.mark.parametrize(("path", "scope"), [(REGISTER, "register"), (TOKEN, "token")])

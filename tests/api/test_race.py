@@ -13,12 +13,11 @@ import urllib.request
 import uuid
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from iaas.cloud.models import ServerPlan
 from iaas.contracts import bus
 from iaas.hosting.models import HostingPlan
-from tests.factories import UserFactory, funded_wallet
+from tests.factories import UserFactory, api_key_for, funded_wallet
 
 ROUNDS = 30
 SERVER_PLAN = "s-8vcpu-16gb"
@@ -53,7 +52,7 @@ def test_a_wallet_that_affords_one_buys_exactly_one_over_http(live_server, catal
     for round_number in range(ROUNDS):
         customer = UserFactory()
         wallet = funded_wallet(customer, amount=budget)
-        token = Token.objects.create(user=customer).key
+        token = api_key_for(customer)
         purchases = {
             "cloud": (
                 f"{live_server.url}/api/v1/cloud/servers/",

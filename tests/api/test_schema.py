@@ -1,5 +1,5 @@
 """The OpenAPI schema at /api/schema/ describes every endpoint of API.md, with its
-bodies, its problem responses and codes, the Idempotency-Key header and the token
+bodies, its problem responses and codes, the Idempotency-Key header and the API key
 security scheme; /api/docs/ renders it."""
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ pytestmark = pytest.mark.django_db
 OPERATIONS = {
     ("/api/v1/auth/register/", "post"),
     ("/api/v1/auth/token/", "post"),
+    ("/api/v1/auth/keys/", "get"),
+    ("/api/v1/auth/keys/", "post"),
+    ("/api/v1/auth/keys/{id}/", "delete"),
     ("/api/v1/wallets/", "get"),
     ("/api/v1/wallets/", "post"),
     ("/api/v1/wallets/{id}/", "get"),
@@ -60,26 +63,35 @@ def test_the_schema_is_valid_openapi_and_has_exactly_the_endpoints(schema):
     assert set(operations(schema)) == OPERATIONS
 
 
-def test_token_security_on_every_endpoint_but_the_public_ones(schema):
-    assert schema["components"]["securitySchemes"]["tokenAuth"] == {
-        "type": "apiKey",
-        "in": "header",
-        "name": "Authorization",
-        "description": 'Token-based authentication with required prefix "Token"',
-    }
+# The answer holds the new key: replaying it would mean storing the key in plain text.
+NOT_IDEMPOTENT = {("/api/v1/auth/keys/", "post")}
+
+
+def test_key_security_on_every_endpoint_optional_on_the_public_ones(schema):
+    scheme = schema["components"]["securitySchemes"]["tokenAuth"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "Authorization")
+    assert "Token <key>" in scheme["description"]
     for key, operation in operations(schema).items():
         if key in PUBLIC:
-            assert operation["security"] == [{}], key
-            if key != ("/api/v1/auth/token/", "post"):  # wrong credentials are a 401 there
-                assert "401" not in operation["responses"], key
+            # No key needed, but a key that is sent must authenticate.
+            assert operation["security"] == [{"tokenAuth": []}, {}], key
         else:
             assert operation["security"] == [{"tokenAuth": []}], key
-            assert problem_codes(operation, 401) == ["not_authenticated"], key
+        assert problem_codes(operation, 401) == ["not_authenticated"], key
+        assert operation["responses"]["401"]["headers"]["WWW-Authenticate"]
+
+
+def test_every_authenticated_write_may_be_refused_to_a_read_key(schema):
+    for key, operation in operations(schema).items():
+        if key[1] in ("post", "put", "patch", "delete") and key not in PUBLIC:
+            assert problem_codes(operation, 403) == ["permission_denied"], key
+        else:
+            assert "403" not in operation["responses"], key
 
 
 def test_every_authenticated_post_takes_an_idempotency_key(schema):
     for (path, method), operation in operations(schema).items():
-        if method != "post" or (path, method) in PUBLIC:
+        if method != "post" or (path, method) in PUBLIC | NOT_IDEMPOTENT:
             continue
         [header] = [p for p in operation["parameters"] if p["in"] == "header"]
         assert header["name"] == "Idempotency-Key"
@@ -151,3 +163,25 @@ def test_the_docs_render_the_schema(anonymous):
     response = anonymous.get("/api/docs/")
     assert response.status_code == 200
     assert b"/api/schema/" in response.content
+
+
+def test_api_keys_are_described(schema):
+    components = schema["components"]["schemas"]
+    assert set(components["ApiKey"]["properties"]) == {
+        "id",
+        "name",
+        "prefix",
+        "scope",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    }
+    assert set(components["IssuedApiKey"]["properties"]) == set(components["ApiKey"]["properties"]) | {"key"}
+    request = components["ApiKeyCreateRequest"]
+    assert set(request["required"]) == {"name", "scope"}
+    assert components["ScopeEnum"]["enum"] == ["read", "read_write"]
+    ops = operations(schema)
+    create = ops[("/api/v1/auth/keys/", "post")]["responses"]["201"]["content"]["application/json"]
+    assert create["schema"] == {"$ref": "#/components/schemas/IssuedApiKey"}
+    assert not [p for p in ops[("/api/v1/auth/keys/", "post")].get("parameters", []) if p["in"] == "header"]

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
 
+from iaas.api import keys as api_keys
 from iaas.cloud import services as cloud_services
 from iaas.hosting import services as hosting_services
-from tests.factories import funded_wallet
+from tests.factories import api_key_for, funded_wallet
 
 MAX_EXAMPLES = int(os.environ.get("IAAS_SCHEMATHESIS_MAX_EXAMPLES", "15"))
 SEED = os.environ.get("IAAS_SCHEMATHESIS_SEED", "20261126")
@@ -42,8 +42,10 @@ def fuzzed_customer(transactional_db, catalog, customer, settings):
     subscription = hosting_services.subscription_create(
         owner_id=customer.id, wallet_id=wallet.id, domain="fuzz.example.com", plan_id="web-starter"
     )
-    token = Token.objects.create(user=customer)
-    return token.key, [str(wallet.id), str(server.id), str(subscription.id)]
+    # A key of the customer's other than the one schemathesis sends, for DELETE auth/keys/{id}/.
+    spare = api_keys.api_key_create(owner_id=customer.id, name="spare").api_key
+    objects = [str(wallet.id), str(server.id), str(subscription.id), str(spare.pk)]
+    return api_key_for(customer), objects
 
 
 def schemathesis_config(path: Path, object_ids: list[str]) -> Path:

@@ -1,6 +1,7 @@
 """Demo data for the first README command: operator logins (a superuser, a Finance and a
 Support operator), and a customer with a funded wallet, a cloud server and a hosting
-subscription. Safe to run again: it changes nothing that exists."""
+subscription. Safe to run again: it changes nothing that exists, but prints a new API key
+for the customer each time (keys are stored hashed, so an earlier one cannot be shown)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
+from iaas.api import keys as api_keys
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
 from iaas.cloud import services as cloud_services
@@ -88,8 +89,8 @@ class Command(BaseCommand):
                     f"    Finance    {FINANCE_OPERATOR[0]} / {FINANCE_OPERATOR[2]}",
                     f"    Support    {SUPPORT_OPERATOR[0]} / {SUPPORT_OPERATOR[2]}",
                     f"  customer (API, http://127.0.0.1:8000/api/docs/): {CUSTOMER[0]} / {CUSTOMER[2]}",
-                    f"    API token: {Token.objects.get_or_create(user_id=customer.pk)[0].key}"
-                    "  (curl -H 'Authorization: Token <token>' ...)",
+                    f"    API key: {api_keys.api_key_create(owner_id=customer.pk, name='demo').key}"
+                    "  (curl -H 'Authorization: Token <key>' ...)",
                     f"  the customer's EUR wallet: {wallet.id} "
                     f"(balance {wallet.money(wallet.balance)}, available {wallet.money(wallet.available)})",
                 ]

@@ -20,6 +20,6 @@ def drop_cache_table(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("api", "0001_idempotency_key")]
+    dependencies = [("api", "0003_carry_over_authtokens")]
 
     operations = [migrations.RunPython(create_cache_table, drop_cache_table, elidable=False)]
