@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 
 
 def client_address(request: HttpRequest) -> str | None:
@@ -25,6 +26,13 @@ def client_address(request: HttpRequest) -> str | None:
         return remote
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
     return hops[-min(proxies, len(hops))] if hops else remote
+
+
+def outside_the_admin(request: HttpRequest, credentials=None) -> bool:
+    """Logins elsewhere (the API's token endpoint) are neither counted nor locked here:
+    the API has its own throttles and answers problem+json. (AXES_ONLY_ADMIN_SITE alone
+    still records their failures.)"""
+    return not request.path.startswith(reverse("admin:index"))
 
 
 def lockout_response(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:

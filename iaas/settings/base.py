@@ -195,6 +195,7 @@ AXES_FAILURE_LIMIT = int(os.environ.get("IAAS_ADMIN_LOGIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("IAAS_ADMIN_LOGIN_COOLOFF_MINUTES", "15")))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_ONLY_ADMIN_SITE = True
+AXES_WHITELIST_CALLABLE = "iaas.operations.login_limits.outside_the_admin"
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "iaas.operations.login_limits.client_address"
 AXES_LOCKOUT_CALLABLE = "iaas.operations.login_limits.lockout_response"
