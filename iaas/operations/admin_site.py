@@ -89,7 +89,8 @@ class OperatorAdminSite(admin.AdminSite):
         def inner(request, *args, **kwargs):
             if not _signed_in_operator(request):
                 login = reverse("admin:login", current_app=self.name)
-                return HttpResponseRedirect(f"{login}?{urlencode({REDIRECT_FIELD_NAME: request.get_full_path()})}")
+                query = urlencode({REDIRECT_FIELD_NAME: request.get_full_path()})
+                return HttpResponseRedirect(f"{login}?{query}")
             request.current_app = self.name
             return view(request, *args, site=self, **kwargs)
 

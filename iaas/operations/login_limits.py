@@ -3,7 +3,7 @@
 
 django-axes counts the failures (settings: AXES_*) and keeps them in its AccessAttempt
 table; an operator unlocks an account or an address by deleting its attempts in the
-admin (Axes › Access attempts) or with ``manage.py axes_reset_username`` / ``axes_reset_ip``.
+admin (Axes > Access attempts) or with ``manage.py axes_reset_username`` / ``axes_reset_ip``.
 """
 
 from __future__ import annotations

@@ -10,9 +10,11 @@ Thin: the policy and the writes are in iaas.operations.second_factor."""
 
 from __future__ import annotations
 
+from base64 import b32encode
+from urllib.parse import urlencode
+
 import qrcode
 import qrcode.image.svg
-from base64 import b32encode
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -36,7 +38,7 @@ class CodeForm(forms.Form):
     code = forms.CharField(
         label="Code",
         max_length=32,
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True, "inputmode": "text"}),
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True}),
     )
 
 
@@ -50,9 +52,8 @@ def _next_url(request, site) -> str:
 
 
 def _with_next(request, site, name: str) -> str:
-    from urllib.parse import urlencode
-
-    return f"{reverse(name, current_app=site.name)}?{urlencode({REDIRECT_FIELD_NAME: _next_url(request, site)})}"
+    query = urlencode({REDIRECT_FIELD_NAME: _next_url(request, site)})
+    return f"{reverse(name, current_app=site.name)}?{query}"
 
 
 def _page(request, site, template: str, title: str, **context) -> TemplateResponse:
@@ -128,7 +129,9 @@ def otp_setup(request, *, site):
             _verified(request, device)
             request.session[SHOWN_ONCE_SESSION_KEY] = codes
             return redirect(_with_next(request, site, "admin:otp_recovery_codes"))
-        form.add_error("code", "That code does not match: check the app shows this account, and enter its current code.")
+        form.add_error(
+            "code", "That code does not match: check the app shows this account, and enter its current code."
+        )
     uri = device.config_url
     return _page(
         request,

@@ -33,7 +33,6 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "t
 
 INSTALLED_APPS = [
     "iaas.operations.admin_site.OperatorAdminConfig",  # django.contrib.admin, with 2FA
-
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

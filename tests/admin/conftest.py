@@ -1,7 +1,8 @@
 """Fixtures for the operator console: the operator roles, a logged-in client per role
-(superuser and Finance with a verified second factor, as the admin requires), and a customer whose money has gone everywhere (top-up, server, subscription, settled
-charges, a release, an adjustment, a failed event delivery), so that every admin page
-has a row to show."""
+(superuser and Finance with a verified second factor, as the admin requires), and a
+customer whose money has gone everywhere (top-up, server, subscription, settled charges,
+a release, an adjustment, a failed event delivery), so that every admin page has a row
+to show."""
 
 from __future__ import annotations
 

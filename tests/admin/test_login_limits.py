@@ -104,7 +104,9 @@ def test_the_api_token_endpoint_is_not_counted(customer):
     client = Client()
     for _ in range(LIMIT + 1):
         response = client.post(
-            "/api/v1/auth/token/", {"username": customer.username, "password": "wrong"}, content_type="application/json"
+            "/api/v1/auth/token/",
+            {"username": customer.username, "password": "wrong"},
+            content_type="application/json",
         )
         assert response.status_code == 401
     assert not AccessAttempt.objects.exists()

@@ -128,7 +128,8 @@ def test_a_code_is_not_accepted_twice(client, finance):
 
 def test_a_recovery_code_works_once(client, finance):
     codes = second_factor.recovery_codes_issue(user=finance)
-    assert len(codes) == 10 and len(set(codes)) == 10
+    assert len(codes) == 10
+    assert len(set(codes)) == 10
     password_login(client, finance)
     response = client.post(OTP_STEP, {"code": codes[0].upper()})
     assert redirect_path(response) == "/admin/"
@@ -185,7 +186,8 @@ def test_set_up_enrols_an_authenticator_and_shows_the_recovery_codes_once(client
     assert b"That code does not match" in refused.content
     assert not TOTPDevice.objects.filter(user=newcomer, confirmed=True).exists()
 
-    with time_machine.travel(timezone.now() + dt.timedelta(seconds=35), tick=False):  # the next period's code (the failure throttles)
+    # The next period's code: the failure above throttles the device for a second.
+    with time_machine.travel(timezone.now() + dt.timedelta(seconds=35), tick=False):
         done = client.post(SET_UP, {"code": current_code(device), "next": "/admin/billing/wallet/"})
         assert redirect_path(done) == "/admin/otp/recovery-codes/"
         shown = client.get(done["Location"])
@@ -215,7 +217,8 @@ def test_a_verified_operator_can_get_new_recovery_codes(as_role, finance):
     response = client.post("/admin/otp/recovery-codes/")
     shown = client.get(response["Location"]).content.decode()
     new = set(StaticToken.objects.filter(device__user=finance).values_list("token", flat=True))
-    assert len(new) == 10 and not new & set(old)
+    assert len(new) == 10
+    assert not new & set(old)
     assert all(code in shown for code in new)
     assert StaticDevice.objects.filter(user=finance).count() == 1
 

@@ -11,11 +11,10 @@ production settings refuse this command (IAAS_DEMO_DATA_ALLOWED)."""
 from __future__ import annotations
 
 import os
-
-from django.contrib.auth import get_user_model
 from base64 import b32encode
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
