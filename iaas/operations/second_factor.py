@@ -10,8 +10,11 @@ factor is asked of them too, or enrolling would protect nothing.
 
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django_otp import devices_for_user, user_has_device, verify_token
 from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
@@ -87,6 +90,18 @@ def recovery_codes_issue(*, user) -> list[str]:
     return codes
 
 
+def second_factor_wait(user) -> int:
+    """Seconds until the operator's devices accept codes again after wrong ones (0: now).
+    django-otp doubles the wait with each failure in a row."""
+    now = timezone.now()
+    waits = [0.0]
+    for device in devices_for_user(user, confirmed=True):
+        allowed, why = device.verify_is_allowed()
+        if not allowed and why and why.get("locked_until"):
+            waits.append((why["locked_until"] - now).total_seconds())
+    return max(0, math.ceil(max(waits)))
+
+
 def second_factor_verify(*, user, token: str) -> Device | None:
     """The confirmed device (authenticator or recovery codes) that accepts this code, or
     None. A recovery code is used up by the match; each device throttles failures."""
@@ -94,6 +109,9 @@ def second_factor_verify(*, user, token: str) -> Device | None:
     if not token:
         return None
     for device in devices_for_user(user, confirmed=True):
+        is_app_code = token.isdigit() and len(token) == getattr(device, "digits", 0)
+        if isinstance(device, TOTPDevice) != is_app_code:
+            continue  # an app code never counts as a wrong recovery code, nor the reverse
         # django-otp locks the device row while it checks, so two requests cannot both
         # spend one recovery code or both beat the failure throttle.
         verified = verify_token(user, device.persistent_id, token)

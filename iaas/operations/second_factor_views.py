@@ -86,6 +86,7 @@ def otp_verify(request, *, site):
         return redirect(_with_next(request, site, "admin:otp_setup"))
     form = CodeForm(request.POST or None)
     if form.is_valid():
+        throttled = second_factor.second_factor_wait(user) > 0  # the code came too soon
         device = second_factor.second_factor_verify(user=user, token=form.cleaned_data["code"])
         if device is not None:
             _verified(request, device)
@@ -99,8 +100,11 @@ def otp_verify(request, *, site):
             return HttpResponseRedirect(_next_url(request, site))
         form.add_error(
             "code",
-            "That code is not valid, or was already used. Wait for the next code of your app "
-            "(repeated failures add a delay), or use a recovery code.",
+            f"Too many wrong codes: wait {second_factor.second_factor_wait(user)} seconds, then "
+            "enter the code your app shows."
+            if throttled
+            else "That code is not valid, or was already used. Enter the next code of your app, "
+            "or a recovery code (after each wrong code the next try waits longer).",
         )
     return _page(request, site, "otp_verify.html", "Two-factor authentication", form=form)
 

@@ -106,12 +106,17 @@ def test_a_wrong_code_is_refused(client, finance):
     password_login(client, finance)
     device = TOTPDevice.objects.get(user=finance)
     wrong = f"{(int(current_code(device)) + 1) % 1_000_000:06d}"
-    response = client.post(OTP_STEP, {"code": wrong})
-    assert response.status_code == 200
-    assert b"That code is not valid" in response.content
-    assert redirect_path(client.get("/admin/")) == OTP_STEP
-    device.refresh_from_db()
-    assert device.throttling_failure_count == 1  # the next tries wait longer
+    with time_machine.travel(timezone.now(), tick=False):  # within the one-second wait
+        response = client.post(OTP_STEP, {"code": wrong})
+        assert response.status_code == 200
+        assert b"That code is not valid" in response.content
+        assert redirect_path(client.get("/admin/")) == OTP_STEP
+        device.refresh_from_db()
+        assert device.throttling_failure_count == 1  # the next tries wait longer
+        # Within the wait, even the right code is refused, and the page says how long.
+        throttled = client.post(OTP_STEP, {"code": current_code(device)})
+        assert b"Too many wrong codes: wait 1 seconds" in throttled.content
+        assert redirect_path(client.get("/admin/")) == OTP_STEP
 
 
 def test_a_code_is_not_accepted_twice(client, finance):
@@ -135,6 +140,7 @@ def test_a_recovery_code_works_once(client, finance):
     assert redirect_path(response) == "/admin/"
     assert client.get("/admin/").status_code == 200
     assert StaticToken.objects.filter(device__user=finance).count() == 9
+    assert TOTPDevice.objects.get(user=finance).throttling_failure_count == 0  # not tried on the app
 
     client.logout()
     password_login(client, finance)
