@@ -233,3 +233,19 @@ def test_who_must_have_a_second_factor(superuser, finance, support):
     assert second_factor.second_factor_required(superuser)
     assert second_factor.second_factor_required(finance)
     assert not second_factor.second_factor_required(support)
+
+
+def test_what_a_verified_operator_request_costs(as_role, wallet):
+    """The second factor and the idle timeout cost an admin request two statements: the
+    session's device (OTPMiddleware) and the session's renewal. No policy queries."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = as_role("finance")
+    client.get("/admin/")
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(reverse("admin:billing_wallet_change", args=[wallet.pk])).status_code == 200
+    statements = [query["sql"] for query in captured.captured_queries]
+    assert sum('"otp_' in sql for sql in statements) == 1
+    assert sum(sql.startswith('UPDATE "django_session"') for sql in statements) == 1
+    assert not any('"axes_' in sql for sql in statements)
