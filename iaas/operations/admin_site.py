@@ -43,9 +43,9 @@ class OperatorAdminSite(admin.AdminSite):
         return super().has_permission(request) and not second_factor_pending(request.user)
 
     def second_factor_redirect(self, request) -> HttpResponseRedirect:
-        from .second_factor import has_authenticator
+        from django_otp import user_has_device
 
-        step = "otp_verify" if has_authenticator(request.user) else "otp_setup"
+        step = "otp_verify" if user_has_device(request.user, confirmed=True) else "otp_setup"
         target = reverse(f"admin:{step}", current_app=self.name)
         query = urlencode({REDIRECT_FIELD_NAME: request.get_full_path()})
         return HttpResponseRedirect(f"{target}?{query}")

@@ -27,6 +27,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
+from django_otp import user_has_device
 from django_otp.plugins.otp_static.models import StaticDevice
 
 from . import second_factor
@@ -112,10 +113,10 @@ def otp_verify(request, *, site):
 @require_http_methods(["GET", "POST"])
 def otp_setup(request, *, site):
     user = request.user
+    if second_factor.second_factor_pending(user) and user_has_device(user, confirmed=True):
+        # Enrolled already (an app, or recovery codes left): prove it before changing anything.
+        return redirect(_with_next(request, site, "admin:otp_verify"))
     if second_factor.has_authenticator(user):
-        if second_factor.second_factor_pending(user):
-            # Enrolled already: prove the existing factor before changing anything.
-            return redirect(_with_next(request, site, "admin:otp_verify"))
         return _page(
             request,
             site,

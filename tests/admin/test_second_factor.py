@@ -215,6 +215,19 @@ def test_set_up_cannot_replace_an_authenticator_before_the_code_step(client, fin
     assert set(StaticToken.objects.values_list("token", flat=True)) == before
 
 
+def test_recovery_codes_alone_still_guard_set_up(client, finance):
+    # A superuser deleted the lost authenticator, but the operator kept recovery codes:
+    # the password alone must not enrol a new authenticator.
+    codes = second_factor.recovery_codes_issue(user=finance)
+    TOTPDevice.objects.filter(user=finance).delete()
+    password_login(client, finance)
+    assert redirect_path(client.get("/admin/")) == OTP_STEP
+    assert redirect_path(client.get(SET_UP)) == OTP_STEP
+    assert redirect_path(client.post(OTP_STEP, {"code": codes[0]})) == "/admin/"
+    assert client.get(SET_UP).status_code == 200  # now set up a new app
+    assert TOTPDevice.objects.filter(user=finance, confirmed=False).exists()
+
+
 def test_a_verified_operator_can_get_new_recovery_codes(as_role, finance):
     client = as_role("finance")
     old = second_factor.recovery_codes_issue(user=finance)
