@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -31,7 +32,7 @@ DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "iaas.operations.admin_site.OperatorAdminConfig",  # django.contrib.admin, with 2FA
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -41,6 +42,10 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served by the app (no CDN)
+    "django_otp",
+    "django_otp.plugins.otp_totp",  # operators' authenticator apps
+    "django_otp.plugins.otp_static",  # their recovery codes
+    "axes",  # failed admin login limits
     # The contexts. contracts first: it owns the outbox every context publishes into.
     "iaas.contracts",
     "iaas.billing",
@@ -59,10 +64,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # A bad API key is a 401 on the public endpoints too (iaas.api.authentication).
     "iaas.api.authentication.RejectBadCredentialsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into the lockout page
 ]
 
 ROOT_URLCONF = "iaas.urls"
@@ -196,6 +203,33 @@ IAAS_RECONCILE_STUCK_AFTER_SECONDS = int(os.environ.get("IAAS_RECONCILE_STUCK_AF
 # one snapshot (PostgreSQL). Off: one connection, one after the other.
 IAAS_RECONCILE_PARALLEL = env_bool("IAAS_RECONCILE_PARALLEL", True)
 
+
+# --- Operator accounts (the admin) -------------------------------------------------------
+# Failed admin logins are counted per account and per address (django-axes); either
+# reaching the limit locks further attempts, a correct password included, until the
+# cool-off passes or an operator deletes the access attempt in the admin. Only the admin
+# is counted: API credentials have their own limits.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("IAAS_ADMIN_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("IAAS_ADMIN_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_ONLY_ADMIN_SITE = True
+AXES_WHITELIST_CALLABLE = "iaas.operations.login_limits.outside_the_admin"
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "iaas.operations.login_limits.client_address"
+AXES_LOCKOUT_CALLABLE = "iaas.operations.login_limits.lockout_response"
+# The second factor (django-otp): an authenticator app (TOTP) plus one-time recovery
+# codes, required of superusers and Finance (iaas.operations.second_factor).
+OTP_TOTP_ISSUER = os.environ.get("IAAS_OTP_ISSUER", "IaaS billing")
+IAAS_OTP_RECOVERY_CODES = 10
+# An operator session ends after this much inactivity (every request renews it).
+SESSION_COOKIE_AGE = int(os.environ.get("IAAS_SESSION_IDLE_MINUTES", "30")) * 60
+SESSION_SAVE_EVERY_REQUEST = True
+# seed_demo's known passwords and printed second factors are for development only.
+IAAS_DEMO_DATA_ALLOWED = True
 
 # --- REST framework and the schema ----------------------------------------------------
 REST_FRAMEWORK = {

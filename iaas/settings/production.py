@@ -34,3 +34,6 @@ X_FRAME_OPTIONS = "DENY"
 
 # Real payments only: the sandbox provider must be chosen explicitly.
 IAAS_PAYMENT_PROVIDER = os.environ.get("IAAS_PAYMENT_PROVIDER", "iaas.billing.payments.ManualPaymentProvider")
+
+# seed_demo's operators have known passwords and printed second factors.
+IAAS_DEMO_DATA_ALLOWED = False

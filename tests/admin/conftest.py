@@ -1,7 +1,8 @@
-"""Fixtures for the operator console: the operator roles, a logged-in client per role,
-and a customer whose money has gone everywhere (top-up, server, subscription, settled
-charges, a release, an adjustment, a failed event delivery), so that every admin page
-has a row to show."""
+"""Fixtures for the operator console: the operator roles, a logged-in client per role
+(superuser and Finance with a verified second factor, as the admin requires), and a
+customer whose money has gone everywhere (top-up, server, subscription, settled charges,
+a release, an adjustment, a failed event delivery), so that every admin page has a row
+to show."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.test import Client
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from iaas.billing import services as billing_services
 from iaas.billing.models import LedgerEntry
@@ -63,14 +66,34 @@ def make_operator(username: str, *, group: str | None = None, superuser: bool = 
     return user
 
 
+def enrol_authenticator(user) -> TOTPDevice:
+    """A confirmed authenticator app, as the set-up page leaves it."""
+    return TOTPDevice.objects.create(user=user, name="authenticator app", confirmed=True)
+
+
+def login_with_second_factor(client, user):
+    """Log the test client in as an operator who passed both factors: the password
+    (force_login) and their authenticator (the session django_otp.login writes)."""
+    client.force_login(user)
+    device = TOTPDevice.objects.get(user=user, confirmed=True)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return client
+
+
 @pytest.fixture
 def superuser(operator_groups):
-    return make_operator("root", superuser=True)
+    user = make_operator("root", superuser=True)
+    enrol_authenticator(user)
+    return user
 
 
 @pytest.fixture
 def finance(operator_groups):
-    return make_operator("fiona", group=FINANCE)
+    user = make_operator("fiona", group=FINANCE)
+    enrol_authenticator(user)
+    return user
 
 
 @pytest.fixture
@@ -80,12 +103,15 @@ def support(operator_groups):
 
 @pytest.fixture
 def as_role(client, superuser, finance, support):
-    """``as_role("support")``: the test client, logged in as that operator."""
+    """``as_role("support")``: the test client, logged in as that operator (with their
+    second factor where they have one; Support has none and needs none)."""
     users = {"superuser": superuser, "finance": finance, "support": support}
 
     def login(role: str):
-        client.force_login(users[role])
-        return client
+        if role == "support":
+            client.force_login(users[role])
+            return client
+        return login_with_second_factor(client, users[role])
 
     return login
 

@@ -1,18 +1,24 @@
-"""End to end in a real headless Chromium: a Finance operator logs in, finds a
-customer's wallet by search, makes an adjustment and sees the new ledger entry.
+"""End to end in a real headless Chromium: a Finance operator logs in (password, then
+their authenticator's code), finds a customer's wallet by search, makes an adjustment
+and sees the new ledger entry; a new Finance operator sets up their second factor from
+the QR code page and reaches the console.
 
 Debian's chromium and chromium-driver are required (scripts/ensure-browser.sh installs
 them; `make test` runs it): without them this test fails, it never skips. The wallet
-page it ends on is the README's screenshot, docs/admin-wallet.png, written when missing
-or when IAAS_UPDATE_SCREENSHOTS=1.
+page it ends on is the README's screenshot, docs/admin-wallet.png, and the set-up page
+is docs/admin-2fa.png: written when missing or when IAAS_UPDATE_SCREENSHOTS=1.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
 import pytest
+from django_otp.oath import totp
+from django_otp.plugins.otp_static.models import StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -21,13 +27,15 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from iaas.billing.models import LedgerEntry
-from tests.admin.conftest import PASSWORD
+from iaas.operations.roles import FINANCE
+from tests.admin.conftest import PASSWORD, make_operator
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path(os.environ.get("IAAS_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("IAAS_CHROMEDRIVER", "/usr/bin/chromedriver"))
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "admin-wallet.png"
+SET_UP_SCREENSHOT = SCREENSHOT.with_name("admin-2fa.png")
 CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",
@@ -73,6 +81,11 @@ def test_finance_finds_a_wallet_adjusts_it_and_sees_the_entry(live_server, brows
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
     click(By.CSS_SELECTOR, "input[type=submit]")
 
+    # The second factor: the code step, with the code the authenticator shows now.
+    code = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#otp-form input[name=code]")))
+    code.send_keys(current_code(TOTPDevice.objects.get(user=finance).bin_key))
+    click(By.CSS_SELECTOR, "#otp-form input[type=submit]")
+
     click(By.LINK_TEXT, "Wallets")
     search = wait.until(ec.presence_of_element_located((By.ID, "searchbar")))
     search.send_keys("alice@customers.example")
@@ -100,8 +113,49 @@ def test_finance_finds_a_wallet_adjusts_it_and_sees_the_entry(live_server, brows
     entry = LedgerEntry.objects.get(description="Adjustment: Goodwill credit for the outage of 3 March")
     assert (entry.amount, entry.created_by_id) == (1250, finance.pk)
 
-    if not SCREENSHOT.exists() or os.environ.get("IAAS_UPDATE_SCREENSHOTS") == "1":
-        height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.set_window_size(1280, min(max(height, 900), 2400))
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        assert browser.save_screenshot(str(SCREENSHOT))
+    save_screenshot(browser, SCREENSHOT)
+
+
+def test_a_new_finance_operator_sets_up_the_second_factor(live_server, browser, operator_groups):
+    nina = make_operator("nina", group=FINANCE)
+    wait = WebDriverWait(browser, 30)
+
+    def click(by, value):
+        wait.until(ec.element_to_be_clickable((by, value))).click()
+
+    browser.get(f"{live_server.url}/admin/billing/wallet/")
+    wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(nina.username)
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    click(By.CSS_SELECTOR, "input[type=submit]")
+
+    # No device yet: the set-up page, with the QR code and the secret to type instead.
+    secret = wait.until(ec.presence_of_element_located((By.ID, "otp-secret"))).text
+    assert browser.find_element(By.CSS_SELECTOR, "#otp-qr svg").is_displayed()
+    assert "otpauth://totp/" in browser.find_element(By.ID, "otp-uri").text
+    save_screenshot(browser, SET_UP_SCREENSHOT)
+    browser.find_element(By.NAME, "code").send_keys(current_code(base64.b32decode(secret.replace(" ", ""))))
+    click(By.CSS_SELECTOR, "#otp-form input[type=submit]")
+
+    # The recovery codes, once; then on to the page first asked for.
+    shown = wait.until(ec.presence_of_element_located((By.ID, "recovery-codes"))).text.split()
+    stored = StaticToken.objects.filter(device__user=nina).values_list("token", flat=True)
+    assert sorted(shown) == sorted(stored)
+    assert len(shown) == 10
+    click(By.ID, "continue")
+    wait.until(ec.url_contains("/admin/billing/wallet/"))
+    assert wait.until(ec.presence_of_element_located((By.ID, "changelist")))
+    assert TOTPDevice.objects.get(user=nina).confirmed
+
+
+def current_code(key: bytes) -> str:
+    return f"{totp(key):06d}"
+
+
+def save_screenshot(browser, path: Path) -> None:
+    """Write the README's screenshot when it is missing or IAAS_UPDATE_SCREENSHOTS=1."""
+    if path.exists() and os.environ.get("IAAS_UPDATE_SCREENSHOTS") != "1":
+        return
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, min(max(height, 900), 2400))
+    path.parent.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(path))

@@ -1,16 +1,26 @@
 """Demo data for the first README command: operator logins (a superuser, a Finance and a
 Support operator), and a customer with a funded wallet, a cloud server and a hosting
 subscription. Safe to run again: it changes nothing that exists, but prints a new API key
-for the customer each time (keys are stored hashed, so an earlier one cannot be shown)."""
+for the customer each time (keys are stored hashed, so an earlier one cannot be shown),
+and gives a demo operator new recovery codes when theirs are used up.
+
+The superuser and the Finance operator need a second factor: they get an authenticator
+(its secret printed, to add to an app) and recovery codes (printed), so the demo logins
+work from the first run. Known passwords and printed secrets are for development only:
+production settings refuse this command (IAAS_DEMO_DATA_ALLOWED)."""
 
 from __future__ import annotations
 
 import os
+from base64 import b32encode
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django_otp.plugins.otp_static.models import StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from iaas.api import keys as api_keys
 from iaas.billing import services as billing_services
@@ -21,6 +31,7 @@ from iaas.contracts import bus
 from iaas.contracts.errors import DomainError
 from iaas.hosting import services as hosting_services
 from iaas.hosting.models import Subscription
+from iaas.operations import second_factor
 from iaas.operations.roles import FINANCE, SUPPORT, install_operator_groups
 
 OPERATOR = (
@@ -58,15 +69,35 @@ def ensure_user(username: str, email: str, password: str, **flags):
     return user
 
 
+def ensure_second_factor(user) -> list[str]:
+    """An authenticator and recovery codes for a demo operator who must have them; the
+    lines that print them."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name=second_factor.AUTHENTICATOR, confirmed=True)
+    codes = list(
+        StaticToken.objects.filter(device__user=user, device__confirmed=True).values_list("token", flat=True)
+    )
+    if not codes:
+        codes = second_factor.recovery_codes_issue(user=user)
+    return [
+        f"    {user.username:<10} secret {b32encode(device.bin_key).decode()}",
+        f"               recovery codes {' '.join(sorted(codes))}",
+    ]
+
+
 class Command(BaseCommand):
     help = "Create the demo operators and the demo customer (idempotent) and print their logins."
 
     def handle(self, *args, **options):
+        if not settings.IAAS_DEMO_DATA_ALLOWED:
+            raise CommandError("seed_demo makes logins with known passwords: not under production settings.")
         with transaction.atomic():
             install_operator_groups()
-            ensure_user(*OPERATOR, is_staff=True, is_superuser=True)
+            operator = ensure_user(*OPERATOR, is_staff=True, is_superuser=True)
             finance = ensure_user(*FINANCE_OPERATOR, is_staff=True)
             finance.groups.add(Group.objects.get(name=FINANCE))
+            second_factors = [ensure_second_factor(user) for user in (operator, finance)]
             support = ensure_user(*SUPPORT_OPERATOR, is_staff=True)
             support.groups.add(Group.objects.get(name=SUPPORT))
             customer = ensure_user(*CUSTOMER)
@@ -87,7 +118,10 @@ class Command(BaseCommand):
                     "  operators (Django admin, http://127.0.0.1:8000/admin/):",
                     f"    superuser  {OPERATOR[0]} / {OPERATOR[2]}",
                     f"    Finance    {FINANCE_OPERATOR[0]} / {FINANCE_OPERATOR[2]}",
-                    f"    Support    {SUPPORT_OPERATOR[0]} / {SUPPORT_OPERATOR[2]}",
+                    f"    Support    {SUPPORT_OPERATOR[0]} / {SUPPORT_OPERATOR[2]}  (no second factor)",
+                    "  their second factor (development only): a code of an authenticator app",
+                    "  holding the secret, or a recovery code (each works once):",
+                    *(line for lines in second_factors for line in lines),
                     f"  customer (API, http://127.0.0.1:8000/api/docs/): {CUSTOMER[0]} / {CUSTOMER[2]}",
                     f"    API key: {api_keys.api_key_create(owner_id=customer.pk, name='demo').key}"
                     "  (curl -H 'Authorization: Token <key>' ...)",
