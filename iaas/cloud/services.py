@@ -10,6 +10,7 @@ import datetime as dt
 import math
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 from django.conf import settings
 from django.db.models import F, Sum
@@ -122,22 +123,13 @@ def _suspend_for(server: Server, cause: str, *, at: dt.datetime, reason: str = "
 
 
 def _save_causes(server: Server, *, stopped_at: dt.datetime) -> None:
-    """Save a locked server's causes; when it was active and now has one, it stops."""
-    fields = list(Server.CAUSE_UPDATE_FIELDS)
-    if server.status == Server.Status.ACTIVE and server.suspension_causes:
-        server.status = Server.Status.SUSPENDED
-        server.suspended_at = stopped_at
-        fields += ["status", "suspended_at"]
-        cause = server.suspension_causes[0]
-        bus.publish(
-            ServerSuspended(
-                server_id=server.id,
-                wallet_id=server.wallet_id,
-                reason=server.operator_reason if cause == SuspensionCause.OPERATOR else cause,
-                cause=cause,
-            )
-        )
-    server.save(update_fields=fields)
+    """Save a locked server's causes; when it was active and now has one, it stops
+    (ServerSuspended)."""
+    lifecycle.save_causes(
+        server,
+        stopped_at=stopped_at,
+        suspended=partial(ServerSuspended, server_id=server.id, wallet_id=server.wallet_id),
+    )
 
 
 @retry_transaction

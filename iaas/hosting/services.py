@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
@@ -142,23 +143,15 @@ def _suspend_for(subscription: Subscription, cause: str, *, at: dt.datetime, rea
 
 
 def _save_causes(subscription: Subscription, *, stopped_at: dt.datetime) -> None:
-    """Save a locked subscription's causes; when it was active and now has one, it
-    stops (SubscriptionSuspended)."""
-    fields = list(Subscription.CAUSE_UPDATE_FIELDS)
-    if subscription.status == Subscription.Status.ACTIVE and subscription.suspension_causes:
-        subscription.status = Subscription.Status.SUSPENDED
-        subscription.suspended_at = stopped_at
-        fields += ["status", "suspended_at"]
-        cause = subscription.suspension_causes[0]
-        bus.publish(
-            SubscriptionSuspended(
-                subscription_id=subscription.id,
-                wallet_id=subscription.wallet_id,
-                reason=subscription.operator_reason if cause == SuspensionCause.OPERATOR else cause,
-                cause=cause,
-            )
-        )
-    subscription.save(update_fields=fields)
+    """Save a locked subscription's causes; when it was active and now has one, it stops
+    (SubscriptionSuspended)."""
+    lifecycle.save_causes(
+        subscription,
+        stopped_at=stopped_at,
+        suspended=partial(
+            SubscriptionSuspended, subscription_id=subscription.id, wallet_id=subscription.wallet_id
+        ),
+    )
 
 
 @retry_transaction

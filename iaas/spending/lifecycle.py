@@ -5,11 +5,31 @@ and when the termination clock runs out."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from iaas.audit.services import changed_fields, object_type, record_change
+from iaas.contracts import bus
 from iaas.contracts.errors import DomainError, InsufficientFunds, WalletNotActive
+from iaas.contracts.events import Event
 
 from .models import AbstractSuspendable, SuspensionCause
+
+
+def save_causes(
+    service: AbstractSuspendable, *, stopped_at: dt.datetime, suspended: Callable[..., Event]
+) -> None:
+    """Save a locked service's causes. An active service that now has one stops, and
+    ``suspended(reason=..., cause=...)`` builds the event that says so (ServerSuspended,
+    SubscriptionSuspended), published in the same transaction."""
+    fields = list(service.CAUSE_UPDATE_FIELDS)
+    if service.status == "active" and service.suspension_causes:
+        service.status = "suspended"
+        service.suspended_at = stopped_at
+        fields += ["status", "suspended_at"]
+        cause = service.suspension_causes[0]
+        reason = service.operator_reason if cause == SuspensionCause.OPERATOR else cause
+        bus.publish(suspended(reason=reason, cause=cause))
+    service.save(update_fields=fields)
 
 
 def refusal_cause(refusal: DomainError) -> tuple[str, str]:
