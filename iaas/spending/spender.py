@@ -355,14 +355,6 @@ class SellingContextAdapter:
     def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int:
         return self.spender.release_idle(idle_for=idle_for)
 
-    def record_refund(self, event: ChargeRefunded) -> None:
-        """Billing refunded one of this context's charges: note it on the charge, so the
-        refunded money does not count towards a monthly cap. A charge has at most one
-        refund, so setting (not adding) the amount makes a redelivery harmless."""
-        if event.context != self.context or event.charge_id is None:
-            return
-        self.charge_model.objects.filter(pk=event.charge_id).update(refunded_amount=event.amount)
-
     def idle_allowances(self, *, idle_for: dt.timedelta) -> list[IdleAllowance]:
         return self.spender.idle_allowances(idle_for=idle_for)
 
