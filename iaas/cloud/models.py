@@ -10,7 +10,13 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from iaas.spending.models import AbstractAllowance, AbstractCharge, AbstractRelease, AbstractSuspendable
+from iaas.spending.models import (
+    AbstractAllowance,
+    AbstractCharge,
+    AbstractRelease,
+    AbstractSuspendable,
+    AbstractUsage,
+)
 
 
 class ServerPlan(models.Model):
@@ -81,3 +87,11 @@ class Charge(AbstractCharge):
 class Release(AbstractRelease):
     class Meta(AbstractRelease.Meta):
         verbose_name = "cloud release"
+
+
+class Usage(AbstractUsage):
+    """A server's hours in one calendar month (see AbstractUsage)."""
+
+    class Meta(AbstractUsage.Meta):
+        verbose_name = "server usage"
+        verbose_name_plural = "server usage"

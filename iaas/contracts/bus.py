@@ -33,7 +33,12 @@ from .models import OutboxMessage
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Event], None]
-BatchHandler = Callable[[list[Event]], None]
+# A batch handler applies many pending events (of one wallet or many) at once and returns
+# the ids of those it deferred (their wallet busy elsewhere): they stay pending.
+BatchHandler = Callable[[list[Event]], "set | None"]
+
+# How long a deferred row waits before it is due again (its wallet was busy).
+DEFER_DELAY = dt.timedelta(seconds=1)
 
 _handlers: dict[str, dict[str, Handler]] = defaultdict(dict)  # event type -> name -> handler
 _handlers_by_name: dict[str, Handler] = {}
@@ -64,9 +69,11 @@ def subscribe(
     migration that renames the undelivered rows (contracts 0003 is the model). The same
     subscription registered again is a no-op; another one under a taken name is refused.
 
-    ``batch``, when given, handles several of the handler's pending events of one
-    wallet at once; the delivery worker uses it to apply a busy wallet's backlog in one
-    transaction. It must do exactly what calling ``handler`` on each would."""
+    ``batch``, when given, handles many of the handler's pending events at once, of one
+    wallet or of many (a set-based settlement); the delivery worker uses it with
+    ``--batch-size``. It must do exactly what calling ``handler`` on each would, except
+    that it may defer events whose wallet another transaction holds (it returns their
+    ids; they stay pending, due again a moment later, no attempt counted)."""
     if len(name) > 200 or not SUBSCRIPTION_NAME.fullmatch(name):
         raise ValueError(f"a subscription name is dotted lower case, like 'billing.settle_charge': {name!r}")
     subscription = (event_type.type_name(), handler)
@@ -120,9 +127,12 @@ def publish(*events: Event) -> list[OutboxMessage]:
 class DeliveryReport:
     delivered: int = 0
     failed: int = 0
+    deferred: int = 0  # applied later: their wallet was busy (batch handlers only)
 
     def __add__(self, other: DeliveryReport) -> DeliveryReport:
-        return DeliveryReport(self.delivered + other.delivered, self.failed + other.failed)
+        return DeliveryReport(
+            self.delivered + other.delivered, self.failed + other.failed, self.deferred + other.deferred
+        )
 
 
 def retry_delay(attempts: int) -> dt.timedelta:
@@ -186,40 +196,46 @@ def deliver_messages(message_ids: Iterable[int]) -> DeliveryReport:
 
 
 def _run_batch(messages: list[OutboxMessage]) -> DeliveryReport:
-    """Run a batch handler over one wallet's rows in one savepoint; if it fails, fall
-    back to the rows one by one, so one bad event never holds back the others."""
+    """Run a batch handler over the claimed rows in one savepoint; if it fails, fall
+    back to the rows one by one, so one bad event never holds back the others. Rows
+    whose events the handler deferred stay pending, due again after DEFER_DELAY."""
     batch_handler = _batch_handlers_by_name[messages[0].handler]
     try:
         events = [event_from_payload(m.event_type, m.payload) for m in messages]
         with transaction.atomic():
-            batch_handler(events)
+            deferred = batch_handler(events) or set()
     except Exception as error:
         logger.info("batch of %d rows failed (%r); delivering them one by one", len(messages), error)
         outcomes = [_run(message) for message in messages]
         return DeliveryReport(delivered=sum(outcomes), failed=len(outcomes) - sum(outcomes))
     now = timezone.now()
-    for message in messages:
+    done = [m for m in messages if m.event_id not in deferred]
+    for message in done:
         message.attempts += 1
         message.status = OutboxMessage.Status.DONE
         message.delivered_at = now
-    OutboxMessage.objects.bulk_update(messages, ["attempts", "status", "delivered_at"])
-    return DeliveryReport(delivered=len(messages))
+    OutboxMessage.objects.bulk_update(done, ["attempts", "status", "delivered_at"], batch_size=1000)
+    later = [m.pk for m in messages if m.event_id in deferred]
+    if later:
+        OutboxMessage.objects.filter(pk__in=later).update(available_at=now + DEFER_DELAY)
+    return DeliveryReport(delivered=len(done), deferred=len(later))
 
 
 def deliver_next(*, batch_size: int = 1) -> DeliveryReport | None:
     """Claim the next due row and deliver it. With ``batch_size`` > 1 and a batch
-    handler, the same handler's other due rows for that wallet are claimed too (up to
-    the size) and applied in one go."""
+    handler, up to that many due rows of the same handler are claimed (in wallet
+    order, SKIP LOCKED, so workers share the backlog without overlap) and applied in
+    one go."""
     with transaction.atomic():
         message = _pending_due().order_by("available_at", "id").first()
         if message is None:
             return None
-        if batch_size > 1 and message.wallet_id and message.handler in _batch_handlers_by_name:
+        if batch_size > 1 and message.handler in _batch_handlers_by_name:
             more = list(
                 _pending_due()
-                .filter(handler=message.handler, wallet_id=message.wallet_id)
+                .filter(handler=message.handler)
                 .exclude(pk=message.pk)
-                .order_by("id")[: batch_size - 1]
+                .order_by("wallet_id", "id")[: batch_size - 1]
             )
             if more:
                 return _run_batch([message, *more])
@@ -236,6 +252,8 @@ def deliver_pending(*, limit: int | None = None, batch_size: int = 1) -> Deliver
         if outcome is None:
             break
         report = report + outcome
+        if outcome.deferred and not (outcome.delivered or outcome.failed):
+            break  # only busy wallets were due: the next pass takes them
     return report
 
 

@@ -46,12 +46,19 @@ def event_from_payload(type_name: str, payload: dict) -> Event:
 def _dump(value):
     if isinstance(value, uuid.UUID | dt.date):  # datetime is a date too
         return value.isoformat() if not isinstance(value, uuid.UUID) else str(value)
+    if dataclasses.is_dataclass(value):
+        return {f.name: _dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_dump(item) for item in value]
     return value
 
 
 def _load(hint, value):
     if value is None:
         return None
+    if typing.get_origin(hint) in (tuple, list):  # tuple[X, ...] or list[X]
+        item = typing.get_args(hint)[0]
+        return typing.get_origin(hint)(_load(item, v) for v in value)
     base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
     if base is uuid.UUID:
         return uuid.UUID(value)
@@ -59,6 +66,9 @@ def _load(hint, value):
         return dt.datetime.fromisoformat(value)
     if base is dt.date:
         return dt.date.fromisoformat(value)
+    if dataclasses.is_dataclass(base):
+        hints = typing.get_type_hints(base)
+        return base(**{name: _load(hints[name], v) for name, v in value.items()})
     return value
 
 
@@ -95,12 +105,14 @@ class WalletToppedUp(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class ChargeSettled(Event):
-    """Billing booked a context's charge on the ledger."""
+    """Billing booked a context's charges of one wallet with one ledger entry (one entry
+    per wallet and context per settlement): the context records the entry on each
+    charge."""
 
-    charge_id: uuid.UUID
     wallet_id: uuid.UUID
     context: str
     ledger_entry_id: uuid.UUID
+    charge_ids: tuple[uuid.UUID, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,8 +140,38 @@ class InvoiceIssued(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RecordedCharge:
+    """One immutable charge inside ChargesRecorded (plain data, not an event): what
+    Billing books, puts on an invoice line (per ``subject_id`` and month) and refunds."""
+
+    charge_id: uuid.UUID
+    amount: int
+    transaction_date: dt.datetime
+    description: str
+    subject_id: uuid.UUID | None = None  # the server, subscription or volume paid for
+    period_start: dt.datetime | None = None
+    period_end: dt.datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChargesRecorded(Event):
+    """A selling context recorded charges on one wallet: usage closed by a settlement
+    run, or one-off purchases (a hosting month, a server's first hour). Billing books
+    them with one ledger entry (per wallet and context per delivery batch) and one
+    applied-once record per charge, then publishes ChargeSettled. ``amount`` is the
+    charges' total (what reconciliation counts as pending while undelivered)."""
+
+    wallet_id: uuid.UUID
+    context: str
+    currency: str
+    amount: int
+    charges: tuple[RecordedCharge, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChargeRecorded(Event):
-    """A selling context spent part of its allowance on a purchase or a period of use."""
+    """One charge (the form before aggregate settlement; ChargesRecorded replaced it).
+    Still delivered, so rows written before the upgrade settle."""
 
     charge_id: uuid.UUID
     wallet_id: uuid.UUID

@@ -39,6 +39,12 @@ class OutboxMessage(models.Model):
                 condition=Q(status="pending"),
                 name="outbox_pending_due",
             ),
+            # A batch delivery claims one handler's pending rows in wallet order.
+            models.Index(
+                fields=["handler", "wallet_id", "id"],
+                condition=Q(status="pending"),
+                name="outbox_pending_by_handler",
+            ),
             # What has not been delivered yet (pending or failed) is found without
             # reading the delivered history (reconciliation, invoicing's check).
             models.Index(

@@ -70,6 +70,9 @@ class AbstractCharge(models.Model):
     # charge, so the handler sets it, idempotently). Refunded money does not count
     # towards a monthly cap.
     refunded_amount = models.BigIntegerField(default=0, editable=False)
+    # The Billing ledger entry that settled this charge (ChargeSettled: one entry settles
+    # a wallet's charges of one settlement at once). Null until Billing has booked it.
+    ledger_entry_id = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         abstract = True
@@ -88,6 +91,86 @@ class AbstractCharge(models.Model):
 
     def __str__(self) -> str:
         return f"charge {self.amount} {self.currency}: {self.description}"
+
+
+class AbstractUsage(models.Model):
+    """A metered service's usage in one calendar month (the project's time zone), updated
+    in place by the metering runs: no row per service-hour. ``amount`` is what the hours
+    cost under the monthly cap, spent out of the allowance as they accrue; a settlement
+    run closes what accrued since the last close into one immutable charge (the span
+    ``[closed_until, accrued_until)``). I11: ``amount = min(cap + refunded, list_amount)``,
+    and the service's ``paid_until`` is the ``accrued_until`` of its latest month."""
+
+    id = models.BigAutoField(primary_key=True)
+    service_id = models.UUIDField(help_text="The metered service (a server, a volume).")
+    month = models.DateField(help_text="The first day of the calendar month.")
+    wallet_id = models.UUIDField()
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    currency = models.CharField(max_length=3)
+    hours = models.IntegerField(default=0, help_text="Hours accrued (a started hour is a whole hour).")
+    # What the hours would cost without the cap (each hour at the price it was accrued at)
+    # and the cap that applies: amount = min(cap + refunded, list_amount).
+    list_amount = models.BigIntegerField(default=0)
+    cap = models.BigIntegerField(default=0)
+    amount = models.BigIntegerField(default=0, help_text="Minor units spent for the month so far.")
+    # Refunds of this month's charges: refunded money does not count towards the cap.
+    refunded = models.BigIntegerField(default=0)
+    accrued_until = models.DateTimeField(help_text="The end of the last hour accrued.")
+    # What settlement runs have closed into charges: amount and hours up to closed_until.
+    closed_amount = models.BigIntegerField(default=0)
+    closed_hours = models.IntegerField(default=0)
+    closed_until = models.DateTimeField(help_text="Where the span not yet closed into a charge starts.")
+    # When a settlement run should close what accrued (the cadence, the month's end, the
+    # service's end); null when nothing is open.
+    close_due_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+        ordering = ["-month", "service_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["service_id", "month"], name="%(app_label)s_usage_one_per_month"),
+            models.CheckConstraint(
+                condition=Q(hours__gte=F("closed_hours"), closed_hours__gte=0),
+                name="%(app_label)s_usage_hours_cover_closed",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gte=F("closed_amount"), closed_amount__gte=0),
+                name="%(app_label)s_usage_amount_covers_closed",
+            ),
+            models.CheckConstraint(
+                condition=Q(refunded__gte=0, refunded__lte=F("closed_amount")),
+                name="%(app_label)s_usage_refunded_within_closed",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__lte=F("list_amount"), cap__gte=0),
+                name="%(app_label)s_usage_amount_within_list",
+            ),
+            models.CheckConstraint(
+                condition=Q(accrued_until__gte=F("closed_until")),
+                name="%(app_label)s_usage_closed_before_accrued",
+            ),
+        ]
+        indexes = [
+            # Reconciliation sums what accrued and is not closed, per wallet.
+            models.Index(fields=["wallet_id"], name="%(app_label)s_usage_wallet"),
+            # Settlement walks the records due for closing in wallet order.
+            models.Index(
+                fields=["wallet_id", "service_id"],
+                condition=Q(close_due_at__isnull=False),
+                name="%(app_label)s_usage_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"usage of {self.service_id} in {self.month:%Y-%m}: {self.hours} h, {self.amount} {self.currency}"
+        )
+
+    @property
+    def open_amount(self) -> int:
+        """Spent and not yet closed into a charge (what Billing has not seen)."""
+        return self.amount - self.closed_amount
 
 
 class AbstractRelease(models.Model):
