@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from iaas.contracts.billing import Grant, HoldTotals, WalletView
+from iaas.contracts.billing import Grant, HoldTotals, ReserveRequest, WalletView
 from iaas.contracts.checks import Relation, Violation
-from iaas.contracts.errors import WalletNotFound
+from iaas.contracts.errors import DomainError, WalletNotFound
 
-from . import checks, services
+from . import batch, checks, services
 from .models import Hold, Wallet
 
 HOLD_TOTALS = """
@@ -44,6 +44,11 @@ class BillingContractImpl:
             amount=reservation.amount,
             currency=currency,
         )
+
+    def reserve_batch(
+        self, *, context: str, requests: list[ReserveRequest]
+    ) -> dict[uuid.UUID, Grant | DomainError]:
+        return batch.funds_reserve_batch(context=context, requests=requests)
 
     def wallet_view(self, *, wallet_id: uuid.UUID, owner_id: int | None = None) -> WalletView:
         rows = Wallet.objects.filter(pk=wallet_id)

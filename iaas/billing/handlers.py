@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iaas.contracts.events import AllowanceReleased, ChargeRecorded
+from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ChargesRecorded
 
 from . import services
 
@@ -28,6 +28,34 @@ def settle_charges(events: list[ChargeRecorded]) -> None:
     if len(wallet_ids) != 1:
         raise ValueError("a settlement batch is one wallet's charges")
     services.charges_settle(wallet_id=wallet_ids.pop(), charges=[_charge(e) for e in events])
+
+
+def _recorded(event: ChargesRecorded) -> list[services.ChargeToSettle]:
+    return [
+        services.ChargeToSettle(
+            charge_id=c.charge_id,
+            context=event.context,
+            amount=c.amount,
+            currency=event.currency,
+            transaction_date=c.transaction_date,
+            description=c.description,
+        )
+        for c in event.charges
+    ]
+
+
+def settle_recorded_charges(event: ChargesRecorded) -> None:
+    services.charges_settle(wallet_id=event.wallet_id, charges=_recorded(event))
+
+
+def settle_many_recorded_charges(events: list[ChargesRecorded]) -> set:
+    """Batch form: each wallet's events in one go (one transaction, several wallets)."""
+    by_wallet: dict = {}
+    for event in events:
+        by_wallet.setdefault(event.wallet_id, []).extend(_recorded(event))
+    for wallet_id in sorted(by_wallet, key=str):
+        services.charges_settle(wallet_id=wallet_id, charges=by_wallet[wallet_id])
+    return set()
 
 
 def apply_release(event: AllowanceReleased) -> None:

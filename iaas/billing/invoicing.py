@@ -19,7 +19,7 @@ from django.utils import timezone
 from iaas.common.db import retry_transaction
 from iaas.common.periods import Month
 from iaas.contracts import bus
-from iaas.contracts.events import ChargeRecorded, InvoiceIssued
+from iaas.contracts.events import ChargeRecorded, ChargesRecorded, InvoiceIssued
 
 from .models import Invoice, InvoiceLine, InvoiceSeries, LedgerEntry, Wallet
 from .services import wallet_lock
@@ -88,11 +88,13 @@ def pending_charges(period: Month) -> int:
     """Charges dated in the period that Billing has not settled yet: recorded by a
     selling context, their ChargeRecorded still waiting in the outbox (pending or
     failed). While there are any, the period's invoices would miss them."""
-    return sum(
-        1
-        for event in bus.undelivered_events([ChargeRecorded])
-        if period.start <= event.transaction_date < period.end
-    )
+    dates = []
+    for event in bus.undelivered_events([ChargeRecorded, ChargesRecorded]):
+        if isinstance(event, ChargesRecorded):
+            dates.extend(charge.transaction_date for charge in event.charges)
+        else:
+            dates.append(event.transaction_date)
+    return sum(1 for date in dates if period.start <= date < period.end)
 
 
 # --- Writes -------------------------------------------------------------------------------

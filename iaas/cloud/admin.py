@@ -14,12 +14,13 @@ from iaas.common.admin import (
     ChargeAdmin,
     ReleaseAdmin,
     SoldServiceAdmin,
+    UsageAdmin,
     money_column,
 )
 from iaas.spending.admin import SuspendableAdminMixin, SuspensionCausesFilter
 
 from . import services
-from .models import Allowance, Charge, Release, Server, ServerPlan
+from .models import Allowance, Charge, Release, Server, ServerPlan, Usage
 
 
 class ServerPlanForm(CatalogPlanForm):
@@ -192,3 +193,8 @@ class CloudChargeAdmin(ChargeAdmin):
 @admin.register(Release)
 class CloudReleaseAdmin(ReleaseAdmin):
     pass
+
+
+@admin.register(Usage)
+class CloudUsageAdmin(UsageAdmin):
+    subject_model = "server"

@@ -7,25 +7,22 @@ Billing's reserve) the wallet row and the hold.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import uuid
 from dataclasses import dataclass
 from functools import partial
 
 from django.conf import settings
-from django.db.models import F, Sum
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
-from iaas.common.periods import Month
 from iaas.contracts import bus
 from iaas.contracts.errors import DomainError, InvalidState, NotFound, ServiceBusy
 from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
 from iaas.contracts.types import Money
-from iaas.spending import lifecycle
+from iaas.spending import lifecycle, usage
 from iaas.spending.models import SuspensionCause
 
-from .models import Charge, Server, ServerPlan
+from .models import Server, ServerPlan, Usage
 from .spending import spender
 
 HOUR = dt.timedelta(hours=1)
@@ -73,6 +70,21 @@ def server_create(*, owner_id: int, wallet_id: uuid.UUID, name: str, plan_id: st
         period_start=now,
         period_end=server.paid_until,
         transaction_date=now,
+    )
+    # The first hour is a one-off charge (recorded above) and the month's first hour of
+    # usage, already closed: the cap and I11 count it, settlement does not charge it again.
+    first_hour = usage.Accrual(
+        server.id,
+        usage.month_of(now),
+        now,
+        server.paid_until,
+        1,
+        plan.price_per_hour,
+        plan.price_per_hour,
+        plan.monthly_cap,
+    )
+    usage.upsert_accruals(
+        Usage, [(first_hour, usage.UsageOwner(wallet_id, owner_id, plan.currency))], now=now, closed=True
     )
     return server
 
@@ -177,10 +189,10 @@ def _resume_paying(server: Server, *, now: dt.datetime) -> tuple[int, int]:
     so an hour is charged once whoever resumes it. Returns (hours, amount)."""
     ran_until = server.suspended_at or server.paid_until
     hours = _started_hours(server.paid_until, ran_until)
-    amount = _pay(server, usage_charges(server, start=server.paid_until, hours=hours))
+    amount = _accrue(server, start=server.paid_until, hours=hours, now=now)
     paid_until = server.paid_until + hours * HOUR
     if paid_until <= now:  # priced after the owed hours: they count towards the cap
-        amount += _pay(server, usage_charges(server, start=now, hours=1))
+        amount += _accrue(server, start=now, hours=1, now=now)
         paid_until, hours = now + HOUR, hours + 1
     for cause in server.suspension_causes:
         server.lift_cause(cause)
@@ -215,17 +227,6 @@ def allowance_release(*, wallet_id: uuid.UUID, reason: str, amount: int | None =
 
 
 @dataclass(frozen=True, slots=True)
-class UsageCharge:
-    """Hours of one server in one calendar month, and what they cost under the cap."""
-
-    start: dt.datetime
-    end: dt.datetime
-    hours: int
-    amount: int  # 0 when the month's cap is reached
-    currency: str
-
-
-@dataclass(frozen=True, slots=True)
 class MeteringOutcome:
     server_id: uuid.UUID
     wallet_id: uuid.UUID
@@ -238,57 +239,38 @@ class MeteringOutcome:
 
 
 def _started_hours(start: dt.datetime, until: dt.datetime) -> int:
-    """Hours starting at start, start + 1h, ... before ``until``."""
-    if until <= start:
-        return 0
-    return math.ceil((until - start) / HOUR)
+    return usage.started_hours(start, until)
 
 
-def _charged_in_month(server_id: uuid.UUID, month: Month) -> int:
-    """What the server's hours of ``month`` cost so far, less what was refunded: refunded
-    money does not count towards the cap."""
-    return Charge.objects.filter(
-        subject_id=server_id, period_start__gte=month.start, period_start__lt=month.end
-    ).aggregate(total=Sum(F("amount") - F("refunded_amount"), default=0))["total"]
-
-
-def usage_charges(server: Server, *, start: dt.datetime, hours: int) -> list[UsageCharge]:
-    """``hours`` hours from ``start``, split by the calendar month each hour starts in and
-    priced under the month's cap (what the server was already charged that month counts)."""
-    charges = []
+def _accrue(server: Server, *, start: dt.datetime, hours: int, now: dt.datetime) -> int:
+    """Spend ``hours`` of a locked server from ``start`` out of Cloud's allowance and add
+    them to its usage records (priced under the monthly cap). Returns the amount."""
     plan = server.plan
-    while hours > 0:
-        month = Month.containing(start)
-        in_month = min(hours, _started_hours(start, month.end))
-        end = start + in_month * HOUR
-        room = max(plan.monthly_cap - _charged_in_month(server.id, month), 0)
-        amount = min(in_month * plan.price_per_hour, room)
-        charges.append(UsageCharge(start, end, in_month, amount, plan.currency))
-        start, hours = end, hours - in_month
-    return charges
+    return spender.accrue(
+        service_id=server.id,
+        wallet_id=server.wallet_id,
+        owner_id=server.owner_id,
+        currency=plan.currency,
+        start=start,
+        hours=hours,
+        price_per_hour=plan.price_per_hour,
+        cap=plan.monthly_cap,
+        now=now,
+    )
 
 
-def _pay(server: Server, charges: list[UsageCharge]) -> int:
-    """Spend the charges out of Cloud's allowance; a capped (free) stretch records none."""
-    paid = 0
-    for usage in charges:
-        if usage.amount == 0:
-            continue
-        spender.spend(
-            wallet_id=server.wallet_id,
-            owner_id=server.owner_id,
-            price=Money(usage.amount, usage.currency),
-            description=(
-                f"Server {server.name} ({server.plan_id}), {usage.hours} hour(s) from "
-                f"{timezone.localtime(usage.start):%Y-%m-%d %H:%M}"
-            ),
-            subject_id=server.id,
-            period_start=usage.start,
-            period_end=usage.end,
-            transaction_date=usage.start,
-        )
-        paid += usage.amount
-    return paid
+def usage_due(server: Server, *, now: dt.datetime) -> list[usage.Accrual]:
+    """What a run at ``now`` would accrue for an active server (read only)."""
+    start = server.paid_until
+    spent = usage.spent_in_months(Usage, [server.id], from_month=usage.month_of(start))
+    return usage.price_hours(
+        service_id=server.id,
+        start=start,
+        hours=_started_hours(start, now),
+        price_per_hour=server.plan.price_per_hour,
+        cap=server.plan.monthly_cap,
+        spent=spent.get(server.id, {}),
+    )
 
 
 def servers_to_meter(*, now: dt.datetime) -> list[uuid.UUID]:
@@ -300,12 +282,12 @@ def servers_to_meter(*, now: dt.datetime) -> list[uuid.UUID]:
     return list((due | suspended).order_by("id").values_list("id", flat=True))
 
 
-def server_usage_due(*, server_id: uuid.UUID, now: dt.datetime) -> list[UsageCharge]:
-    """What a run at ``now`` would charge an active server (read only, for --dry-run)."""
+def server_usage_due(*, server_id: uuid.UUID, now: dt.datetime) -> list[usage.Accrual]:
+    """What a run at ``now`` would accrue for an active server (read only, for --dry-run)."""
     server = Server.objects.select_related("plan").get(pk=server_id)
     if server.status != Server.Status.ACTIVE:
         return []
-    return usage_charges(server, start=server.paid_until, hours=_started_hours(server.paid_until, now))
+    return usage_due(server, now=now)
 
 
 @retry_transaction
@@ -316,7 +298,7 @@ def _server_charge_due(*, server_id: uuid.UUID, now: dt.datetime) -> MeteringOut
     if server.status != Server.Status.ACTIVE or server.paid_until >= now:
         return MeteringOutcome(server.id, server.wallet_id, "up_to_date")
     hours = _started_hours(server.paid_until, now)
-    amount = _pay(server, usage_charges(server, start=server.paid_until, hours=hours))
+    amount = _accrue(server, start=server.paid_until, hours=hours, now=now)
     server.paid_until += hours * HOUR
     server.save(update_fields=["paid_until"])
     return MeteringOutcome(server.id, server.wallet_id, "charged", hours, amount, server.plan.currency)

@@ -589,6 +589,72 @@ class AllowanceAdmin(ReadOnlyAdmin):
         )
 
 
+class UsageAdmin(ReadOnlyAdmin):
+    """A metered context's usage records (iaas.spending's AbstractUsage): one per service
+    and month, updated in place by the hourly run, closed into charges by settlement."""
+
+    subject_model = ""  # the admin of the metered service ("server")
+    list_display = (
+        "subject",
+        "month",
+        "hours",
+        "amount_money",
+        "open_money",
+        "wallet",
+        "owner_column",
+        "accrued_until",
+        "close_due_at",
+    )
+    list_filter = ("currency", "month")
+    search_fields = ("service_id", "wallet_id", "owner__username", "owner__email")
+    list_select_related = ("owner",)
+    ordering = ("-month", "service_id")
+    readonly_fields = (
+        "subject",
+        "month",
+        "wallet",
+        "owner_column",
+        "currency",
+        "hours",
+        "list_amount_money",
+        "cap_money",
+        "amount_money",
+        "refunded_money",
+        "closed_amount_money",
+        "closed_hours",
+        "closed_until",
+        "accrued_until",
+        "close_due_at",
+        "updated_at",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "spent this month")
+    list_amount_money = money_column("list_amount", "without the cap")
+    cap_money = money_column("cap", "monthly cap")
+    refunded_money = money_column("refunded", "refunded")
+    closed_amount_money = money_column("closed_amount", "closed into charges")
+
+    @admin.display(description="not yet closed")
+    def open_money(self, obj):
+        return format_minor_units(obj.open_amount, obj.currency)
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id)
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_column(self, obj):
+        return user_link(obj.owner)
+
+    @admin.display(description="service", ordering="service_id")
+    def subject(self, obj):
+        return link(
+            admin_url(f"{self.opts.app_label}_{self.subject_model}_change", obj.service_id),
+            f"{self.subject_model} {obj.service_id}",
+        )
+
+
 class ChargeAdmin(ReadOnlyAdmin):
     """A selling context's charges (iaas.spending's AbstractCharge). The settlement is
     Billing's ledger entry for the charge, found by its id."""

@@ -57,6 +57,11 @@ class SellingContext(Protocol):
         was released. The context decides; Billing is told by AllowanceReleased."""
         ...
 
+    def open_usage_before(self, *, moment: dt.datetime) -> int:
+        """How many usage records of months starting before ``moment`` still hold spend
+        not closed into charges: Billing does not invoice a month while any does (I8)."""
+        ...
+
     def set_allowance_blocked(self, *, wallet_id: uuid.UUID, blocked: bool) -> None:
         """Block (or unblock) the context's allowance for the wallet under its row lock,
         in the caller's transaction: no spend succeeds from a blocked allowance, the

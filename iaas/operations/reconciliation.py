@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from iaas.contracts import billing, bus, selling
 from iaas.contracts.checks import INVARIANTS, Violation
-from iaas.contracts.events import AllowanceReleased, ChargeRecorded
+from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ChargesRecorded
 
 
 @dataclass
@@ -64,7 +64,8 @@ WITH billing AS ({billing}),
 selling AS ({selling}),
 pending AS (
     SELECT wallet_id, context,
-           CAST(SUM(CASE WHEN event_type = 'ChargeRecorded' THEN amount ELSE 0 END) AS BIGINT) AS charges,
+           CAST(SUM(CASE WHEN event_type IN ('ChargeRecorded', 'ChargesRecorded')
+                         THEN amount ELSE 0 END) AS BIGINT) AS charges,
            CAST(SUM(CASE WHEN event_type = 'AllowanceReleased' THEN amount ELSE 0 END) AS BIGINT) AS releases
     FROM ({pending}) p GROUP BY wallet_id, context
 ),
@@ -91,7 +92,7 @@ WHERE x.granted <> x.received
 def check_i4() -> list[Violation]:
     billing_side = billing.hold_totals_relation()
     selling_sides = [context.allowance_totals_relation() for context in selling.contexts()]
-    pending = bus.undelivered_amounts_relation([ChargeRecorded, AllowanceReleased])
+    pending = bus.undelivered_amounts_relation([ChargeRecorded, ChargesRecorded, AllowanceReleased])
     sql = I4_QUERY.format(
         billing=billing_side.sql,
         selling=" UNION ALL ".join(relation.sql for relation in selling_sides),
@@ -145,12 +146,9 @@ def check_events() -> tuple[list[Violation], list[dict]]:
     violations, others = [], []
     for message in stuck:
         since = f"{message.status} since {message.created_at:%Y-%m-%d %H:%M}, {message.attempts} attempt(s)"
-        if message.event_type in (ChargeRecorded.type_name(), AllowanceReleased.type_name()):
-            what = (
-                "charge not settled"
-                if message.event_type == ChargeRecorded.type_name()
-                else "release not applied"
-            )
+        charge_events = (ChargeRecorded.type_name(), ChargesRecorded.type_name())
+        if message.event_type in (*charge_events, AllowanceReleased.type_name()):
+            what = "charge not settled" if message.event_type in charge_events else "release not applied"
             error = f": {message.last_error.splitlines()[-1][:200]}" if message.last_error else ""
             violations.append(
                 Violation(

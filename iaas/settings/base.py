@@ -165,6 +165,15 @@ IAAS_RESERVE_AHEAD = {
     "cloud": int(os.environ.get("IAAS_RESERVE_AHEAD_CLOUD", "0")),
     "hosting": int(os.environ.get("IAAS_RESERVE_AHEAD_HOSTING", "0")),
 }
+# Settlement cadence: metered usage accrues in place and a settlement run (settle_usage)
+# closes it into charges at least this often (and at each month's end, and when a
+# service ends). 0: every run closes everything that accrued.
+IAAS_SETTLE_USAGE_EVERY_HOURS = int(os.environ.get("IAAS_SETTLE_USAGE_EVERY_HOURS", "24"))
+# Batch runs (metering, renewals, settlement): services per batch, and the batch
+# transaction's own lock_timeout (short: a batch never waits long on anyone; it skips
+# what is locked and leaves it to the run's last pass).
+IAAS_BATCH_SIZE = int(os.environ.get("IAAS_BATCH_SIZE", "2000"))
+IAAS_BATCH_LOCK_TIMEOUT_MS = int(os.environ.get("IAAS_BATCH_LOCK_TIMEOUT_MS", "500"))
 # Deliver outbox rows right after commit, in the same process (a latency shortcut; the
 # deliver_events command is what guarantees delivery).
 IAAS_DELIVER_ON_COMMIT = env_bool("IAAS_DELIVER_ON_COMMIT", True)

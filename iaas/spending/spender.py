@@ -21,11 +21,18 @@ from django.utils import timezone
 from iaas.contracts import billing, bus
 from iaas.contracts.checks import Relation
 from iaas.contracts.errors import CurrencyMismatch, WalletNotActive, WalletNotFound
-from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ChargeRefunded, ReleaseRequested
+from iaas.contracts.events import (
+    AllowanceReleased,
+    ChargeRefunded,
+    ChargesRecorded,
+    RecordedCharge,
+    ReleaseRequested,
+)
 from iaas.contracts.selling import AllowanceTotals, IdleAllowance
 from iaas.contracts.types import Money
 
-from .models import AbstractAllowance, AbstractCharge, AbstractRelease
+from . import usage
+from .models import AbstractAllowance, AbstractCharge, AbstractRelease, AbstractUsage
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class Spender:
     allowance_model: type[AbstractAllowance]
     charge_model: type[AbstractCharge]
     release_model: type[AbstractRelease]
+    usage_model: type[AbstractUsage] | None = None  # metered contexts only
 
     # --- locks -------------------------------------------------------------------------
 
@@ -76,16 +84,7 @@ class Spender:
         """Pay ``price`` out of this context's allowance, reserving the shortfall from
         Billing. Must run inside the purchase's transaction: on any refusal the caller's
         rows roll back with it. Raises WalletNotFound, CurrencyMismatch, InsufficientFunds."""
-        if not transaction.get_connection().in_atomic_block:
-            raise RuntimeError("spend() must run inside the purchase's transaction")
-        if price.amount <= 0:
-            raise ValueError("a price is a positive amount")
-        chunk = self.reserve_ahead() if reserve_ahead is None else reserve_ahead
-        fast = chunk > 0 and self._spend_inside_allowance(wallet_id=wallet_id, owner_id=owner_id, price=price)
-        if not fast:
-            self._spend_reserving_the_shortfall(
-                wallet_id=wallet_id, owner_id=owner_id, price=price, chunk=chunk
-            )
+        self.spend_allowance(wallet_id=wallet_id, owner_id=owner_id, price=price, reserve_ahead=reserve_ahead)
         return self._record_charge(
             wallet_id=wallet_id,
             owner_id=owner_id,
@@ -96,6 +95,58 @@ class Spender:
             period_end=period_end,
             transaction_date=transaction_date,
         )
+
+    def spend_allowance(
+        self, *, wallet_id: uuid.UUID, owner_id: int, price: Money, reserve_ahead: int | None = None
+    ) -> None:
+        """Take ``price`` out of this context's allowance for the wallet (reserving the
+        shortfall from Billing), recording nothing else: the caller records what was
+        bought (a charge, a usage record) in the same transaction."""
+        if not transaction.get_connection().in_atomic_block:
+            raise RuntimeError("spending must run inside the purchase's transaction")
+        if price.amount <= 0:
+            raise ValueError("a price is a positive amount")
+        chunk = self.reserve_ahead() if reserve_ahead is None else reserve_ahead
+        fast = chunk > 0 and self._spend_inside_allowance(wallet_id=wallet_id, owner_id=owner_id, price=price)
+        if not fast:
+            self._spend_reserving_the_shortfall(
+                wallet_id=wallet_id, owner_id=owner_id, price=price, chunk=chunk
+            )
+
+    def accrue(
+        self,
+        *,
+        service_id: uuid.UUID,
+        wallet_id: uuid.UUID,
+        owner_id: int,
+        currency: str,
+        start: dt.datetime,
+        hours: int,
+        price_per_hour: int,
+        cap: int,
+        now: dt.datetime,
+    ) -> int:
+        """Spend ``hours`` of a metered service from ``start`` (priced under the monthly
+        cap) and add them to its usage records: the one-service form of a metering
+        batch, for a resumption. The caller holds the service's row lock. Returns the
+        amount spent (0 when the cap covers every hour)."""
+        if hours <= 0:
+            return 0
+        spent = usage.spent_in_months(self.usage_model, [service_id], from_month=usage.month_of(start))
+        accruals = usage.price_hours(
+            service_id=service_id,
+            start=start,
+            hours=hours,
+            price_per_hour=price_per_hour,
+            cap=cap,
+            spent=spent.get(service_id, {}),
+        )
+        amount = sum(a.amount for a in accruals)
+        if amount:
+            self.spend_allowance(wallet_id=wallet_id, owner_id=owner_id, price=Money(amount, currency))
+        who = usage.UsageOwner(wallet_id, owner_id, currency)
+        usage.upsert_accruals(self.usage_model, [(a, who) for a in accruals], now=now)
+        return amount
 
     def _spend_reserving_the_shortfall(
         self, *, wallet_id: uuid.UUID, owner_id: int, price: Money, chunk: int
@@ -176,18 +227,31 @@ class Spender:
             period_end=period_end,
             transaction_date=transaction_date or timezone.now(),
         )
-        bus.publish(
-            ChargeRecorded(
-                charge_id=charge.id,
-                wallet_id=wallet_id,
-                context=self.context,
-                amount=charge.amount,
-                currency=charge.currency,
-                transaction_date=charge.transaction_date,
-                description=charge.description,
-            )
-        )
+        bus.publish(self.charges_recorded(wallet_id=wallet_id, currency=charge.currency, charges=[charge]))
         return charge
+
+    def charges_recorded(
+        self, *, wallet_id: uuid.UUID, currency: str, charges: list[AbstractCharge]
+    ) -> ChargesRecorded:
+        """The event that tells Billing about one wallet's new charges."""
+        return ChargesRecorded(
+            wallet_id=wallet_id,
+            context=self.context,
+            currency=currency,
+            amount=sum(charge.amount for charge in charges),
+            charges=tuple(
+                RecordedCharge(
+                    charge_id=charge.id,
+                    amount=charge.amount,
+                    transaction_date=charge.transaction_date,
+                    description=charge.description,
+                    subject_id=charge.subject_id,
+                    period_start=charge.period_start,
+                    period_end=charge.period_end,
+                )
+                for charge in charges
+            ),
+        )
 
     # --- block (a frozen or closed wallet) ------------------------------------------------
 
@@ -315,6 +379,13 @@ class Spender:
 
     # --- reads -------------------------------------------------------------------------
 
+    def open_usage_before(self, *, moment: dt.datetime) -> int:
+        if self.usage_model is None:
+            return 0
+        return self.usage_model.objects.filter(
+            month__lt=timezone.localtime(moment).date(), amount__gt=F("closed_amount")
+        ).count()
+
     def allowance_totals(self) -> list[AllowanceTotals]:
         return [
             AllowanceTotals(
@@ -363,3 +434,6 @@ class SellingContextAdapter:
 
     def set_allowance_blocked(self, *, wallet_id: uuid.UUID, blocked: bool) -> None:
         self.spender.set_blocked(wallet_id=wallet_id, blocked=blocked)
+
+    def open_usage_before(self, *, moment: dt.datetime) -> int:
+        return self.spender.open_usage_before(moment=moment)

@@ -42,7 +42,7 @@ def test_one_wallets_backlog_settles_in_one_batch(catalog, customer, wallet, ass
 
 def test_a_bad_event_in_a_batch_does_not_hold_back_the_others(catalog, customer, wallet, assert_invariants):
     buy_many(customer, wallet, 3)
-    bad = OutboxMessage.objects.filter(event_type="ChargeRecorded").first()
+    bad = OutboxMessage.objects.filter(event_type="ChargesRecorded").first()
     OutboxMessage.objects.filter(pk=bad.pk).update(payload={**bad.payload, "currency": "USD"})
     report = bus.deliver_pending(batch_size=100)
     assert report == bus.DeliveryReport(delivered=3, failed=1)
@@ -53,7 +53,7 @@ def test_a_bad_event_in_a_batch_does_not_hold_back_the_others(catalog, customer,
 
 def test_a_charge_twice_in_one_batch_is_settled_once(catalog, customer, wallet, assert_invariants):
     buy_many(customer, wallet, 1)
-    original = OutboxMessage.objects.filter(event_type="ChargeRecorded").first()
+    original = OutboxMessage.objects.filter(event_type="ChargesRecorded").first()
     OutboxMessage.objects.create(
         event_id=original.payload["event_id"].replace("-", "")[:-4] + "beef",
         event_type=original.event_type,

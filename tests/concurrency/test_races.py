@@ -144,7 +144,7 @@ def test_the_same_event_delivered_twice_at_once_is_applied_once(catalog, assert_
     customer = UserFactory()
     wallet = funded_wallet(customer, amount=1_000)
     buy_server(customer, wallet, "s-2vcpu-4gb")()
-    row = OutboxMessage.objects.get(event_type="ChargeRecorded")
+    row = OutboxMessage.objects.get(event_type="ChargesRecorded")
     # In-process delivery after commit racing a deliver_events worker ...
     run_at_once(lambda: bus.deliver_messages([row.id]), bus.deliver_pending)
     # ... and the handler itself called twice at once, past the outbox's claim.

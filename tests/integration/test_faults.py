@@ -12,7 +12,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from iaas.billing.handlers import settle_charge
+from iaas.billing.handlers import settle_recorded_charges as settle_charge
 from iaas.billing.models import LedgerEntry, Reservation
 from iaas.cloud import services as cloud
 from iaas.cloud.models import Charge as CloudCharge
@@ -23,7 +23,7 @@ from iaas.hosting import services as hosting
 from iaas.hosting.models import Charge as HostingCharge
 from tests.factories import funded_wallet
 
-SETTLE = "billing.settle_charge"  # its subscription name
+SETTLE = "billing.settle_recorded_charges"  # its subscription name
 LATER = dt.timedelta(minutes=10)  # past any retry delay (2 s, 4 s, ... capped at 5 minutes)
 
 

@@ -186,7 +186,7 @@ def test_an_event_marked_undelivered_again_is_redelivered_harmlessly(three_walle
     wallet.refresh_from_db()
     sql(
         "UPDATE contracts_outboxmessage SET status = 'pending', delivered_at = NULL "
-        "WHERE event_type = 'ChargeRecorded'"
+        "WHERE event_type = 'ChargesRecorded'"
     )
     clock.shift(dt.timedelta(hours=1))
     code, data = report()

@@ -1,0 +1,85 @@
+"""Set-based writes for batch runs: a batch's rows as one relation the database joins
+against, so an update or an upsert of 2,000 rows is one statement.
+
+PostgreSQL gets ``unnest`` over one typed array per column (one parameter per column,
+whatever the batch size); SQLite, the embedded default, a ``VALUES`` list. Values are
+prepared by the model fields themselves (UUIDs, datetimes), so the same call works on
+both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Field, Model
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A batch's rows as a named relation: ``sql`` is a ``WITH`` clause to put before an
+    INSERT or UPDATE that reads from ``name``."""
+
+    name: str
+    sql: str
+    params: list
+
+    def __bool__(self) -> bool:
+        return bool(self.params)
+
+
+def column(model: type[Model], name: str) -> Field:
+    return model._meta.get_field(name)
+
+
+def rows(name: str, columns: Sequence[tuple[str, Field]], values: Sequence[Sequence]) -> Rows:
+    """``values`` (tuples in ``columns``' order) as the relation ``name(columns...)``.
+    Each column is typed and prepared by a model field (its database type and value
+    conversion)."""
+    names = ", ".join(connection.ops.quote_name(col) for col, _ in columns)
+    if not values:
+        return Rows(name, "", [])
+    prepared = [
+        [field.get_db_prep_value(value, connection, prepared=False) for value in column_values]
+        for (_, field), column_values in zip(columns, zip(*values, strict=True), strict=True)
+    ]
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(f"%s::{_array_type(field)}" for _, field in columns)
+        sql = f"WITH {name} ({names}) AS (SELECT * FROM unnest({arrays}))"  # noqa: S608 (names from models)
+        return Rows(name, sql, [list(values) for values in prepared])
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    sql = f"WITH {name} ({names}) AS (VALUES {', '.join([row] * len(values))})"
+    return Rows(name, sql, [value for record in zip(*prepared, strict=True) for value in record])
+
+
+def _array_type(field: Field) -> str:
+    db_type = field.db_type(connection) or field.rel_db_type(connection)
+    if db_type == "serial" or db_type == "bigserial":
+        db_type = "bigint"
+    if "(" in db_type and db_type.startswith("varchar"):
+        db_type = "text"
+    return f"{db_type}[]"
+
+
+def execute(statement: str, relation: Rows, params: Sequence = ()) -> int:
+    """Run ``relation``'s WITH clause followed by ``statement``; returns the rows it
+    changed. Nothing runs for an empty relation."""
+    if not relation:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(f"{relation.sql} {statement}", [*relation.params, *params])
+        return cursor.rowcount
+
+
+def fetch(statement: str, relation: Rows, params: Sequence = ()) -> list[tuple]:
+    """As ``execute``, for a statement with RETURNING: the rows it returned."""
+    if not relation:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(f"{relation.sql} {statement}", [*relation.params, *params])
+        return cursor.fetchall()
+
+
+def table(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)

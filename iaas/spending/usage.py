@@ -1,0 +1,215 @@
+"""Usage accrues in place: pricing a span of hours under a monthly cap, and writing it
+into the service's usage records (one per calendar month) with one upsert, whether for
+one service (a resumption) or for a metering batch of thousands.
+
+A started hour is a whole hour and belongs to the month it starts in. Each month's
+hours cost ``price_per_hour`` each until the month's amount reaches the cap (refunded
+money does not count towards it); an hour past the cap costs nothing but is still
+recorded, so the record's hours always match the hours paid for (I11).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from iaas.common import sql
+from iaas.common.periods import Month
+
+from .models import AbstractUsage
+
+HOUR = dt.timedelta(hours=1)
+
+
+def started_hours(start: dt.datetime, until: dt.datetime) -> int:
+    """Hours starting at start, start + 1h, ... before ``until``."""
+    if until <= start:
+        return 0
+    return math.ceil((until - start) / HOUR)
+
+
+def month_of(moment: dt.datetime) -> dt.date:
+    """The first day of the calendar month (project time zone) ``moment`` falls in."""
+    month = Month.containing(moment)
+    return dt.date(month.year, month.month, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class MonthSpent:
+    """What a service's usage record of one month holds already."""
+
+    amount: int = 0
+    refunded: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Accrual:
+    """Hours of one service in one calendar month, priced under the cap: what a metering
+    step adds to the month's usage record (and spends out of the allowance)."""
+
+    service_id: uuid.UUID
+    month: dt.date
+    start: dt.datetime
+    end: dt.datetime
+    hours: int
+    list_amount: int
+    amount: int  # 0 once the month's cap is reached
+    cap: int
+
+
+def price_hours(
+    *,
+    service_id: uuid.UUID,
+    start: dt.datetime,
+    hours: int,
+    price_per_hour: int,
+    cap: int,
+    spent: dict[dt.date, MonthSpent],
+) -> list[Accrual]:
+    """``hours`` hours from ``start``, split by the calendar month each hour starts in and
+    priced under the month's cap, counting what the month's record already spent
+    (``spent``, by month; refunded money does not count)."""
+    accruals = []
+    while hours > 0:
+        month = Month.containing(start)
+        in_month = min(hours, started_hours(start, month.end))
+        end = start + in_month * HOUR
+        first_day = dt.date(month.year, month.month, 1)
+        already = spent.get(first_day, MonthSpent())
+        room = max(cap + already.refunded - already.amount, 0)
+        list_amount = in_month * price_per_hour
+        accruals.append(
+            Accrual(service_id, first_day, start, end, in_month, list_amount, min(list_amount, room), cap)
+        )
+        start, hours = end, hours - in_month
+    return accruals
+
+
+def settle_every() -> dt.timedelta:
+    """The settlement cadence: usage is closed into charges at least this often."""
+    return dt.timedelta(hours=settings.IAAS_SETTLE_USAGE_EVERY_HOURS)
+
+
+def close_due_at(accrual: Accrual, *, now: dt.datetime) -> dt.datetime:
+    """When a settlement run should close what this accrual opened: after the cadence,
+    and no later than the end of its month."""
+    month_end = Month(accrual.month.year, accrual.month.month).end
+    return min(now + settle_every(), month_end)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageOwner:
+    """Who a service's usage records belong to (copied onto each record)."""
+
+    wallet_id: uuid.UUID
+    owner_id: int
+    currency: str
+
+
+def spent_in_months(
+    usage_model: type[AbstractUsage], service_ids, *, from_month: dt.date
+) -> dict[uuid.UUID, dict[dt.date, MonthSpent]]:
+    """What the services' usage records of ``from_month`` and later hold: one read for a
+    whole batch (the service rows are locked, so no other step accrues on them)."""
+    found: dict[uuid.UUID, dict[dt.date, MonthSpent]] = {}
+    rows = usage_model.objects.filter(service_id__in=list(service_ids), month__gte=from_month).values_list(
+        "service_id", "month", "amount", "refunded"
+    )
+    for service_id, month, amount, refunded in rows:
+        found.setdefault(service_id, {})[month] = MonthSpent(amount, refunded)
+    return found
+
+
+def upsert_accruals(
+    usage_model: type[AbstractUsage],
+    accruals: list[tuple[Accrual, UsageOwner]],
+    *,
+    now: dt.datetime,
+    closed: bool = False,
+) -> int:
+    """Add the accruals to their months' usage records: one INSERT ... ON CONFLICT DO
+    UPDATE for the whole list, creating a month's record on its first hour. It only
+    adds (hours, amounts) and moves ``accrued_until`` forward, so the CHECKs hold on the
+    proposed row. ``closed``: the accrual is already paid by a one-off charge (a server's
+    first hour), so it is recorded as closed too."""
+    if not accruals:
+        return 0
+    field = usage_model._meta.get_field
+    columns = [
+        (name, field(name))
+        for name in (
+            "service_id",
+            "month",
+            "wallet_id",
+            "owner_id",
+            "currency",
+            "hours",
+            "list_amount",
+            "cap",
+            "amount",
+            "closed_amount",
+            "closed_hours",
+            "closed_until",
+            "accrued_until",
+            "close_due_at",
+        )
+    ]
+    values = [
+        (
+            a.service_id,
+            a.month,
+            who.wallet_id,
+            who.owner_id,
+            who.currency,
+            a.hours,
+            a.list_amount,
+            a.cap,
+            a.amount,
+            a.amount if closed else 0,
+            a.hours if closed else 0,
+            a.end if closed else a.start,
+            a.end,
+            None if closed or a.amount == 0 else close_due_at(a, now=now),
+        )
+        for a, who in accruals
+    ]
+    relation = sql.rows("accrued", columns, values)
+    usage = sql.table(usage_model)
+    names = ", ".join(name for name, _ in columns)
+    closing = (
+        "closed_amount = {t}.closed_amount + excluded.closed_amount, "
+        "closed_hours = {t}.closed_hours + excluded.closed_hours, "
+        "closed_until = excluded.closed_until, "
+        if closed
+        else ""
+    ).format(t=usage)
+    return sql.execute(
+        f"INSERT INTO {usage} ({names}, refunded, updated_at) "  # noqa: S608
+        f"SELECT {names}, 0, %s FROM accrued WHERE true "
+        f"ON CONFLICT (service_id, month) DO UPDATE SET "
+        f"hours = {usage}.hours + excluded.hours, "
+        f"list_amount = {usage}.list_amount + excluded.list_amount, "
+        f"amount = {usage}.amount + excluded.amount, "
+        f"cap = excluded.cap, "
+        f"{closing}"
+        f"accrued_until = excluded.accrued_until, "
+        f"close_due_at = COALESCE({usage}.close_due_at, excluded.close_due_at), "
+        f"updated_at = excluded.updated_at",
+        relation,
+        [now],
+    )
+
+
+def usage_this_month(usage_model: type[AbstractUsage], service_id: uuid.UUID, *, now=None) -> tuple[int, int]:
+    """(hours, amount) of the service's usage record for the current month."""
+    row = (
+        usage_model.objects.filter(service_id=service_id, month=month_of(now or timezone.now()))
+        .values_list("hours", "amount")
+        .first()
+    )
+    return row or (0, 0)
