@@ -13,8 +13,10 @@ class CloudConfig(AppConfig):
         from iaas.spending.spender import SellingContextAdapter
 
         from .handlers import record_refund, release_on_request
+        from .models import Server
         from .spending import spender
 
         bus.subscribe(ReleaseRequested, release_on_request, name="cloud.release_on_request")
         bus.subscribe(ChargeRefunded, record_refund, name="cloud.record_refund")
-        selling.register(SellingContextAdapter(spender))
+        # Metered: reconciliation holds each server's usage records against it (I11).
+        selling.register(SellingContextAdapter(spender, service_model=Server, paid_until_field="paid_until"))

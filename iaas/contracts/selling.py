@@ -1,5 +1,5 @@
 """What each selling context (Cloud, Hosting) exposes to the rest: read-only totals
-for reconciliation (I4) and the release of idle allowance. Each context registers
+and checks for reconciliation (I4, I11) and the release of idle allowance. Each context registers
 itself at start-up."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from .checks import Relation
+from .checks import Relation, Violation
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,17 @@ class SellingContext(Protocol):
 
     def allowance_totals_relation(self) -> Relation:
         """The context's side of I4 as SQL, one row per wallet: (wallet_id, context,
-        allowance, granted, charged, released)."""
+        allowance, granted, charged, released, accrued). ``charged`` is everything spent
+        out of the allowance; ``accrued`` the part of it metering spent into usage records
+        that no settlement has closed into charges yet (0 for a context that meters
+        nothing), so Billing has not been told of it."""
+        ...
+
+    def check_usage(self) -> list[Violation]:
+        """The context's own rules, checked in its tables: I11 (each usage record agrees
+        with its service: the amount under the cap, the hours closed, ``paid_until``) and
+        no two charges of one service overlapping in time (a database constraint on
+        PostgreSQL, checked row by row on SQLite or when the constraint is missing)."""
         ...
 
     def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int: ...

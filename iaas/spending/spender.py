@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Model
 from django.utils import timezone
 
 from iaas.contracts import billing, bus
@@ -31,7 +31,7 @@ from iaas.contracts.events import (
 from iaas.contracts.selling import AllowanceTotals, IdleAllowance
 from iaas.contracts.types import Money
 
-from . import usage
+from . import checks, usage
 from .models import AbstractAllowance, AbstractCharge, AbstractRelease, AbstractUsage
 
 
@@ -402,20 +402,52 @@ class Spender:
         ]
 
     def allowance_totals_relation(self) -> Relation:
+        """The context's side of I4, one row per wallet. ``accrued`` is what metering spent
+        out of the allowance and no settlement has closed into a charge yet (the usage
+        records' open amounts): charged, but not yet told to Billing. A usage record of a
+        wallet with no allowance row still shows (spend nobody reserved for)."""
         table = connection.ops.quote_name(self.allowance_model._meta.db_table)
+        if self.usage_model is None:
+            return Relation(
+                f"SELECT wallet_id, %s AS context, amount AS allowance, granted_total AS granted, "  # noqa: S608
+                f"charged_total AS charged, released_total AS released, CAST(0 AS BIGINT) AS accrued "
+                f"FROM {table}",
+                (self.context,),
+            )
+        usage_table = connection.ops.quote_name(self.usage_model._meta.db_table)
         return Relation(
-            f"SELECT wallet_id, %s AS context, amount AS allowance, granted_total AS granted, "  # noqa: S608
-            f"charged_total AS charged, released_total AS released FROM {table}",
+            f"SELECT COALESCE(a.wallet_id, u.wallet_id) AS wallet_id, %s AS context, "  # noqa: S608
+            f"COALESCE(a.amount, 0) AS allowance, COALESCE(a.granted_total, 0) AS granted, "
+            f"COALESCE(a.charged_total, 0) AS charged, COALESCE(a.released_total, 0) AS released, "
+            f"COALESCE(u.accrued, 0) AS accrued "
+            f"FROM {table} a FULL OUTER JOIN ("
+            f"SELECT wallet_id, CAST(SUM(amount - closed_amount) AS BIGINT) AS accrued FROM {usage_table} "
+            f"WHERE amount <> closed_amount GROUP BY wallet_id"
+            f") u ON u.wallet_id = a.wallet_id",
             (self.context,),
         )
 
 
 class SellingContextAdapter:
-    """A context's implementation of ``iaas.contracts.selling.SellingContext``."""
+    """A context's implementation of ``iaas.contracts.selling.SellingContext``.
 
-    def __init__(self, spender: Spender) -> None:
+    A metered context (its Spender has a usage model) names its service model and the
+    field that says how far a service is paid (``paid_until``), so that reconciliation
+    can hold the usage records against their services (I11)."""
+
+    def __init__(
+        self,
+        spender: Spender,
+        *,
+        service_model: type[Model] | None = None,
+        paid_until_field: str = "paid_until",
+    ) -> None:
+        if spender.usage_model is not None and service_model is None:
+            raise ValueError(f"{spender.context} meters usage: name its service model for I11")
         self.spender = spender
         self.name = spender.context
+        self.service_model = service_model
+        self.paid_until_field = paid_until_field
 
     def allowance_totals(self) -> list[AllowanceTotals]:
         return self.spender.allowance_totals()
@@ -437,3 +469,14 @@ class SellingContextAdapter:
 
     def open_usage_before(self, *, moment: dt.datetime) -> int:
         return self.spender.open_usage_before(moment=moment)
+
+    def check_usage(self) -> list[checks.Violation]:
+        found = checks.charge_overlaps(context=self.name, charge_model=self.spender.charge_model)
+        if self.spender.usage_model is not None:
+            found += checks.usage_violations(
+                context=self.name,
+                usage_model=self.spender.usage_model,
+                service_model=self.service_model,
+                paid_until_field=self.paid_until_field,
+            )
+        return found
