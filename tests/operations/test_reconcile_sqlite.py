@@ -138,14 +138,14 @@ def test_a_dropped_append_only_trigger_is_reported_on_sqlite(database, trigger):
 # A server bought, its first hour settled, then three hours metered into its usage record
 # and not settled (Cloud's allowance spent, Billing holding it: I4 counts it as accrued).
 BUY_AND_METER = """
-import datetime as dt
-from django.contrib.auth import get_user_model
 from iaas.billing.models import Wallet
 from iaas.cloud import services
 from iaas.contracts import bus
 from tests.factories import usage_accrued
 wallet = Wallet.objects.get()
-server = services.server_create(owner_id=wallet.owner_id, wallet_id=wallet.id, name="web", plan_id="s-2vcpu-4gb")
+server = services.server_create(
+    owner_id=wallet.owner_id, wallet_id=wallet.id, name="web", plan_id="s-2vcpu-4gb"
+)
 bus.deliver_pending()
 usage_accrued(server, hours=3)
 """
