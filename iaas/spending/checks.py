@@ -26,10 +26,13 @@ from .models import AbstractCharge, AbstractUsage
 
 # Enough to act on; a database that breaks a rule this often needs a person, not a list.
 MAX_REPORTED = 1000
+# Portable SQL (SQLite has no ANY(array)): one placeholder per id, in chunks well under
+# both databases' limits on bound parameters.
+PARAMETERS_PER_QUERY = 500
 
 # Every record whose columns disagree with each other; the rules are told apart in
-# Python (``_record_violations``), for the few rows that come back. Portable SQL: no
-# LEAST (SQLite's is MIN), no intervals.
+# Python (``_record_violations``), for the few rows that come back. One sequential pass:
+# no ORDER BY (the answer is sorted in Python), no LEAST (SQLite's is MIN), no intervals.
 USAGE_RECORDS = """
 SELECT wallet_id, service_id, month, hours, closed_hours, list_amount, cap, amount, refunded,
        closed_amount, accrued_until, closed_until, close_due_at
@@ -42,33 +45,42 @@ WHERE amount < CASE WHEN cap < list_amount THEN cap ELSE list_amount END
    OR (hours = closed_hours AND accrued_until <> closed_until)
    OR (hours <> closed_hours AND accrued_until = closed_until)
    OR (amount > closed_amount AND close_due_at IS NULL)
-ORDER BY wallet_id, service_id, month
 LIMIT {limit}
 """
 
-# The service is paid up to where its latest month's usage accrued: a run that moves
-# ``paid_until`` without accruing (or accrues without moving it) shows here. Ended
-# services are not checked: their last hour may be closed or refunded as they end.
-PAID_UNTIL = """
-SELECT s.wallet_id, s.id, s.{paid_until}, u.accrued_until, u.month
-FROM {service} s
-JOIN (SELECT service_id, MAX(month) AS month FROM {usage} GROUP BY service_id) latest
-  ON latest.service_id = s.id
-JOIN {usage} u ON u.service_id = latest.service_id AND u.month = latest.month
-WHERE s.status IN ({statuses}) AND s.{paid_until} <> u.accrued_until
-ORDER BY s.wallet_id, s.id
-LIMIT {limit}
+# Each service against its records, in one pass: the records grouped by service and by
+# the wallet and owner they name (one group per service, normally), joined to the
+# service:
+# - a running or suspended service is paid up to where its usage accrued until, its
+#   latest record's ``accrued_until`` (a month's hours start in it, so the latest month's
+#   record ends last): a run that moves ``paid_until`` without accruing, or accrues without
+#   moving it, shows here. An ended service is not held to it (its end may close or refund
+#   its last hours);
+# - every record is on its service's wallet and owner (its spend came out of that
+#   wallet's allowance), and a record of no service is spend nobody can account for.
+# Aggregated before the join and without a LIMIT (the first rows are fetched instead), so
+# the planner hashes both sides once rather than probing the service index per service
+# (service ids are random UUIDs: index order is random reads).
+SERVICES = """
+SELECT u.service_id, s.wallet_id, s.status, s.{paid_until}, u.accrued_until,
+       CASE WHEN s.id IS NULL OR u.wallet_id <> s.wallet_id OR u.owner_id <> s.owner_id
+            THEN 1 ELSE 0 END
+FROM (
+    SELECT service_id, wallet_id, owner_id, MAX(accrued_until) AS accrued_until
+    FROM {usage} GROUP BY service_id, wallet_id, owner_id
+) u
+LEFT JOIN {service} s ON s.id = u.service_id
+WHERE s.id IS NULL OR u.wallet_id <> s.wallet_id OR u.owner_id <> s.owner_id
+   OR (s.status IN ({statuses}) AND s.{paid_until} <> u.accrued_until)
 """
 
-# A record belongs to its service's wallet and owner (its spend came out of that
-# wallet's allowance); a record of no service is spend nobody can account for.
-RECORD_OWNERS = """
-SELECT u.wallet_id, u.service_id, u.month, s.id, s.wallet_id, s.owner_id, u.owner_id
+# The records of the few services flagged above that are not on their service's wallet.
+STRANGERS = """
+SELECT u.wallet_id, u.service_id, u.month, u.owner_id, s.wallet_id, s.owner_id
 FROM {usage} u
 LEFT JOIN {service} s ON s.id = u.service_id
-WHERE s.id IS NULL OR s.wallet_id <> u.wallet_id OR s.owner_id <> u.owner_id
-ORDER BY u.wallet_id, u.service_id, u.month
-LIMIT {limit}
+WHERE u.service_id IN ({services})
+  AND (s.id IS NULL OR u.wallet_id <> s.wallet_id OR u.owner_id <> s.owner_id)
 """
 
 # Half-open periods [start, end) of one subject, in start order: a charge overlaps an
@@ -86,7 +98,6 @@ SELECT wallet_id, subject_id, id, period_start, period_end, previous_end FROM (
     WHERE period_end > period_start
 ) chained
 WHERE period_start < previous_end
-ORDER BY wallet_id, subject_id, period_start
 LIMIT {limit}
 """
 
@@ -120,28 +131,32 @@ def usage_violations(
     found: list[Violation] = []
     for row in _rows(USAGE_RECORDS.format(**names)):
         found += _record_violations(context, *row)
-    for wallet_id, service_id, paid_until, accrued_until, month in _rows(
-        PAID_UNTIL.format(**names), live_statuses
+    strangers = []
+    for service_id, wallet_id, status, paid_until, accrued_until, stray in _rows(
+        SERVICES.format(**names), live_statuses, limit=MAX_REPORTED
     ):
-        found.append(
-            Violation(
-                "I11",
-                _uuid(wallet_id),
-                _text(accrued_until),
-                _text(paid_until),
-                f"{context}: {paid_until_field} of {_uuid(service_id)} differs from where its usage "
-                f"of {_month(month)} accrued until",
-            )
-        )
-    for wallet_id, service_id, month, service, s_wallet, s_owner, owner in _rows(
-        RECORD_OWNERS.format(**names)
-    ):
-        what = f"{context}: usage of {_uuid(service_id)} in {_month(month)}"
-        if service is None:
+        if stray:  # told below, record by record
+            strangers.append(service_id)
+        elif status in live_statuses and paid_until != accrued_until:
             found.append(
-                Violation("I11", _uuid(wallet_id), "a service", None, f"{what} belongs to no service")
+                Violation(
+                    "I11",
+                    _uuid(wallet_id),
+                    _text(accrued_until),
+                    _text(paid_until),
+                    f"{context}: {paid_until_field} of {_uuid(service_id)} differs from where its usage "
+                    f"accrued until",
+                )
             )
-        else:
+    for chunk in _chunks(sorted(set(strangers), key=str), PARAMETERS_PER_QUERY):
+        sql = STRANGERS.format(services=", ".join(["%s"] * len(chunk)), **names)
+        for wallet_id, service_id, month, owner, s_wallet, s_owner in _rows(sql, chunk):
+            what = f"{context}: usage of {_uuid(service_id)} in {_month(month)}"
+            if s_wallet is None:
+                found.append(
+                    Violation("I11", _uuid(wallet_id), "a service", None, f"{what} belongs to no service")
+                )
+                continue
             found.append(
                 Violation(
                     "I11",
@@ -151,7 +166,7 @@ def usage_violations(
                     f"{what} is not on its service's wallet and owner",
                 )
             )
-    return found
+    return sorted(found, key=lambda v: (str(v.wallet_id), v.detail))
 
 
 def charge_overlaps(*, context: str, charge_model: type[AbstractCharge]) -> list[Violation]:
@@ -174,10 +189,11 @@ def charge_overlaps(*, context: str, charge_model: type[AbstractCharge]) -> list
                 f"{context}: {table} does not refuse overlapping charges",
             )
         )
+    overlaps = []
     for wallet_id, subject_id, charge_id, start, end, previous_end in _rows(
         OVERLAPPING_CHARGES.format(charge=_table(charge_model), limit=MAX_REPORTED)
     ):
-        found.append(
+        overlaps.append(
             Violation(
                 "I11",
                 _uuid(wallet_id),
@@ -187,7 +203,7 @@ def charge_overlaps(*, context: str, charge_model: type[AbstractCharge]) -> list
                 f"of the same service",
             )
         )
-    return found
+    return found + sorted(overlaps, key=lambda v: (str(v.wallet_id), v.detail))
 
 
 def _record_violations(
@@ -240,10 +256,15 @@ def _record_violations(
     return found
 
 
-def _rows(sql: str, params=()) -> list[tuple]:
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _rows(sql: str, params=(), *, limit: int | None = None) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, list(params))
-        return cursor.fetchall()
+        return cursor.fetchall() if limit is None else cursor.fetchmany(limit)
 
 
 def _table(model: type[Model]) -> str:

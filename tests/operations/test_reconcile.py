@@ -300,6 +300,14 @@ def test_a_usage_record_on_another_wallet_is_reported_under_i11_and_i4(metered):
     assert {v["wallet_id"] for v in violations(data, "I4")} == {str(wallets[0].id), str(wallets[1].id)}
 
 
+def test_a_usage_record_of_no_service_is_an_i11_violation(metered):
+    wallets, servers = metered
+    sql("UPDATE cloud_usage SET service_id = gen_random_uuid() WHERE service_id = %s", servers[2].id)
+    (violation,) = check_i11()
+    assert (violation.wallet_id, violation.expected, violation.found) == (wallets[2].id, "a service", None)
+    assert violation.detail.endswith("belongs to no service")
+
+
 def test_a_refund_in_a_capped_month_is_no_i11_violation(catalog, wallet, customer, clock):
     """A refund makes room under the cap for the hours that follow; the hours already past
     the cap stay free. So the amount is min(cap + refunded, list) only while nothing was
