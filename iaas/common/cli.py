@@ -6,10 +6,14 @@ per-currency totals (with a charging batch's tally)."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -191,3 +195,33 @@ def spinner(description: str) -> Iterator[None]:
         return
     with console.status(description):
         yield
+
+
+def add_worker_arguments(parser) -> None:
+    """The options of a batch run that many processes share (ARCHITECTURE.md, batches)."""
+    parser.add_argument("--workers", type=int, default=1, help="run N worker processes, one partition each")
+    parser.add_argument("--partition", help="run one partition only, as i/N (what each worker runs)")
+    parser.add_argument("--batch-size", type=int, default=None, help="rows per batch (IAAS_BATCH_SIZE)")
+    parser.add_argument("--at", default=None, help=argparse.SUPPRESS)  # the run's moment, for its workers
+
+
+def run_worker_processes(command: str, workers: int, args: Sequence[str]) -> list[dict]:
+    """Start ``workers`` processes of ``command --json --partition i/N *args`` at once (this
+    interpreter, these settings) and return their JSON summaries. A worker that exits
+    with EXIT_PROBLEMS still reports; one that crashed stops the run."""
+    processes = [
+        subprocess.Popen(  # noqa: S603 (our own interpreter and command)
+            [sys.executable, "-m", "django", command, "--json", "--partition", f"{index}/{workers}", *args],
+            stdout=subprocess.PIPE,
+            env=dict(os.environ),
+            text=True,
+        )
+        for index in range(workers)
+    ]
+    summaries = []
+    for process in processes:
+        out, _ = process.communicate()
+        if process.returncode not in (0, EXIT_PROBLEMS):
+            raise CommandError(f"a {command} worker failed (exit {process.returncode})")
+        summaries.append(json.loads(out))
+    return summaries
