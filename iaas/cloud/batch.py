@@ -90,6 +90,7 @@ class BatchReport:
     charged_wallets: set = field(default_factory=set)
     deferred_wallets: set = field(default_factory=set)
     tried_suspended: set = field(default_factory=set)
+    failed_ids: set = field(default_factory=set)  # servers whose per-server retry failed
     last: tuple[uuid.UUID, uuid.UUID] | None = None
     exhausted: bool = False  # the partition has no due server past ``last``
     failures: list = field(default_factory=list)  # iaas.common.cli.ItemFailure
@@ -354,13 +355,15 @@ def meter_partition(
                     partition=partition,
                     after=after,
                     size=size,
-                    skip=total.tried_suspended,
+                    skip=total.tried_suspended | total.failed_ids,
                 )
             except Exception:  # a bad row, a bug: the batch rolled back whole
                 logger.exception(
                     "metering batch after %s in partition %s failed; one server at a time", after, partition
                 )
-                report = _meter_one_by_one(now=now, grace=grace, partition=partition, after=after, size=size)
+                report = _meter_one_by_one(
+                    now=now, grace=grace, partition=partition, after=after, size=size, skip=total.failed_ids
+                )
             batches += 1
             _add(total, report)
             if report.exhausted or report.last is None:
@@ -371,7 +374,7 @@ def meter_partition(
 
 
 def _meter_one_by_one(
-    *, now: dt.datetime, grace: dt.timedelta, partition: batch.Partition, after, size: int
+    *, now: dt.datetime, grace: dt.timedelta, partition: batch.Partition, after, size: int, skip: set
 ) -> BatchReport:
     """The servers of a batch that failed, through the per-server path one at a time, so
     one server's failure stops no other (each is reported)."""
@@ -383,7 +386,7 @@ def _meter_one_by_one(
         ]
     )
     outcomes, failures = run_each(
-        [server_id for _, server_id in servers],
+        [server_id for _, server_id in servers if server_id not in skip],
         lambda server_id: services.server_bill_usage(server_id=server_id, now=now, grace=grace),
         description="metering servers one by one",
         identify=lambda server_id: (f"server {server_id}", {"server_id": str(server_id)}),
@@ -400,11 +403,13 @@ def _meter_one_by_one(
             report.amounts[outcome.currency] += outcome.amount
             report.charged_wallets.add(outcome.wallet_id)
     report.servers += len(failures)
+    report.failed_ids = {uuid.UUID(failure.facts["server_id"]) for failure in failures}
     return report
 
 
 def _add(total: BatchReport, report: BatchReport) -> None:
     total.failures += report.failures
+    total.failed_ids |= report.failed_ids
     total.servers += report.servers
     total.hours += report.hours
     total.amounts.update(report.amounts)
