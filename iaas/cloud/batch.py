@@ -35,6 +35,7 @@ from django.db.models import F
 from iaas.audit.services import Change, changed_fields, object_type, record_changes
 from iaas.common import sql
 from iaas.common.cli import run_each
+from iaas.common.faults import pause_point
 from iaas.contracts import bus
 from iaas.contracts.errors import DomainError
 from iaas.contracts.events import Event, ServerResumed, ServerSuspended, ServerTerminated
@@ -171,6 +172,7 @@ def meter_batch(
     report = BatchReport()
     with transaction.atomic():
         batch.start_batch_transaction()
+        logger.info("metering batch started: partition %s after %s", partition, after)
         servers = locks.servers_to_meter_try_lock(now=now, partition=partition, after=after, limit=size + 1)
         report.exhausted = len(servers) <= size
         servers = _whole_wallets(servers, size)
@@ -189,6 +191,8 @@ def meter_batch(
             chunk=spender.reserve_ahead(),
         )
         _apply(steps, payment, now=now, grace=grace, report=report)
+        pause_point("metering_batch")
+    logger.info("metering batch committed: partition %s, %d server(s)", partition, report.servers)
     return report
 
 

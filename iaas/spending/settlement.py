@@ -30,6 +30,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from iaas.common import sql
+from iaas.common.faults import pause_point
 from iaas.contracts import bus
 
 from . import batch
@@ -92,6 +93,7 @@ def close_batch(
     report = CloseReport(batches=1)
     with transaction.atomic():
         batch.start_batch_transaction()
+        logger.info("settlement batch started: %s partition %s after %s", spender.context, partition, after)
         records = usage_due_try_lock(usage_model, now=now, partition=partition, after=after, limit=size)
         report.exhausted = len(records) < size
         if not records:
@@ -132,6 +134,8 @@ def close_batch(
         )
         report.charges = len(charges)
         report.wallets = len(by_wallet)
+        pause_point("settlement_batch")
+    logger.info("settlement batch committed: %s, %d record(s)", spender.context, report.records)
     return report
 
 
