@@ -11,19 +11,28 @@ a keyset over the wallet-id index, never OFFSET.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from iaas.audit.services import Change, changed_fields, object_type
 from iaas.common import sql
 from iaas.contracts import billing
 from iaas.contracts.billing import ReserveRequest
 from iaas.contracts.errors import CurrencyMismatch, DomainError, WalletNotActive, WalletNotFound
+from iaas.contracts.events import Event
 
-from .models import AbstractAllowance
+from . import lifecycle
+from .models import AbstractAllowance, AbstractSuspendable, SuspensionCause
+
+logger = logging.getLogger(__name__)
 
 UUID_SPACE = 1 << 128
 
@@ -192,3 +201,251 @@ def _debit_allowances(
         relation,
         [timezone.now()],
     )
+
+
+# --- The shape every charging batch shares (metering, renewals) ------------------------------
+
+
+@dataclass(slots=True)
+class Step:
+    """What a batch means to do for one locked service: spend ``amount`` (0: nothing to
+    pay, e.g. hours under a reached cap) and, once paid, move to the state the context
+    computed (``resumes``: a suspended service runs again). ``units``: hours, months."""
+
+    service: AbstractSuspendable
+    amount: int
+    currency: str
+    units: int
+    resumes: bool
+    detail: object = None  # the context's own (accruals, the new period end)
+
+
+@dataclass(frozen=True)
+class Life:
+    """How a context's services say what happened to them (its events, its end state)."""
+
+    suspended: Callable[..., Event]  # (service, reason=, cause=)
+    resumed: Callable[..., Event]  # (service)
+    ended: Callable[..., Event]  # (service): ended unpaid past grace
+    ended_status: str  # "terminated", "cancelled"
+    ended_at: str  # the field: "terminated_at", "cancelled_at"
+    ended_action: str  # for reports and history: "terminated", "cancelled"
+    history_action: str  # "terminate", "cancel"
+    actor_label: str  # the run that signs the history: "bill_usage", "renew_subscriptions"
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What one batch (or a whole partition's run) did."""
+
+    items: int = 0
+    units: int = 0
+    amounts: Counter = field(default_factory=Counter)  # currency -> minor units
+    actions: Counter = field(default_factory=Counter)
+    granted: int = 0
+    charged_wallets: set = field(default_factory=set)
+    deferred_wallets: set = field(default_factory=set)
+    tried_suspended: set = field(default_factory=set)
+    failed_ids: set = field(default_factory=set)  # items whose one-by-one retry failed
+    failures: list = field(default_factory=list)  # iaas.common.cli.ItemFailure
+    last: tuple | None = None
+    exhausted: bool = False  # the partition has nothing due past ``last``
+    batches: int = 0
+
+    def add(self, other: BatchReport) -> None:
+        self.items += other.items
+        self.units += other.units
+        self.amounts.update(other.amounts)
+        self.actions.update(other.actions)
+        self.granted += other.granted
+        self.batches += other.batches
+        self.charged_wallets |= other.charged_wallets
+        self.deferred_wallets |= other.deferred_wallets
+        self.tried_suspended |= other.tried_suspended
+        self.failed_ids |= other.failed_ids
+        self.failures += other.failures
+
+
+def whole_wallets(services: list, size: int) -> list:
+    """A batch claims whole wallets: when the query returned more than ``size`` rows, the
+    last wallet may continue past the limit, so it is left to the next batch (unless it
+    is the batch's only wallet: a wallet with more services than a batch is charged in
+    several, one after the other, by the same worker)."""
+    if len(services) <= size:
+        return services
+    last_wallet = services[size].wallet_id
+    whole = [s for s in services[:size] if s.wallet_id != last_wallet]
+    return whole or services[:size]
+
+
+def pay_steps(spender, steps: list[Step]) -> BatchPayment:
+    """The batch's bill per wallet, its allowances locked (wallet order, SKIP LOCKED) and
+    paid (reserving shortfalls from Billing for the whole batch)."""
+    bills: dict[uuid.UUID, WalletBill] = {}
+    for step in steps:
+        service = step.service
+        bill = bills.setdefault(
+            service.wallet_id, WalletBill(service.wallet_id, service.owner_id, step.currency)
+        )
+        bill.total += step.amount
+    allowances, unknown = spender.allowances_try_lock({w: b.owner_id for w, b in bills.items()})
+    return pay_wallets(
+        spender.allowance_model,
+        spender.context,
+        bills,
+        allowances,
+        refused=unknown,
+        chunk=spender.reserve_ahead(),
+    )
+
+
+def resume(service: AbstractSuspendable) -> None:
+    """Every cause lifted: the service runs again."""
+    for cause in service.suspension_causes:
+        service.lift_cause(cause)
+    service.status = "active"
+    service.suspended_at = None
+
+
+def refuse(
+    service: AbstractSuspendable, refusal: DomainError, *, now: dt.datetime, grace: dt.timedelta, life: Life
+) -> tuple[str, Event | None]:
+    """Record why the wallet refused on a service: an active one stops (its cause), a
+    suspended one keeps or changes its cause, and ends once unpaid alone past grace."""
+    was_active = service.status == "active"
+    lifecycle.record_refusal(service, refusal, at=now)
+    if was_active:
+        service.status = "suspended"
+        service.suspended_at = now
+        cause = service.suspension_causes[0]
+        reason = service.operator_reason if cause == SuspensionCause.OPERATOR else cause
+        return "suspended", life.suspended(service, reason=reason, cause=cause)
+    if lifecycle.is_overdue(service, now=now, grace=grace):
+        service.status = life.ended_status
+        setattr(service, life.ended_at, now)
+        return life.ended_action, life.ended(service)
+    return "still_suspended", None
+
+
+def apply_payment(
+    steps: list[Step],
+    payment: BatchPayment,
+    *,
+    now: dt.datetime,
+    grace: dt.timedelta,
+    life: Life,
+    paid: Callable[[Step], None],
+    report: BatchReport,
+) -> tuple[list, list, list]:
+    """Walk the batch's steps with the wallets' verdicts: ``paid(step)`` moves a paid
+    service on (the context's part: its period, its accruals), a paid suspended one
+    resumes, a refused one takes the refusal's cause (or ends). Returns the services to
+    save, the events to publish and the history to record."""
+    changed, events, history = [], [], []
+    for step in steps:
+        service = step.service
+        wallet_id = service.wallet_id
+        report.items += 1
+        if service.status == "suspended":
+            report.tried_suspended.add(service.pk)
+        if wallet_id in payment.deferred:
+            report.actions["busy"] += 1
+            report.deferred_wallets.add(wallet_id)
+            continue
+        before = lifecycle.snapshot(service)
+        if wallet_id in payment.paid:
+            paid(step)
+            report.units += step.units
+            if step.amount:
+                report.amounts[step.currency] += step.amount
+            report.charged_wallets.add(wallet_id)
+            if step.resumes:
+                resume(service)
+                events.append(life.resumed(service))
+                history.append(_history(service, before, "resume", life=life))
+                report.actions["resumed"] += 1
+            else:
+                report.actions["charged"] += 1
+            changed.append(service)
+            continue
+        refusal = payment.refused[wallet_id]
+        action, event = refuse(service, refusal, now=now, grace=grace, life=life)
+        report.actions[action] += 1
+        if event is not None:
+            events.append(event)
+        if lifecycle.snapshot(service) != before:
+            changed.append(service)
+            what = {"suspended": "suspend", life.ended_action: life.history_action}.get(
+                action, "change_causes"
+            )
+            history.append(_history(service, before, what, life=life, reason=refusal.code))
+    report.granted = payment.granted
+    return changed, events, history
+
+
+def _history(service, before: dict, action: str, *, life: Life, reason: str = "") -> Change:
+    old, new = changed_fields(before, lifecycle.snapshot(service))
+    return Change(
+        obj_type=object_type(service),
+        obj_id=service.pk,
+        action=action,
+        before=old,
+        after=new,
+        actor_label=life.actor_label,
+        reason=reason,
+    )
+
+
+def save_rows(model, rows: list, columns: tuple[str, ...]) -> None:
+    """Every changed row's ``columns`` (the first is the key): one UPDATE."""
+    field_ = model._meta.get_field
+    relation = sql.rows(
+        "changed",
+        [(name, field_(name)) for name in columns],
+        [tuple(getattr(row, name) for name in columns) for row in rows],
+    )
+    table = sql.table(model)
+    key = columns[0]
+    assignments = ", ".join(f"{name} = changed.{name}" for name in columns[1:])
+    statement = f"UPDATE {table} SET {assignments} FROM changed WHERE {table}.{key} = changed.{key}"  # noqa: S608
+    sql.execute(statement, relation)
+
+
+def walk_partition(
+    *,
+    run_batch: Callable[..., BatchReport],
+    one_by_one: Callable[..., BatchReport],
+    partition: Partition,
+    size: int | None,
+    label: str,
+) -> BatchReport:
+    """A worker's share of a run: its partition walked batch by batch with a keyset
+    (``run_batch(after=, size=, skip=)``), then once more from the start for what was
+    locked elsewhere the first time (deferred wallets, rows skipped by SKIP LOCKED,
+    which no batch can see): only what is still due comes back. Suspended services are
+    tried once per run. A batch that fails (a bad row, a bug) rolls back whole and its
+    items go through the per-item path one at a time (``one_by_one(after=, size=,
+    skip=)``), so one item's failure stops no other; each failure is tried once."""
+    size = size or settings.IAAS_BATCH_SIZE
+    total = BatchReport()
+    for walk in range(2):
+        after = None
+        if walk:  # what was busy the first time is counted by the last pass only
+            total.items -= total.actions["busy"]
+            total.actions["busy"] = 0
+            total.deferred_wallets = set()
+        while True:
+            skip = total.tried_suspended | total.failed_ids
+            try:
+                report = run_batch(after=after, size=size, skip=skip)
+            except Exception:
+                logger.exception(
+                    "%s batch after %s in partition %s failed; one at a time", label, after, partition
+                )
+                report = one_by_one(after=after, size=size, skip=total.failed_ids)
+            report.batches = 1
+            total.add(report)
+            if report.exhausted or report.last is None:
+                break
+            after = report.last
+    return total

@@ -127,9 +127,9 @@ class Command(BaseCommand):
 def _summary(report: batch.BatchReport, *, now: dt.datetime, released: int) -> dict:
     return {
         "now": now.isoformat(),
-        "servers": report.servers,
-        "batches": report.actions["batches"],
-        "hours_charged": report.hours,
+        "servers": report.items,
+        "batches": report.batches,
+        "hours_charged": report.units,
         "amounts": dict(sorted(report.amounts.items())),
         **{action: report.actions[action] for action in ACTIONS},
         "allowances_released": released,
