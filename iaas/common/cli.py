@@ -225,3 +225,36 @@ def run_worker_processes(command: str, workers: int, args: Sequence[str]) -> lis
             raise CommandError(f"a {command} worker failed (exit {process.returncode})")
         summaries.append(json.loads(out))
     return summaries
+
+
+def run_summary(
+    report, *, now: dt.datetime, items: str, units: str, actions: dict[str, str], released: int
+) -> dict:
+    """A charging run's JSON summary from its BatchReport (iaas.spending.batch): ``items``
+    and ``units`` name what it counts ("servers", "hours_charged"), ``actions`` maps each
+    output name to the report's action ("renewed" -> "charged")."""
+    return {
+        "now": now.isoformat(),
+        items: report.items,
+        "batches": report.batches,
+        units: report.units,
+        "amounts": dict(sorted(report.amounts.items())),
+        **{name: report.actions[action] for name, action in actions.items()},
+        "allowances_released": released,
+        "failed": [failure.as_dict() for failure in report.failures],
+    }
+
+
+def merge_run_summaries(summaries: list[dict], *, now: dt.datetime) -> dict:
+    """The summaries of a run's worker processes, added up."""
+    merged: dict = {"now": now.isoformat(), "amounts": {}, "failed": [], "workers": len(summaries)}
+    for summary in summaries:
+        for key, value in summary.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                merged[key] = merged.get(key, 0) + value
+        for currency, amount in summary["amounts"].items():
+            merged["amounts"][currency] = merged["amounts"].get(currency, 0) + amount
+        merged["failed"] += summary["failed"]
+    merged["amounts"] = dict(sorted(merged["amounts"].items()))
+    merged["workers"] = len(summaries)
+    return merged

@@ -29,6 +29,8 @@ from iaas.common.cli import (
     dump_json,
     duration_option,
     format_duration,
+    merge_run_summaries,
+    run_summary,
     run_worker_processes,
 )
 from iaas.spending.batch import Partition
@@ -82,7 +84,7 @@ class Command(BaseCommand):
             args += ["--grace", grace]
         if batch_size:
             args += ["--batch-size", str(batch_size)]
-        return _merge(run_worker_processes("bill_usage", workers, args), now=now)
+        return merge_run_summaries(run_worker_processes("bill_usage", workers, args), now=now)
 
     def _print(self, summary: dict, *, grace: dt.timedelta) -> None:
         totals = CurrencyTotals()
@@ -124,26 +126,12 @@ class Command(BaseCommand):
         )
 
 
-def _summary(report: batch.BatchReport, *, now: dt.datetime, released: int) -> dict:
-    return {
-        "now": now.isoformat(),
-        "servers": report.items,
-        "batches": report.batches,
-        "hours_charged": report.units,
-        "amounts": dict(sorted(report.amounts.items())),
-        **{action: report.actions[action] for action in ACTIONS},
-        "allowances_released": released,
-        "failed": [failure.as_dict() for failure in report.failures],
-    }
-
-
-def _merge(summaries: list[dict], *, now: dt.datetime) -> dict:
-    merged = {"now": now.isoformat(), "amounts": {}, "failed": [], "workers": len(summaries)}
-    for summary in summaries:
-        for key in ("servers", "batches", "hours_charged", "allowances_released", *ACTIONS):
-            merged[key] = merged.get(key, 0) + summary[key]
-        for currency, amount in summary["amounts"].items():
-            merged["amounts"][currency] = merged["amounts"].get(currency, 0) + amount
-        merged["failed"] += summary["failed"]
-    merged["amounts"] = dict(sorted(merged["amounts"].items()))
-    return merged
+def _summary(report, *, now: dt.datetime, released: int) -> dict:
+    return run_summary(
+        report,
+        now=now,
+        items="servers",
+        units="hours_charged",
+        actions={action: action for action in ACTIONS},
+        released=released,
+    )
