@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
@@ -82,10 +83,12 @@ def server_terminate(
 
 
 def _mark_terminated(server: Server, *, at: dt.datetime, reason: str) -> None:
-    """Terminate a locked server and say so (ServerTerminated)."""
+    """Terminate a locked server and say so (ServerTerminated). What it accrued and was
+    not closed yet is closed by the next settlement run (a service's end)."""
     server.status = Server.Status.TERMINATED
     server.terminated_at = at
     server.save(update_fields=["status", "terminated_at"])
+    Usage.objects.filter(service_id=server.id, amount__gt=F("closed_amount")).update(close_due_at=at)
     bus.publish(ServerTerminated(server_id=server.id, wallet_id=server.wallet_id, reason=reason))
 
 
