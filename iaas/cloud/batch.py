@@ -27,13 +27,8 @@ import logging
 import uuid
 from functools import partial
 
-from django.db import transaction
 from django.db.models import F
 
-from iaas.audit.services import record_changes
-from iaas.common.cli import run_each
-from iaas.common.faults import pause_point
-from iaas.contracts import bus
 from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
 from iaas.spending import batch, usage
 from iaas.spending.batch import BatchReport, Step
@@ -51,10 +46,7 @@ SERVER_COLUMNS = (
     "paid_until",
     "suspended_at",
     "terminated_at",
-    "unpaid_since",
-    "wallet_blocked_since",
-    "operator_hold_since",
-    "operator_reason",
+    *Server.CAUSE_UPDATE_FIELDS,
 )
 LIFE = batch.Life(
     suspended=lambda s, **why: ServerSuspended(server_id=s.id, wallet_id=s.wallet_id, **why),
@@ -137,36 +129,37 @@ def meter_batch(
 ) -> BatchReport:
     """One batch, one transaction: see the module's docstring. ``skip``: servers this run
     already tried (suspended ones, failures) that the last pass does not try twice."""
-    report = BatchReport()
-    with transaction.atomic():
-        batch.start_batch_transaction()
-        logger.info("metering batch started: partition %s after %s", partition, after)
-        servers = locks.servers_to_meter_try_lock(now=now, partition=partition, after=after, limit=size + 1)
-        report.exhausted = len(servers) <= size
-        servers = batch.whole_wallets(servers, size)
-        if servers:
-            report.last = (servers[-1].wallet_id, servers[-1].id)
-        steps = _plan_steps([s for s in servers if s.id not in skip], now=now)
-        payment = batch.pay_steps(spender, steps)
-        accruals = []
+    accruals = []
 
-        def paid(step: Step) -> None:
-            server = step.service
-            step_accruals, server.paid_until = step.detail
-            who = usage.UsageOwner(server.wallet_id, server.owner_id, step.currency)
-            accruals.extend((a, who) for a in step_accruals)
+    def paid(step: Step) -> None:
+        server = step.service
+        step_accruals, server.paid_until = step.detail
+        who = usage.UsageOwner(server.wallet_id, server.owner_id, step.currency)
+        accruals.extend((a, who) for a in step_accruals)
 
-        changed, events, history = batch.apply_payment(
-            steps, payment, now=now, grace=grace, life=LIFE, paid=paid, report=report
-        )
+    def write(changed: list[Server]) -> list:
         usage.upsert_accruals(Usage, accruals, now=now)
         batch.save_rows(Server, changed, SERVER_COLUMNS)
         _close_usage_of_ended([s.id for s in changed if s.status == Server.Status.TERMINATED], now=now)
-        bus.publish(*events)
-        record_changes(history)
-        pause_point("metering_batch")
-    logger.info("metering batch committed: partition %s, %d server(s)", partition, report.items)
-    return report
+        return []
+
+    return batch.charging_batch(
+        spender,
+        label="metering",
+        life=LIFE,
+        now=now,
+        grace=grace,
+        partition=partition,
+        after=after,
+        size=size,
+        skip=skip,
+        lock=lambda limit: locks.servers_to_meter_try_lock(
+            now=now, partition=partition, after=after, limit=limit
+        ),
+        plan=partial(_plan_steps, now=now),
+        paid=paid,
+        write=write,
+    )
 
 
 def _close_usage_of_ended(server_ids: list[uuid.UUID], *, now: dt.datetime) -> None:
@@ -181,41 +174,27 @@ def meter_partition(
     *, now: dt.datetime, grace: dt.timedelta, partition: batch.Partition, size: int | None = None
 ) -> BatchReport:
     """A worker's share of a metering run (iaas.spending.batch.walk_partition)."""
+    from . import services  # the per-server path, for a batch that fails; it does not import this module
+
+    def one_by_one(*, after, size: int, skip: set) -> BatchReport:
+        keys = list(
+            locks.servers_to_meter(now=now, partition=partition, after=after).values_list("wallet_id", "id")[
+                :size
+            ]
+        )
+        return batch.one_by_one(
+            keys=keys,
+            size=size,
+            skip=skip,
+            work=lambda server_id: services.server_bill_usage(server_id=server_id, now=now, grace=grace),
+            noun="server",
+            units=lambda outcome: outcome.hours,
+        )
+
     return batch.walk_partition(
         run_batch=partial(meter_batch, now=now, grace=grace, partition=partition),
-        one_by_one=partial(_meter_one_by_one, now=now, grace=grace, partition=partition),
+        one_by_one=one_by_one,
         partition=partition,
         size=size,
         label="metering",
     )
-
-
-def _meter_one_by_one(
-    *, now: dt.datetime, grace: dt.timedelta, partition: batch.Partition, after, size: int, skip: set
-) -> BatchReport:
-    """The servers of a batch that failed, through the per-server path one at a time, so
-    one server's failure stops no other (each is reported)."""
-    from . import services  # the per-server path; it does not import this module
-
-    rows = locks.servers_to_meter(now=now, partition=partition, after=after)
-    servers = list(rows.values_list("wallet_id", "id")[:size])
-    outcomes, failures = run_each(
-        [server_id for _, server_id in servers if server_id not in skip],
-        lambda server_id: services.server_bill_usage(server_id=server_id, now=now, grace=grace),
-        description="metering servers one by one",
-        identify=lambda server_id: (f"server {server_id}", {"server_id": str(server_id)}),
-        logger=logger,
-    )
-    report = BatchReport(
-        last=servers[-1] if servers else None, exhausted=len(servers) < size, failures=failures
-    )
-    for outcome in outcomes:
-        report.items += 1
-        report.actions[outcome.action] += 1
-        report.units += outcome.hours
-        if outcome.amount:
-            report.amounts[outcome.currency] += outcome.amount
-            report.charged_wallets.add(outcome.wallet_id)
-    report.items += len(failures)
-    report.failed_ids = {uuid.UUID(failure.facts["server_id"]) for failure in failures}
-    return report

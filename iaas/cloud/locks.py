@@ -10,7 +10,7 @@ import uuid
 from django.db.models import Q, QuerySet
 
 from iaas.contracts.errors import NotFound
-from iaas.spending.batch import Partition
+from iaas.spending.batch import Partition, in_partition
 
 from .models import Server
 
@@ -46,12 +46,7 @@ def servers_to_meter(
     due = Q(status=Server.Status.ACTIVE, paid_until__lt=now) | Q(
         status=Server.Status.SUSPENDED, operator_hold_since=None
     )
-    rows = Server.objects.filter(due, wallet_id__gte=partition.low)
-    if partition.high is not None:
-        rows = rows.filter(wallet_id__lt=partition.high)
-    if after is not None:
-        rows = rows.filter(Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], id__gt=after[1]))
-    return rows.order_by("wallet_id", "id")
+    return in_partition(Server.objects.filter(due), partition=partition, after=after)
 
 
 def servers_to_meter_try_lock(

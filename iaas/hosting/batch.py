@@ -30,13 +30,8 @@ import logging
 import uuid
 from functools import partial
 
-from django.db import transaction
 from django.utils import timezone
 
-from iaas.audit.services import record_changes
-from iaas.common.cli import run_each
-from iaas.common.faults import pause_point
-from iaas.contracts import bus
 from iaas.contracts.events import SubscriptionCancelled, SubscriptionResumed, SubscriptionSuspended
 from iaas.spending import batch
 from iaas.spending.batch import BatchReport, Step
@@ -55,10 +50,7 @@ SUBSCRIPTION_COLUMNS = (
     "period_anchor",
     "suspended_at",
     "cancelled_at",
-    "unpaid_since",
-    "wallet_blocked_since",
-    "operator_hold_since",
-    "operator_reason",
+    *Subscription.CAUSE_UPDATE_FIELDS,
 )
 LIFE = batch.Life(
     suspended=lambda s, **why: SubscriptionSuspended(subscription_id=s.id, wallet_id=s.wallet_id, **why),
@@ -138,36 +130,35 @@ def renew_batch(
     skip: set | frozenset = frozenset(),
 ) -> BatchReport:
     """One batch, one transaction: see the module's docstring."""
-    report = BatchReport()
-    with transaction.atomic():
-        batch.start_batch_transaction()
-        logger.info("renewal batch started: partition %s after %s", partition, after)
-        rows = locks.subscriptions_to_renew_try_lock(
-            now=now, partition=partition, after=after, limit=size + 1
-        )
-        report.exhausted = len(rows) <= size
-        rows = batch.whole_wallets(rows, size)
-        if rows:
-            report.last = (rows[-1].wallet_id, rows[-1].id)
-        steps = _plan_steps([s for s in rows if s.id not in skip], now=now)
-        payment = batch.pay_steps(spender, steps)
-        charges = []
+    charges = []
 
-        def paid(step: Step) -> None:
-            subscription = step.service
-            months, subscription.current_period_end, subscription.period_anchor = step.detail
-            charges.extend(_charge(subscription, start, end, what, now) for start, end, what in months)
+    def paid(step: Step) -> None:
+        subscription = step.service
+        months, subscription.current_period_end, subscription.period_anchor = step.detail
+        charges.extend(_charge(subscription, start, end, what, now) for start, end, what in months)
 
-        changed, events, history = batch.apply_payment(
-            steps, payment, now=now, grace=grace, life=LIFE, paid=paid, report=report
-        )
+    def write(changed: list[Subscription]) -> list:
         Charge.objects.bulk_create(charges)
         batch.save_rows(Subscription, changed, SUBSCRIPTION_COLUMNS)
-        bus.publish(*events, *_charges_recorded(charges))
-        record_changes(history)
-        pause_point("renewal_batch")
-    logger.info("renewal batch committed: partition %s, %d subscription(s)", partition, report.items)
-    return report
+        return _charges_recorded(charges)
+
+    return batch.charging_batch(
+        spender,
+        label="renewal",
+        life=LIFE,
+        now=now,
+        grace=grace,
+        partition=partition,
+        after=after,
+        size=size,
+        skip=skip,
+        lock=lambda limit: locks.subscriptions_to_renew_try_lock(
+            now=now, partition=partition, after=after, limit=limit
+        ),
+        plan=partial(_plan_steps, now=now),
+        paid=paid,
+        write=write,
+    )
 
 
 def _charges_recorded(charges: list[Charge]):
@@ -187,45 +178,26 @@ def renew_partition(
     *, now: dt.datetime, grace: dt.timedelta, partition: batch.Partition, size: int | None = None
 ) -> BatchReport:
     """A worker's share of a renewal run (iaas.spending.batch.walk_partition)."""
+    from . import services  # the per-subscription path, for a batch that fails
+
+    def one_by_one(*, after, size: int, skip: set) -> BatchReport:
+        rows = locks.subscriptions_to_renew(now=now, partition=partition, after=after)
+        return batch.one_by_one(
+            keys=list(rows.values_list("wallet_id", "id")[:size]),
+            size=size,
+            skip=skip,
+            work=lambda subscription_id: services.subscription_renew(
+                subscription_id=subscription_id, now=now
+            ),
+            noun="subscription",
+            units=lambda outcome: outcome.months,
+            action=lambda outcome: "charged" if outcome.action == "renewed" else outcome.action,
+        )
+
     return batch.walk_partition(
         run_batch=partial(renew_batch, now=now, grace=grace, partition=partition),
-        one_by_one=partial(_renew_one_by_one, now=now, partition=partition),
+        one_by_one=one_by_one,
         partition=partition,
         size=size,
         label="renewal",
     )
-
-
-def _renew_one_by_one(
-    *, now: dt.datetime, partition: batch.Partition, after, size: int, skip: set
-) -> BatchReport:
-    """The subscriptions of a batch that failed, through the per-subscription path one
-    at a time, so one's failure stops no other (each is reported)."""
-    from . import services  # the per-subscription path; it does not import this module
-
-    rows = list(
-        locks.subscriptions_to_renew(now=now, partition=partition, after=after).values_list(
-            "wallet_id", "id"
-        )[:size]
-    )
-    outcomes, failures = run_each(
-        [subscription_id for _, subscription_id in rows if subscription_id not in skip],
-        lambda subscription_id: services.subscription_renew(subscription_id=subscription_id, now=now),
-        description="renewing subscriptions one by one",
-        identify=lambda subscription_id: (
-            f"subscription {subscription_id}",
-            {"subscription_id": str(subscription_id)},
-        ),
-        logger=logger,
-    )
-    report = BatchReport(last=rows[-1] if rows else None, exhausted=len(rows) < size, failures=failures)
-    for outcome in outcomes:
-        report.items += 1
-        report.actions["charged" if outcome.action == "renewed" else outcome.action] += 1
-        report.units += outcome.months
-        if outcome.amount:
-            report.amounts[outcome.currency] += outcome.amount
-            report.charged_wallets.add(outcome.wallet_id)
-    report.items += len(failures)
-    report.failed_ids = {uuid.UUID(failure.facts["subscription_id"]) for failure in failures}
-    return report

@@ -11,7 +11,7 @@ import uuid
 from django.db.models import Q, QuerySet
 
 from iaas.contracts.errors import NotFound
-from iaas.spending.batch import Partition
+from iaas.spending.batch import Partition, in_partition
 
 from .models import Subscription
 
@@ -46,12 +46,7 @@ def subscriptions_to_renew(
     due = Q(status=Subscription.Status.ACTIVE, current_period_end__lte=now) | Q(
         status=Subscription.Status.SUSPENDED, operator_hold_since=None
     )
-    rows = Subscription.objects.filter(due, wallet_id__gte=partition.low)
-    if partition.high is not None:
-        rows = rows.filter(wallet_id__lt=partition.high)
-    if after is not None:
-        rows = rows.filter(Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], id__gt=after[1]))
-    return rows.order_by("wallet_id", "id")
+    return in_partition(Subscription.objects.filter(due), partition=partition, after=after)
 
 
 def subscriptions_to_renew_try_lock(

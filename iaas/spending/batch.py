@@ -19,12 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from iaas.audit.services import Change, changed_fields, object_type
+from iaas.audit.services import Change, changed_fields, object_type, record_changes
 from iaas.common import sql
-from iaas.contracts import billing
+from iaas.common.cli import run_each
+from iaas.common.faults import pause_point
+from iaas.contracts import billing, bus
 from iaas.contracts.billing import ReserveRequest
 from iaas.contracts.errors import CurrencyMismatch, DomainError, WalletNotActive, WalletNotFound
 from iaas.contracts.events import Event
@@ -449,3 +452,91 @@ def walk_partition(
                 break
             after = report.last
     return total
+
+
+def in_partition(rows: QuerySet, *, partition: Partition, after: tuple | None) -> QuerySet:
+    """``rows`` (services with a ``wallet_id``) of the partition, after the keyset
+    ``after`` (wallet id, id), in (wallet, id) order: the walk of a batch run."""
+    rows = rows.filter(wallet_id__gte=partition.low)
+    if partition.high is not None:
+        rows = rows.filter(wallet_id__lt=partition.high)
+    if after is not None:
+        rows = rows.filter(Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], pk__gt=after[1]))
+    return rows.order_by("wallet_id", "pk")
+
+
+def charging_batch(
+    spender,
+    *,
+    label: str,
+    life: Life,
+    now: dt.datetime,
+    grace: dt.timedelta,
+    partition: Partition,
+    after: tuple | None,
+    size: int,
+    skip: set | frozenset,
+    lock: Callable[..., list],  # lock(limit=...)
+    plan: Callable[[list], list[Step]],
+    paid: Callable[[Step], None],
+    write: Callable[[list], list[Event]],
+) -> BatchReport:
+    """One batch of a charging run (metering, renewals), one transaction, in the lock
+    order: ``lock(limit)`` takes the next due services (in (wallet, id) order, SKIP
+    LOCKED), ``plan`` says what each owes, the wallets pay (allowances, then Billing's
+    wallets and holds), ``paid(step)`` moves each paid service on, and ``write(changed)``
+    saves the context's rows (returning events of its own, e.g. ChargesRecorded); the
+    services' events and history follow. ``skip``: services this run already tried."""
+    report = BatchReport()
+    with transaction.atomic():
+        start_batch_transaction()
+        logger.info("%s batch started: partition %s after %s", label, partition, after)
+        rows = lock(limit=size + 1)
+        report.exhausted = len(rows) <= size
+        rows = whole_wallets(rows, size)
+        if rows:
+            report.last = (rows[-1].wallet_id, rows[-1].pk)
+        steps = plan([row for row in rows if row.pk not in skip])
+        payment = pay_steps(spender, steps)
+        changed, events, history = apply_payment(
+            steps, payment, now=now, grace=grace, life=life, paid=paid, report=report
+        )
+        events += write(changed)
+        bus.publish(*events)
+        record_changes(history)
+        pause_point(f"{label}_batch")
+    logger.info("%s batch committed: partition %s, %d item(s)", label, partition, report.items)
+    return report
+
+
+def one_by_one(
+    *,
+    keys: list[tuple],
+    size: int,
+    skip: set,
+    work: Callable[[uuid.UUID], object],
+    noun: str,
+    units: Callable[[object], int],
+    action: Callable[[object], str] = lambda outcome: outcome.action,
+) -> BatchReport:
+    """The items of a batch that failed (``keys``: its (wallet id, id) rows), through
+    the per-item path one at a time, so one item's failure stops no other (each is
+    reported, and tried once per run)."""
+    outcomes, failures = run_each(
+        [item_id for _, item_id in keys if item_id not in skip],
+        work,
+        description=f"{noun}s one by one",
+        identify=lambda item_id: (f"{noun} {item_id}", {f"{noun}_id": str(item_id)}),
+        logger=logger,
+    )
+    report = BatchReport(last=keys[-1] if keys else None, exhausted=len(keys) < size, failures=failures)
+    for outcome in outcomes:
+        report.items += 1
+        report.actions[action(outcome)] += 1
+        report.units += units(outcome)
+        if outcome.amount:
+            report.amounts[outcome.currency] += outcome.amount
+            report.charged_wallets.add(outcome.wallet_id)
+    report.items += len(failures)
+    report.failed_ids = {uuid.UUID(failure.facts[f"{noun}_id"]) for failure in failures}
+    return report
