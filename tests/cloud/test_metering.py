@@ -232,3 +232,21 @@ def test_one_server_failing_stops_no_other_and_the_run_reports_it(wallet, monkey
     assert json.loads(out.getvalue())["failed"] == [
         {"server_id": str(broken.id), "error": "RuntimeError('disk on fire')"}
     ]
+
+
+def test_two_partitions_meter_every_server_once(catalog, assert_invariants):
+    """Two workers, each its half of the wallets (as `--workers 2` runs them), meter every
+    server exactly once between them."""
+    wallets = [funded_wallet(UserFactory(), amount=10_000) for _ in range(8)]
+    servers = [buy(w, at(2026, 5, 10, 10), name=f"s{i}") for i, w in enumerate(wallets)]
+    halves = [run_at(at(2026, 5, 10, 12, 30), "bill_usage", "--partition", f"{p}/2") for p in range(2)]
+    assert (
+        sum(h["servers"] for h in halves) == 8
+        and all(h["servers"] for h in halves)
+        or len({s.wallet_id.int * 2 >> 128 for s in servers}) == 1
+    )
+    for server in servers:
+        server.refresh_from_db()
+        assert server.paid_until == at(2026, 5, 10, 13)
+        assert sum(a for _, _, a in charges(server)) == 12
+    assert_invariants()
