@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .checks import Relation, Violation
@@ -33,6 +33,19 @@ class IdleAllowance:
     amount: int
     currency: str
     last_used_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UsageClosed:
+    """What a settlement run closed in one context: usage records, the charges they
+    became (one ChargesRecorded per wallet), by currency."""
+
+    context: str
+    records: int = 0
+    charges: int = 0
+    wallets: int = 0
+    batches: int = 0
+    amounts: dict[str, int] = field(default_factory=dict)
 
 
 class SellingContext(Protocol):
@@ -70,6 +83,18 @@ class SellingContext(Protocol):
     def open_usage_before(self, *, moment: dt.datetime) -> int:
         """How many usage records of months starting before ``moment`` still hold spend
         not closed into charges: Billing does not invoice a month while any does (I8)."""
+        ...
+
+    def usage_due(self, *, now: dt.datetime) -> int:
+        """Usage records a settlement run at ``now`` would close (read only)."""
+        ...
+
+    def close_usage(
+        self, *, now: dt.datetime, partition: tuple[int, int] = (0, 1), size: int | None = None
+    ) -> UsageClosed:
+        """Close the metered usage due at ``now`` in partition (index, count) of the
+        wallets into charges, and tell Billing (one ChargesRecorded per wallet): the
+        settlement run's context side. Nothing for a context that meters nothing."""
         ...
 
     def set_allowance_blocked(self, *, wallet_id: uuid.UUID, blocked: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -18,20 +19,23 @@ from django.db import connection, transaction
 from django.db.models import F, Model
 from django.utils import timezone
 
+from iaas.common import sql
 from iaas.contracts import billing, bus
 from iaas.contracts.checks import Relation
-from iaas.contracts.errors import CurrencyMismatch, WalletNotActive, WalletNotFound
+from iaas.contracts.errors import CurrencyMismatch, DomainError, WalletNotActive, WalletNotFound
 from iaas.contracts.events import (
     AllowanceReleased,
     ChargeRefunded,
+    ChargeSettled,
     ChargesRecorded,
     RecordedCharge,
     ReleaseRequested,
 )
-from iaas.contracts.selling import AllowanceTotals, IdleAllowance
+from iaas.contracts.selling import AllowanceTotals, IdleAllowance, UsageClosed
 from iaas.contracts.types import Money
 
-from . import checks, usage
+from . import checks, settlement, usage
+from .batch import Partition
 from .models import AbstractAllowance, AbstractCharge, AbstractRelease, AbstractUsage
 
 
@@ -42,6 +46,8 @@ class Spender:
     charge_model: type[AbstractCharge]
     release_model: type[AbstractRelease]
     usage_model: type[AbstractUsage] | None = None  # metered contexts only
+    # How the charge closing a usage record is described (metered contexts only).
+    describe_usage: Callable[[list[AbstractUsage]], dict[int, str]] | None = None
 
     # --- locks -------------------------------------------------------------------------
 
@@ -62,6 +68,30 @@ class Spender:
             )
             allowance = rows.get(pk=wallet_id)
         return allowance
+
+    def allowances_try_lock(
+        self, owners: dict[uuid.UUID, int]
+    ) -> tuple[dict[uuid.UUID, AbstractAllowance], dict[uuid.UUID, DomainError]]:
+        """A batch's allowance rows (``owners``: wallet id -> the services' owner), locked
+        in wallet order, SKIP LOCKED: a wallet a purchase or another worker holds is
+        absent from the answer (the batch defers it). A wallet new to this context (no
+        row yet: rare, a purchase always creates it) gets its row created and locked the
+        single-purchase way; one Billing refuses (unknown, not the owner's) comes back
+        as a refusal for the batch to record on its services."""
+        rows = self.allowance_model.objects.select_for_update(no_key=True, skip_locked=True)
+        locked = {a.wallet_id: a for a in rows.filter(pk__in=sorted(owners)).order_by("wallet_id")}
+        missing = set(owners) - set(locked)
+        refused: dict[uuid.UUID, DomainError] = {}
+        if missing:
+            existing = set(
+                self.allowance_model.objects.filter(pk__in=missing).values_list("wallet_id", flat=True)
+            )
+            for wallet_id in sorted(missing - existing):
+                try:
+                    locked[wallet_id] = self.allowance_lock(wallet_id=wallet_id, owner_id=owners[wallet_id])
+                except WalletNotFound as refusal:
+                    refused[wallet_id] = refusal
+        return locked, refused
 
     # --- spend -------------------------------------------------------------------------
 
@@ -324,12 +354,44 @@ class Spender:
         return self.release(wallet_id=event.wallet_id, reason="requested by billing")
 
     def record_refund(self, event: ChargeRefunded) -> None:
-        """Billing refunded one of this context's charges: note it on the charge, so the
-        refunded money does not count towards a monthly cap. A charge has at most one
-        refund, so setting (not adding) the amount makes a redelivery harmless."""
+        """Billing refunded one of this context's charges: note it on the charge and, for
+        metered usage, on the usage record of the charge's month, so the refunded money
+        does not count towards the monthly cap. A charge has at most one refund: it is
+        noted only while the charge shows none, so a redelivery changes nothing."""
         if event.context != self.context or event.charge_id is None:
             return
-        self.charge_model.objects.filter(pk=event.charge_id).update(refunded_amount=event.amount)
+        noted = self.charge_model.objects.filter(pk=event.charge_id, refunded_amount=0).update(
+            refunded_amount=event.amount
+        )
+        if not noted or self.usage_model is None:
+            return
+        charge = self.charge_model.objects.only("subject_id", "period_start").get(pk=event.charge_id)
+        self.usage_model.objects.filter(
+            service_id=charge.subject_id, month=usage.month_of(charge.period_start)
+        ).update(refunded=F("refunded") + event.amount)
+
+    def record_settlement(self, event: ChargeSettled) -> None:
+        """Billing booked charges of this context: each records the ledger entry."""
+        self.record_settlements([event])
+
+    def record_settlements(self, events: list[ChargeSettled]) -> set:
+        """Batch form: every event's charges in one UPDATE. Setting the entry is
+        idempotent, so a redelivery changes nothing."""
+        rows = [
+            (charge_id, event.ledger_entry_id)
+            for event in events
+            if event.context == self.context
+            for charge_id in event.charge_ids
+        ]
+        field_ = self.charge_model._meta.get_field
+        relation = sql.rows("settled", [("id", field_("id")), ("entry", field_("ledger_entry_id"))], rows)
+        table = sql.table(self.charge_model)
+        sql.execute(
+            f"UPDATE {table} SET ledger_entry_id = settled.entry FROM settled "  # noqa: S608
+            f"WHERE {table}.id = settled.id",
+            relation,
+        )
+        return set()
 
     def idle_allowances(self, *, idle_for: dt.timedelta) -> list[IdleAllowance]:
         cutoff = timezone.now() - idle_for
@@ -480,3 +542,29 @@ class SellingContextAdapter:
                 paid_until_field=self.paid_until_field,
             )
         return found
+
+    def usage_due(self, *, now: dt.datetime) -> int:
+        if self.spender.usage_model is None:
+            return 0
+        return self.spender.usage_model.objects.filter(close_due_at__lte=now).count()
+
+    def close_usage(
+        self, *, now: dt.datetime, partition: tuple[int, int] = (0, 1), size: int | None = None
+    ) -> UsageClosed:
+        if self.spender.usage_model is None:
+            return UsageClosed(context=self.name)
+        report = settlement.close_partition(
+            self.spender,
+            describe=self.spender.describe_usage,
+            now=now,
+            partition=Partition(*partition),
+            size=size,
+        )
+        return UsageClosed(
+            context=self.name,
+            records=report.records,
+            charges=report.charges,
+            wallets=report.wallets,
+            batches=report.batches,
+            amounts=dict(sorted(report.amount.items())),
+        )

@@ -83,7 +83,7 @@ def test_servers_that_ran_before_usage_records_get_their_months_from_their_charg
     at = partial(dt.datetime, tzinfo=dt.UTC)
     hour = dt.timedelta(hours=1)
     try:
-        old_apps = migrate("cloud", "0005_charge_no_overlap")
+        old_apps = migrate("cloud", "0006_charge_no_overlap")
         Server = old_apps.get_model("cloud", "Server")
         Charge = old_apps.get_model("cloud", "Charge")
         Usage = old_apps.get_model("cloud", "Usage")

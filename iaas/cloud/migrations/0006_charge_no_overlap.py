@@ -43,5 +43,5 @@ def backward(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("cloud", "0004_usage_records")]
+    dependencies = [("cloud", "0005_server_wallet_keyset")]
     operations = [migrations.RunPython(forward, backward)]

@@ -147,5 +147,5 @@ def forward(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("cloud", "0005_charge_no_overlap")]
+    dependencies = [("cloud", "0006_charge_no_overlap")]
     operations = [migrations.RunPython(forward, migrations.RunPython.noop)]
