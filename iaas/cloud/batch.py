@@ -114,7 +114,7 @@ def _price(server: Server, start: dt.datetime, hours: int, months: dict) -> list
     )
     for accrual in accruals:
         before = months.get(accrual.month, usage.MonthSpent())
-        months[accrual.month] = usage.MonthSpent(before.amount + accrual.amount, before.refunded)
+        months[accrual.month] = usage.MonthSpent(before.amount + accrual.amount, before.refunded, accrual.cap)
     return accruals
 
 

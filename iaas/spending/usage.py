@@ -41,10 +41,13 @@ def month_of(moment: dt.datetime) -> dt.date:
 
 @dataclass(frozen=True, slots=True)
 class MonthSpent:
-    """What a service's usage record of one month holds already."""
+    """What a service's usage record of one month holds already, and the cap it keeps
+    for the month (the plan's cap when the month began: a plan edited mid-month changes
+    the cap from the next month, as its price changes from the next hour)."""
 
     amount: int = 0
     refunded: int = 0
+    cap: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +84,13 @@ def price_hours(
         end = start + in_month * HOUR
         first_day = dt.date(month.year, month.month, 1)
         already = spent.get(first_day, MonthSpent())
-        room = max(cap + already.refunded - already.amount, 0)
+        month_cap = cap if already.cap is None else already.cap
+        room = max(month_cap + already.refunded - already.amount, 0)
         list_amount = in_month * price_per_hour
         accruals.append(
-            Accrual(service_id, first_day, start, end, in_month, list_amount, min(list_amount, room), cap)
+            Accrual(
+                service_id, first_day, start, end, in_month, list_amount, min(list_amount, room), month_cap
+            )
         )
         start, hours = end, hours - in_month
     return accruals
@@ -118,10 +124,10 @@ def spent_in_months(
     whole batch (the service rows are locked, so no other step accrues on them)."""
     found: dict[uuid.UUID, dict[dt.date, MonthSpent]] = {}
     rows = usage_model.objects.filter(service_id__in=list(service_ids), month__gte=from_month).values_list(
-        "service_id", "month", "amount", "refunded"
+        "service_id", "month", "amount", "refunded", "cap"
     )
-    for service_id, month, amount, refunded in rows:
-        found.setdefault(service_id, {})[month] = MonthSpent(amount, refunded)
+    for service_id, month, amount, refunded, cap in rows:
+        found.setdefault(service_id, {})[month] = MonthSpent(amount, refunded, cap)
     return found
 
 
@@ -195,7 +201,6 @@ def upsert_accruals(
         f"hours = {usage}.hours + excluded.hours, "
         f"list_amount = {usage}.list_amount + excluded.list_amount, "
         f"amount = {usage}.amount + excluded.amount, "
-        f"cap = excluded.cap, "
         f"{closing}"
         f"accrued_until = excluded.accrued_until, "
         f"close_due_at = COALESCE({usage}.close_due_at, excluded.close_due_at), "

@@ -15,7 +15,7 @@ from django.core.management import call_command
 
 from iaas.billing import services as billing_services
 from iaas.cloud import batch, services
-from iaas.cloud.models import Charge, Server, Usage
+from iaas.cloud.models import Charge, Server, ServerPlan, Usage
 from iaas.contracts import bus
 from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
 from tests.batch_runs import at, charges_for, run_at
@@ -245,4 +245,15 @@ def test_two_partitions_meter_every_server_once(catalog, assert_invariants):
         server.refresh_from_db()
         assert server.paid_until == at(2026, 5, 10, 13)
         assert sum(a for _, _, a in charges(server)) == 12
+    assert_invariants()
+
+
+def test_a_cap_changed_mid_month_applies_from_the_next_month(wallet, assert_invariants):
+    """As a new price applies from the next hour, a new cap applies from the next month:
+    the month's usage record keeps the cap it began with."""
+    server = buy(wallet, at(2026, 5, 1), plan="s-1vcpu-1gb")  # 1 cent an hour, at most 5.00 a month
+    bill(at(2026, 5, 5, 0, 30))
+    ServerPlan.objects.filter(pk="s-1vcpu-1gb").update(monthly_cap=300)
+    bill(at(2026, 6, 30, 23, 30))
+    assert usage_of(server) == [(dt.date(2026, 5, 1), 744, 500), (dt.date(2026, 6, 1), 720, 300)]
     assert_invariants()
