@@ -91,10 +91,10 @@ class Command(BaseCommand):
         for currency, amount in summary["amounts"].items():
             totals.add(amount, currency)
         moment = dt.datetime.fromisoformat(summary["now"])
+        charged = summary["charged"] + summary["resumed"]
         self.stdout.write(
-            f"metered {summary['servers']} server(s) at {moment:%Y-%m-%d %H:%M %Z}"
-            f" in {summary['batches']} batch(es): {summary['charged'] + summary['resumed']} accrued "
-            f"{summary['hours_charged']} hour(s), {totals}"
+            f"metered {summary['servers']} server(s) at {moment:%Y-%m-%d %H:%M %Z}: "
+            f"{charged} charged for {summary['hours_charged']} hour(s), {totals}"
         )
         self.stdout.write(
             f"  suspended {summary['suspended']}, resumed {summary['resumed']}, "

@@ -88,9 +88,8 @@ class Command(BaseCommand):
             totals.add(amount, currency)
         moment = dt.datetime.fromisoformat(summary["now"])
         self.stdout.write(
-            f"checked {summary['subscriptions']} subscription(s) at {moment:%Y-%m-%d %H:%M %Z} in "
-            f"{summary['batches']} batch(es): renewed {summary['renewed']} for {summary['months_charged']} "
-            f"month(s) in all, {totals}"
+            f"checked {summary['subscriptions']} subscription(s) at {moment:%Y-%m-%d %H:%M %Z}: "
+            f"renewed {summary['renewed']} for {summary['months_charged']} month(s) in all, {totals}"
         )
         self.stdout.write(
             f"  suspended {summary['suspended']}, resumed {summary['resumed']}, "
