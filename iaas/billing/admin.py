@@ -832,7 +832,6 @@ class InvoiceLineAdmin(ReadOnlyAdmin):
     ordering = ("-transaction_date",)
     readonly_fields = (
         "invoice",
-        "ledger_entry",
         "transaction_date",
         "context",
         "description",
