@@ -168,7 +168,9 @@ def _request_releases(context: str, wallet_ids: list[uuid.UUID]) -> None:
 def charges_applied(charge_ids: list[uuid.UUID]) -> set[uuid.UUID]:
     """Which of these charges Billing has settled already (I5): one query on
     SettledCharge's key, whatever the number of charges."""
-    incoming = sql.rows("incoming", [("charge_id", sql.column(SettledCharge, "charge_id"))], [(i,) for i in charge_ids])
+    incoming = sql.rows(
+        "incoming", [("charge_id", sql.column(SettledCharge, "charge_id"))], [(i,) for i in charge_ids]
+    )
     settled = sql.table(SettledCharge)
     rows = sql.fetch(
         f"SELECT s.charge_id FROM {settled} s JOIN incoming ON s.charge_id = incoming.charge_id",  # noqa: S608

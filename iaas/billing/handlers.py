@@ -12,7 +12,7 @@ from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ChargesReco
 from . import services
 
 
-def _recorded(event: ChargesRecorded) -> services.ChargesToSettle:
+def charges_to_settle(event: ChargesRecorded) -> services.ChargesToSettle:
     total = sum(charge.amount for charge in event.charges)
     if total != event.amount:
         # Reconciliation counts ``amount`` as pending until delivery (I4): an event that
@@ -38,7 +38,7 @@ def _recorded(event: ChargesRecorded) -> services.ChargesToSettle:
     )
 
 
-def _legacy(event: ChargeRecorded) -> services.ChargesToSettle:
+def legacy_charge_to_settle(event: ChargeRecorded) -> services.ChargesToSettle:
     """The one-charge event written before aggregate settlement: a list of one."""
     charge = services.ChargeToSettle(
         charge_id=event.charge_id,
@@ -50,22 +50,26 @@ def _legacy(event: ChargeRecorded) -> services.ChargesToSettle:
 
 
 def settle_recorded_charges(event: ChargesRecorded) -> None:
-    services.charges_settle(settlements=[_recorded(event)])
+    services.charges_settle(settlements=[charges_to_settle(event)])
 
 
 def settle_many_recorded_charges(events: list[ChargesRecorded]) -> set:
     """Batch form: many wallets' events in one transaction; returns the ids of the
     events whose wallet another transaction holds (they stay pending)."""
-    return services.charges_settle(settlements=[_recorded(e) for e in events], skip_locked=True).deferred
+    return services.charges_settle(
+        settlements=[charges_to_settle(e) for e in events], skip_locked=True
+    ).deferred
 
 
 def settle_charge(event: ChargeRecorded) -> None:
-    services.charges_settle(settlements=[_legacy(event)])
+    services.charges_settle(settlements=[legacy_charge_to_settle(event)])
 
 
 def settle_charges(events: list[ChargeRecorded]) -> set:
     """Batch form of the legacy event, as ``settle_many_recorded_charges``."""
-    return services.charges_settle(settlements=[_legacy(e) for e in events], skip_locked=True).deferred
+    return services.charges_settle(
+        settlements=[legacy_charge_to_settle(e) for e in events], skip_locked=True
+    ).deferred
 
 
 def apply_release(event: AllowanceReleased) -> None:

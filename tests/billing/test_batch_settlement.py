@@ -3,7 +3,6 @@ many wallets' pending charges in one transaction, with one ledger entry per wall
 context, one applied-once record per charge, and a number of statements that does not
 grow with the batch."""
 
-import datetime as dt
 import uuid
 
 import pytest
@@ -12,18 +11,17 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from iaas.billing import services
+from iaas.billing.handlers import charges_to_settle
 from iaas.billing.models import LedgerEntry, Reservation, SettledCharge, Wallet
 from iaas.cloud import services as cloud
 from iaas.contracts import billing, bus
 from iaas.contracts.errors import CurrencyMismatch, WalletNotFound
-from iaas.contracts.events import ChargeRecorded, ChargeSettled, ChargesRecorded, RecordedCharge
+from iaas.contracts.events import ChargeRecorded, ChargeSettled
 from iaas.contracts.models import OutboxMessage
 from iaas.hosting import services as hosting
-from tests.factories import UserFactory, funded_wallet
+from tests.factories import UserFactory, billing_consistent, funded_wallet, record_charges
 
 pytestmark = pytest.mark.django_db
-
-HOUR = dt.timedelta(hours=1)
 
 
 def buy_many(customer, wallet, count):
@@ -35,48 +33,6 @@ def buy_many(customer, wallet, count):
         domain=f"{wallet.id.hex[:12]}.example",
         plan_id="web-starter",
     )
-
-
-def record_usage(wallet, amounts, *, context="cloud", start=None, subject_id=None) -> ChargesRecorded:
-    """What a context's settlement run does for one wallet: reserve (as metering did),
-    then publish the closed usage as one event listing its charges, one per day."""
-    start = start or dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
-    with transaction.atomic():
-        billing.reserve(
-            wallet_id=wallet.id,
-            owner_id=wallet.owner_id,
-            context=context,
-            currency=wallet.currency,
-            amount=sum(amounts),
-            minimum=sum(amounts),
-        )
-        event = ChargesRecorded(
-            wallet_id=wallet.id,
-            context=context,
-            currency=wallet.currency,
-            amount=sum(amounts),
-            charges=tuple(
-                RecordedCharge(
-                    charge_id=uuid.uuid4(),
-                    amount=amount,
-                    transaction_date=start + (day + 1) * 24 * HOUR,
-                    description=f"Server vm ({day + 1} May): 24 hours",
-                    subject_id=subject_id or uuid.uuid4(),
-                    period_start=start + day * 24 * HOUR,
-                    period_end=start + (day + 1) * 24 * HOUR,
-                )
-                for day, amount in enumerate(amounts)
-            ),
-        )
-        bus.publish(event)
-    return event
-
-
-def billing_consistent():
-    """Billing's own books (the crafted usage above has no context behind it, so I4,
-    which compares with the context's allowance, is not Billing's to pass here)."""
-    found = billing.check_invariants(deep=True)
-    assert not any(found.values()), found
 
 
 def test_one_wallets_backlog_settles_with_one_entry_per_context(
@@ -191,7 +147,7 @@ def test_one_batch_spans_wallets(catalog, customer, other_customer, assert_invar
 
 
 def test_usage_closed_by_a_run_is_one_entry_dated_by_its_last_period(customer, wallet, published):
-    event = record_usage(wallet, [96, 96, 40])
+    event = record_charges(wallet, [96, 96, 40])
     bus.deliver_pending()
     entry = LedgerEntry.objects.get(wallet=wallet, kind="charge")
     assert (entry.amount, entry.context, entry.description) == (-232, "cloud", "Cloud: 3 charges")
@@ -209,7 +165,7 @@ def test_usage_closed_by_a_run_is_one_entry_dated_by_its_last_period(customer, w
 
 
 def test_a_single_charge_keeps_its_own_date_and_description(customer, wallet):
-    event = record_usage(wallet, [96])
+    event = record_charges(wallet, [96])
     bus.deliver_pending()
     entry = LedgerEntry.objects.get(wallet=wallet, kind="charge")
     assert entry.transaction_date == event.charges[0].transaction_date
@@ -217,10 +173,10 @@ def test_a_single_charge_keeps_its_own_date_and_description(customer, wallet):
 
 
 def test_a_redelivered_event_books_nothing_in_either_form(customer, wallet):
-    event = record_usage(wallet, [10, 20])
-    services.charges_settle(settlements=[_settlement(event)])
-    again = services.charges_settle(settlements=[_settlement(event)])
-    batch = services.charges_settle(settlements=[_settlement(event)] * 2, skip_locked=True)
+    event = record_charges(wallet, [10, 20])
+    services.charges_settle(settlements=[charges_to_settle(event)])
+    again = services.charges_settle(settlements=[charges_to_settle(event)])
+    batch = services.charges_settle(settlements=[charges_to_settle(event)] * 2, skip_locked=True)
     assert (again.entries, batch.entries, batch.deferred) == ([], [], set())
     assert LedgerEntry.objects.filter(wallet=wallet, kind="charge").count() == 1
     assert SettledCharge.objects.count() == 2
@@ -231,15 +187,11 @@ def test_a_redelivered_event_books_nothing_in_either_form(customer, wallet):
     billing_consistent()
 
 
-def _settlement(event: ChargesRecorded) -> services.ChargesToSettle:
-    from iaas.billing.handlers import _recorded
-
-    return _recorded(event)
-
-
 def test_a_partly_settled_event_books_only_its_new_charges(customer, wallet):
-    event = record_usage(wallet, [10, 20, 30])
-    first = services.ChargesToSettle(event.event_id, wallet.id, "cloud", "EUR", _settlement(event).charges[:1])
+    event = record_charges(wallet, [10, 20, 30])
+    first = services.ChargesToSettle(
+        event.event_id, wallet.id, "cloud", "EUR", charges_to_settle(event).charges[:1]
+    )
     services.charges_settle(settlements=[first])
     bus.deliver_pending()
     entries = list(LedgerEntry.objects.filter(wallet=wallet, kind="charge").order_by("sequence"))
@@ -274,12 +226,16 @@ def test_the_legacy_one_charge_event_still_settles(customer, wallet, published):
 
 
 def test_charges_in_another_currency_or_for_no_wallet_are_refused(customer, wallet):
-    event = record_usage(wallet, [10])
-    wrong = services.ChargesToSettle(event.event_id, wallet.id, "cloud", "USD", _settlement(event).charges)
+    event = record_charges(wallet, [10])
+    wrong = services.ChargesToSettle(
+        event.event_id, wallet.id, "cloud", "USD", charges_to_settle(event).charges
+    )
     # (Each in a savepoint, as the bus runs handlers: the service opens none of its own.)
     with pytest.raises(CurrencyMismatch), transaction.atomic():
         services.charges_settle(settlements=[wrong])
-    nowhere = services.ChargesToSettle(event.event_id, uuid.uuid4(), "cloud", "EUR", _settlement(event).charges)
+    nowhere = services.ChargesToSettle(
+        event.event_id, uuid.uuid4(), "cloud", "EUR", charges_to_settle(event).charges
+    )
     for skip_locked in (False, True):
         with pytest.raises(WalletNotFound), transaction.atomic():
             services.charges_settle(settlements=[nowhere], skip_locked=skip_locked)
@@ -287,7 +243,7 @@ def test_charges_in_another_currency_or_for_no_wallet_are_refused(customer, wall
 
 
 def test_an_event_whose_amount_is_not_its_charges_sum_fails_loudly(customer, wallet):
-    record_usage(wallet, [10, 20])
+    record_charges(wallet, [10, 20])
     row = OutboxMessage.objects.get(event_type="ChargesRecorded")
     OutboxMessage.objects.filter(pk=row.pk).update(payload={**row.payload, "amount": 31})
     assert bus.deliver_pending() == bus.DeliveryReport(failed=1)
@@ -296,14 +252,16 @@ def test_an_event_whose_amount_is_not_its_charges_sum_fails_loudly(customer, wal
 
 
 def test_charges_with_no_hold_to_capture_from_are_refused(customer, wallet):
-    event = record_usage(wallet, [10])
-    hosting_event = services.ChargesToSettle(uuid.uuid4(), wallet.id, "hosting", "EUR", _settlement(event).charges)
+    event = record_charges(wallet, [10])
+    hosting_event = services.ChargesToSettle(
+        uuid.uuid4(), wallet.id, "hosting", "EUR", charges_to_settle(event).charges
+    )
     with pytest.raises(IntegrityError, match="no hold"), transaction.atomic():
         services.charges_settle(settlements=[hosting_event])
 
 
 def test_settled_charges_are_append_only_but_for_their_invoice_line(customer, wallet):
-    record_usage(wallet, [10])
+    record_charges(wallet, [10])
     bus.deliver_pending()
     charge = SettledCharge.objects.get()
     for statement in (
