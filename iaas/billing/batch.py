@@ -224,11 +224,16 @@ def settlement_book(*, wallets: list[Wallet], settled: list[tuple[LedgerEntry, l
         [(entry.wallet_id, entry.context, -entry.amount) for entry, _ in settled],
     )
     holds = sql.table(Hold)
-    shrunk = sql.execute(
-        f"UPDATE {holds} SET amount = {holds}.amount - captured.amount, "  # noqa: S608
-        f"captured_total = {holds}.captured_total + captured.amount FROM captured "
-        f"WHERE {holds}.wallet_id = captured.wallet_id AND {holds}.context = captured.context",
-        captured,
+    # RETURNING, not the row count: SQLite's driver reports none for a statement that
+    # starts with WITH.
+    shrunk = len(
+        sql.fetch(
+            f"UPDATE {holds} SET amount = {holds}.amount - captured.amount, "  # noqa: S608
+            f"captured_total = {holds}.captured_total + captured.amount FROM captured "
+            f"WHERE {holds}.wallet_id = captured.wallet_id AND {holds}.context = captured.context "
+            f"RETURNING {holds}.id",
+            captured,
+        )
     )
     if shrunk != len(settled):
         raise IntegrityError(f"{len(settled) - shrunk} settled context(s) have no hold to capture from")

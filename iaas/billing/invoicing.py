@@ -197,10 +197,13 @@ def _charges_place(lines: list[tuple[InvoiceLine, list[SettledCharge]]]) -> None
     )
     table = sql.table(SettledCharge)
     expected = sum(len(charges) for _, charges in lines)
-    updated = sql.execute(
-        f"UPDATE {table} SET invoice_line_id = placed.line_id FROM placed "  # noqa: S608
-        f"WHERE {table}.charge_id = placed.charge_id AND {table}.invoice_line_id IS NULL",
-        placed,
+    updated = len(  # RETURNING: SQLite's driver counts no rows of a statement led by WITH
+        sql.fetch(
+            f"UPDATE {table} SET invoice_line_id = placed.line_id FROM placed "  # noqa: S608
+            f"WHERE {table}.charge_id = placed.charge_id AND {table}.invoice_line_id IS NULL "
+            f"RETURNING {table}.charge_id",
+            placed,
+        )
     )
     if updated != expected:
         raise IntegrityError(f"{expected - updated} charge(s) were put on an invoice line meanwhile")

@@ -23,9 +23,10 @@ def test_finance_refunds_part_of_a_charge_from_its_entry(as_role, books):
     page = client.get(entry_page(charge)).content.decode()
     assert charge.description in page  # the entry lists the charges it settles ...
     assert refund_page(charge) in page  # ... each with its refund link
-    assert refund_page(charge) in client.get(
-        reverse("admin:billing_settledcharge_change", args=[charge.pk])
-    ).content.decode()
+    assert (
+        refund_page(charge)
+        in client.get(reverse("admin:billing_settledcharge_change", args=[charge.pk])).content.decode()
+    )
     response = client.post(refund_page(charge), {"amount": "1.50", "reason": "Two days of downtime"})
     assert response.status_code == 302
     refund = Refund.objects.get(charge=charge)
