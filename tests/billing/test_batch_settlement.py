@@ -276,3 +276,40 @@ def test_settled_charges_are_append_only_but_for_their_invoice_line(customer, wa
         ):
             cursor.execute(statement)
     assert SettledCharge.objects.get().amount == charge.amount
+
+
+def plant(statement: str, *params) -> None:
+    """Drift past the triggers, as a superuser with the replication role could."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(statement, params)
+        cursor.execute("SET LOCAL session_replication_role = DEFAULT")
+
+
+def test_deep_reconcile_finds_an_entry_that_is_not_its_charges(customer, wallet):
+    record_charges(wallet, [96, 96, 40])
+    bus.deliver_pending()
+    billing_consistent()
+    entry = LedgerEntry.objects.get(kind="charge")
+    plant("UPDATE billing_settledcharge SET amount = amount + 1 WHERE charge_id <> %s", entry.source_id)
+    assert billing.check_invariants()["I5"] == []  # the running totals still agree
+    [violation] = billing.check_invariants(deep=True)["I5"]
+    assert (violation.wallet_id, violation.expected, violation.found) == (
+        wallet.id,
+        {"settled charges": 232},
+        {"settled charges": 234, "count": 3},
+    )
+    assert f"entry #{entry.sequence} differs from the charges it settles" in violation.detail
+
+
+def test_deep_reconcile_finds_a_charge_on_another_wallets_entry(customer, wallet, other_customer):
+    other = funded_wallet(other_customer, amount=1_000)
+    record_charges(wallet, [10])
+    record_charges(other, [20, 30])
+    bus.deliver_pending()
+    theirs = LedgerEntry.objects.get(wallet=other, kind="charge")
+    ours = SettledCharge.objects.get(wallet=wallet)
+    plant("UPDATE billing_settledcharge SET ledger_entry_id = %s WHERE charge_id = %s", theirs.id, ours.pk)
+    found = billing.check_invariants(deep=True)["I5"]
+    assert any(f"charge {ours.pk} is not on a charge entry of its own" in v.detail for v in found)
+    assert {v.wallet_id for v in found} == {wallet.id, other.id}  # both entries differ from their charges

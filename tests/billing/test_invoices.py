@@ -19,7 +19,7 @@ from iaas.billing.models import Invoice, InvoiceSeries, SettledCharge
 from iaas.cloud import services as cloud_services
 from iaas.cloud.spending import spender as cloud_spender
 from iaas.common.periods import Month
-from iaas.contracts import bus, selling
+from iaas.contracts import billing, bus, selling
 from iaas.contracts.types import Money
 from iaas.hosting import services as hosting_services
 from tests.factories import UserFactory, billing_consistent, funded_wallet, record_charges
@@ -155,6 +155,23 @@ def test_one_line_per_service_and_month_each_the_sum_of_its_charges(may_usage):
     assert invoice.total == 232 + 30 + 7 + 5 + 6
     assert not SettledCharge.objects.filter(invoice_line__isnull=True).exists()
     billing_consistent()  # I8 included: each charge on exactly one line, lines their sums
+
+
+def test_reconcile_finds_a_line_that_is_not_its_charges(may_usage):
+    with time_machine.travel(JUNE_1, tick=False):
+        issue("--period", "2026-05")
+    charge = SettledCharge.objects.filter(amount=40).get()
+    with transaction.atomic(), connection.cursor() as cursor:  # past the trigger, as a superuser could
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(
+            "UPDATE billing_settledcharge SET invoice_line_id = NULL WHERE charge_id = %s", [charge.pk]
+        )
+        cursor.execute("SET LOCAL session_replication_role = DEFAULT")
+    i8 = billing.check_invariants()["I8"]
+    assert {v.detail for v in i8} == {
+        f"charge {charge.pk} missed by INV-2026-000001",
+        f"INV-2026-000001: line {charge.invoice_line_id} differs from its charges",
+    }
 
 
 def test_a_dry_run_counts_the_lines_it_would_issue(may_usage):
