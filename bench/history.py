@@ -3,8 +3,9 @@
 For each seeded wallet, ``per_wallet`` settled Cloud charges of 0.01 EUR, as if bought one
 after the other over past hours: a ledger entry each (sequence and balance_after chained
 from the wallet's current state, I1 and I9), the Cloud charge and a terminated server,
-the capture and the settled charge that record its settlement (I5), the delivered outbox row, one grant covering them all
-(I3), Cloud's allowance totals (I4), and the wallet's balance and sequence counter.
+the capture and the settled charge that record its settlement (I5), the delivered outbox
+row, one grant covering them all (I3), Cloud's allowance totals (I4), and the wallet's
+balance and sequence counter.
 One INSERT ... SELECT generate_series per table, in one transaction, then ANALYZE, as
 autovacuum would have done on a database that grew that large by itself.
 """
