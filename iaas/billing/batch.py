@@ -183,7 +183,7 @@ def charges_applied(charge_ids: list[uuid.UUID]) -> set[uuid.UUID]:
 def settlement_book(*, wallets: list[Wallet], settled: list[tuple[LedgerEntry, list]]) -> None:
     """Write a settlement planned under the wallets' locks (services.charges_settle): the
     entries, with their sequence and balance_after assigned (I9), and for each entry its
-    ``charges`` (services.ChargeToSettle). Six statements, whatever the batch's size:
+    ``charges`` (services.ChargeToSettle). Five statements, whatever the batch's size:
 
     - the charge entries (one INSERT; the chain trigger checks each, I9);
     - the settled charges, one per charge, each naming its entry (one INSERT ... SELECT);

@@ -313,3 +313,30 @@ def test_deep_reconcile_finds_a_charge_on_another_wallets_entry(customer, wallet
     found = billing.check_invariants(deep=True)["I5"]
     assert any(f"charge {ours.pk} is not on a charge entry of its own" in v.detail for v in found)
     assert {v.wallet_id for v in found} == {wallet.id, other.id}  # both entries differ from their charges
+
+
+def test_a_batch_ends_where_settling_its_events_one_by_one_ends(customer, other_customer):
+    """The set-based path against the per-event one: the same money, holds and charges;
+    only the number of entries differs (one per wallet and context per call)."""
+    one_by_one = funded_wallet(customer, amount=1_000)
+    batched = funded_wallet(other_customer, amount=1_000)
+    for wallet, form in ((one_by_one, "each"), (batched, "batch")):
+        events = [record_charges(wallet, [10, 20]), record_charges(wallet, [5], context="hosting")]
+        events.append(record_charges(wallet, [7, 8, 9]))
+        settlements = [charges_to_settle(event) for event in events]
+        if form == "each":
+            for settlement in settlements:
+                services.charges_settle(settlements=[settlement])
+        else:
+            services.charges_settle(settlements=settlements, skip_locked=True)
+
+    def books(wallet):
+        wallet.refresh_from_db()
+        holds = sorted(wallet.holds.values_list("context", "amount", "granted_total", "captured_total"))
+        charges = sorted(wallet.settled_charges.values_list("context", "amount", "description"))
+        return wallet.balance, wallet.reserved, holds, charges
+
+    assert books(one_by_one) == books(batched)
+    assert LedgerEntry.objects.filter(wallet=one_by_one, kind="charge").count() == 3
+    assert LedgerEntry.objects.filter(wallet=batched, kind="charge").count() == 2
+    billing_consistent()
