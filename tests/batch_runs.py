@@ -19,11 +19,13 @@ def at(*args) -> dt.datetime:
 
 
 def run_at(moment: dt.datetime, command: str, *args: str) -> dict:
-    """Run ``command --json`` at ``moment`` (the clock stopped), deliver the events it
-    published, and return its JSON summary."""
+    """Run ``command --json`` at ``moment`` (the clock stopped), then the settlement run
+    (usage due is closed into charges: with the tests' cadence of 0, all of it), deliver
+    the events they published, and return the command's JSON summary."""
     out = StringIO()
     with time_machine.travel(moment, tick=False):
         call_command(command, "--json", *args, stdout=out, stderr=StringIO())
+        call_command("settle_usage", stdout=StringIO())
         bus.deliver_pending()
     return json.loads(out.getvalue())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iaas.contracts.events import ChargeRefunded, ReleaseRequested
+from iaas.contracts.events import ChargeRefunded, ChargeSettled, ReleaseRequested
 
 from .spending import spender
 
@@ -13,3 +13,11 @@ def release_on_request(event: ReleaseRequested) -> None:
 
 def record_refund(event: ChargeRefunded) -> None:
     spender.record_refund(event)
+
+
+def record_settlement(event: ChargeSettled) -> None:
+    spender.record_settlement(event)
+
+
+def record_settlements(events: list[ChargeSettled]) -> set:
+    return spender.record_settlements(events)

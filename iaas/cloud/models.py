@@ -68,7 +68,13 @@ class Server(AbstractSuspendable):
     class Meta:
         ordering = ["-created_at", "id"]
         constraints = AbstractSuspendable.causes_constraints("server")
-        indexes = [models.Index(fields=["status", "paid_until"], name="server_status_paid_until")]
+        indexes = [
+            models.Index(fields=["status", "paid_until"], name="server_status_paid_until"),
+            # Metering walks a partition of wallets with a keyset on (wallet, server).
+            models.Index(
+                fields=["wallet_id", "id"], condition=~Q(status="terminated"), name="server_wallet_keyset"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
@@ -22,32 +23,12 @@ from iaas.contracts.types import Money
 from iaas.spending import lifecycle, usage
 from iaas.spending.models import SuspensionCause
 
+from .locks import server_lock, server_try_lock
 from .models import Server, ServerPlan, Usage
 from .spending import spender
 
 HOUR = dt.timedelta(hours=1)
 BATCH = "bill_usage"  # how the metering run signs what it changes
-
-
-def server_lock(server_id: uuid.UUID, *, owner_id: int | None = None) -> Server:
-    rows = Server.objects.select_for_update(no_key=True)
-    if owner_id is not None:
-        rows = rows.filter(owner_id=owner_id)
-    try:
-        return rows.get(pk=server_id)
-    except Server.DoesNotExist:
-        raise NotFound("No such server.") from None
-
-
-def server_try_lock(server_id: uuid.UUID) -> Server | None:
-    """Lock a server unless another transaction holds it (a concurrent metering run, a
-    customer terminating it): None then, and the caller moves on."""
-    return (
-        Server.objects.select_for_update(no_key=True, skip_locked=True, of=("self",))
-        .select_related("plan")
-        .filter(pk=server_id)
-        .first()
-    )
 
 
 @retry_transaction
@@ -102,10 +83,12 @@ def server_terminate(
 
 
 def _mark_terminated(server: Server, *, at: dt.datetime, reason: str) -> None:
-    """Terminate a locked server and say so (ServerTerminated)."""
+    """Terminate a locked server and say so (ServerTerminated). What it accrued and was
+    not closed yet is closed by the next settlement run (a service's end)."""
     server.status = Server.Status.TERMINATED
     server.terminated_at = at
     server.save(update_fields=["status", "terminated_at"])
+    Usage.objects.filter(service_id=server.id, amount__gt=F("closed_amount")).update(close_due_at=at)
     bus.publish(ServerTerminated(server_id=server.id, wallet_id=server.wallet_id, reason=reason))
 
 
@@ -271,15 +254,6 @@ def usage_due(server: Server, *, now: dt.datetime) -> list[usage.Accrual]:
         cap=server.plan.monthly_cap,
         spent=spent.get(server.id, {}),
     )
-
-
-def servers_to_meter(*, now: dt.datetime) -> list[uuid.UUID]:
-    """Active servers with started hours unpaid, and every server suspended for causes
-    the batch lifts (it may be paid for now, or past its grace period). Never a
-    terminated one, nor one an operator holds."""
-    due = Server.objects.filter(status=Server.Status.ACTIVE, paid_until__lt=now)
-    suspended = Server.objects.filter(status=Server.Status.SUSPENDED, operator_hold_since=None)
-    return list((due | suspended).order_by("id").values_list("id", flat=True))
 
 
 def server_usage_due(*, server_id: uuid.UUID, now: dt.datetime) -> list[usage.Accrual]:

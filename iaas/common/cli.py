@@ -6,10 +6,14 @@ per-currency totals (with a charging batch's tally)."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -191,3 +195,66 @@ def spinner(description: str) -> Iterator[None]:
         return
     with console.status(description):
         yield
+
+
+def add_worker_arguments(parser) -> None:
+    """The options of a batch run that many processes share (ARCHITECTURE.md, batches)."""
+    parser.add_argument("--workers", type=int, default=1, help="run N worker processes, one partition each")
+    parser.add_argument("--partition", help="run one partition only, as i/N (what each worker runs)")
+    parser.add_argument("--batch-size", type=int, default=None, help="rows per batch (IAAS_BATCH_SIZE)")
+    parser.add_argument("--at", default=None, help=argparse.SUPPRESS)  # the run's moment, for its workers
+
+
+def run_worker_processes(command: str, workers: int, args: Sequence[str]) -> list[dict]:
+    """Start ``workers`` processes of ``command --json --partition i/N *args`` at once (this
+    interpreter, these settings) and return their JSON summaries. A worker that exits
+    with EXIT_PROBLEMS still reports; one that crashed stops the run."""
+    processes = [
+        subprocess.Popen(  # noqa: S603 (our own interpreter and command)
+            [sys.executable, "-m", "django", command, "--json", "--partition", f"{index}/{workers}", *args],
+            stdout=subprocess.PIPE,
+            env=dict(os.environ),
+            text=True,
+        )
+        for index in range(workers)
+    ]
+    summaries = []
+    for process in processes:
+        out, _ = process.communicate()
+        if process.returncode not in (0, EXIT_PROBLEMS):
+            raise CommandError(f"a {command} worker failed (exit {process.returncode})")
+        summaries.append(json.loads(out))
+    return summaries
+
+
+def run_summary(
+    report, *, now: dt.datetime, items: str, units: str, actions: dict[str, str], released: int
+) -> dict:
+    """A charging run's JSON summary from its BatchReport (iaas.spending.batch): ``items``
+    and ``units`` name what it counts ("servers", "hours_charged"), ``actions`` maps each
+    output name to the report's action ("renewed" -> "charged")."""
+    return {
+        "now": now.isoformat(),
+        items: report.items,
+        "batches": report.batches,
+        units: report.units,
+        "amounts": dict(sorted(report.amounts.items())),
+        **{name: report.actions[action] for name, action in actions.items()},
+        "allowances_released": released,
+        "failed": [failure.as_dict() for failure in report.failures],
+    }
+
+
+def merge_run_summaries(summaries: list[dict], *, now: dt.datetime) -> dict:
+    """The summaries of a run's worker processes, added up."""
+    merged: dict = {"now": now.isoformat(), "amounts": {}, "failed": [], "workers": len(summaries)}
+    for summary in summaries:
+        for key, value in summary.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                merged[key] = merged.get(key, 0) + value
+        for currency, amount in summary["amounts"].items():
+            merged["amounts"][currency] = merged["amounts"].get(currency, 0) + amount
+        merged["failed"] += summary["failed"]
+    merged["amounts"] = dict(sorted(merged["amounts"].items()))
+    merged["workers"] = len(summaries)
+    return merged

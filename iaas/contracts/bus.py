@@ -181,7 +181,13 @@ def deliver_message(message_id: int) -> bool | None:
 
 
 def deliver_messages(message_ids: Iterable[int]) -> DeliveryReport:
+    """Deliver these rows (what one transaction published, right after its commit): the
+    rows of handlers with a batch form in one transaction per handler (a batch run's
+    thousand settlements are one set-based booking), the others one by one."""
+    message_ids = list(message_ids)
     report = DeliveryReport()
+    if len(message_ids) > 1 and _batch_handlers_by_name:
+        message_ids, report = _deliver_batchable(message_ids)
     for message_id in message_ids:
         try:
             outcome = deliver_message(message_id)
@@ -193,6 +199,30 @@ def deliver_messages(message_ids: Iterable[int]) -> DeliveryReport:
         elif outcome is False:
             report.failed += 1
     return report
+
+
+def _deliver_batchable(message_ids: list[int]) -> tuple[list[int], DeliveryReport]:
+    """Deliver the rows among ``message_ids`` whose handler has a batch form, a handler
+    at a time; return the other ids (and what was delivered)."""
+    report = DeliveryReport()
+    handlers = dict(
+        OutboxMessage.objects.filter(
+            pk__in=message_ids, handler__in=list(_batch_handlers_by_name)
+        ).values_list("pk", "handler")
+    )
+    for handler in sorted(set(handlers.values())):
+        try:
+            with transaction.atomic():
+                claimed = list(
+                    _pending_due()
+                    .filter(pk__in=[pk for pk, h in handlers.items() if h == handler])
+                    .order_by("wallet_id", "id")
+                )
+                if claimed:
+                    report = report + _run_batch(claimed)
+        except Exception:  # the database itself failed: deliver_events will retry
+            logger.exception("could not deliver a batch of %s rows", handler)
+    return [pk for pk in message_ids if pk not in handlers], report
 
 
 def _run_batch(messages: list[OutboxMessage]) -> DeliveryReport:

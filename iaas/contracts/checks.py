@@ -18,7 +18,16 @@ INVARIANTS = {
     "I7": "invoice numbers unique and gapless per series",
     "I8": "every settled charge on exactly one invoice line",
     "I9": "ledger sequences contiguous and balance_after chained",
+    "I11": (
+        "each metered service's usage records agree with it (amount = min(cap + refunded, list), "
+        "paid_until where its usage accrued until); no two charges of one service overlap in time"
+    ),
 }
+
+
+def invariant_order(name: str) -> int:
+    """I1, I2, ..., I9, I11 in their numeric order (not I1, I11, I2)."""
+    return int(name.removeprefix("I"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,15 @@
 """What each selling context (Cloud, Hosting) exposes to the rest: read-only totals
-for reconciliation (I4) and the release of idle allowance. Each context registers
+and checks for reconciliation (I4, I11) and the release of idle allowance. Each context registers
 itself at start-up."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from .checks import Relation
+from .checks import Relation, Violation
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,19 @@ class IdleAllowance:
     last_used_at: dt.datetime
 
 
+@dataclass(frozen=True, slots=True)
+class UsageClosed:
+    """What a settlement run closed in one context: usage records, the charges they
+    became (one ChargesRecorded per wallet), by currency."""
+
+    context: str
+    records: int = 0
+    charges: int = 0
+    wallets: int = 0
+    batches: int = 0
+    amounts: dict[str, int] = field(default_factory=dict)
+
+
 class SellingContext(Protocol):
     name: str
 
@@ -42,7 +55,17 @@ class SellingContext(Protocol):
 
     def allowance_totals_relation(self) -> Relation:
         """The context's side of I4 as SQL, one row per wallet: (wallet_id, context,
-        allowance, granted, charged, released)."""
+        allowance, granted, charged, released, accrued). ``charged`` is everything spent
+        out of the allowance; ``accrued`` the part of it metering spent into usage records
+        that no settlement has closed into charges yet (0 for a context that meters
+        nothing), so Billing has not been told of it."""
+        ...
+
+    def check_usage(self) -> list[Violation]:
+        """The context's own rules, checked in its tables: I11 (each usage record agrees
+        with its service: the amount under the cap, the hours closed, ``paid_until``) and
+        no two charges of one service overlapping in time (a database constraint on
+        PostgreSQL, checked row by row on SQLite or when the constraint is missing)."""
         ...
 
     def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int: ...
@@ -60,6 +83,18 @@ class SellingContext(Protocol):
     def open_usage_before(self, *, moment: dt.datetime) -> int:
         """How many usage records of months starting before ``moment`` still hold spend
         not closed into charges: Billing does not invoice a month while any does (I8)."""
+        ...
+
+    def usage_due(self, *, now: dt.datetime) -> int:
+        """Usage records a settlement run at ``now`` would close (read only)."""
+        ...
+
+    def close_usage(
+        self, *, now: dt.datetime, partition: tuple[int, int] = (0, 1), size: int | None = None
+    ) -> UsageClosed:
+        """Close the metered usage due at ``now`` in partition (index, count) of the
+        wallets into charges, and tell Billing (one ChargesRecorded per wallet): the
+        settlement run's context side. Nothing for a context that meters nothing."""
         ...
 
     def set_allowance_blocked(self, *, wallet_id: uuid.UUID, blocked: bool) -> None:

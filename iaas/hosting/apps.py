@@ -9,12 +9,15 @@ class HostingConfig(AppConfig):
 
     def ready(self) -> None:
         from iaas.contracts import bus, selling
-        from iaas.contracts.events import ChargeRefunded, ReleaseRequested
+        from iaas.contracts.events import ChargeRefunded, ChargeSettled, ReleaseRequested
         from iaas.spending.spender import SellingContextAdapter
 
-        from .handlers import record_refund, release_on_request
+        from .handlers import record_refund, record_settlement, record_settlements, release_on_request
         from .spending import spender
 
         bus.subscribe(ReleaseRequested, release_on_request, name="hosting.release_on_request")
         bus.subscribe(ChargeRefunded, record_refund, name="hosting.record_refund")
+        bus.subscribe(
+            ChargeSettled, record_settlement, name="hosting.record_settlement", batch=record_settlements
+        )
         selling.register(SellingContextAdapter(spender))

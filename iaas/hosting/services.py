@@ -24,6 +24,7 @@ from iaas.contracts.types import Money
 from iaas.spending import lifecycle
 from iaas.spending.models import SuspensionCause
 
+from .locks import subscription_lock, subscription_try_lock
 from .models import HostingPlan, Subscription
 from .spending import spender
 
@@ -36,26 +37,6 @@ def month_after(anchor: dt.datetime, start: dt.datetime) -> dt.datetime:
     day of the month (no drift: Jan 31 -> Feb 28 -> Mar 31)."""
     months = (start.year - anchor.year) * 12 + (start.month - anchor.month) + 1
     return anchor + relativedelta(months=months)
-
-
-def subscription_lock(subscription_id: uuid.UUID, *, owner_id: int | None = None) -> Subscription:
-    rows = Subscription.objects.select_for_update(no_key=True)
-    if owner_id is not None:
-        rows = rows.filter(owner_id=owner_id)
-    try:
-        return rows.get(pk=subscription_id)
-    except Subscription.DoesNotExist:
-        raise NotFound("No such subscription.") from None
-
-
-def subscription_try_lock(subscription_id: uuid.UUID) -> Subscription | None:
-    """Lock a subscription unless another transaction holds it: None then."""
-    return (
-        Subscription.objects.select_for_update(no_key=True, skip_locked=True, of=("self",))
-        .select_related("plan")
-        .filter(pk=subscription_id)
-        .first()
-    )
 
 
 @retry_transaction
@@ -252,14 +233,6 @@ class RenewalOutcome:
     currency: str = ""
 
     ACTIONS = ("renewed", "up_to_date", "suspended", "resumed", "still_suspended", "cancelled", "busy")
-
-
-def subscriptions_to_renew(*, now: dt.datetime) -> list[uuid.UUID]:
-    """Active subscriptions whose period has ended, and every one suspended for causes
-    the batch lifts. Never a cancelled one, nor one an operator holds."""
-    due = Subscription.objects.filter(status=Subscription.Status.ACTIVE, current_period_end__lte=now)
-    suspended = Subscription.objects.filter(status=Subscription.Status.SUSPENDED, operator_hold_since=None)
-    return list((due | suspended).order_by("id").values_list("id", flat=True))
 
 
 def _charge_month(subscription: Subscription, *, start: dt.datetime, what: str) -> dt.datetime:

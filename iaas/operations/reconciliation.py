@@ -2,9 +2,10 @@
 
 Billing checks its own tables with set-based SQL (through its contract); I4 joins, in
 the database, the relations Billing, each selling context and the outbox lend through
-their contracts. All of it reads one REPEATABLE READ read-only snapshot, so a purchase
-committing in between is never a false alarm. Undelivered charges and releases older
-than a few minutes are reported too (I5): Billing has not booked them.
+their contracts; each selling context checks its usage records and charges (I11)
+through its contract. All of it reads one REPEATABLE READ read-only snapshot, so a
+purchase committing in between is never a false alarm. Undelivered charges and releases
+older than a few minutes are reported too (I5): Billing has not booked them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from iaas.contracts import billing, bus, selling
-from iaas.contracts.checks import INVARIANTS, Violation
+from iaas.contracts.checks import INVARIANTS, Violation, invariant_order
 from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ChargesRecorded
 
 
@@ -50,15 +51,18 @@ class ReconciliationReport:
                     "ok": not self.violations.get(name),
                     "violations": [v.as_dict() for v in self.violations.get(name, [])],
                 }
-                for name in sorted(self.violations)
+                for name in sorted(self.violations, key=invariant_order)
             },
         }
 
 
 # I4 joined in the database: Billing's side (grants, captures, releases, the hold) per
 # wallet and context, each selling context's side (allowance, granted, charged,
-# released) and what the outbox still has to deliver; each side is a relation its
-# contract lends. Only the pairs that disagree come back.
+# released, accrued) and what the outbox still has to deliver; each side is a relation
+# its contract lends. Only the pairs that disagree come back. "Charged" includes usage
+# accrued in place and not yet closed into charges (Billing has not been told of it and
+# still holds it): charged = captured + pending charges + accrued, and the hold is the
+# allowance + accrued + pending charges + pending releases.
 I4_QUERY = """
 WITH billing AS ({billing}),
 selling AS ({selling}),
@@ -74,18 +78,19 @@ pairs AS (
            COALESCE(b.granted, 0) AS granted, COALESCE(b.captured, 0) AS captured,
            COALESCE(b.released, 0) AS released_applied, COALESCE(b.outstanding, 0) AS outstanding,
            COALESCE(s.allowance, 0) AS allowance, COALESCE(s.granted, 0) AS received,
-           COALESCE(s.charged, 0) AS charged, COALESCE(s.released, 0) AS released
+           COALESCE(s.charged, 0) AS charged, COALESCE(s.released, 0) AS released,
+           COALESCE(s.accrued, 0) AS accrued
     FROM billing b FULL OUTER JOIN selling s ON s.wallet_id = b.wallet_id AND s.context = b.context
 )
 SELECT x.wallet_id, x.context, x.granted, x.captured, x.released_applied, x.outstanding,
-       x.allowance, x.received, x.charged, x.released,
+       x.allowance, x.received, x.charged, x.released, x.accrued,
        COALESCE(p.charges, 0), COALESCE(p.releases, 0)
 FROM pairs x
 LEFT JOIN pending p ON p.wallet_id = x.wallet_id AND p.context = x.context
 WHERE x.granted <> x.received
-   OR x.charged <> x.captured + COALESCE(p.charges, 0)
+   OR x.charged <> x.captured + COALESCE(p.charges, 0) + x.accrued
    OR x.released <> x.released_applied + COALESCE(p.releases, 0)
-   OR x.outstanding <> x.allowance + COALESCE(p.charges, 0) + COALESCE(p.releases, 0)
+   OR x.outstanding <> x.allowance + x.accrued + COALESCE(p.charges, 0) + COALESCE(p.releases, 0)
 """
 
 
@@ -114,28 +119,40 @@ def check_i4() -> list[Violation]:
         received,
         charged,
         released,
+        accrued,
         pending_charges,
         pending_releases,
     ) in rows:
         wallet = wallet_id if isinstance(wallet_id, uuid.UUID) else uuid.UUID(str(wallet_id))
-        pending_charges, pending_releases = int(pending_charges), int(pending_releases)  # SUM is numeric
+        # SUM is numeric
+        accrued, pending_charges, pending_releases = int(accrued), int(pending_charges), int(pending_releases)
 
         def report(expected, found, detail, wallet=wallet, context=context):
             violations.append(Violation("I4", wallet, expected, found, f"{context}: {detail}"))
 
         if granted != received:
             report(granted, received, "Billing granted differs from what the context received")
-        if charged != captured + pending_charges:
-            report(charged, captured + pending_charges, "charges recorded differ from settled + pending")
+        if charged != captured + pending_charges + accrued:
+            report(
+                charged,
+                captured + pending_charges + accrued,
+                f"spent differs from settled + pending charges + usage accrued ({accrued}, not yet closed)",
+            )
         if released != released_applied + pending_releases:
             report(released, released_applied + pending_releases, "releases differ from applied + pending")
-        if outstanding != allowance + pending_charges + pending_releases:
+        if outstanding != allowance + accrued + pending_charges + pending_releases:
             report(
-                allowance + pending_charges + pending_releases,
+                allowance + accrued + pending_charges + pending_releases,
                 outstanding,
-                "hold differs from allowance + pending charges + pending releases",
+                "hold differs from allowance + usage accrued + pending charges + pending releases",
             )
     return sorted(violations, key=lambda v: (str(v.wallet_id), v.detail))
+
+
+def check_i11() -> list[Violation]:
+    """Each selling context's usage records against its services, and its charges against
+    each other (I11), checked by the context in its own tables."""
+    return [violation for context in selling.contexts() for violation in context.check_usage()]
 
 
 def check_events() -> tuple[list[Violation], list[dict]]:
@@ -174,9 +191,9 @@ def check_events() -> tuple[list[Violation], list[dict]]:
     return violations, others
 
 
-def _cross_context_checks() -> tuple[list[Violation], list[Violation], list[dict]]:
+def _cross_context_checks() -> tuple[list[Violation], list[Violation], list[Violation], list[dict]]:
     event_violations, stuck = check_events()
-    return check_i4(), event_violations, stuck
+    return check_i4(), check_i11(), event_violations, stuck
 
 
 def _snapshot_settings(cursor, snapshot: str | None = None) -> None:
@@ -199,7 +216,7 @@ def _in_snapshot(snapshot: str, work):
 
 
 def reconcile(*, deep: bool = False) -> ReconciliationReport:
-    """Check I1 to I9 over the whole database in one REPEATABLE READ read-only snapshot.
+    """Check I1 to I9 and I11 over the whole database in one REPEATABLE READ read-only snapshot.
     ``deep`` also re-derives Billing's running totals from its reservation record.
 
     On PostgreSQL, as the outermost transaction, Billing's checks and the cross-context
@@ -221,14 +238,15 @@ def reconcile(*, deep: bool = False) -> ReconciliationReport:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile") as pool:
                 cross_context = pool.submit(_in_snapshot, snapshot, _cross_context_checks)
                 violations = billing.check_invariants(deep=deep)
-                i4, event_violations, stuck = cross_context.result()
+                i4, i11, event_violations, stuck = cross_context.result()
         else:
             violations = billing.check_invariants(deep=deep)
-            i4, event_violations, stuck = _cross_context_checks()
+            i4, i11, event_violations, stuck = _cross_context_checks()
         violations["I4"] = i4
         violations["I5"] = violations.get("I5", []) + event_violations
+        violations["I11"] = i11
         return ReconciliationReport(
-            violations=dict(sorted(violations.items())),
+            violations=dict(sorted(violations.items(), key=lambda item: invariant_order(item[0]))),
             pending_events=bus.pending_count(),
             stuck_events=stuck,
             deep=deep,

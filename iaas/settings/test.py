@@ -17,6 +17,9 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 IAAS_DELIVER_ON_COMMIT = False
+# Usage accrued is closed by every settlement run (the cadence itself has its own tests):
+# a metering run followed by a settlement run leaves a charge per run, easy to assert on.
+IAAS_SETTLE_USAGE_EVERY_HOURS = 0
 REST_FRAMEWORK = {**REST_FRAMEWORK}  # noqa: F405
 
 # Throttles count in Redis, as in production (the suite needs it as it needs PostgreSQL:

@@ -154,9 +154,9 @@ class AbstractUsage(models.Model):
         indexes = [
             # Reconciliation sums what accrued and is not closed, per wallet.
             models.Index(fields=["wallet_id"], name="%(app_label)s_usage_wallet"),
-            # Settlement walks the records due for closing in wallet order.
+            # Settlement walks the records due for closing in wallet order (a keyset).
             models.Index(
-                fields=["wallet_id", "service_id"],
+                fields=["wallet_id", "id"],
                 condition=Q(close_due_at__isnull=False),
                 name="%(app_label)s_usage_open",
             ),

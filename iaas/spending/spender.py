@@ -11,27 +11,31 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Model
 from django.utils import timezone
 
+from iaas.common import sql
 from iaas.contracts import billing, bus
 from iaas.contracts.checks import Relation
-from iaas.contracts.errors import CurrencyMismatch, WalletNotActive, WalletNotFound
+from iaas.contracts.errors import CurrencyMismatch, DomainError, WalletNotActive, WalletNotFound
 from iaas.contracts.events import (
     AllowanceReleased,
     ChargeRefunded,
+    ChargeSettled,
     ChargesRecorded,
     RecordedCharge,
     ReleaseRequested,
 )
-from iaas.contracts.selling import AllowanceTotals, IdleAllowance
+from iaas.contracts.selling import AllowanceTotals, IdleAllowance, UsageClosed
 from iaas.contracts.types import Money
 
-from . import usage
+from . import checks, settlement, usage
+from .batch import Partition
 from .models import AbstractAllowance, AbstractCharge, AbstractRelease, AbstractUsage
 
 
@@ -42,6 +46,8 @@ class Spender:
     charge_model: type[AbstractCharge]
     release_model: type[AbstractRelease]
     usage_model: type[AbstractUsage] | None = None  # metered contexts only
+    # How the charge closing a usage record is described (metered contexts only).
+    describe_usage: Callable[[list[AbstractUsage]], dict[int, str]] | None = None
 
     # --- locks -------------------------------------------------------------------------
 
@@ -62,6 +68,30 @@ class Spender:
             )
             allowance = rows.get(pk=wallet_id)
         return allowance
+
+    def allowances_try_lock(
+        self, owners: dict[uuid.UUID, int]
+    ) -> tuple[dict[uuid.UUID, AbstractAllowance], dict[uuid.UUID, DomainError]]:
+        """A batch's allowance rows (``owners``: wallet id -> the services' owner), locked
+        in wallet order, SKIP LOCKED: a wallet a purchase or another worker holds is
+        absent from the answer (the batch defers it). A wallet new to this context (no
+        row yet: rare, a purchase always creates it) gets its row created and locked the
+        single-purchase way; one Billing refuses (unknown, not the owner's) comes back
+        as a refusal for the batch to record on its services."""
+        rows = self.allowance_model.objects.select_for_update(no_key=True, skip_locked=True)
+        locked = {a.wallet_id: a for a in rows.filter(pk__in=sorted(owners)).order_by("wallet_id")}
+        missing = set(owners) - set(locked)
+        refused: dict[uuid.UUID, DomainError] = {}
+        if missing:
+            existing = set(
+                self.allowance_model.objects.filter(pk__in=missing).values_list("wallet_id", flat=True)
+            )
+            for wallet_id in sorted(missing - existing):
+                try:
+                    locked[wallet_id] = self.allowance_lock(wallet_id=wallet_id, owner_id=owners[wallet_id])
+                except WalletNotFound as refusal:
+                    refused[wallet_id] = refusal
+        return locked, refused
 
     # --- spend -------------------------------------------------------------------------
 
@@ -324,12 +354,44 @@ class Spender:
         return self.release(wallet_id=event.wallet_id, reason="requested by billing")
 
     def record_refund(self, event: ChargeRefunded) -> None:
-        """Billing refunded one of this context's charges: note it on the charge, so the
-        refunded money does not count towards a monthly cap. A charge has at most one
-        refund, so setting (not adding) the amount makes a redelivery harmless."""
+        """Billing refunded one of this context's charges: note it on the charge and, for
+        metered usage, on the usage record of the charge's month, so the refunded money
+        does not count towards the monthly cap. A charge has at most one refund: it is
+        noted only while the charge shows none, so a redelivery changes nothing."""
         if event.context != self.context or event.charge_id is None:
             return
-        self.charge_model.objects.filter(pk=event.charge_id).update(refunded_amount=event.amount)
+        noted = self.charge_model.objects.filter(pk=event.charge_id, refunded_amount=0).update(
+            refunded_amount=event.amount
+        )
+        if not noted or self.usage_model is None:
+            return
+        charge = self.charge_model.objects.only("subject_id", "period_start").get(pk=event.charge_id)
+        self.usage_model.objects.filter(
+            service_id=charge.subject_id, month=usage.month_of(charge.period_start)
+        ).update(refunded=F("refunded") + event.amount)
+
+    def record_settlement(self, event: ChargeSettled) -> None:
+        """Billing booked charges of this context: each records the ledger entry."""
+        self.record_settlements([event])
+
+    def record_settlements(self, events: list[ChargeSettled]) -> set:
+        """Batch form: every event's charges in one UPDATE. Setting the entry is
+        idempotent, so a redelivery changes nothing."""
+        rows = [
+            (charge_id, event.ledger_entry_id)
+            for event in events
+            if event.context == self.context
+            for charge_id in event.charge_ids
+        ]
+        field_ = self.charge_model._meta.get_field
+        relation = sql.rows("settled", [("id", field_("id")), ("entry", field_("ledger_entry_id"))], rows)
+        table = sql.table(self.charge_model)
+        sql.execute(
+            f"UPDATE {table} SET ledger_entry_id = settled.entry FROM settled "  # noqa: S608
+            f"WHERE {table}.id = settled.id",
+            relation,
+        )
+        return set()
 
     def idle_allowances(self, *, idle_for: dt.timedelta) -> list[IdleAllowance]:
         cutoff = timezone.now() - idle_for
@@ -402,20 +464,52 @@ class Spender:
         ]
 
     def allowance_totals_relation(self) -> Relation:
+        """The context's side of I4, one row per wallet. ``accrued`` is what metering spent
+        out of the allowance and no settlement has closed into a charge yet (the usage
+        records' open amounts): charged, but not yet told to Billing. A usage record of a
+        wallet with no allowance row still shows (spend nobody reserved for)."""
         table = connection.ops.quote_name(self.allowance_model._meta.db_table)
+        if self.usage_model is None:
+            return Relation(
+                f"SELECT wallet_id, %s AS context, amount AS allowance, granted_total AS granted, "  # noqa: S608
+                f"charged_total AS charged, released_total AS released, CAST(0 AS BIGINT) AS accrued "
+                f"FROM {table}",
+                (self.context,),
+            )
+        usage_table = connection.ops.quote_name(self.usage_model._meta.db_table)
         return Relation(
-            f"SELECT wallet_id, %s AS context, amount AS allowance, granted_total AS granted, "  # noqa: S608
-            f"charged_total AS charged, released_total AS released FROM {table}",
+            f"SELECT COALESCE(a.wallet_id, u.wallet_id) AS wallet_id, %s AS context, "  # noqa: S608
+            f"COALESCE(a.amount, 0) AS allowance, COALESCE(a.granted_total, 0) AS granted, "
+            f"COALESCE(a.charged_total, 0) AS charged, COALESCE(a.released_total, 0) AS released, "
+            f"COALESCE(u.accrued, 0) AS accrued "
+            f"FROM {table} a FULL OUTER JOIN ("
+            f"SELECT wallet_id, CAST(SUM(amount - closed_amount) AS BIGINT) AS accrued FROM {usage_table} "
+            f"WHERE amount <> closed_amount GROUP BY wallet_id"
+            f") u ON u.wallet_id = a.wallet_id",
             (self.context,),
         )
 
 
 class SellingContextAdapter:
-    """A context's implementation of ``iaas.contracts.selling.SellingContext``."""
+    """A context's implementation of ``iaas.contracts.selling.SellingContext``.
 
-    def __init__(self, spender: Spender) -> None:
+    A metered context (its Spender has a usage model) names its service model and the
+    field that says how far a service is paid (``paid_until``), so that reconciliation
+    can hold the usage records against their services (I11)."""
+
+    def __init__(
+        self,
+        spender: Spender,
+        *,
+        service_model: type[Model] | None = None,
+        paid_until_field: str = "paid_until",
+    ) -> None:
+        if spender.usage_model is not None and service_model is None:
+            raise ValueError(f"{spender.context} meters usage: name its service model for I11")
         self.spender = spender
         self.name = spender.context
+        self.service_model = service_model
+        self.paid_until_field = paid_until_field
 
     def allowance_totals(self) -> list[AllowanceTotals]:
         return self.spender.allowance_totals()
@@ -437,3 +531,40 @@ class SellingContextAdapter:
 
     def open_usage_before(self, *, moment: dt.datetime) -> int:
         return self.spender.open_usage_before(moment=moment)
+
+    def check_usage(self) -> list[checks.Violation]:
+        found = checks.charge_overlaps(context=self.name, charge_model=self.spender.charge_model)
+        if self.spender.usage_model is not None:
+            found += checks.usage_violations(
+                context=self.name,
+                usage_model=self.spender.usage_model,
+                service_model=self.service_model,
+                paid_until_field=self.paid_until_field,
+            )
+        return found
+
+    def usage_due(self, *, now: dt.datetime) -> int:
+        if self.spender.usage_model is None:
+            return 0
+        return self.spender.usage_model.objects.filter(close_due_at__lte=now).count()
+
+    def close_usage(
+        self, *, now: dt.datetime, partition: tuple[int, int] = (0, 1), size: int | None = None
+    ) -> UsageClosed:
+        if self.spender.usage_model is None:
+            return UsageClosed(context=self.name)
+        report = settlement.close_partition(
+            self.spender,
+            describe=self.spender.describe_usage,
+            now=now,
+            partition=Partition(*partition),
+            size=size,
+        )
+        return UsageClosed(
+            context=self.name,
+            records=report.records,
+            charges=report.charges,
+            wallets=report.wallets,
+            batches=report.batches,
+            amounts=dict(sorted(report.amount.items())),
+        )

@@ -6,13 +6,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import time_machine
 
 from iaas.billing.models import Wallet
 from iaas.cloud import services as cloud_services
 from iaas.cloud.models import Allowance, Charge, Server, ServerPlan
 from iaas.contracts.models import OutboxMessage
 from tests.api.conftest import assert_problem
-from tests.factories import funded_wallet
+from tests.batch_runs import at
+from tests.factories import funded_wallet, usage_accrued
 
 pytestmark = pytest.mark.django_db
 
@@ -27,6 +29,7 @@ SERVER_FIELDS = {
     "paid_until",
     "suspension_causes",
     "terminates_at",
+    "usage_this_month",
 }
 
 
@@ -64,6 +67,7 @@ def test_buy_a_server(api, wallet, catalog, deliver):
         str(wallet.id),
         "active",
     )
+    assert body["usage_this_month"] == {"hours": 1, "amount": 4}  # the first hour
     paid_until = dt.datetime.fromisoformat(body["paid_until"])
     assert paid_until - dt.datetime.fromisoformat(body["created_at"]) == pytest.approx(
         dt.timedelta(hours=1), abs=dt.timedelta(seconds=1)
@@ -227,3 +231,43 @@ def test_a_suspended_server_shows_its_causes_and_when_it_will_be_terminated(api,
     body = api.get(f"{SERVERS}{server.id}/").json()
     assert (body["suspension_causes"], body["terminates_at"]) == (["unpaid", "operator"], None)
     assert "legal hold" not in str(body)  # the operator's reason is not the customer's to read
+
+
+def test_a_server_shows_its_usage_of_the_current_month(api, wallet, catalog):
+    """The month's usage record as it accrues (before any settlement), on the list and the
+    detail alike; last month's hours are not this month's."""
+    with time_machine.travel(at(2026, 5, 31, 22), tick=False):
+        server = cloud_services.server_create(
+            owner_id=wallet.owner_id, wallet_id=wallet.id, name="web-1", plan_id="s-2vcpu-4gb"
+        )
+        assert api.get(f"{SERVERS}{server.id}/").json()["usage_this_month"] == {"hours": 1, "amount": 4}
+    with time_machine.travel(at(2026, 6, 1, 0, 30), tick=False):
+        assert api.get(SERVERS).json()["results"][0]["usage_this_month"] == {"hours": 0, "amount": 0}
+    with time_machine.travel(at(2026, 6, 1, 5, 30), tick=False):
+        usage_accrued(server, hours=6)  # 23:00 May, then five hours of June
+        body = api.get(f"{SERVERS}{server.id}/").json()
+        assert body["usage_this_month"] == {"hours": 5, "amount": 20}
+        assert api.get(SERVERS).json()["results"] == [body]
+        terminated = api.delete(f"{SERVERS}{server.id}/").json()
+        assert terminated["usage_this_month"] == {"hours": 5, "amount": 20}
+
+
+def test_the_server_list_reads_usage_in_the_same_query_as_the_servers(api, wallet, catalog):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_for_a_page() -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            assert api.get(SERVERS).status_code == 200
+        return [q["sql"] for q in captured.captured_queries]
+
+    buy(api, wallet, name="one")
+    one = queries_for_a_page()
+    for name in ("two", "three", "four"):
+        buy(api, wallet, name=name)
+    four = queries_for_a_page()
+    assert len(four) == len(one)
+    assert sum("cloud_usage" in q for q in four) == 1  # in the servers' own query
+    assert [s["usage_this_month"] for s in api.get(SERVERS).json()["results"]] == [
+        {"hours": 1, "amount": 4}
+    ] * 4

@@ -185,3 +185,19 @@ def test_api_keys_are_described(schema):
     create = ops[("/api/v1/auth/keys/", "post")]["responses"]["201"]["content"]["application/json"]
     assert create["schema"] == {"$ref": "#/components/schemas/IssuedApiKey"}
     assert not [p for p in ops[("/api/v1/auth/keys/", "post")].get("parameters", []) if p["in"] == "header"]
+
+
+def test_servers_state_their_usage_this_month(schema):
+    server = schema["components"]["schemas"]["Server"]
+    assert "usage_this_month" in server["required"]
+    field = server["properties"]["usage_this_month"]
+    assert field["readOnly"] is True
+    assert "current calendar month" in field["description"]
+    (ref,) = field["allOf"]
+    usage = schema["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
+    assert sorted(usage["required"]) == ["amount", "hours"]
+    assert {name: prop["type"] for name, prop in usage["properties"].items()} == {
+        "hours": "integer",
+        "amount": "integer",
+    }
+    assert "minor units" in usage["properties"]["amount"]["description"]

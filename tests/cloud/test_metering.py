@@ -1,6 +1,7 @@
-"""bill_usage: every started hour charged once, per calendar month up to the plan's cap;
-suspension when the wallet cannot pay, resumption when it can, termination after the
-grace period; never a terminated server."""
+"""bill_usage: every started hour accrued once, per calendar month up to the plan's cap,
+in the month's usage record; suspension when the wallet cannot pay, resumption when it
+can, termination after the grace period; never a terminated server. settle_usage closes
+what accrued into charges (here at every run: the cadence set to 0)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import time_machine
 from django.core.management import call_command
 
 from iaas.billing import services as billing_services
-from iaas.cloud import services
-from iaas.cloud.models import Charge, Server
+from iaas.cloud import batch, services
+from iaas.cloud.models import Charge, Server, Usage
 from iaas.contracts import bus
 from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
 from tests.batch_runs import at, charges_for, run_at
@@ -25,7 +26,15 @@ H = dt.timedelta(hours=1)
 
 
 def bill(moment: dt.datetime, *args: str) -> dict:
+    """The hourly run, then the settlement run (the tests' cadence is 0: each run's hours
+    become a charge)."""
     return run_at(moment, "bill_usage", *args)
+
+
+def usage_of(server) -> list[tuple[dt.date, int, int]]:
+    return list(
+        Usage.objects.filter(service_id=server.id).order_by("month").values_list("month", "hours", "amount")
+    )
 
 
 def buy(wallet, moment: dt.datetime, plan: str = "s-2vcpu-4gb", name: str = "web1") -> Server:
@@ -109,11 +118,9 @@ def test_suspended_when_the_wallet_cannot_pay_and_resumed_when_it_can(customer, 
     assert (server.status, server.suspended_at) == ("active", None)
     assert server.paid_until == at(2026, 5, 10, 16, 20)
     # the hour it ran unpaid (11:00, suspended at 11:05) and the hour from 15:20; not the
-    # suspended hours in between
-    assert charges(server)[1:] == [
-        (at(2026, 5, 10, 11), at(2026, 5, 10, 12), 4),
-        (at(2026, 5, 10, 15, 20), at(2026, 5, 10, 16, 20), 4),
-    ]
+    # suspended hours in between: one charge closes the span, two hours of it
+    assert charges(server)[1:] == [(at(2026, 5, 10, 11), at(2026, 5, 10, 16, 20), 8)]
+    assert usage_of(server) == [(dt.date(2026, 5, 1), 3, 12)]
     assert ServerResumed in [type(e) for e in published]
     assert_invariants()
 
@@ -150,7 +157,12 @@ def test_dry_run_changes_nothing(wallet):
 
 
 def run_bill_usage():
-    call_command("bill_usage", "--json", stdout=StringIO(), stderr=StringIO())
+    call_command("bill_usage", "--json", "--batch-size", "2", stdout=StringIO(), stderr=StringIO())
+
+
+def settle():
+    call_command("settle_usage", stdout=StringIO())
+    bus.deliver_pending()
 
 
 @pytest.mark.concurrency
@@ -160,7 +172,7 @@ def test_two_runs_at_once_charge_each_hour_once(catalog, assert_invariants):
     servers = [buy(w, at(2026, 5, 10, 10), name=f"s{i}{n}") for i, w in enumerate(wallets) for n in range(3)]
     with time_machine.travel(at(2026, 5, 10, 15, 30), tick=False):
         runs = run_at_once(run_bill_usage, run_bill_usage)
-        bus.deliver_pending()
+        settle()
     assert [run.error for run in runs] == [None, None]
     for server in servers:
         server.refresh_from_db()
@@ -169,7 +181,7 @@ def test_two_runs_at_once_charge_each_hour_once(catalog, assert_invariants):
         assert sum(a for _, _, a in charges(server)) == 4 * (server.paid_until - at(2026, 5, 10, 10)) // H
     with time_machine.travel(at(2026, 5, 10, 15, 30), tick=False):
         call_command("bill_usage", stdout=StringIO())  # a later run meters any skipped
-        bus.deliver_pending()
+        settle()
     for server in servers:
         server.refresh_from_db()
         assert server.paid_until == at(2026, 5, 10, 16)
@@ -191,16 +203,25 @@ def test_one_server_failing_stops_no_other_and_the_run_reports_it(wallet, monkey
     broken = buy(wallet, at(2026, 5, 10, 10), name="broken")
     fine = buy(wallet, at(2026, 5, 10, 10), name="fine")
     bill_usage = services.server_bill_usage
+    plan_steps = batch._plan_steps
+
+    def batch_fails_on_broken(servers, **kwargs):
+        if broken.id in {s.id for s in servers}:
+            raise RuntimeError("disk on fire")  # the whole batch rolls back ...
+        return plan_steps(servers, **kwargs)
 
     def fail_for_broken(*, server_id, **kwargs):
         if server_id == broken.id:
             raise RuntimeError("disk on fire")
         return bill_usage(server_id=server_id, **kwargs)
 
-    monkeypatch.setattr(services, "server_bill_usage", fail_for_broken)
+    monkeypatch.setattr(batch, "_plan_steps", batch_fails_on_broken)
+    monkeypatch.setattr(services, "server_bill_usage", fail_for_broken)  # ... then one at a time
     out, err = StringIO(), StringIO()
-    with time_machine.travel(at(2026, 5, 10, 12, 30), tick=False), pytest.raises(SystemExit) as exit_:
-        call_command("bill_usage", stdout=out, stderr=err)
+    with time_machine.travel(at(2026, 5, 10, 12, 30), tick=False):
+        with pytest.raises(SystemExit) as exit_:
+            call_command("bill_usage", stdout=out, stderr=err)
+        settle()
     assert exit_.value.code == 1
     assert "failed 1" in out.getvalue()
     assert f"FAILED server {broken.id}: RuntimeError('disk on fire')" in err.getvalue()
@@ -211,3 +232,17 @@ def test_one_server_failing_stops_no_other_and_the_run_reports_it(wallet, monkey
     assert json.loads(out.getvalue())["failed"] == [
         {"server_id": str(broken.id), "error": "RuntimeError('disk on fire')"}
     ]
+
+
+def test_two_partitions_meter_every_server_once(catalog, assert_invariants):
+    """Two workers, each its half of the wallets (as `--workers 2` runs them), meter every
+    server exactly once between them."""
+    wallets = [funded_wallet(UserFactory(), amount=10_000) for _ in range(8)]
+    servers = [buy(w, at(2026, 5, 10, 10), name=f"s{i}") for i, w in enumerate(wallets)]
+    halves = [run_at(at(2026, 5, 10, 12, 30), "bill_usage", "--partition", f"{p}/2") for p in range(2)]
+    assert sum(half["servers"] for half in halves) == 8
+    for server in servers:
+        server.refresh_from_db()
+        assert server.paid_until == at(2026, 5, 10, 13)
+        assert sum(a for _, _, a in charges(server)) == 12
+    assert_invariants()

@@ -15,7 +15,7 @@ from iaas.audit.models import ChangeRecord
 from iaas.billing import services as billing_services
 from iaas.cloud import services as cloud
 from iaas.cloud.models import Charge as ServerCharge
-from iaas.cloud.models import Server
+from iaas.cloud.models import Server, Usage
 from iaas.contracts import bus, wallets
 from iaas.contracts.errors import InsufficientFunds, InvalidState
 from iaas.hosting import services as hosting
@@ -231,12 +231,16 @@ def test_every_path_resuming_an_unpaid_server_charges_the_same_hours(customer, p
         run_at(at(2026, 5, 10, 14, 30), "bill_usage")
     else:
         at_moment(at(2026, 5, 10, 14, 30), cloud.server_resume, server_id=server.id)
+        run_at(at(2026, 5, 10, 14, 30), "settle_usage")
     server.refresh_from_db()
     assert server.paid_until == at(2026, 5, 10, 15, 30)
+    # the first hour; then one charge closing the span 11:00 to 15:30, two hours of it
     assert charges_for(ServerCharge, server) == [
         (at(2026, 5, 10, 10), at(2026, 5, 10, 11), SERVER_PRICE),
-        (at(2026, 5, 10, 11), at(2026, 5, 10, 12), SERVER_PRICE),
-        (at(2026, 5, 10, 14, 30), at(2026, 5, 10, 15, 30), SERVER_PRICE),
+        (at(2026, 5, 10, 11), at(2026, 5, 10, 15, 30), 2 * SERVER_PRICE),
+    ]
+    assert list(Usage.objects.filter(service_id=server.id).values_list("hours", "amount")) == [
+        (3, 3 * SERVER_PRICE)
     ]
     assert_invariants()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from functools import partial
 
 import pytest
 from django.db import connection
@@ -224,3 +225,131 @@ def test_the_way_back_restores_the_links_to_entries():
         }
     finally:
         migrate("billing")
+
+
+def test_servers_that_ran_before_usage_records_get_their_months_from_their_charges(catalog):
+    """Each server's charges become one closed usage record per calendar month; the hours
+    the cap made free count up to paid_until; and I11 holds for what the migration built."""
+    from iaas.operations.reconciliation import check_i11
+
+    owner = UserFactory()
+    at = partial(dt.datetime, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+    try:
+        old_apps = migrate("cloud", "0006_charge_no_overlap")
+        Server = old_apps.get_model("cloud", "Server")
+        Charge = old_apps.get_model("cloud", "Charge")
+        Usage = old_apps.get_model("cloud", "Usage")
+
+        def server(plan_id, paid_until, charges, **fields):
+            made = Server.objects.create(
+                owner_id=owner.id,
+                wallet_id=uuid.uuid4(),
+                name="s",
+                plan_id=plan_id,
+                paid_until=paid_until,
+                **fields,
+            )
+            for start, end, amount, *refunded in charges:
+                Charge.objects.create(
+                    wallet_id=made.wallet_id,
+                    owner_id=owner.id,
+                    amount=amount,
+                    refunded_amount=refunded[0] if refunded else 0,
+                    currency="EUR",
+                    description="old metering",
+                    subject_id=made.id,
+                    period_start=start,
+                    period_end=end,
+                    transaction_date=start,
+                )
+            return made
+
+        # s-2vcpu-4gb: 4 an hour, capped at 2000 a month. Bought at 22:30 on 30 April: the
+        # first hour, April's last started hour, then ten hours of May in one charge.
+        across = server(
+            "s-2vcpu-4gb",
+            at(2026, 5, 1, 10, 30),
+            [
+                (at(2026, 4, 30, 22, 30), at(2026, 4, 30, 23, 30), 4),
+                (at(2026, 4, 30, 23, 30), at(2026, 5, 1, 0, 30), 4),
+                (at(2026, 5, 1, 0, 30), at(2026, 5, 1, 10, 30), 40),
+            ],
+        )
+        # s-1vcpu-1gb: 1 an hour, capped at 500. 499 hours after the first reach the cap
+        # (50 of them refunded since); 20 more hours ran free, never charged.
+        capped = server(
+            "s-1vcpu-1gb",
+            at(2026, 5, 1) + 520 * hour,
+            [
+                (at(2026, 5, 1), at(2026, 5, 1, 1), 1),
+                (at(2026, 5, 1, 1), at(2026, 5, 1) + 500 * hour, 499, 50),
+            ],
+        )
+        # Suspended for non-payment after three hours; terminated after one.
+        stopped = at(2026, 5, 2)
+        suspended = server(
+            "s-2vcpu-4gb",
+            stopped,
+            [(stopped - 3 * hour, stopped - 2 * hour, 4), (stopped - 2 * hour, stopped, 8)],
+            status="suspended",
+            suspended_at=stopped,
+            unpaid_since=stopped,
+        )
+        terminated = server(
+            "s-2vcpu-4gb",
+            stopped + hour,
+            [(stopped, stopped + hour, 4)],
+            status="terminated",
+            terminated_at=stopped + hour,
+        )
+        # Bought since usage records exist: its record stays as it is.
+        recorded = server("s-2vcpu-4gb", stopped + hour, [(stopped, stopped + hour, 4)])
+        Usage.objects.create(
+            service_id=recorded.id,
+            month=dt.date(2026, 5, 1),
+            wallet_id=recorded.wallet_id,
+            owner_id=owner.id,
+            currency="EUR",
+            hours=1,
+            list_amount=4,
+            cap=2000,
+            amount=4,
+            closed_amount=4,
+            closed_hours=1,
+            accrued_until=stopped + hour,
+            closed_until=stopped + hour,
+        )
+        uncharged = server("s-2vcpu-4gb", stopped, [])
+    finally:
+        new_apps = migrate("cloud")
+    Usage = new_apps.get_model("cloud", "Usage")
+
+    def months(made):
+        return [
+            (
+                f"{u.month:%Y-%m}",
+                u.hours,
+                u.amount,
+                u.list_amount,
+                u.cap,
+                u.refunded,
+                u.accrued_until,
+                u.closed_until == u.accrued_until,
+                (u.closed_hours, u.closed_amount, u.close_due_at) == (u.hours, u.amount, None),
+            )
+            for u in Usage.objects.filter(service_id=made.id).order_by("month")
+        ]
+
+    assert months(across) == [
+        ("2026-04", 2, 8, 8, 2000, 0, at(2026, 5, 1, 0, 30), True, True),
+        ("2026-05", 10, 40, 40, 2000, 0, at(2026, 5, 1, 10, 30), True, True),
+    ]
+    assert months(capped) == [("2026-05", 520, 500, 520, 500, 50, at(2026, 5, 1) + 520 * hour, True, True)]
+    assert months(suspended) == [("2026-05", 3, 12, 12, 2000, 0, stopped, True, True)]
+    assert months(terminated) == [("2026-05", 1, 4, 4, 2000, 0, stopped + hour, True, True)]
+    assert [(u.hours, u.amount) for u in Usage.objects.filter(service_id=recorded.id)] == [(1, 4)]
+    assert not Usage.objects.filter(service_id=uncharged.id).exists()
+    u = Usage.objects.get(service_id=capped.id)
+    assert (u.wallet_id, u.owner_id, u.currency) == (capped.wallet_id, owner.id, "EUR")
+    assert check_i11() == []

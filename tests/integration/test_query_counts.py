@@ -25,14 +25,15 @@ def buy_server(customer, wallet):
     )
 
 
-def test_a_purchase_with_a_reservation_makes_ten_statements(catalog):
+def test_a_purchase_with_a_reservation_makes_eleven_statements(catalog):
     customer = UserFactory()
     wallet = funded_wallet(customer, amount=1_000)
     buy_server(customer, wallet)()  # the allowance row exists from now on
     sql = queries_of(buy_server(customer, wallet))
     # plan, server insert, allowance lock, wallet lock, wallet update, hold upsert,
-    # reservation insert, allowance update, charge insert, outbox insert
-    assert len(sql) == 10, "\n".join(sql)
+    # reservation insert, allowance update, charge insert, outbox insert, and the
+    # month's usage record (the first hour counts towards the cap)
+    assert len(sql) == 11, "\n".join(sql)
     assert sum("FOR NO KEY UPDATE" in q for q in sql) == 2  # allowance, then wallet
 
 
@@ -43,8 +44,8 @@ def test_a_purchase_inside_the_allowance_never_touches_the_wallet(catalog, setti
     buy_server(customer, wallet)()  # reserves 500 ahead
     sql = queries_of(buy_server(customer, wallet))
     # plan, server insert, allowance conditional update (locks and deducts in one
-    # statement), charge insert, outbox insert
-    assert len(sql) == 5, "\n".join(sql)
+    # statement), charge insert, outbox insert, usage record
+    assert len(sql) == 6, "\n".join(sql)
     assert not any("billing_wallet" in q for q in sql)
 
 

@@ -66,7 +66,7 @@ class Migration(migrations.Migration):
                     models.Index(fields=["wallet_id"], name="cloud_usage_wallet"),
                     models.Index(
                         condition=models.Q(("close_due_at__isnull", False)),
-                        fields=["wallet_id", "service_id"],
+                        fields=["wallet_id", "id"],
                         name="cloud_usage_open",
                     ),
                 ],

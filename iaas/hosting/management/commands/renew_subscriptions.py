@@ -1,87 +1,110 @@
 """Renew hosting subscriptions whose period has ended: a month each, charged; suspend
 those whose wallet cannot pay, resume them when it can, cancel those unpaid past the
 grace period (IAAS_HOSTING_GRACE_DAYS); never renew a cancelled one, never lift an
-operator's hold.
+operator's hold. Batch by batch (iaas.hosting.batch): one ChargesRecorded per wallet,
+so Billing books one ledger entry per wallet for the batch's months.
 
 Safe to run again (a month is charged once: the period end moves with the charge) and
-in two processes at once (each subscription is locked with SKIP LOCKED)."""
+in many processes at once: ``--workers N`` runs N processes, each on its partition of
+wallets (``--partition i/N`` runs one, as a worker on another host would)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from iaas.common.cli import (
     EXIT_PROBLEMS,
-    ChargeTally,
     CurrencyTotals,
     add_dry_run_and_json_arguments,
+    add_worker_arguments,
     dump_json,
-    run_each,
-    write_failures,
+    merge_run_summaries,
+    run_summary,
+    run_worker_processes,
 )
-from iaas.hosting import services
+from iaas.hosting import batch, locks, services
+from iaas.hosting.spending import spender
+from iaas.spending.batch import Partition
 
 logger = logging.getLogger(__name__)
 
+# Output name -> the batch report's action.
+ACTIONS = {
+    "renewed": "charged",
+    "up_to_date": "up_to_date",
+    "suspended": "suspended",
+    "resumed": "resumed",
+    "still_suspended": "still_suspended",
+    "cancelled": "cancelled",
+    "busy": "busy",
+}
+
 
 class Command(BaseCommand):
-    help = "Renew ended hosting periods for a month (charged); suspend, resume, cancel unpaid."
+    help = "Renew ended hosting periods for a month (charged) in batches; suspend, resume, cancel unpaid."
 
     def add_arguments(self, parser):
+        add_worker_arguments(parser)
         add_dry_run_and_json_arguments(parser, dry_run_help="show what is due; change nothing")
 
-    def handle(self, *args, dry_run, as_json, **options):
-        now = timezone.now()
-        subscription_ids = services.subscriptions_to_renew(now=now)
+    def handle(self, *args, workers, partition, batch_size, at, dry_run, as_json, **options):
+        now = dt.datetime.fromisoformat(at) if at else timezone.now()
+        if workers < 1 or (batch_size is not None and batch_size < 1):
+            raise CommandError("--workers and --batch-size are at least 1")
         if dry_run:
-            self._dry_run(subscription_ids, now, as_json=as_json)
+            self._dry_run(now, as_json=as_json)
             return
-        outcomes, failures = run_each(
-            subscription_ids,
-            lambda subscription_id: services.subscription_renew(subscription_id=subscription_id, now=now),
-            description="renewing subscriptions",
-            identify=lambda subscription_id: (
-                f"subscription {subscription_id}",
-                {"subscription_id": str(subscription_id)},
-            ),
-            logger=logger,
-        )
-        tally = ChargeTally(outcomes, units=lambda outcome: outcome.months)
-        actions, months, totals = tally.actions, tally.units, tally.totals
-        released = services.allowance_release_after_batch(wallet_ids=tally.charged_wallets)
-        summary = {
-            "now": now.isoformat(),
-            "subscriptions": len(subscription_ids),
-            "months_charged": months,
-            "amounts": totals.as_dict(),
-            **{action: actions[action] for action in services.RenewalOutcome.ACTIONS},
-            "allowances_released": released,
-            "failed": [failure.as_dict() for failure in failures],
-        }
+        if workers > 1 and partition is None:
+            args = ["--at", now.isoformat(), *(["--batch-size", str(batch_size)] if batch_size else [])]
+            summary = merge_run_summaries(run_worker_processes("renew_subscriptions", workers, args), now=now)
+        else:
+            part = Partition.parse(partition) if partition else Partition()
+            report = batch.renew_partition(
+                now=now, grace=services.hosting_grace(), partition=part, size=batch_size
+            )
+            released = spender.release_after_batch(wallet_ids=report.charged_wallets)
+            summary = run_summary(
+                report,
+                now=now,
+                items="subscriptions",
+                units="months_charged",
+                actions=ACTIONS,
+                released=released,
+            )
         if as_json:
             self.stdout.write(dump_json(summary))
         else:
-            self.stdout.write(
-                f"checked {len(subscription_ids)} subscription(s) at {now:%Y-%m-%d %H:%M %Z}: "
-                f"renewed {actions['renewed']} for {months} month(s) in all, {totals}"
-            )
-            self.stdout.write(
-                f"  suspended {actions['suspended']}, resumed {actions['resumed']}, "
-                f"still suspended {actions['still_suspended']}, cancelled unpaid {actions['cancelled']}, "
-                f"busy elsewhere {actions['busy']}, "
-                f"failed {len(failures)}"
-            )
-            write_failures(self.stderr, failures)
-        if failures:
+            self._print(summary)
+        if summary["failed"]:
             raise SystemExit(EXIT_PROBLEMS)
 
-    def _dry_run(self, subscription_ids, now, *, as_json):
+    def _print(self, summary: dict) -> None:
+        totals = CurrencyTotals()
+        for currency, amount in summary["amounts"].items():
+            totals.add(amount, currency)
+        moment = dt.datetime.fromisoformat(summary["now"])
+        self.stdout.write(
+            f"checked {summary['subscriptions']} subscription(s) at {moment:%Y-%m-%d %H:%M %Z} in "
+            f"{summary['batches']} batch(es): renewed {summary['renewed']} for {summary['months_charged']} "
+            f"month(s) in all, {totals}"
+        )
+        self.stdout.write(
+            f"  suspended {summary['suspended']}, resumed {summary['resumed']}, "
+            f"still suspended {summary['still_suspended']}, cancelled unpaid {summary['cancelled']}, "
+            f"busy elsewhere {summary['busy']}, failed {len(summary['failed'])}"
+        )
+        for failure in summary["failed"]:
+            self.stderr.write(f"  FAILED subscription {failure.get('subscription_id')}: {failure['error']}")
+
+    def _dry_run(self, now, *, as_json):
         due = []
         totals = CurrencyTotals()
-        for subscription_id in subscription_ids:
+        rows = locks.subscriptions_to_renew(now=now, partition=Partition()).filter(status="active")
+        for subscription_id in rows.values_list("id", flat=True).iterator():
             months, amount, currency = services.subscription_renewals_due(
                 subscription_id=subscription_id, now=now
             )

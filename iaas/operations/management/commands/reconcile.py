@@ -1,4 +1,4 @@
-"""Check every invariant of ARCHITECTURE.md (I1 to I9) over the whole database, in one
+"""Check every invariant of ARCHITECTURE.md (I1 to I9, I11) over the whole database, in one
 read-only snapshot, with set-based SQL. Exit 0 when all hold, 1 when any fails.
 
 --fix does only what is safe: deliver the events still in the outbox (failed ones
@@ -10,12 +10,12 @@ from django.core.management.base import BaseCommand
 
 from iaas.common.cli import EXIT_PROBLEMS, dump_json, spinner
 from iaas.contracts import bus
-from iaas.contracts.checks import INVARIANTS
+from iaas.contracts.checks import INVARIANTS, invariant_order
 from iaas.operations.reconciliation import ReconciliationReport, reconcile
 
 
 class Command(BaseCommand):
-    help = "Check invariants I1-I9 over the whole database; exit 1 when any is violated."
+    help = "Check invariants I1-I9 and I11 over the whole database; exit 1 when any is violated."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -71,7 +71,7 @@ class Command(BaseCommand):
                 )
         mode = "deep" if report.deep else "standard"
         write(f"reconcile ({mode}) at {report.checked_at:%Y-%m-%d %H:%M:%S %Z}, one read-only snapshot")
-        for name in sorted(INVARIANTS):
+        for name in sorted(INVARIANTS, key=invariant_order):
             violations = report.violations.get(name, [])
             status = "ok" if not violations else "FAILED"
             count = f"  ({len(violations)} violation(s))" if violations else ""

@@ -1,0 +1,47 @@
+"""No two charges of one subscription overlap in time, held by the database
+(PostgreSQL): an exclusion constraint over (subject_id, [period_start, period_end)).
+Each month of a subscription is charged once, whichever path charged it (the purchase,
+a renewal run, a resumption after the paid period), so a bug that charges a month
+twice fails its transaction instead of billing the customer twice.
+
+Half-open ranges (tstzrange's default '[)'): a charge ending when the next one starts
+is adjacent, not overlapping; an empty period overlaps nothing. btree_gist lets the
+GiST index compare the UUID with ``=``; it is a trusted extension, so the app's role
+needs only CREATE on its database.
+
+Skipped on SQLite (the embedded default): there reconcile checks the same rule (under
+I11), as it does here when the constraint is missing. A database that already holds
+overlapping charges fails this migration: they are a double charge for a person to
+look at, not something to paper over.
+"""
+
+from django.db import migrations
+
+TABLE = "hosting_charge"
+CONSTRAINT = "hosting_charge_no_overlap"
+
+POSTGRES_FORWARD = [
+    "CREATE EXTENSION IF NOT EXISTS btree_gist",
+    f"ALTER TABLE {TABLE} ADD CONSTRAINT {CONSTRAINT} "
+    "EXCLUDE USING gist (subject_id WITH =, tstzrange(period_start, period_end) WITH &&)",
+]
+
+# The extension stays: another table may use it.
+POSTGRES_BACKWARD = [f"ALTER TABLE {TABLE} DROP CONSTRAINT IF EXISTS {CONSTRAINT}"]
+
+
+def forward(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        for statement in POSTGRES_FORWARD:
+            schema_editor.execute(statement, params=None)
+
+
+def backward(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        for statement in POSTGRES_BACKWARD:
+            schema_editor.execute(statement, params=None)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("hosting", "0005_charge_ledger_entry")]
+    operations = [migrations.RunPython(forward, backward)]
