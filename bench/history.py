@@ -3,8 +3,9 @@
 For each seeded wallet, ``per_wallet`` settled Cloud charges of 0.01 EUR, as if bought one
 after the other over past hours: a ledger entry each (sequence and balance_after chained
 from the wallet's current state, I1 and I9), the Cloud charge and a terminated server,
-the capture that settled it (I5), the delivered outbox row, one grant covering them all
-(I3), Cloud's allowance totals (I4), and the wallet's balance and sequence counter.
+the capture and the settled charge that record its settlement (I5), the delivered outbox
+row, one grant covering them all (I3), Cloud's allowance totals (I4), and the wallet's
+balance and sequence counter.
 One INSERT ... SELECT generate_series per table, in one transaction, then ANALYZE, as
 autovacuum would have done on a database that grew that large by itself.
 """
@@ -33,6 +34,16 @@ LOAD = [
                                      posted_at, description, reference, context, source_id)
     SELECT entry_id, wallet_id, sequence, 'charge', -1, balance_after, at, at,
            'Server h' || sequence || ' (s-1vcpu-1gb), first hour', 'charge:' || charge_id, 'cloud', charge_id
+    FROM history
+    """,
+    # Billing's applied-once record of each charge, naming the entry that settled it.
+    """
+    INSERT INTO billing_settledcharge (charge_id, wallet_id, context, amount, currency, subject_id,
+                                       description, period_start, period_end, transaction_date,
+                                       ledger_entry_id, invoice_line_id, created_at)
+    SELECT charge_id, wallet_id, 'cloud', 1, 'EUR', server_id,
+           'Server h' || sequence || ' (s-1vcpu-1gb), first hour', at, at + interval '1 hour', at,
+           entry_id, NULL, at
     FROM history
     """,
     """

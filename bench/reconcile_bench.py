@@ -97,6 +97,16 @@ def load(cursor, wallets: int, per_wallet: int) -> None:
                FROM generate_series(1, %(e)s) s, generate_series(1, %(w)s) i""",
         ),
         (
+            "settled charges",
+            f"""INSERT INTO billing_settledcharge (charge_id, wallet_id, context, amount, currency,
+                   description, transaction_date, ledger_entry_id, created_at)
+               SELECT md5('charge' || i || '-' || s)::uuid, md5('wallet' || i)::uuid,
+                      CASE WHEN s %% 2 = 0 THEN 'cloud' ELSE 'hosting' END, {c}, 'EUR', 'bench usage',
+                      timestamptz '2026-01-01' + s * interval '1 hour', md5('entry' || i || '-' || s)::uuid,
+                      timestamptz '2026-01-01' + s * interval '1 hour'
+               FROM generate_series(2, %(e)s) s, generate_series(1, %(w)s) i""",
+        ),
+        (
             "top-ups",
             """INSERT INTO billing_topup (id, wallet_id, amount, currency, status, provider,
                    provider_reference, reference, created_at, completed_at, ledger_entry_id)

@@ -6,12 +6,18 @@ test's starting state keeps every invariant, as a customer's would.
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+
 import factory
 from django.contrib.auth import get_user_model
+from django.db import transaction
 
 from iaas.api import keys as api_keys
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
+from iaas.contracts import billing, bus
+from iaas.contracts.events import ChargesRecorded, RecordedCharge
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -37,6 +43,59 @@ def funded_wallet(owner=None, *, amount: int = 0, currency: str = "EUR") -> Wall
 def api_key_for(user, *, scope: str = "read_write", name: str = "test", **fields) -> str:
     """A new API key of ``user`` (the key itself, to send as ``Authorization: Token``)."""
     return api_keys.api_key_create(owner_id=user.pk, name=name, scope=scope, **fields).key
+
+
+def record_charges(
+    wallet: Wallet,
+    amounts: list[int],
+    *,
+    context: str = "cloud",
+    start: dt.datetime | None = None,
+    step: dt.timedelta = dt.timedelta(days=1),
+    subject_id: uuid.UUID | None = None,
+    description: str = "Server vm: usage",
+) -> ChargesRecorded:
+    """Billing's side of a selling context's settlement run for one wallet: reserve the
+    charges' total (as the context's spending did) and publish them as one
+    ChargesRecorded, one charge per ``step`` from ``start`` (each dated at its period's
+    end), for ``subject_id`` (None: charges of no service). No context's records stand
+    behind them, so only Billing's invariants hold (I4 compares with the context)."""
+    start = start or dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+    with transaction.atomic():
+        billing.reserve(
+            wallet_id=wallet.id,
+            owner_id=wallet.owner_id,
+            context=context,
+            currency=wallet.currency,
+            amount=sum(amounts),
+            minimum=sum(amounts),
+        )
+        event = ChargesRecorded(
+            wallet_id=wallet.id,
+            context=context,
+            currency=wallet.currency,
+            amount=sum(amounts),
+            charges=tuple(
+                RecordedCharge(
+                    charge_id=uuid.uuid4(),
+                    amount=amount,
+                    transaction_date=start + (n + 1) * step,
+                    description=f"{description} {n + 1}",
+                    subject_id=subject_id,
+                    period_start=start + n * step,
+                    period_end=start + (n + 1) * step,
+                )
+                for n, amount in enumerate(amounts)
+            ),
+        )
+        bus.publish(event)
+    return event
+
+
+def billing_consistent() -> None:
+    """Billing's own invariants, deep (for tests whose charges no context recorded)."""
+    found = billing.check_invariants(deep=True)
+    assert not any(found.values()), found
 
 
 def usage_accrued(server, *, hours: int, now=None) -> int:

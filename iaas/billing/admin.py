@@ -8,12 +8,14 @@ refund's id: submitting the same page twice books once and then says "already bo
 
 from __future__ import annotations
 
+import uuid
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
+from django.db.models import F, Q
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -47,6 +49,7 @@ from .models import (
     LedgerEntry,
     Refund,
     Reservation,
+    SettledCharge,
     TopUp,
     Wallet,
 )
@@ -455,6 +458,74 @@ class WalletRowAdmin(ReadOnlyAdmin):
         return wallet_column(obj.wallet)
 
 
+class ChargeOrSourceFilter(admin.SimpleListFilter):
+    """``?source_id=<id>``: the entries that book it, a top-up, an adjustment, a refund
+    or a charge, whether the charge is the entry's first or one of the others it settles
+    (a context's charge page links here by the charge's id). Offers no choices of its
+    own: it is reached by such links."""
+
+    title = "booking"
+    parameter_name = "source_id"
+
+    def lookups(self, request, model_admin):
+        # One choice, the id asked for: a filter with no choices is never applied.
+        asked = request.GET.get(self.parameter_name)
+        return [(asked, f"booking {asked}")] if asked else []
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        try:
+            source = uuid.UUID(value)
+        except ValueError:
+            return queryset.none()
+        return queryset.filter(Q(source_id=source) | Q(charges__charge_id=source)).distinct()
+
+
+def charges_table(request, charges, currency: str) -> str:
+    """A charge entry's charges, each with its service, period, invoice line and refund
+    (or the link to refund it, for an operator who may)."""
+    may_refund = request.user.has_perm("billing.make_refund")
+
+    def refund(charge):
+        done = getattr(charge, "refund", None)
+        if done is not None:
+            return link(
+                admin_url("billing_refund_change", done.pk),
+                f"refunded {format_minor_units(done.amount, currency)}",
+            )
+        if may_refund:
+            return link(reverse("admin:billing_settledcharge_refund", args=[charge.pk]), "Refund this charge")
+        return "-"
+
+    def period(charge):
+        if charge.period_start is None or charge.period_end is None:
+            return "-"
+        return f"{charge.period_start:%Y-%m-%d %H:%M} to {charge.period_end:%Y-%m-%d %H:%M}"
+
+    return table(
+        ["charge", "for", "period", "amount", "invoice", "refund"],
+        [
+            (
+                link(reverse("admin:billing_settledcharge_change", args=[charge.pk]), charge.description),
+                link(
+                    admin_url(f"{charge.context}_charge_change", charge.pk),
+                    f"{charge.context} charge",
+                ),
+                period(charge),
+                money(charge.amount, currency),
+                link(admin_url("billing_invoice_change", charge.invoice_line.invoice_id), "invoiced")
+                if charge.invoice_line_id
+                else "not yet",
+                refund(charge),
+            )
+            for charge in charges
+        ],
+        empty="No charges.",
+    )
+
+
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(WalletRowAdmin):
     list_display = (
@@ -467,14 +538,21 @@ class LedgerEntryAdmin(WalletRowAdmin):
         "description",
         "created_by",
     )
-    list_filter = ("kind", "context", "wallet__currency", "transaction_date", "posted_at")
+    list_filter = (
+        "kind",
+        "context",
+        "wallet__currency",
+        "transaction_date",
+        "posted_at",
+        ChargeOrSourceFilter,
+    )
     search_fields = (
         "wallet__owner__username",
         "wallet__owner__email",
         "wallet__id",
         "reference",
         "description",
-        "source_id",
+        "=charges__charge_id",
     )
     search_help_text = "Customer username or email, wallet id, reference, description or charge id."
     list_select_related = ("wallet__owner", "created_by")
@@ -495,9 +573,127 @@ class LedgerEntryAdmin(WalletRowAdmin):
         "created_by",
     )
     fields = readonly_fields
+    change_form_template = "admin/billing/ledgerentry_change_form.html"
 
     amount_money = money_column("amount", "amount", currency="wallet.currency")
     balance_after_money = money_column("balance_after", "balance after", currency="wallet.currency")
+
+    def get_ordering(self, request):
+        # One wallet's book reads in its own order (I9); across wallets, newest first.
+        if "wallet__id__exact" in request.GET:
+            return ("-sequence",)
+        return ("-posted_at", "-sequence")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        entry = self.get_object(request, unquote(object_id))
+        if entry is not None and entry.kind == LedgerEntry.Kind.CHARGE:
+            charges = list(
+                entry.charges.select_related("invoice_line", "refund").order_by(
+                    "transaction_date", "charge_id"
+                )
+            )
+            extra_context = {
+                **(extra_context or {}),
+                "settled_charges": charges_table(request, charges, entry.wallet.currency),
+                "settled_charges_count": len(charges),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="what it books")
+    def source(self, obj):
+        if obj.source_id is None:
+            return "-"
+        if obj.kind == LedgerEntry.Kind.CHARGE:
+            return link(
+                admin_url("billing_settledcharge_changelist", query={"ledger_entry__id__exact": obj.pk}),
+                f"{obj.context} charges (below)",
+            )
+        if obj.kind == LedgerEntry.Kind.TOP_UP:
+            return link(admin_url("billing_topup_change", obj.source_id), "top-up")
+        if obj.kind == LedgerEntry.Kind.ADJUSTMENT:
+            return link(admin_url("billing_adjustment_change", obj.source_id), "adjustment")
+        if obj.kind == LedgerEntry.Kind.REFUND:
+            return link(admin_url("billing_refund_change", obj.source_id), "refund")
+        return str(obj.source_id)
+
+
+@admin.register(SettledCharge)
+class SettledChargeAdmin(WalletRowAdmin):
+    """The charges Billing settled, each mapped to the ledger entry that booked it with
+    its wallet's other charges of one context and run, to its invoice line, and to its
+    refund: a refund gives back one charge, at most once and at most its amount."""
+
+    list_display = (
+        "transaction_date",
+        "wallet_link",
+        "context",
+        "description",
+        "amount_money",
+        "entry",
+        "invoiced",
+        "refunded",
+    )
+    list_filter = ("context", "currency", "transaction_date")
+    search_fields = (
+        "=charge_id",
+        "=subject_id",
+        "description",
+        "wallet__owner__username",
+        "wallet__owner__email",
+        "=wallet__id",
+    )
+    search_help_text = "Charge or service id (exact), description, customer username or email, wallet id."
+    list_select_related = ("wallet__owner", "ledger_entry", "invoice_line__invoice", "refund")
+    date_hierarchy = "transaction_date"
+    ordering = ("-transaction_date", "charge_id")
+    readonly_fields = (
+        "charge_id",
+        "wallet_link",
+        "context",
+        "charge",
+        "subject_id",
+        "description",
+        "amount_money",
+        "period_start",
+        "period_end",
+        "transaction_date",
+        "created_at",
+        "entry",
+        "invoiced",
+        "refunded",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "amount")
+
+    @admin.display(description="the context's charge")
+    def charge(self, obj):
+        return link(admin_url(f"{obj.context}_charge_change", obj.pk), f"{obj.context} charge {obj.pk}")
+
+    @admin.display(description="ledger entry", ordering="ledger_entry__sequence")
+    def entry(self, obj):
+        entry = obj.ledger_entry
+        return link(
+            reverse("admin:billing_ledgerentry_change", args=[entry.pk]),
+            format_html("#{} ({})", entry.sequence, entry.description),
+        )
+
+    @admin.display(description="invoice")
+    def invoiced(self, obj):
+        if obj.invoice_line_id is None:
+            return "not yet"
+        invoice = obj.invoice_line.invoice
+        return link(reverse("admin:billing_invoice_change", args=[invoice.pk]), invoice.number)
+
+    @admin.display(description="refund")
+    def refunded(self, obj):
+        refund = getattr(obj, "refund", None)
+        if refund is None:
+            return "-"
+        return link(
+            reverse("admin:billing_refund_change", args=[refund.pk]),
+            format_minor_units(refund.amount, obj.currency),
+        )
 
     # --- refunds ---------------------------------------------------------------------------------
 
@@ -509,35 +705,34 @@ class LedgerEntryAdmin(WalletRowAdmin):
             path(
                 "<path:object_id>/refund/",
                 self.admin_site.admin_view(self.refund_view),
-                name="billing_ledgerentry_refund",
+                name="billing_settledcharge_refund",
             ),
             *super().get_urls(),
         ]
 
     def object_links(self, request, object_id):
-        entry = self.get_object(request, unquote(object_id))
-        refundable = entry is not None and entry.kind == LedgerEntry.Kind.CHARGE
-        if not (refundable and self.has_refund_permission(request)) or hasattr(entry, "refund"):
+        charge = self.get_object(request, unquote(object_id))
+        if charge is None or not self.has_refund_permission(request) or hasattr(charge, "refund"):
             return []
-        return [(reverse("admin:billing_ledgerentry_refund", args=[object_id]), "Refund this charge")]
+        return [(reverse("admin:billing_settledcharge_refund", args=[object_id]), "Refund this charge")]
 
     def refund_view(self, request, object_id):
-        entry = operator_object(
+        charge = operator_object(
             self,
             request,
             object_id,
             has_permission=self.has_refund_permission,
-            missing="No such ledger entry.",
+            missing="No such settled charge.",
         )
-        currency = entry.wallet.currency
+        currency = charge.currency
         form = RefundForm(
-            request.POST or None, currency=currency, charged=format_minor_units(-entry.amount, currency)
+            request.POST or None, currency=currency, charged=format_minor_units(charge.amount, currency)
         )
 
         def describe(refund) -> str:
             return (
-                f"Refunded {format_minor_units(refund.amount, currency)} of charge #{entry.sequence}: "
-                f"ledger entry #{refund.ledger_entry.sequence}, balance now "
+                f"Refunded {format_minor_units(refund.amount, currency)} of the charge "
+                f"{charge.description!r}: ledger entry #{refund.ledger_entry.sequence}, balance now "
                 f"{format_minor_units(refund.ledger_entry.balance_after, currency)}."
             )
 
@@ -545,58 +740,41 @@ class LedgerEntryAdmin(WalletRowAdmin):
             self,
             request,
             form,
-            entry,
+            charge,
             book=lambda: services.charge_refund(
-                charge_entry_id=entry.pk,
+                charge_id=charge.pk,
                 amount=form.cleaned_data["amount"],
                 reason=form.cleaned_data["reason"],
                 operator_id=request.user.pk,
                 refund_id=form.cleaned_data[OPERATION_TOKEN],
             ),
             describe=describe,
-            wallet_id=entry.wallet_id,
+            wallet_id=charge.wallet_id,
         )
         if done:
             return done
+        entry = charge.ledger_entry
         return money_form_page(
             self,
             request,
-            entry,
+            charge,
             form,
             crumb="Refund",
-            title=f"Refund charge #{entry.sequence} of {entry.wallet.owner.get_username()}'s wallet",
+            title=f"Refund a charge of {charge.wallet.owner.get_username()}'s wallet",
             summary=[
-                ("Charged", format_minor_units(-entry.amount, currency)),
-                ("For", entry.description),
-                ("On", entry.transaction_date.strftime("%Y-%m-%d %H:%M")),
+                ("Charged", format_minor_units(charge.amount, currency)),
+                ("For", charge.description),
+                ("On", charge.transaction_date.strftime("%Y-%m-%d %H:%M")),
+                ("Settled by", f"ledger entry #{entry.sequence} ({entry.description})"),
             ],
             explanation=(
                 "A refund appends one credit to the wallet's ledger with your name and the reason. "
-                "A charge is refunded at most once, and by at most its amount."
+                "A charge is refunded at most once, and by at most its amount; the other charges "
+                "its ledger entry settled are not affected."
             ),
             submit_label="Refund",
             form_id="refund_form",
         )
-
-    def get_ordering(self, request):
-        # One wallet's book reads in its own order (I9); across wallets, newest first.
-        if "wallet__id__exact" in request.GET:
-            return ("-sequence",)
-        return ("-posted_at", "-sequence")
-
-    @admin.display(description="what it books")
-    def source(self, obj):
-        if obj.source_id is None:
-            return "-"
-        if obj.kind == LedgerEntry.Kind.CHARGE:
-            return link(admin_url(f"{obj.context}_charge_change", obj.source_id), f"{obj.context} charge")
-        if obj.kind == LedgerEntry.Kind.TOP_UP:
-            return link(admin_url("billing_topup_change", obj.source_id), "top-up")
-        if obj.kind == LedgerEntry.Kind.ADJUSTMENT:
-            return link(admin_url("billing_adjustment_change", obj.source_id), "adjustment")
-        if obj.kind == LedgerEntry.Kind.REFUND:
-            return link(admin_url("billing_refund_change", obj.source_id), "refund")
-        return str(obj.source_id)
 
 
 @admin.register(Hold)
@@ -757,9 +935,26 @@ class AdjustmentAdmin(WalletRowAdmin):
         )
 
 
+def line_charges(line) -> str:
+    count = line.charges.count()
+    return link(
+        admin_url("billing_settledcharge_changelist", query={"invoice_line__id__exact": line.pk}),
+        f"{count} charge{'s' if count != 1 else ''}",
+    )
+
+
 class InvoiceLineInline(admin.TabularInline):
     model = InvoiceLine
-    fields = ("transaction_date", "context", "description", "amount_money", "ledger_entry_link")
+    fields = (
+        "transaction_date",
+        "context",
+        "subject_id",
+        "description",
+        "period_start",
+        "period_end",
+        "amount_money",
+        "charges_link",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -773,9 +968,9 @@ class InvoiceLineInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.display(description="ledger entry")
-    def ledger_entry_link(self, obj):
-        return link(admin_url("billing_ledgerentry_change", obj.ledger_entry_id), "settled charge")
+    @admin.display(description="settled charges")
+    def charges_link(self, obj):
+        return line_charges(obj)
 
 
 @admin.register(Invoice)
@@ -832,15 +1027,22 @@ class InvoiceLineAdmin(ReadOnlyAdmin):
     ordering = ("-transaction_date",)
     readonly_fields = (
         "invoice",
-        "ledger_entry",
         "transaction_date",
         "context",
+        "subject_id",
         "description",
+        "period_start",
+        "period_end",
         "amount_money",
+        "charges_link",
     )
     fields = readonly_fields
 
     amount_money = money_column("amount", "amount", currency="invoice.currency")
+
+    @admin.display(description="settled charges")
+    def charges_link(self, obj):
+        return line_charges(obj)
 
 
 @admin.register(InvoiceSeries)
@@ -856,7 +1058,7 @@ class InvoiceSeriesAdmin(ReadOnlyAdmin):
 
 @admin.register(Refund)
 class RefundAdmin(WalletRowAdmin):
-    list_display = ("created_at", "wallet_link", "amount_money", "charge", "reason", "created_by")
+    list_display = ("created_at", "wallet_link", "amount_money", "charge_link", "reason", "created_by")
     list_filter = ("wallet__currency", "created_at")
     search_fields = (
         "wallet__owner__username",
@@ -866,14 +1068,14 @@ class RefundAdmin(WalletRowAdmin):
         "created_by__username",
     )
     search_help_text = "Customer username or email, wallet id, reason or operator."
-    list_select_related = ("wallet__owner", "created_by", "charge_entry")
+    list_select_related = ("wallet__owner", "created_by", "charge")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
     readonly_fields = (
         "id",
         "wallet_link",
         "amount_money",
-        "charge",
+        "charge_link",
         "reason",
         "created_by",
         "created_at",
@@ -884,9 +1086,9 @@ class RefundAdmin(WalletRowAdmin):
     amount_money = money_column("amount", "amount", currency="wallet.currency")
 
     @admin.display(description="charge refunded")
-    def charge(self, obj):
-        entry = obj.charge_entry
+    def charge_link(self, obj):
+        charge = obj.charge
         return link(
-            reverse("admin:billing_ledgerentry_change", args=[entry.pk]),
-            format_html("#{} ({})", entry.sequence, entry.description),
+            reverse("admin:billing_settledcharge_change", args=[charge.pk]),
+            format_html("{} ({})", charge.description, format_minor_units(charge.amount, charge.currency)),
         )

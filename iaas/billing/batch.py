@@ -1,16 +1,19 @@
 """Billing's set-based writes for batch runs: a metering or renewal batch reserves for
-all its wallets at once, with a constant number of statements whatever its size.
+all its wallets at once, and a settlement books many wallets' charges at once, each with
+a constant number of statements whatever its size.
 
 Lock order (ARCHITECTURE.md, batches): the caller has locked its service rows and its
-allowance rows; here the wallets are locked in id order, SKIP LOCKED (a wallet a
-customer or another worker holds is left out: the caller defers its items), and the
-holds are written only for wallets locked here, so nobody else can hold them.
+allowance rows (a settlement has none); here the wallets are locked in id order, SKIP
+LOCKED (a wallet a customer or another worker holds is left out: the caller defers its
+items), and the holds are written only for wallets locked here, so nobody else can hold
+them (every writer of a hold locks its wallet first).
 """
 
 from __future__ import annotations
 
 import uuid
 
+from django.db import IntegrityError
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
@@ -26,18 +29,30 @@ from iaas.contracts.errors import (
 )
 from iaas.contracts.events import FundsReserved, ReleaseRequested
 
-from .models import Hold, Reservation, Wallet
+from .models import Hold, LedgerEntry, Reservation, SettledCharge, Wallet
+
+
+def wallets_lock(wallet_ids, *, skip_locked: bool) -> dict[uuid.UUID, Wallet]:
+    """Lock the wallets in id order (one statement); with ``skip_locked`` only those no
+    other transaction holds, else waiting for each in turn."""
+    rows = (
+        Wallet.objects.select_for_update(no_key=True, skip_locked=skip_locked)
+        .filter(pk__in=sorted(set(wallet_ids)))
+        .order_by("id")
+        .only("id", "owner_id", "currency", "status", "balance", "reserved", "ledger_sequence")
+    )
+    return {wallet.id: wallet for wallet in rows}
 
 
 def wallets_try_lock(wallet_ids) -> dict[uuid.UUID, Wallet]:
     """Lock the wallets that no other transaction holds, in id order (one statement)."""
-    rows = (
-        Wallet.objects.select_for_update(no_key=True, skip_locked=True)
-        .filter(pk__in=sorted(set(wallet_ids)))
-        .order_by("id")
-        .only("id", "owner_id", "currency", "status", "balance", "reserved")
-    )
-    return {wallet.id: wallet for wallet in rows}
+    return wallets_lock(wallet_ids, skip_locked=True)
+
+
+def wallets_existing(wallet_ids) -> set[uuid.UUID]:
+    """Which of these wallets exist (a wallet left out of a SKIP LOCKED lock is busy or
+    missing: only a missing one is an error)."""
+    return set(Wallet.objects.filter(pk__in=list(wallet_ids)).values_list("id", flat=True))
 
 
 def _refusal(wallet: Wallet | None, request: ReserveRequest) -> DomainError | None:
@@ -145,3 +160,140 @@ def _request_releases(context: str, wallet_ids: list[uuid.UUID]) -> None:
         Wallet.objects.filter(pk__in=wallet_ids).filter(Exists(others_hold)).values_list("id", flat=True)
     )
     bus.publish(*(ReleaseRequested(wallet_id=wallet_id, requested_by=context) for wallet_id in holding))
+
+
+# --- Settlement ----------------------------------------------------------------------------
+
+
+def charges_applied(charge_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these charges Billing has settled already (I5): one query on
+    SettledCharge's key, whatever the number of charges."""
+    incoming = sql.rows(
+        "incoming", [("charge_id", sql.column(SettledCharge, "charge_id"))], [(i,) for i in charge_ids]
+    )
+    settled = sql.table(SettledCharge)
+    rows = sql.fetch(
+        f"SELECT s.charge_id FROM {settled} s JOIN incoming ON s.charge_id = incoming.charge_id",  # noqa: S608
+        incoming,
+    )
+    field = sql.column(SettledCharge, "charge_id")
+    return {field.to_python(charge_id) for (charge_id,) in rows}
+
+
+def settlement_book(*, wallets: list[Wallet], settled: list[tuple[LedgerEntry, list]]) -> None:
+    """Write a settlement planned under the wallets' locks (services.charges_settle): the
+    entries, with their sequence and balance_after assigned (I9), and for each entry its
+    ``charges`` (services.ChargeToSettle). Five statements, whatever the batch's size:
+
+    - the charge entries (one INSERT; the chain trigger checks each, I9);
+    - the settled charges, one per charge, each naming its entry (one INSERT ... SELECT);
+    - the wallets' balance, reserved and sequence counter (one UPDATE ... FROM);
+    - the holds, each shrunk by its context's total and its captured total grown by it
+      (one UPDATE ... FROM: a decrement, never an upsert, whose CHECKs PostgreSQL would
+      test before the conflict);
+    - one capture record per entry (one INSERT), keyed by the entry's first charge.
+    """
+    now = timezone.now()
+    LedgerEntry.objects.bulk_create([entry for entry, _ in settled])
+    _settled_charges_insert(settled, now)
+    wallet_field = sql.column(Wallet, "balance")
+    booked = sql.rows(
+        "booked",
+        [
+            ("id", sql.column(Wallet, "id")),
+            ("balance", wallet_field),
+            ("reserved", wallet_field),
+            ("ledger_sequence", wallet_field),
+        ],
+        [(w.id, w.balance, w.reserved, w.ledger_sequence) for w in wallets],
+    )
+    table = sql.table(Wallet)
+    sql.execute(
+        f"UPDATE {table} SET balance = booked.balance, reserved = booked.reserved, "  # noqa: S608
+        f"ledger_sequence = booked.ledger_sequence, updated_at = %s FROM booked WHERE {table}.id = booked.id",
+        booked,
+        [now],
+    )
+    captured = sql.rows(
+        "captured",
+        [
+            ("wallet_id", sql.column(Hold, "wallet")),
+            ("context", sql.column(Hold, "context")),
+            ("amount", sql.column(Hold, "amount")),
+        ],
+        [(entry.wallet_id, entry.context, -entry.amount) for entry, _ in settled],
+    )
+    holds = sql.table(Hold)
+    # RETURNING, not the row count: SQLite's driver reports none for a statement that
+    # starts with WITH.
+    shrunk = len(
+        sql.fetch(
+            f"UPDATE {holds} SET amount = {holds}.amount - captured.amount, "  # noqa: S608
+            f"captured_total = {holds}.captured_total + captured.amount FROM captured "
+            f"WHERE {holds}.wallet_id = captured.wallet_id AND {holds}.context = captured.context "
+            f"RETURNING {holds}.id",
+            captured,
+        )
+    )
+    if shrunk != len(settled):
+        raise IntegrityError(f"{len(settled) - shrunk} settled context(s) have no hold to capture from")
+    Reservation.objects.bulk_create(
+        Reservation(
+            wallet_id=entry.wallet_id,
+            context=entry.context,
+            kind=Reservation.Kind.CAPTURE,
+            amount=-entry.amount,
+            source_id=entry.source_id,
+            ledger_entry=entry,
+            created_at=now,
+        )
+        for entry, _ in settled
+    )
+
+
+SETTLED_CHARGE_COLUMNS = (
+    "charge_id",
+    "wallet_id",
+    "context",
+    "amount",
+    "currency",
+    "subject_id",
+    "description",
+    "period_start",
+    "period_end",
+    "transaction_date",
+    "ledger_entry_id",
+    "created_at",
+)
+
+
+def _settled_charges_insert(settled: list[tuple[LedgerEntry, list]], now) -> None:
+    """One SettledCharge per charge, naming its entry: one INSERT ... SELECT."""
+    fields = {f.column: f for f in SettledCharge._meta.concrete_fields}
+    rows = sql.rows(
+        "settled",
+        [(column, fields[column]) for column in SETTLED_CHARGE_COLUMNS],
+        [
+            (
+                charge.charge_id,
+                entry.wallet_id,
+                entry.context,
+                charge.amount,
+                entry.wallet.currency,
+                charge.subject_id,
+                charge.description[:255],
+                charge.period_start,
+                charge.period_end,
+                charge.transaction_date,
+                entry.id,
+                now,
+            )
+            for entry, charges in settled
+            for charge in charges
+        ],
+    )
+    columns = ", ".join(SETTLED_CHARGE_COLUMNS)
+    sql.execute(
+        f"INSERT INTO {sql.table(SettledCharge)} ({columns}) SELECT {columns} FROM settled",  # noqa: S608
+        rows,
+    )

@@ -72,7 +72,7 @@ WHERE COALESCE(h.granted_total, 0) <> COALESCE(r.granted, 0)
 """
 
 # --deep, I5 row by row: every charge entry has exactly one capture and every capture one charge
-# entry, of the same wallet, charge and amount. (A charge booked twice is two entries
+# entry, of the same wallet, first charge and amount. (A charge booked twice is two entries
 # with one charge id; captures are unique per charge id, so one entry has none.)
 I5_CHARGE_CAPTURED_ONCE = """
 SELECT COALESCE(l.wallet_id, r.wallet_id), COALESCE(l.source_id, r.source_id),
@@ -83,6 +83,31 @@ FULL OUTER JOIN (
 ) r ON r.ledger_entry_id = l.id
 WHERE l.id IS NULL OR r.ledger_entry_id IS NULL OR r.amount <> -l.amount
    OR r.source_id IS DISTINCT FROM l.source_id OR r.wallet_id <> l.wallet_id
+"""
+
+# --deep, I5 per entry: a charge entry books exactly its settled charges (amount = -their
+# sum, at least one; its first charge is one of them) ...
+I5_ENTRY_IS_ITS_CHARGES = """
+SELECT l.wallet_id, l.sequence, -l.amount, COALESCE(c.total, 0), COALESCE(c.charges, 0)
+FROM billing_ledgerentry l
+LEFT JOIN (
+    SELECT ledger_entry_id, SUM(amount) AS total, COUNT(*) AS charges,
+           MAX(CASE WHEN charge_id = first_charge THEN 1 ELSE 0 END) AS has_first
+    FROM (SELECT s.ledger_entry_id, s.amount, s.charge_id, e.source_id AS first_charge
+          FROM billing_settledcharge s JOIN billing_ledgerentry e ON e.id = s.ledger_entry_id) t
+    GROUP BY ledger_entry_id
+) c ON c.ledger_entry_id = l.id
+WHERE l.kind = 'charge' AND (c.total IS NULL OR c.total <> -l.amount OR c.has_first = 0)
+"""
+
+# ... and each settled charge is on a charge entry of its own wallet and context, in its
+# wallet's currency.
+I5_CHARGE_ON_ITS_ENTRY = """
+SELECT s.wallet_id, s.charge_id, l.kind, l.wallet_id, l.context, s.context, s.currency, w.currency
+FROM billing_settledcharge s
+JOIN billing_ledgerentry l ON l.id = s.ledger_entry_id
+JOIN billing_wallet w ON w.id = s.wallet_id
+WHERE l.kind <> 'charge' OR l.wallet_id <> s.wallet_id OR l.context <> s.context OR s.currency <> w.currency
 """
 
 # Detail for the few wallets the ledger pass flagged: which entries break the chain.
@@ -103,23 +128,25 @@ LIMIT 1000
 I9_WALLETS_PER_QUERY = 500
 I9_MAX_REPORTED = 1000
 
-# The append-only tables and their triggers (migrations 0002, 0004 and 0007).
+# The append-only tables and their triggers (migrations 0002, 0004, 0007, 0009 and 0014;
+# settled charges allow one UPDATE, setting their invoice line once).
 APPEND_ONLY_TABLES = (
     "billing_ledgerentry",
     "billing_reservation",
     "billing_invoice",
     "billing_invoiceline",
     "billing_refund",
+    "billing_settledcharge",
 )
 
 # A refund credits one settled charge, at most its amount, by a refund entry of exactly
 # the refund's amount (the one-to-one link makes it at most once).
 I5_REFUND_WITHIN_CHARGE = """
-SELECT r.wallet_id, r.id, -c.amount AS charged, r.amount, c.kind, e.kind, e.amount
+SELECT r.wallet_id, r.id, c.amount AS charged, r.amount, e.kind, e.amount
 FROM billing_refund r
-JOIN billing_ledgerentry c ON c.id = r.charge_entry_id
+JOIN billing_settledcharge c ON c.charge_id = r.charge_id
 JOIN billing_ledgerentry e ON e.id = r.ledger_entry_id
-WHERE c.kind <> 'charge' OR r.amount > -c.amount OR e.kind <> 'refund' OR e.amount <> r.amount
+WHERE r.amount > c.amount OR e.kind <> 'refund' OR e.amount <> r.amount
    OR c.wallet_id <> r.wallet_id OR e.wallet_id <> r.wallet_id
 """
 
@@ -150,26 +177,36 @@ WHERE COALESCE(i.issued, 0) <> COALESCE(i.highest, 0)
    OR COALESCE(i.highest, 0) <> COALESCE(s.last_number, 0)
 """
 
-# I8: a charge that an issued invoice's run should have taken (in the wallet's ledger by
-# the time it was issued, dated before its period's end) but that is on no line.
-# (At most one line per charge is the one-to-one constraint's job.)
+# I8: a settled charge that an issued invoice's run should have taken (in the wallet's
+# ledger by the time it was issued, dated before its period's end) but that is on no
+# line. (At most one line per charge: the charge names its line, set once.)
 I8_CHARGE_NOT_INVOICED = """
-SELECT l.wallet_id, l.source_id, MIN(i.number)
+SELECT c.wallet_id, c.charge_id, MIN(i.number)
 FROM billing_invoice i
-JOIN billing_ledgerentry l
-  ON l.wallet_id = i.wallet_id AND l.kind = 'charge'
- AND l.sequence <= i.ledger_sequence AND l.transaction_date < i.period_end
-WHERE NOT EXISTS (SELECT 1 FROM billing_invoiceline il WHERE il.ledger_entry_id = l.id)
-GROUP BY l.wallet_id, l.source_id
+JOIN billing_settledcharge c
+  ON c.wallet_id = i.wallet_id AND c.invoice_line_id IS NULL AND c.transaction_date < i.period_end
+JOIN billing_ledgerentry l ON l.id = c.ledger_entry_id AND l.sequence <= i.ledger_sequence
+GROUP BY c.wallet_id, c.charge_id
 """
 
-I8_LINE_MATCHES_CHARGE = """
-SELECT i.wallet_id, i.number, l.source_id, -l.amount, il.amount, l.kind
+# A line is the sum of its charges (at least one), each of the invoice's wallet and of the
+# line's context, dated before the period's end and settled by the time it was issued.
+I8_LINE_IS_ITS_CHARGES = """
+SELECT i.wallet_id, i.number, il.id, il.amount, COALESCE(c.total, 0), COALESCE(c.misplaced, 0)
 FROM billing_invoiceline il
 JOIN billing_invoice i ON i.id = il.invoice_id
-JOIN billing_ledgerentry l ON l.id = il.ledger_entry_id
-WHERE l.kind <> 'charge' OR il.amount <> -l.amount OR l.wallet_id <> i.wallet_id
-   OR l.transaction_date >= i.period_end OR l.sequence > i.ledger_sequence
+LEFT JOIN (
+    SELECT s.invoice_line_id, SUM(s.amount) AS total,
+           SUM(CASE WHEN s.wallet_id <> si.wallet_id OR s.context <> sl.context
+                      OR s.transaction_date >= si.period_end OR l.sequence > si.ledger_sequence
+                    THEN 1 ELSE 0 END) AS misplaced
+    FROM billing_settledcharge s
+    JOIN billing_invoiceline sl ON sl.id = s.invoice_line_id
+    JOIN billing_invoice si ON si.id = sl.invoice_id
+    JOIN billing_ledgerentry l ON l.id = s.ledger_entry_id
+    GROUP BY s.invoice_line_id
+) c ON c.invoice_line_id = il.id
+WHERE COALESCE(c.total, 0) <> il.amount OR COALESCE(c.misplaced, 0) > 0
 """
 
 I8_INVOICE_TOTAL = """
@@ -286,6 +323,28 @@ def check_i5_deep() -> list[Violation]:
         else:
             detail = f"capture of charge {charge} differs from its entry"
         found.append(Violation("I5", _uuid(w), booked, captured, detail))
+    found += [
+        Violation(
+            "I5",
+            _uuid(w),
+            {"settled charges": booked},
+            {"settled charges": int(total), "count": count},
+            f"charge entry #{sequence} differs from the charges it settles (or lacks its first)",
+        )
+        for w, sequence, booked, total, count in _rows(I5_ENTRY_IS_ITS_CHARGES)
+    ]
+    found += [
+        Violation(
+            "I5",
+            _uuid(w),
+            {"entry": "charge of its wallet and context", "currency": wallet_currency},
+            {"entry": f"{kind} of {entry_wallet} ({entry_context})", "currency": currency},
+            f"settled {context} charge {charge} is not on a charge entry of its own",
+        )
+        for w, charge, kind, entry_wallet, entry_context, context, currency, wallet_currency in _rows(
+            I5_CHARGE_ON_ITS_ENTRY
+        )
+    ]
     return found
 
 
@@ -295,12 +354,10 @@ def check_refunds() -> list[Violation]:
             "I5",
             _uuid(w),
             {"at most": charged, "entry": "refund of the same amount"},
-            {"refunded": amount, "charge kind": charge_kind, "entry": f"{entry_kind} {entry_amount}"},
+            {"refunded": amount, "entry": f"{entry_kind} {entry_amount}"},
             f"refund {refund} does not match the charge it refunds",
         )
-        for w, refund, charged, amount, charge_kind, entry_kind, entry_amount in _rows(
-            I5_REFUND_WITHIN_CHARGE
-        )
+        for w, refund, charged, amount, entry_kind, entry_amount in _rows(I5_REFUND_WITHIN_CHARGE)
     ]
 
 
@@ -357,11 +414,11 @@ def check_i8() -> list[Violation]:
         Violation(
             "I8",
             _uuid(w),
-            {"amount": expected, "kind": "charge"},
-            {"amount": amount, "kind": kind},
-            f"{number}: line for charge {charge} does not match its ledger entry",
+            {"amount": amount, "misplaced charges": 0},
+            {"amount": int(total), "misplaced charges": int(misplaced)},
+            f"{number}: line {line} differs from its charges",
         )
-        for w, number, charge, expected, amount, kind in _rows(I8_LINE_MATCHES_CHARGE)
+        for w, number, line, amount, total, misplaced in _rows(I8_LINE_IS_ITS_CHARGES)
     ]
     found += [
         Violation("I8", _uuid(w), int(expected), total, f"{number}: total differs from its lines (or wallet)")

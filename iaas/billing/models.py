@@ -79,9 +79,12 @@ class LedgerEntry(models.Model):
     # ... and when Billing booked it.
     posted_at = models.DateTimeField(default=timezone.now)
     description = models.CharField(max_length=255)
-    # What this entry books, unique per wallet: "charge:<id>", "top-up:<id>", ...
+    # What this entry books, unique per wallet: "charges:<first charge id>" (a settlement
+    # of one context's charges; "charge:<id>" before settlement was aggregate),
+    # "top-up:<id>", "refund:<charge id>", ...
     reference = models.CharField(max_length=120)
     context = models.CharField(max_length=20, blank=True, help_text="The selling context of a charge.")
+    # For a charge entry, its first charge (its charges are SettledCharge rows).
     source_id = models.UUIDField(null=True, blank=True, help_text="The charge, top-up or refund booked.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -155,9 +158,11 @@ class Hold(models.Model):
 
 
 class Reservation(models.Model):
-    """The append-only record of every change to a hold: a grant, a capture (a charge
-    settled), a release. Captures and releases are keyed by the event's business id
-    (the charge's or release's id) under a unique constraint: applied at most once (I5)."""
+    """The append-only record of every change to a hold: a grant, a capture (charges
+    settled), a release. Captures and releases are keyed by a business id under a unique
+    constraint, applied at most once (I5): a release by the release's id, a capture by
+    the first charge of the ledger entry it captures for (one capture per entry; each
+    charge is the first of at most one entry, SettledCharge's key sees to that)."""
 
     class Kind(models.TextChoices):
         GRANT = "grant", "Granted"
@@ -319,16 +324,23 @@ class Invoice(models.Model):
 
 
 class InvoiceLine(models.Model):
-    """One settled charge on an invoice. The one-to-one link to the charge's ledger entry
-    puts each charge on at most one line, in the database (I8)."""
+    """One service's charges of one month on an invoice (a charge with no service gets a
+    line of its own). The line's amount is the sum of its charges; each settled charge
+    points at its line (``SettledCharge.invoice_line``, set once), which puts it on at
+    most one line, in the database (I8)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
-    ledger_entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="invoice_line")
-    description = models.CharField(max_length=255)
-    amount = models.BigIntegerField(help_text="Minor units charged (positive).")
-    transaction_date = models.DateTimeField()
     context = models.CharField(max_length=20)
+    subject_id = models.UUIDField(
+        null=True, blank=True, help_text="The server, subscription or volume its charges paid for."
+    )
+    description = models.CharField(max_length=255)
+    amount = models.BigIntegerField(help_text="Minor units charged (positive): the sum of its charges.")
+    # The latest of its charges' dates, and the span their periods cover (when they have one).
+    transaction_date = models.DateTimeField()
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["transaction_date", "id"]
@@ -340,15 +352,69 @@ class InvoiceLine(models.Model):
         return f"{self.description}: {self.amount}"
 
 
+class SettledCharge(models.Model):
+    """A selling context's charge as Billing booked it: the applied-once record of
+    settlement (I5: its key is the charge's id, so a charge is applied at most once) and
+    the map from the charge to the ledger entry that settled it together with the other
+    charges of its wallet, context and run. Invoices and refunds work on these, never on
+    entries, which may group many charges. Append-only in the database, except that
+    ``invoice_line`` is set once, in the transaction that issues the invoice (I8)."""
+
+    charge_id = models.UUIDField(primary_key=True, editable=False, help_text="The context's charge.")
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="settled_charges")
+    context = models.CharField(max_length=20)
+    amount = models.BigIntegerField(help_text="Minor units charged (positive).")
+    currency = models.CharField(max_length=3)
+    subject_id = models.UUIDField(
+        null=True, blank=True, help_text="The server, subscription or volume paid for."
+    )
+    description = models.CharField(max_length=255)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    transaction_date = models.DateTimeField()
+    ledger_entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, related_name="charges")
+    invoice_line = models.ForeignKey(
+        InvoiceLine, null=True, blank=True, on_delete=models.PROTECT, related_name="charges"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["transaction_date", "charge_id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="settled_charge_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[A-Z]{3}$"), name="settled_charge_currency_iso4217"
+            ),
+            models.CheckConstraint(
+                condition=Q(period_start__isnull=True)
+                | Q(period_end__isnull=True)
+                | Q(period_end__gte=F("period_start")),
+                name="settled_charge_period_ordered",
+            ),
+        ]
+        indexes = [
+            # The invoicing run's question: a wallet's settled charges on no line yet,
+            # dated before a month's end. Small: invoiced charges leave it.
+            models.Index(
+                fields=["wallet", "transaction_date"],
+                condition=Q(invoice_line__isnull=True),
+                name="settled_charge_uninvoiced",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.context} charge {self.charge_id}: {self.amount}"
+
+
 class Refund(models.Model):
     """Money given back for one settled charge: at most once (the one-to-one link to the
-    charge's entry) and at most its amount (checked under the wallet lock, and by
+    charge) and at most its amount (checked under the wallet lock, and by
     reconciliation). The money moves by the refund's own ledger entry, a credit."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="refunds")
-    charge_entry = models.OneToOneField(
-        LedgerEntry, on_delete=models.PROTECT, related_name="refund", help_text="The charge refunded."
+    charge = models.OneToOneField(
+        SettledCharge, on_delete=models.PROTECT, related_name="refund", help_text="The charge refunded."
     )
     amount = models.BigIntegerField()
     reason = models.TextField()
@@ -365,4 +431,4 @@ class Refund(models.Model):
         permissions = [("make_refund", "Can refund a settled charge")]
 
     def __str__(self) -> str:
-        return f"refund {self.amount} of {self.charge_entry_id}"
+        return f"refund {self.amount} of {self.charge_id}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from django.conf import settings
@@ -27,9 +27,16 @@ from iaas.contracts.errors import (
     WalletNotActive,
     WalletNotFound,
 )
-from iaas.contracts.events import ChargeRefunded, FundsReserved, ReleaseRequested, WalletToppedUp
+from iaas.contracts.events import (
+    ChargeRefunded,
+    ChargeSettled,
+    FundsReserved,
+    ReleaseRequested,
+    WalletToppedUp,
+)
 
-from .models import Adjustment, Hold, LedgerEntry, Refund, Reservation, TopUp, Wallet
+from . import batch
+from .models import Adjustment, Hold, LedgerEntry, Refund, Reservation, SettledCharge, TopUp, Wallet
 from .payments import payment_provider
 
 
@@ -249,68 +256,128 @@ def _already_applied(kind: str, source_id: uuid.UUID) -> bool:
 
 @dataclass(frozen=True)
 class ChargeToSettle:
+    """One charge a selling context recorded (what ChargesRecorded lists)."""
+
     charge_id: uuid.UUID
-    context: str
     amount: int
-    currency: str
     transaction_date: dt.datetime
     description: str
+    subject_id: uuid.UUID | None = None
+    period_start: dt.datetime | None = None
+    period_end: dt.datetime | None = None
 
 
-def charges_settle(*, wallet_id: uuid.UUID, charges: list[ChargeToSettle]) -> list[LedgerEntry]:
-    """Book contexts' charges on one wallet in one transaction: balance and reserved
-    drop, each context's hold shrinks, one charge entry per charge. Keyed by the charge
-    id: a charge already settled (or twice in the batch) is skipped (I5). One wallet
-    lock for the whole batch, so a busy wallet's settlements do not queue on its row.
-    No savepoint of its own: the event bus runs each handler in one already."""
+@dataclass(frozen=True)
+class ChargesToSettle:
+    """One event's charges: one wallet, one context, one currency."""
+
+    event_id: uuid.UUID
+    wallet_id: uuid.UUID
+    context: str
+    currency: str
+    charges: tuple[ChargeToSettle, ...]
+
+
+@dataclass
+class Settlement:
+    """What ``charges_settle`` booked: one ledger entry per wallet and context (their
+    charges are ``entry.charges``), and the events it left for later (wallet busy)."""
+
+    entries: list[LedgerEntry] = field(default_factory=list)
+    deferred: set[uuid.UUID] = field(default_factory=set)
+
+
+def _entry_description(context: str, charges: list[ChargeToSettle]) -> str:
+    if len(charges) == 1:
+        return charges[0].description
+    return f"{context.capitalize()}: {len(charges)} charges"
+
+
+def _entry_date(charges: list[ChargeToSettle]) -> dt.datetime:
+    """A single charge's own date; for several, the latest end of their periods (the
+    moment the last of them was used), or their latest date when none has a period."""
+    if len(charges) == 1:
+        return charges[0].transaction_date
+    ends = [charge.period_end for charge in charges if charge.period_end is not None]
+    return max(ends) if ends else max(charge.transaction_date for charge in charges)
+
+
+def charges_settle(*, settlements: list[ChargesToSettle], skip_locked: bool = False) -> Settlement:
+    """Book the selling contexts' charges of many wallets in one transaction, with a
+    number of statements that does not grow with the batch (ARCHITECTURE.md, protocol
+    step 3 and batches):
+
+    1. lock the wallets in id order, FOR NO KEY UPDATE; with ``skip_locked`` a wallet
+       another transaction holds is left out and its events come back in ``deferred``
+       (the delivery worker retries them a moment later), else it is waited for;
+    2. drop the charges Billing has applied already (one query on SettledCharge's key:
+       I5, a redelivered event books nothing) and repeats within the batch;
+    3. per wallet and context one charge entry for the total, its sequence and
+       balance_after assigned here under the wallet lock (I9); balance and reserved
+       drop by the total, the context's hold shrinks by it (a capture), one capture
+       record per entry, one SettledCharge per charge mapping it to its entry;
+    4. publish ChargeSettled per entry, so the context records the entry on its charges.
+
+    No savepoint of its own: the event bus runs each handler in one already. A charge in
+    another currency than its wallet's fails the whole call (the bus then settles the
+    batch's events one by one, so only that event fails)."""
     with transaction.atomic(savepoint=False):
-        wallet = wallet_lock(wallet_id)
-        settled = set(
-            Reservation.objects.filter(
-                kind=Reservation.Kind.CAPTURE, source_id__in=[c.charge_id for c in charges]
-            ).values_list("source_id", flat=True)
-        )
-        entries, captures = [], []
-        per_context: dict[str, int] = defaultdict(int)
-        for charge in charges:
-            if charge.charge_id in settled:
-                continue
-            settled.add(charge.charge_id)
-            if charge.currency != wallet.currency:
+        wanted = {settlement.wallet_id for settlement in settlements}
+        wallets = batch.wallets_lock(wanted, skip_locked=skip_locked)
+        missing = wanted - wallets.keys()
+        if missing and (not skip_locked or batch.wallets_existing(missing) != missing):
+            raise WalletNotFound()
+        result = Settlement(deferred={s.event_id for s in settlements if s.wallet_id in missing})
+        todo = [s for s in settlements if s.wallet_id in wallets]
+        for settlement in todo:
+            currency = wallets[settlement.wallet_id].currency
+            if settlement.currency != currency:
                 raise CurrencyMismatch(
-                    f"charge {charge.charge_id} is in {charge.currency}, wallet in {wallet.currency}"
+                    f"charges of event {settlement.event_id} are in {settlement.currency}, "
+                    f"wallet {settlement.wallet_id} in {currency}"
                 )
+        seen = batch.charges_applied([c.charge_id for s in todo for c in s.charges])
+        grouped: dict[tuple[uuid.UUID, str], list[ChargeToSettle]] = defaultdict(list)
+        for settlement in todo:
+            for charge in settlement.charges:
+                if charge.charge_id not in seen:
+                    seen.add(charge.charge_id)
+                    grouped[(settlement.wallet_id, settlement.context)].append(charge)
+        if not grouped:
+            return result
+        settled: list[tuple[LedgerEntry, list[ChargeToSettle]]] = []
+        for wallet_id, context in sorted(grouped, key=lambda key: (str(key[0]), key[1])):
+            charges = grouped[(wallet_id, context)]
+            wallet = wallets[wallet_id]
+            total = sum(charge.amount for charge in charges)
+            first = charges[0].charge_id
             entry = _next_entry(
                 wallet,
                 kind=LedgerEntry.Kind.CHARGE,
-                amount=-charge.amount,
-                reference=f"charge:{charge.charge_id}",
-                description=charge.description,
-                transaction_date=charge.transaction_date,
-                context=charge.context,
-                source_id=charge.charge_id,
+                amount=-total,
+                reference=f"charges:{first}",
+                description=_entry_description(context, charges),
+                transaction_date=_entry_date(charges),
+                context=context,
+                source_id=first,
             )
-            wallet.reserved -= charge.amount
-            per_context[charge.context] += charge.amount
-            entries.append(entry)
-            captures.append(
-                Reservation(
-                    wallet=wallet,
-                    context=charge.context,
-                    kind=Reservation.Kind.CAPTURE,
-                    amount=charge.amount,
-                    source_id=charge.charge_id,
-                    ledger_entry=entry,
+            wallet.reserved -= total
+            settled.append((entry, charges))
+        booked = sorted({entry.wallet_id for entry, _ in settled}, key=str)
+        batch.settlement_book(wallets=[wallets[w] for w in booked], settled=settled)
+        bus.publish(
+            *(
+                ChargeSettled(
+                    wallet_id=entry.wallet_id,
+                    context=entry.context,
+                    ledger_entry_id=entry.id,
+                    charge_ids=tuple(charge.charge_id for charge in charges),
                 )
+                for entry, charges in settled
             )
-        if not entries:
-            return []
-        LedgerEntry.objects.bulk_create(entries)
-        _save_money(wallet)
-        for context, total in sorted(per_context.items()):
-            _hold_add(wallet_id=wallet.id, context=context, delta=-total, kind=Reservation.Kind.CAPTURE)
-        Reservation.objects.bulk_create(captures)
-        return entries
+        )
+        result.entries = [entry for entry, _ in settled]
+        return result
 
 
 def charge_settle(
@@ -324,8 +391,9 @@ def charge_settle(
     description: str,
 ) -> LedgerEntry | None:
     """Book one context's charge (see charges_settle). None when already settled."""
-    charge = ChargeToSettle(charge_id, context, amount, currency, transaction_date, description)
-    entries = charges_settle(wallet_id=wallet_id, charges=[charge])
+    charge = ChargeToSettle(charge_id, amount, transaction_date, description)
+    settlement = ChargesToSettle(uuid.uuid4(), wallet_id, context, currency, (charge,))
+    entries = charges_settle(settlements=[settlement]).entries
     return entries[0] if entries else None
 
 
@@ -542,14 +610,15 @@ def _debit_refusal(wallet: Wallet, amount: int) -> AdjustmentRefused:
 
 def charge_refund(
     *,
-    charge_entry_id: uuid.UUID,
+    charge_id: uuid.UUID,
     reason: str,
     operator_id: int,
     amount: int | None = None,
     refund_id: uuid.UUID | None = None,
 ) -> Refund:
     """Give back a settled charge's money (all of it when ``amount`` is None): a refund
-    entry credits the wallet. At most once per charge and at most its amount.
+    entry credits the wallet. At most once per charge and at most its amount: one charge,
+    never a whole ledger entry, which may settle many (ARCHITECTURE.md).
 
     ``refund_id`` (an admin form's one-time token) makes a second submission of the
     same form raise AlreadyBooked rather than "refunded already"."""
@@ -559,29 +628,26 @@ def charge_refund(
     if amount is not None and (type(amount) is not int or amount <= 0):
         raise RefundRefused("A refund is a positive whole number of minor units.")
     with transaction.atomic():
-        wallet_id = LedgerEntry.objects.filter(pk=charge_entry_id).values_list("wallet_id", flat=True).first()
+        wallet_id = SettledCharge.objects.filter(pk=charge_id).values_list("wallet_id", flat=True).first()
         if wallet_id is None:
-            raise NotFound("No such ledger entry.")
+            raise NotFound("No such settled charge.")
         wallet = wallet_lock(wallet_id)
         _already_booked(Refund, refund_id)
-        charge = LedgerEntry.objects.get(pk=charge_entry_id)
-        if charge.kind != LedgerEntry.Kind.CHARGE:
-            raise RefundRefused("Only a charge can be refunded.")
-        if Refund.objects.filter(charge_entry=charge).exists():
+        charge = SettledCharge.objects.select_related("ledger_entry").get(pk=charge_id)
+        if Refund.objects.filter(charge=charge).exists():
             raise RefundRefused("This charge has been refunded already.")
-        charged = -charge.amount
-        amount = charged if amount is None else amount
-        if amount > charged:
+        amount = charge.amount if amount is None else amount
+        if amount > charge.amount:
             raise RefundRefused(
-                f"A refund of {wallet.money(amount)} exceeds the charge of {wallet.money(charged)}."
+                f"A refund of {wallet.money(amount)} exceeds the charge of {wallet.money(charge.amount)}."
             )
         refund_id = refund_id or uuid.uuid4()
         entry = _book(
             wallet,
             kind=LedgerEntry.Kind.REFUND,
             amount=amount,
-            reference=f"refund:{charge.id}",
-            description=f"Refund of #{charge.sequence} ({charge.description}): {reason}"[:255],
+            reference=f"refund:{charge.charge_id}",
+            description=f"Refund of {charge.description} (#{charge.ledger_entry.sequence}): {reason}",
             context=charge.context,
             source_id=refund_id,
             created_by_id=operator_id,
@@ -590,7 +656,7 @@ def charge_refund(
         refund = Refund.objects.create(
             id=refund_id,
             wallet=wallet,
-            charge_entry=charge,
+            charge=charge,
             amount=amount,
             reason=reason,
             created_by_id=operator_id,
@@ -600,7 +666,7 @@ def charge_refund(
             ChargeRefunded(
                 refund_id=refund.id,
                 wallet_id=wallet.id,
-                charge_id=charge.source_id,
+                charge_id=charge.charge_id,
                 context=charge.context,
                 amount=amount,
                 currency=wallet.currency,

@@ -162,5 +162,6 @@ def hold_totals_relation() -> Relation:
 def check_invariants(*, deep: bool = False) -> dict[str, list[Violation]]:
     """Billing's own invariants (I1, I2, I3, I5, I6, I7, I8, I9), checked in the database.
     ``deep`` also re-derives the holds' running totals and each capture's link to its
-    ledger entry from the reservation record, row by row (slower)."""
+    ledger entry from the reservation record, and each charge entry from the settled
+    charges it books, row by row (slower)."""
     return _slot.get().check_invariants(deep=deep)

@@ -17,7 +17,7 @@ from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from iaas.billing import services as billing_services
-from iaas.billing.models import LedgerEntry
+from iaas.billing.models import SettledCharge
 from iaas.cloud import services as cloud_services
 from iaas.common.admin import OPERATION_TOKEN
 from iaas.contracts import bus
@@ -154,9 +154,9 @@ def books(catalog, alice, superuser, settings, deliver):
     wallet.refresh_from_db()
     assert wallet.reserved > 0
     invoice = invoice_this_month(wallet)
-    server_charge = LedgerEntry.objects.get(wallet=wallet, kind="charge", context="cloud")
+    server_charge = SettledCharge.objects.get(wallet=wallet, context="cloud")
     refund = billing_services.charge_refund(
-        charge_entry_id=server_charge.pk, reason="Server never booted", operator_id=superuser.id
+        charge_id=server_charge.pk, reason="Server never booted", operator_id=superuser.id
     )
     deliver()  # the contexts note the refund on their charge (ChargeRefunded)
     wallet.refresh_from_db()
@@ -167,7 +167,7 @@ def books(catalog, alice, superuser, settings, deliver):
         "failed_event": failed,
         "invoice": invoice,
         "refund": refund,
-        "hosting_charge": LedgerEntry.objects.get(wallet=wallet, kind="charge", context="hosting"),
+        "hosting_charge": SettledCharge.objects.get(wallet=wallet, context="hosting"),
     }
 
 

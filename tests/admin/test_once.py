@@ -112,7 +112,7 @@ def test_a_double_submitted_adjustment_books_once(as_role, books):
 def test_a_double_submitted_refund_books_once(as_role, books):
     charge = books["hosting_charge"]
     client = as_role("finance")
-    url = reverse("admin:billing_ledgerentry_refund", args=[charge.pk])
+    url = reverse("admin:billing_settledcharge_refund", args=[charge.pk])
     (token,) = tokens_in(client.get(url).content.decode())
     form = {"amount": "1.00", "reason": "Downtime", "operation_token": token}
 
@@ -122,7 +122,7 @@ def test_a_double_submitted_refund_books_once(as_role, books):
     page = second.content.decode()
     assert ALREADY_BOOKED in page
     assert "refunded already" not in page
-    assert Refund.objects.filter(charge_entry=charge).get().pk == uuid.UUID(token)
+    assert Refund.objects.filter(charge=charge).get().pk == uuid.UUID(token)
     assert LedgerEntry.objects.filter(kind="refund", wallet=charge.wallet).count() == 2  # books' + this
 
 

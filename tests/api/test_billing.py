@@ -6,12 +6,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from iaas.billing.models import LedgerEntry, TopUp, Wallet
+from iaas.billing.models import LedgerEntry, SettledCharge, TopUp, Wallet
 from iaas.cloud import services as cloud_services
+from iaas.cloud.models import Charge as CloudCharge
 from tests.api.conftest import assert_problem
-from tests.factories import funded_wallet
+from tests.factories import funded_wallet, record_charges
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +28,7 @@ ENTRY_FIELDS = {
     "transaction_date",
     "posted_at",
     "description",
+    "charges",
 }
 
 
@@ -156,7 +160,27 @@ def test_the_ledger_is_newest_first_with_running_balances(api, wallet, catalog, 
         (2, "top_up", 500, 10_500),
         (1, "top_up", 10_000, 10_000),
     ]
+    [charge] = CloudCharge.objects.filter(wallet_id=wallet.id)
+    assert [e["charges"] for e in entries] == [[str(charge.id)], [], []]
     assert api.get(f"/api/v1/wallets/{wallet.id}/").json()["balance"] == sum(e["amount"] for e in entries)
+
+
+def test_a_charge_entry_lists_the_charges_it_settles(api, wallet, deliver):
+    usage = record_charges(wallet, [96, 96, 40])
+    deliver()
+    ledger = f"/api/v1/wallets/{wallet.id}/ledger/"
+    api.get(ledger)  # the key's first use of the minute is recorded once
+    with CaptureQueriesContext(connection) as one_entry:
+        [entry, _] = api.get(ledger).json()["results"]
+    assert (entry["kind"], entry["amount"], entry["description"]) == ("charge", -232, "Cloud: 3 charges")
+    assert sorted(entry["charges"]) == sorted(str(c.charge_id) for c in usage.charges)
+    for _ in range(3):
+        record_charges(wallet, [10, 20])
+        deliver()
+    with CaptureQueriesContext(connection) as four_entries:
+        assert len(api.get(ledger).json()["results"]) == 5
+    # The page's charges come in one query, whatever the number of entries.
+    assert len(four_entries.captured_queries) == len(one_entry.captured_queries)
 
 
 def test_the_ledger_pages_with_a_cursor(api, wallet):
@@ -264,12 +288,17 @@ def test_an_issued_invoice_is_listed_and_shown_with_its_lines(api, customer, oth
         399,
     )
     assert listed["period_start"].startswith("2026-10-01T00:00:00")
+    [charge] = SettledCharge.objects.filter(invoice_line__invoice=invoice)
     assert listed["lines"] == [
         {
             "description": "Hosting example.com (web-starter), first month",
             "amount": 399,
             "transaction_date": "2026-10-14T09:30:00Z",
             "context": "hosting",
+            "subject_id": str(charge.subject_id),
+            "period_start": "2026-10-14T09:30:00Z",
+            "period_end": "2026-11-14T09:30:00Z",
+            "charges": [str(charge.charge_id)],
         }
     ]
     assert api.get(f"/api/v1/invoices/{invoice.id}/").json() == listed

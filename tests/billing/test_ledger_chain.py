@@ -6,17 +6,17 @@ bulk_create) pass when their rows chain; drift planted past the triggers with
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from iaas.billing import services
+from iaas.billing.handlers import charges_to_settle
 from iaas.billing.models import LedgerEntry
 from iaas.operations.reconciliation import reconcile
+from tests.factories import UserFactory, billing_consistent, funded_wallet, record_charges
 
 pytestmark = pytest.mark.django_db
 
@@ -80,36 +80,25 @@ def test_a_multi_row_insert_that_chains_is_accepted_and_one_wrong_row_refuses_it
     assert last(wallet).balance_after == balance - 30
 
 
-def test_settlement_books_several_entries_of_one_wallet_in_one_statement(wallet, customer):
-    with transaction.atomic():
-        services.funds_reserve(
-            wallet_id=wallet.id,
-            owner_id=customer.id,
-            context="cloud",
-            currency="EUR",
-            amount=300,
-            minimum=300,
-        )
-    charges = [
-        services.ChargeToSettle(
-            charge_id=uuid.uuid4(),
-            context="cloud",
-            amount=100,
-            currency="EUR",
-            transaction_date=timezone.now() - dt.timedelta(hours=3 - i),
-            description=f"hour {i}",
-        )
-        for i in range(3)
+def test_settlement_books_several_entries_of_several_wallets_in_one_statement(wallet, customer):
+    """Each wallet's entries chain on from its last one (the trigger checks each row of
+    the one INSERT against the row before it, I9)."""
+    other = funded_wallet(UserFactory(), amount=500)
+    events = [
+        record_charges(wallet, [100, 100], context="cloud"),
+        record_charges(wallet, [100], context="hosting"),
+        record_charges(other, [50], context="cloud"),
     ]
     with CaptureQueriesContext(connection) as queries, transaction.atomic():
-        entries = services.charges_settle(wallet_id=wallet.id, charges=charges)
+        entries = services.charges_settle(settlements=[charges_to_settle(event) for event in events]).entries
     inserts = [q["sql"] for q in queries if q["sql"].startswith('INSERT INTO "billing_ledgerentry"')]
     assert len(inserts) == 1
-    assert len(entries) == 3
-    assert [e.balance_after for e in entries] == [9_900, 9_800, 9_700]
-    # (Billing's side alone: the reservation above has no cloud allowance behind it, I4.)
-    found = reconcile().violations
-    assert (found["I1"], found["I9"]) == ([], [])
+    assert sorted((e.wallet_id == wallet.id, e.context, e.sequence, e.balance_after) for e in entries) == [
+        (False, "cloud", 2, 450),
+        (True, "cloud", 2, 9_800),
+        (True, "hosting", 3, 9_700),
+    ]
+    billing_consistent()
 
 
 def test_drift_planted_as_a_replica_still_goes_in_and_reconcile_reports_it(wallet):

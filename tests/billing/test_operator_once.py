@@ -10,7 +10,7 @@ import pytest
 from django.db import transaction
 
 from iaas.billing import services
-from iaas.billing.models import Adjustment, LedgerEntry, Refund
+from iaas.billing.models import Adjustment, LedgerEntry, Refund, SettledCharge
 from iaas.cloud import services as cloud_services
 from iaas.cloud.models import Allowance as CloudAllowance
 from iaas.common.db import retry_transaction, run_after_rollback
@@ -80,16 +80,16 @@ def test_a_refund_with_a_booked_id_books_nothing_again(catalog, customer, wallet
         owner_id=customer.id, wallet_id=wallet.id, domain="r.example", plan_id="web-starter"
     )
     deliver()
-    charge = LedgerEntry.objects.get(wallet=wallet, kind="charge")
+    charge = SettledCharge.objects.get(wallet=wallet)
     operation = uuid.uuid4()
     first = services.charge_refund(
-        charge_entry_id=charge.pk, reason="downtime", operator_id=operator.id, amount=100, refund_id=operation
+        charge_id=charge.pk, reason="downtime", operator_id=operator.id, amount=100, refund_id=operation
     )
     assert first.pk == operation
 
     with pytest.raises(services.AlreadyBooked) as repeat:
         services.charge_refund(
-            charge_entry_id=charge.pk,
+            charge_id=charge.pk,
             reason="downtime",
             operator_id=operator.id,
             amount=100,

@@ -18,6 +18,7 @@ from iaas.cloud import services as cloud
 from iaas.cloud.models import Charge as CloudCharge
 from iaas.contracts import bus
 from iaas.contracts.errors import InsufficientFunds
+from iaas.contracts.events import ChargeSettled
 from iaas.contracts.models import OutboxMessage
 from iaas.hosting import services as hosting
 from iaas.hosting.models import Charge as HostingCharge
@@ -98,6 +99,11 @@ def charges() -> int:
     return CloudCharge.objects.count() + HostingCharge.objects.count()
 
 
+def told() -> int:
+    """Outbox rows per ChargeSettled: one per subscribing context."""
+    return len(bus.subscribers(ChargeSettled))
+
+
 @pytest.mark.parametrize("after_writing", [False, True], ids=["fails-at-once", "fails-after-writing"])
 def test_settlements_pile_up_while_the_handler_fails_then_drain(
     catalog, customer, monkeypatch, assert_invariants, after_writing
@@ -137,7 +143,9 @@ def test_settlements_pile_up_while_the_handler_fails_then_drain(
     with time_machine.travel(timezone.now() + 2 * LATER, tick=True):
         report = bus.deliver_pending()
     assert report.failed == 0
-    assert report.delivered == charges()
+    # Each settlement delivered once (one event each, one by one: an entry each), and each
+    # entry told to every context that subscribes to ChargeSettled.
+    assert report.delivered == charges() * (1 + told())
     assert pending_settlements() == 0
 
     wallet.refresh_from_db()
@@ -166,7 +174,7 @@ def test_a_settlement_given_up_on_is_retried_by_the_operator_and_applied_once(
     outage.down = False
     assert bus.deliver_pending().delivered == 0  # nothing retries a failed row by itself
     assert bus.retry_failed() == 3  # the admin's action, or deliver_events --retry-failed
-    assert bus.deliver_pending().delivered == 3
+    assert bus.deliver_pending().delivered == 3 * (1 + told())  # and each entry told to the contexts
     assert bus.deliver_pending().delivered == 0
     assert Reservation.objects.filter(kind=Reservation.Kind.CAPTURE).count() == 3
     wallet.refresh_from_db()

@@ -35,6 +35,16 @@ class WalletCreateSerializer(serializers.Serializer):
 
 
 class LedgerEntrySerializer(serializers.ModelSerializer):
+    charges = serializers.PrimaryKeyRelatedField(
+        many=True,
+        read_only=True,
+        pk_field=serializers.UUIDField(),
+        help_text=(
+            "For a `charge` entry, the ids of the charges it settles (one entry settles a "
+            "context's charges of one settlement at once); empty for other kinds."
+        ),
+    )
+
     class Meta:
         model = LedgerEntry
         fields = [
@@ -46,6 +56,7 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
             "transaction_date",
             "posted_at",
             "description",
+            "charges",
         ]
         read_only_fields = fields
         extra_kwargs = {
@@ -79,9 +90,22 @@ class TopUpSerializer(serializers.ModelSerializer):
 
 class InvoiceLineSerializer(serializers.Serializer):
     description = serializers.CharField()
-    amount = serializers.IntegerField(help_text="Minor units.")
-    transaction_date = serializers.DateTimeField()
+    amount = serializers.IntegerField(help_text="Minor units: the sum of the line's charges.")
+    transaction_date = serializers.DateTimeField(help_text="The latest of its charges' dates.")
     context = serializers.CharField(help_text="The service that charged it: `cloud` or `hosting`.")
+    subject_id = serializers.UUIDField(
+        allow_null=True,
+        help_text="The server, subscription or volume of the line (one line per service and month); "
+        "null for a charge of no service, which has a line of its own.",
+    )
+    period_start = serializers.DateTimeField(allow_null=True, help_text="The start of its charges' periods.")
+    period_end = serializers.DateTimeField(allow_null=True, help_text="The end of its charges' periods.")
+    charges = serializers.PrimaryKeyRelatedField(
+        many=True,
+        read_only=True,
+        pk_field=serializers.UUIDField(),
+        help_text="The ids of the line's charges.",
+    )
 
 
 class InvoiceSerializer(serializers.Serializer):

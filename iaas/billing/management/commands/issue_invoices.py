@@ -1,6 +1,8 @@
 """Issue the month's invoices: one per customer and currency, for the settled charges of
-the month and any earlier one that settled late (I8). Safe to run again (an invoice for
-the period is never issued twice) and in two processes at once (numbers stay gapless)."""
+the month and any earlier one that settled late (I8), a line per service and month.
+Refused while the month is incomplete (usage not closed into charges, charges not
+settled). Safe to run again (an invoice for the period is never issued twice) and in two
+processes at once (numbers stay gapless)."""
 
 from __future__ import annotations
 
@@ -39,12 +41,12 @@ class Command(BaseCommand):
                 "for a closed month.",
                 returncode=EXIT_REFUSED,
             )
-        pending = invoicing.pending_charges(month)
-        if pending:
+        blockers = invoicing.blockers(month)
+        if blockers:
             raise CommandError(
-                f"{pending} charge(s) dated in {month} are not settled yet (their ChargeRecorded "
-                "events are still in the outbox). Run `manage.py deliver_events` (add "
-                "--retry-failed for failed ones) and try again; nothing was issued.",
+                f"{month} is not complete yet: "
+                + "; ".join(blockers)
+                + ". Then try again; nothing was issued.",
                 returncode=EXIT_REFUSED,
             )
         drafts = invoicing.invoice_drafts(month)
