@@ -61,11 +61,11 @@ from pathlib import Path
 
 import psycopg
 
+from . import common
 from .common import (
     RESULTS,
     ROOT,
     SPAWN,
-    TEMPLATE_DB,
     connect,
     db_url,
     machine,
@@ -1268,20 +1268,20 @@ def paying_wallets(database: str, limit: int = 1000) -> list:
     with connect(database) as conn:
         rows = conn.execute(
             "SELECT owner_id, wallet_id::text FROM cloud_allowance WHERE amount > 0 "
-            "ORDER BY wallet_id LIMIT %s",
+            "ORDER BY md5(wallet_id::text) LIMIT %s",
             [limit],
         ).fetchall()
     return [list(r) for r in rows]
 
 
-def timed_phase(database: str, run, *, probe_rate: float) -> dict:
+def timed_phase(database: str, run, *, probe_rate: float, probe_idle: float = PROBE_IDLE_S) -> dict:
     """Run ``run()`` (a timed run) with the purchase probe beside it, and the database's
     statistics taken around it (after every process of the run has exited)."""
     probe = PurchaseProbe(database, paying_wallets(database), probe_rate) if probe_rate else None
     before = snapshot(database)
     if probe:
         probe.start()
-        time.sleep(PROBE_IDLE_S)  # purchases with no run going: what the run's figures compare with
+        time.sleep(probe_idle)  # purchases with no run going: what the run's figures compare with
     run_started = time.time()
     result = run()
     purchases = probe.finish(run_started=run_started) if probe else None
@@ -1300,7 +1300,7 @@ def timed_phase(database: str, run, *, probe_rate: float) -> dict:
 
 def one_run(kind: str, workers: int, args, startup_s: float | None) -> dict:
     """``kind`` (raw or real) at ``workers`` workers on a fresh seed."""
-    recreate_database(DATABASE, template=TEMPLATE_DB)
+    recreate_database(DATABASE, template=common.TEMPLATE_DB)
     log(f"{kind} x{workers}: seeding {args.servers:,} servers on {args.wallets:,} wallets")
     seeded = seed(DATABASE, servers=args.servers, wallets=args.wallets)
     log(f"  seeded in {seeded['seed_s']} s (+ vacuum analyze {seeded['vacuum_s']} s): {seeded['steps_s']}")
@@ -1322,17 +1322,13 @@ def one_run(kind: str, workers: int, args, startup_s: float | None) -> dict:
     before = counts(DATABASE)
 
     # hourly
-    now = dt.datetime.now(UTC)
-    if kind == "raw":
-        hourly = timed_phase(
-            DATABASE,
-            lambda: run_raw("hourly", DATABASE, workers=workers, now=now, batch_size=args.batch_size),
-            probe_rate=args.purchase_rate,
-        )
-    else:
-        hourly = timed_phase(
-            DATABASE, lambda: run_real_hourly(DATABASE, workers=workers), probe_rate=args.purchase_rate
-        )
+    def hourly_run():
+        if kind == "raw":
+            now = dt.datetime.now(UTC)
+            return run_raw("hourly", DATABASE, workers=workers, now=now, batch_size=args.batch_size)
+        return run_real_hourly(DATABASE, workers=workers)
+
+    hourly = timed_phase(DATABASE, hourly_run, probe_rate=args.purchase_rate, probe_idle=args.probe_idle)
     after = counts(DATABASE)
     hourly["i11"] = books_check(DATABASE)["i11"]
     hourly["servers_charged"] = (
@@ -1357,17 +1353,14 @@ def one_run(kind: str, workers: int, args, startup_s: float | None) -> dict:
 
     # settlement
     before = counts(DATABASE)
-    now = dt.datetime.now(UTC)
-    if kind == "raw":
-        settle = timed_phase(
-            DATABASE,
-            lambda: run_raw("settle", DATABASE, workers=workers, now=now, batch_size=args.batch_size),
-            probe_rate=args.purchase_rate,
-        )
-    else:
-        settle = timed_phase(
-            DATABASE, lambda: run_real_settle(DATABASE, workers=workers), probe_rate=args.purchase_rate
-        )
+
+    def settle_run():
+        if kind == "raw":
+            now = dt.datetime.now(UTC)
+            return run_raw("settle", DATABASE, workers=workers, now=now, batch_size=args.batch_size)
+        return run_real_settle(DATABASE, workers=workers)
+
+    settle = timed_phase(DATABASE, settle_run, probe_rate=args.purchase_rate, probe_idle=args.probe_idle)
     after = counts(DATABASE)
     settle["services"] = before["usage_due"] - after["usage_due"]
     settle["charges"] = settle["rows_inserted_by_run"].get("cloud_charge", 0)
@@ -1561,6 +1554,12 @@ def main(argv: list[str] | None = None) -> int:
         "--purchase-rate", type=float, default=10.0, help="purchases a second while a run goes on (0: none)"
     )
     parser.add_argument(
+        "--probe-idle",
+        type=float,
+        default=PROBE_IDLE_S,
+        help="seconds of purchases before each run starts, for comparison",
+    )
+    parser.add_argument(
         "--no-reconcile-seed", dest="reconcile_seed", action="store_false", help="skip reconcile on each seed"
     )
     parser.add_argument(
@@ -1582,7 +1581,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate_template(app_dir=APP_DIR)
     startup_s = None
     if "real" in kinds:
-        recreate_database(DATABASE, template=TEMPLATE_DB)
+        recreate_database(DATABASE, template=common.TEMPLATE_DB)
         missing = real_commands_missing(DATABASE)
         if missing:
             log("the real commands are not there yet: " + "; ".join(missing))
