@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import typing
 import uuid
 from dataclasses import dataclass, field
@@ -35,8 +36,14 @@ class Event:
 
     @classmethod
     def from_payload(cls, payload: dict) -> Event:
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         return cls(**{name: _load(hints[name], value) for name, value in payload.items()})
+
+
+@functools.cache
+def _hints(cls: type) -> dict:
+    """A dataclass's resolved field types (resolving them is slow; they never change)."""
+    return typing.get_type_hints(cls)
 
 
 def event_from_payload(type_name: str, payload: dict) -> Event:
@@ -67,7 +74,7 @@ def _load(hint, value):
     if base is dt.date:
         return dt.date.fromisoformat(value)
     if dataclasses.is_dataclass(base):
-        hints = typing.get_type_hints(base)
+        hints = _hints(base)
         return base(**{name: _load(hints[name], v) for name, v in value.items()})
     return value
 
