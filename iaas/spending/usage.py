@@ -145,6 +145,7 @@ def upsert_accruals(
     first hour), so it is recorded as closed too."""
     if not accruals:
         return 0
+    accruals = _one_per_record(accruals)
     field = usage_model._meta.get_field
     columns = [
         (name, field(name))
@@ -208,6 +209,28 @@ def upsert_accruals(
         relation,
         [now],
     )
+
+
+def _one_per_record(accruals: list[tuple[Accrual, UsageOwner]]) -> list[tuple[Accrual, UsageOwner]]:
+    """Accruals of the same service and month (a resumption pays the hours it ran unpaid
+    and the hour from now) added into one: an upsert may touch a row once only."""
+    merged: dict[tuple, tuple[Accrual, UsageOwner]] = {}
+    for accrual, who in accruals:
+        key = (accrual.service_id, accrual.month)
+        if key in merged:
+            first = merged[key][0]
+            accrual = Accrual(
+                accrual.service_id,
+                accrual.month,
+                min(first.start, accrual.start),
+                max(first.end, accrual.end),
+                first.hours + accrual.hours,
+                first.list_amount + accrual.list_amount,
+                first.amount + accrual.amount,
+                accrual.cap,
+            )
+        merged[key] = (accrual, who)
+    return list(merged.values())
 
 
 def usage_this_month(usage_model: type[AbstractUsage], service_id: uuid.UUID, *, now=None) -> tuple[int, int]:
