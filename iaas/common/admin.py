@@ -709,10 +709,11 @@ class ChargeAdmin(ReadOnlyAdmin):
 
     @admin.display(description="settlement")
     def settlement(self, obj):
-        return link(
-            admin_url("billing_ledgerentry_changelist", query={"source_id": obj.id}),
-            "ledger entry",
-        )
+        """Billing's record of the charge (its ledger entry, its invoice line, its refund),
+        once Billing has booked it (ChargeSettled names the entry)."""
+        if obj.ledger_entry_id is None:
+            return "not settled yet"
+        return link(admin_url("billing_settledcharge_change", obj.id), "settled charge")
 
 
 class ReleaseAdmin(ReadOnlyAdmin):

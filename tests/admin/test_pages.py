@@ -120,12 +120,14 @@ def test_a_charge_links_to_its_settlement(as_role, books):
     from iaas.cloud.models import Charge
 
     charge = Charge.objects.get(subject_id=books["server"].pk)
+    assert charge.ledger_entry_id is not None  # ChargeSettled recorded Billing's entry
     client = as_role("support")
     page = client.get(reverse("admin:cloud_charge_change", args=[charge.pk])).content.decode()
-    settlement = reverse("admin:billing_ledgerentry_changelist") + f"?source_id={charge.pk}"
+    settlement = reverse("admin:billing_settledcharge_change", args=[charge.pk])
     assert f'href="{settlement}"' in page
-    entries = client.get(settlement).context["cl"].result_list
-    assert [(entry.kind, entry.amount) for entry in entries] == [("charge", -charge.amount)]
+    settled = client.get(settlement).context["original"]
+    assert (settled.amount, settled.ledger_entry_id) == (charge.amount, charge.ledger_entry_id)
+    assert settled.ledger_entry.kind == "charge"
 
 
 def test_amounts_are_shown_as_money(as_role, books):
