@@ -137,8 +137,9 @@ def meter_batch(
         who = usage.UsageOwner(server.wallet_id, server.owner_id, step.currency)
         accruals.extend((a, who) for a in step_accruals)
 
-    def write(changed: list[Server]) -> list:
+    def write(moved: list[Server], changed: list[Server]) -> list:
         usage.upsert_accruals(Usage, accruals, now=now)
+        batch.save_rows(Server, moved, ("id", "paid_until"))
         batch.save_rows(Server, changed, SERVER_COLUMNS)
         _close_usage_of_ended([s.id for s in changed if s.status == Server.Status.TERMINATED], now=now)
         return []

@@ -137,8 +137,9 @@ def renew_batch(
         months, subscription.current_period_end, subscription.period_anchor = step.detail
         charges.extend(_charge(subscription, start, end, what, now) for start, end, what in months)
 
-    def write(changed: list[Subscription]) -> list:
+    def write(moved: list[Subscription], changed: list[Subscription]) -> list:
         Charge.objects.bulk_create(charges)
+        batch.save_rows(Subscription, moved, ("id", "current_period_end", "period_anchor"))
         batch.save_rows(Subscription, changed, SUBSCRIPTION_COLUMNS)
         return _charges_recorded(charges)
 

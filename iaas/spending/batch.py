@@ -339,12 +339,13 @@ def apply_payment(
     life: Life,
     paid: Callable[[Step], None],
     report: BatchReport,
-) -> tuple[list, list, list]:
+) -> tuple[list, list, list, list]:
     """Walk the batch's steps with the wallets' verdicts: ``paid(step)`` moves a paid
     service on (the context's part: its period, its accruals), a paid suspended one
-    resumes, a refused one takes the refusal's cause (or ends). Returns the services to
-    save, the events to publish and the history to record."""
-    changed, events, history = [], [], []
+    resumes, a refused one takes the refusal's cause (or ends). Returns the services
+    that only moved on (most of them: the context saves their period alone), those
+    whose state changed, the events to publish and the history to record."""
+    moved, changed, events, history = [], [], [], []
     for step in steps:
         service = step.service
         wallet_id = service.wallet_id
@@ -355,8 +356,8 @@ def apply_payment(
             report.actions["busy"] += 1
             report.deferred_wallets.add(wallet_id)
             continue
-        before = lifecycle.snapshot(service)
         if wallet_id in payment.paid:
+            before = lifecycle.snapshot(service) if step.resumes else None
             paid(step)
             report.units += step.units
             if step.amount:
@@ -367,10 +368,12 @@ def apply_payment(
                 events.append(life.resumed(service))
                 history.append(_history(service, before, "resume", life=life))
                 report.actions["resumed"] += 1
+                changed.append(service)
             else:
                 report.actions["charged"] += 1
-            changed.append(service)
+                moved.append(service)
             continue
+        before = lifecycle.snapshot(service)
         refusal = payment.refused[wallet_id]
         action, event = refuse(service, refusal, now=now, grace=grace, life=life)
         report.actions[action] += 1
@@ -383,7 +386,7 @@ def apply_payment(
             )
             history.append(_history(service, before, what, life=life, reason=refusal.code))
     report.granted = payment.granted
-    return changed, events, history
+    return moved, changed, events, history
 
 
 def _history(service, before: dict, action: str, *, life: Life, reason: str = "") -> Change:
@@ -479,13 +482,14 @@ def charging_batch(
     lock: Callable[..., list],  # lock(limit=...)
     plan: Callable[[list], list[Step]],
     paid: Callable[[Step], None],
-    write: Callable[[list], list[Event]],
+    write: Callable[[list, list], list[Event]],
 ) -> BatchReport:
     """One batch of a charging run (metering, renewals), one transaction, in the lock
     order: ``lock(limit)`` takes the next due services (in (wallet, id) order, SKIP
     LOCKED), ``plan`` says what each owes, the wallets pay (allowances, then Billing's
-    wallets and holds), ``paid(step)`` moves each paid service on, and ``write(changed)``
-    saves the context's rows (returning events of its own, e.g. ChargesRecorded); the
+    wallets and holds), ``paid(step)`` moves each paid service on, and ``write(moved,
+    changed)`` saves the context's rows (the services that only moved on, those whose
+    state changed too) (returning events of its own, e.g. ChargesRecorded); the
     services' events and history follow. ``skip``: services this run already tried."""
     report = BatchReport()
     with transaction.atomic():
@@ -498,10 +502,10 @@ def charging_batch(
             report.last = (rows[-1].wallet_id, rows[-1].pk)
         steps = plan([row for row in rows if row.pk not in skip])
         payment = pay_steps(spender, steps)
-        changed, events, history = apply_payment(
+        moved, changed, events, history = apply_payment(
             steps, payment, now=now, grace=grace, life=life, paid=paid, report=report
         )
-        events += write(changed)
+        events += write(moved, changed)
         bus.publish(*events)
         record_changes(history)
         pause_point(f"{label}_batch")
