@@ -464,7 +464,11 @@ def in_partition(rows: QuerySet, *, partition: Partition, after: tuple | None) -
     if partition.high is not None:
         rows = rows.filter(wallet_id__lt=partition.high)
     if after is not None:
-        rows = rows.filter(Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], pk__gt=after[1]))
+        # The plain range condition is what lets the index scan start at the keyset: the
+        # OR alone makes PostgreSQL walk the partition from its start at every batch.
+        rows = rows.filter(wallet_id__gte=after[0]).filter(
+            Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], pk__gt=after[1])
+        )
     return rows.order_by("wallet_id", "pk")
 
 

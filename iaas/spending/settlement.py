@@ -74,8 +74,10 @@ def usage_due_try_lock(
     rows = usage_model.objects.filter(close_due_at__lte=now, wallet_id__gte=partition.low)
     if partition.high is not None:
         rows = rows.filter(wallet_id__lt=partition.high)
-    if after is not None:
-        rows = rows.filter(Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], id__gt=after[1]))
+    if after is not None:  # the range condition starts the index scan at the keyset
+        rows = rows.filter(wallet_id__gte=after[0]).filter(
+            Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], id__gt=after[1])
+        )
     return list(rows.select_for_update(no_key=True, skip_locked=True).order_by("wallet_id", "id")[:limit])
 
 
