@@ -350,12 +350,12 @@ def apply_payment(
         service = step.service
         wallet_id = service.wallet_id
         report.items += 1
-        if service.status == "suspended":
-            report.tried_suspended.add(service.pk)
         if wallet_id in payment.deferred:
             report.actions["busy"] += 1
             report.deferred_wallets.add(wallet_id)
             continue
+        if service.status == "suspended":  # tried: the run's last pass does not try it again
+            report.tried_suspended.add(service.pk)
         if wallet_id in payment.paid:
             before = lifecycle.snapshot(service) if step.resumes else None
             paid(step)
