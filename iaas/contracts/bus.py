@@ -10,6 +10,7 @@ row pending for ``deliver_events`` to finish. Handlers are idempotent (I5).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import re
 import traceback
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, models, transaction
@@ -122,23 +124,25 @@ def publish(*events: Event) -> list[OutboxMessage]:
 
 def _insert(rows: list[OutboxMessage]) -> list[OutboxMessage]:
     """Write the rows. A batch run's thousands go in one ``INSERT ... SELECT FROM unnest``
-    on PostgreSQL (one array per column): ``bulk_create`` sends a placeholder per value,
-    and building that query costs more than running it."""
+    on PostgreSQL (one array per column, bound on the server and sent in binary, the
+    payloads as JSON text): ``bulk_create`` sends a placeholder per value, and building
+    that query costs more than running it."""
     if len(rows) == 1 or connection.vendor != "postgresql":
         return OutboxMessage.objects.bulk_create(rows)
     table = connection.ops.quote_name(OutboxMessage._meta.db_table)
-    payload = OutboxMessage._meta.get_field("payload")
-    with connection.cursor() as cursor:
+    encoder = OutboxMessage._meta.get_field("payload").encoder
+    with _server_bound_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (event_id, event_type, handler, payload, wallet_id, created_at, "  # noqa: S608
-            f"available_at, status, attempts, last_error) SELECT *, 'pending', 0, '' FROM unnest("
-            f"%s::uuid[], %s::text[], %s::text[], %s::jsonb[], %s::uuid[], %s::timestamptz[], "
-            f"%s::timestamptz[]) RETURNING id",
+            f"available_at, status, attempts, last_error) "
+            f"SELECT e, t, h, p::jsonb, w, c, a, 'pending', 0, '' FROM unnest(%b::uuid[], %b::text[], "
+            f"%b::text[], %b::text[], %b::uuid[], %b::timestamptz[], %b::timestamptz[]) "
+            f"AS r(e, t, h, p, w, c, a) RETURNING id",
             [
                 [row.event_id for row in rows],
                 [row.event_type for row in rows],
                 [row.handler for row in rows],
-                [payload.get_db_prep_save(row.payload, connection) for row in rows],
+                [json.dumps(row.payload, cls=encoder) for row in rows],
                 [row.wallet_id for row in rows],
                 [row.created_at for row in rows],
                 [row.available_at for row in rows],
@@ -147,6 +151,15 @@ def _insert(rows: list[OutboxMessage]) -> list[OutboxMessage]:
         for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
             row.pk = row.id = pk
     return rows
+
+
+def _server_bound_cursor():
+    """A cursor binding on the server, wrapped as ``connection.cursor()`` is (so query
+    logging sees it): the arrays go in binary (as ``iaas.common.sql``, which the
+    contracts do not import)."""
+    connection.ensure_connection()
+    raw = psycopg.Cursor(connection.connection)
+    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
 
 
 # --- Delivery --------------------------------------------------------------------------
