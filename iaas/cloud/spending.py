@@ -8,23 +8,24 @@ from iaas.spending.spender import Spender
 from .models import Allowance, Charge, Release, Server, Usage
 
 
-def describe_usage(records: list[Usage]) -> dict[int, str]:
+def describe_usage(records: list) -> dict[int, str]:
     """How a closed usage record reads on the charge, the invoice and the ledger: the
-    server's name and plan, the hours and the span (one query for the batch)."""
+    server's name, the hours and the span (one query for the batch). ``records`` are the
+    settlement's rows (a usage record's fields as attributes)."""
     servers = dict(
         Server.objects.filter(id__in={r.service_id for r in records}).values_list("id", "name").iterator()
     )
+    zone = timezone.get_current_timezone()
     return {
         r.id: (
             f"Server {servers.get(r.service_id, r.service_id)}, {r.hours - r.closed_hours} hour(s) "
-            f"{_moment(r.closed_until)} to {_moment(r.accrued_until)}"
+            f"{r.closed_until.astimezone(zone):{MOMENT}} to {r.accrued_until.astimezone(zone):{MOMENT}}"
         )
         for r in records
     }
 
 
-def _moment(value) -> str:
-    return f"{timezone.localtime(value):%Y-%m-%d %H:%M}"
+MOMENT = "%Y-%m-%d %H:%M"
 
 
 spender = Spender(

@@ -32,6 +32,7 @@ from django.db.models import Q
 from iaas.common import sql
 from iaas.common.faults import pause_point
 from iaas.contracts import bus
+from iaas.contracts.events import ChargesRecorded, RecordedCharge
 
 from . import batch
 from .models import AbstractUsage
@@ -39,7 +40,8 @@ from .models import AbstractUsage
 logger = logging.getLogger(__name__)
 
 # How a context names the charge closing a usage record: {record id: description}.
-Describe = Callable[[list[AbstractUsage]], dict[int, str]]
+# It gets the rows usage_due_try_lock returned (the fields of DUE_FIELDS as attributes).
+Describe = Callable[[list], dict[int, str]]
 
 
 @dataclass(slots=True)
@@ -61,6 +63,23 @@ class CloseReport:
             self.amount[currency] = self.amount.get(currency, 0) + amount
 
 
+# What a settlement batch reads of each usage record it locks (plain rows, no model
+# instances: a batch holds thousands).
+DUE_FIELDS = (
+    "id",
+    "wallet_id",
+    "owner_id",
+    "currency",
+    "service_id",
+    "hours",
+    "closed_hours",
+    "amount",
+    "closed_amount",
+    "closed_until",
+    "accrued_until",
+)
+
+
 def usage_due_try_lock(
     usage_model: type[AbstractUsage],
     *,
@@ -68,9 +87,9 @@ def usage_due_try_lock(
     partition: batch.Partition,
     after: tuple[uuid.UUID, int] | None,
     limit: int,
-) -> list[AbstractUsage]:
+) -> list:
     """The partition's next usage records due for closing, locked in (wallet, record)
-    order, SKIP LOCKED: one statement."""
+    order, SKIP LOCKED: one statement. Rows with the fields of DUE_FIELDS as attributes."""
     rows = usage_model.objects.filter(close_due_at__lte=now, wallet_id__gte=partition.low)
     if partition.high is not None:
         rows = rows.filter(wallet_id__lt=partition.high)
@@ -78,7 +97,8 @@ def usage_due_try_lock(
         rows = rows.filter(wallet_id__gte=after[0]).filter(
             Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], id__gt=after[1])
         )
-    return list(rows.select_for_update(no_key=True, skip_locked=True).order_by("wallet_id", "id")[:limit])
+    rows = rows.select_for_update(no_key=True, skip_locked=True).order_by("wallet_id", "id")
+    return list(rows.values_list(*DUE_FIELDS, named=True)[:limit])
 
 
 def close_batch(
@@ -102,33 +122,38 @@ def close_batch(
             return report
         report.last = (records[-1].wallet_id, records[-1].id)
         report.records = len(records)
-        open_records = [r for r in records if r.open_amount > 0]
+        open_records = [r for r in records if r.amount > r.closed_amount]
         descriptions = describe(open_records) if open_records else {}
-        charges = spender.charge_model.objects.bulk_create(
-            [
-                spender.charge_model(
-                    wallet_id=record.wallet_id,
-                    owner_id=record.owner_id,
-                    amount=record.open_amount,
-                    currency=record.currency,
+        charges = [
+            (
+                record,
+                RecordedCharge(
+                    charge_id=uuid.uuid4(),
+                    amount=record.amount - record.closed_amount,
+                    transaction_date=record.closed_until,
                     description=descriptions.get(record.id, "Usage")[:255],
                     subject_id=record.service_id,
                     period_start=record.closed_until,
                     period_end=record.accrued_until,
-                    transaction_date=record.closed_until,
-                    created_at=now,
-                )
-                for record in open_records
-            ]
-        )
+                ),
+            )
+            for record in open_records
+        ]
+        _insert_charges(spender.charge_model, charges, now=now)
         _mark_closed(usage_model, records, now=now)
-        by_wallet: dict[tuple[uuid.UUID, str], list] = {}
-        for charge in charges:
-            by_wallet.setdefault((charge.wallet_id, charge.currency), []).append(charge)
-            report.amount[charge.currency] = report.amount.get(charge.currency, 0) + charge.amount
+        by_wallet: dict[tuple[uuid.UUID, str], list[RecordedCharge]] = {}
+        for record, charge in charges:
+            by_wallet.setdefault((record.wallet_id, record.currency), []).append(charge)
+            report.amount[record.currency] = report.amount.get(record.currency, 0) + charge.amount
         bus.publish(
             *(
-                spender.charges_recorded(wallet_id=wallet_id, currency=currency, charges=wallet_charges)
+                ChargesRecorded(
+                    wallet_id=wallet_id,
+                    context=spender.context,
+                    currency=currency,
+                    amount=sum(charge.amount for charge in wallet_charges),
+                    charges=tuple(wallet_charges),
+                )
                 for (wallet_id, currency), wallet_charges in sorted(
                     by_wallet.items(), key=lambda kv: str(kv[0][0])
                 )
@@ -141,7 +166,51 @@ def close_batch(
     return report
 
 
-def _mark_closed(usage_model: type[AbstractUsage], records: list[AbstractUsage], *, now: dt.datetime) -> None:
+def _insert_charges(charge_model, charges: list[tuple], *, now: dt.datetime) -> None:
+    """The batch's new charges, one INSERT from arrays: (usage row, RecordedCharge)
+    pairs, the row giving whose and in what currency."""
+    field_ = charge_model._meta.get_field
+    names = (
+        "id",
+        "wallet_id",
+        "owner_id",
+        "amount",
+        "currency",
+        "description",
+        "subject_id",
+        "period_start",
+        "period_end",
+        "transaction_date",
+    )
+    relation = sql.rows(
+        "closed",
+        [(name, field_(name)) for name in names],
+        [
+            (
+                charge.charge_id,
+                record.wallet_id,
+                record.owner_id,
+                charge.amount,
+                record.currency,
+                charge.description,
+                charge.subject_id,
+                charge.period_start,
+                charge.period_end,
+                charge.transaction_date,
+            )
+            for record, charge in charges
+        ],
+    )
+    columns = ", ".join(names)
+    sql.execute(
+        f"INSERT INTO {sql.table(charge_model)} ({columns}, created_at, refunded_amount) "  # noqa: S608
+        f"SELECT {columns}, %s, 0 FROM closed",
+        relation,
+        [now],
+    )
+
+
+def _mark_closed(usage_model: type[AbstractUsage], records: list, *, now: dt.datetime) -> None:
     """The records are closed up to what they hold: one UPDATE. (The batch holds their
     locks, so what it read is what they hold.)"""
     field_ = usage_model._meta.get_field

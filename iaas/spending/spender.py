@@ -47,7 +47,8 @@ class Spender:
     release_model: type[AbstractRelease]
     usage_model: type[AbstractUsage] | None = None  # metered contexts only
     # How the charge closing a usage record is described (metered contexts only).
-    describe_usage: Callable[[list[AbstractUsage]], dict[int, str]] | None = None
+    # Names the charges a settlement closes: {record id: description} for its rows.
+    describe_usage: Callable[[list], dict[int, str]] | None = None
 
     # --- locks -------------------------------------------------------------------------
 
