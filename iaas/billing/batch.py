@@ -194,7 +194,7 @@ def settlement_book(*, wallets: list[Wallet], settled: list[tuple[LedgerEntry, l
     - one capture record per entry (one INSERT), keyed by the entry's first charge.
     """
     now = timezone.now()
-    LedgerEntry.objects.bulk_create([entry for entry, _ in settled])
+    sql.insert_instances([entry for entry, _ in settled])
     _settled_charges_insert(settled, now)
     wallet_field = sql.column(Wallet, "balance")
     booked = sql.rows(
@@ -237,17 +237,19 @@ def settlement_book(*, wallets: list[Wallet], settled: list[tuple[LedgerEntry, l
     )
     if shrunk != len(settled):
         raise IntegrityError(f"{len(settled) - shrunk} settled context(s) have no hold to capture from")
-    Reservation.objects.bulk_create(
-        Reservation(
-            wallet_id=entry.wallet_id,
-            context=entry.context,
-            kind=Reservation.Kind.CAPTURE,
-            amount=-entry.amount,
-            source_id=entry.source_id,
-            ledger_entry=entry,
-            created_at=now,
-        )
-        for entry, _ in settled
+    sql.insert_instances(
+        [
+            Reservation(
+                wallet_id=entry.wallet_id,
+                context=entry.context,
+                kind=Reservation.Kind.CAPTURE,
+                amount=-entry.amount,
+                source_id=entry.source_id,
+                ledger_entry=entry,
+                created_at=now,
+            )
+            for entry, _ in settled
+        ]
     )
 
 
@@ -269,10 +271,9 @@ SETTLED_CHARGE_COLUMNS = (
 
 def _settled_charges_insert(settled: list[tuple[LedgerEntry, list]], now) -> None:
     """One SettledCharge per charge, naming its entry: one INSERT ... SELECT."""
-    fields = {f.column: f for f in SettledCharge._meta.concrete_fields}
-    rows = sql.rows(
-        "settled",
-        [(column, fields[column]) for column in SETTLED_CHARGE_COLUMNS],
+    sql.insert(
+        SettledCharge,
+        SETTLED_CHARGE_COLUMNS,
         [
             (
                 charge.charge_id,
@@ -291,9 +292,4 @@ def _settled_charges_insert(settled: list[tuple[LedgerEntry, list]], now) -> Non
             for entry, charges in settled
             for charge in charges
         ],
-    )
-    columns = ", ".join(SETTLED_CHARGE_COLUMNS)
-    sql.execute(
-        f"INSERT INTO {sql.table(SettledCharge)} ({columns}) SELECT {columns} FROM settled",  # noqa: S608
-        rows,
     )

@@ -17,9 +17,16 @@ class CloudConfig(AppConfig):
         from .spending import spender
 
         bus.subscribe(ReleaseRequested, release_on_request, name="cloud.release_on_request")
-        bus.subscribe(ChargeRefunded, record_refund, name="cloud.record_refund")
+        # Events about one context's charges reach that context only.
         bus.subscribe(
-            ChargeSettled, record_settlement, name="cloud.record_settlement", batch=record_settlements
+            ChargeRefunded, record_refund, name="cloud.record_refund", when=spender.addressed_here
+        )
+        bus.subscribe(
+            ChargeSettled,
+            record_settlement,
+            name="cloud.record_settlement",
+            batch=record_settlements,
+            when=spender.addressed_here,
         )
         # Metered: reconciliation holds each server's usage records against it (I11).
         selling.register(SellingContextAdapter(spender, service_model=Server, paid_until_field="paid_until"))

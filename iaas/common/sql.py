@@ -105,3 +105,29 @@ def fetch(statement: str, relation: Rows, params: Sequence = ()) -> list[tuple]:
 
 def table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
+
+
+def insert(model: type[Model], names: Sequence[str], values: Sequence[Sequence]) -> int:
+    """Insert ``values`` (tuples in the order of ``names``, the model's field names or
+    attnames) into ``model``'s table: one ``INSERT ... SELECT``, whatever their number.
+    Columns left out take no default from Django: name every column without a database
+    default."""
+    fields = [model._meta.get_field(name) for name in names]
+    relation = rows("new_rows", [(field.column, field) for field in fields], values)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    return execute(f"INSERT INTO {table(model)} ({columns}) SELECT {columns} FROM new_rows", relation)  # noqa: S608
+
+
+def insert_instances(instances: Sequence[Model]) -> int:
+    """Insert unsaved model instances of one model, every concrete column as the
+    instance holds it (defaults were applied when they were built): as ``bulk_create``
+    without per-value placeholders, and without setting anything back on them."""
+    if not instances:
+        return 0
+    model = type(instances[0])
+    fields = model._meta.concrete_fields
+    return insert(
+        model,
+        [field.attname for field in fields],
+        [tuple(getattr(instance, field.attname) for field in fields) for instance in instances],
+    )

@@ -46,6 +46,7 @@ _handlers: dict[str, dict[str, Handler]] = defaultdict(dict)  # event type -> na
 _handlers_by_name: dict[str, Handler] = {}
 _batch_handlers_by_name: dict[str, BatchHandler] = {}
 _subscriptions: dict[str, tuple[str, Handler]] = {}  # name -> (event type, handler)
+_conditions: dict[str, Callable[[Event], bool]] = {}  # name -> which events it takes
 
 # A subscription's name: "<context>.<what it does>", lower case, dotted. It is stored in
 # every outbox row (OutboxMessage.handler, at most 200 characters).
@@ -62,7 +63,12 @@ class DuplicateSubscription(ImproperlyConfigured):
 
 
 def subscribe(
-    event_type: type[Event], handler: Handler, *, name: str, batch: BatchHandler | None = None
+    event_type: type[Event],
+    handler: Handler,
+    *,
+    name: str,
+    batch: BatchHandler | None = None,
+    when: Callable[[Event], bool] | None = None,
 ) -> None:
     """Register a handler under a stable ``name`` (from a context's ``AppConfig.ready()``).
 
@@ -75,7 +81,11 @@ def subscribe(
     wallet or of many (a set-based settlement); the delivery worker uses it with
     ``--batch-size``. It must do exactly what calling ``handler`` on each would, except
     that it may defer events whose wallet another transaction holds (it returns their
-    ids; they stay pending, due again a moment later, no attempt counted)."""
+    ids; they stay pending, due again a moment later, no attempt counted).
+
+    ``when``, when given, says which events of the type the subscription takes (an event
+    addressed to one context, such as ChargeSettled): ``publish`` writes no row for the
+    others, so nobody delivers an event only for the handler to ignore it."""
     if len(name) > 200 or not SUBSCRIPTION_NAME.fullmatch(name):
         raise ValueError(f"a subscription name is dotted lower case, like 'billing.settle_charge': {name!r}")
     subscription = (event_type.type_name(), handler)
@@ -90,6 +100,8 @@ def subscribe(
     _handlers_by_name[name] = handler
     if batch is not None:
         _batch_handlers_by_name[name] = batch
+    if when is not None:
+        _conditions[name] = when
 
 
 def subscribers(event_type: type[Event]) -> list[str]:
@@ -112,6 +124,7 @@ def publish(*events: Event) -> list[OutboxMessage]:
         )
         for event in events
         for name in _handlers[event.type_name()]
+        if name not in _conditions or _conditions[name](event)
     ]
     if not rows:
         return []

@@ -16,8 +16,15 @@ class HostingConfig(AppConfig):
         from .spending import spender
 
         bus.subscribe(ReleaseRequested, release_on_request, name="hosting.release_on_request")
-        bus.subscribe(ChargeRefunded, record_refund, name="hosting.record_refund")
+        # Events about one context's charges reach that context only.
         bus.subscribe(
-            ChargeSettled, record_settlement, name="hosting.record_settlement", batch=record_settlements
+            ChargeRefunded, record_refund, name="hosting.record_refund", when=spender.addressed_here
+        )
+        bus.subscribe(
+            ChargeSettled,
+            record_settlement,
+            name="hosting.record_settlement",
+            batch=record_settlements,
+            when=spender.addressed_here,
         )
         selling.register(SellingContextAdapter(spender))

@@ -169,22 +169,22 @@ def close_batch(
 def _insert_charges(charge_model, charges: list[tuple], *, now: dt.datetime) -> None:
     """The batch's new charges, one INSERT from arrays: (usage row, RecordedCharge)
     pairs, the row giving whose and in what currency."""
-    field_ = charge_model._meta.get_field
-    names = (
-        "id",
-        "wallet_id",
-        "owner_id",
-        "amount",
-        "currency",
-        "description",
-        "subject_id",
-        "period_start",
-        "period_end",
-        "transaction_date",
-    )
-    relation = sql.rows(
-        "closed",
-        [(name, field_(name)) for name in names],
+    sql.insert(
+        charge_model,
+        (
+            "id",
+            "wallet_id",
+            "owner_id",
+            "amount",
+            "currency",
+            "description",
+            "subject_id",
+            "period_start",
+            "period_end",
+            "transaction_date",
+            "created_at",
+            "refunded_amount",
+        ),
         [
             (
                 charge.charge_id,
@@ -197,16 +197,11 @@ def _insert_charges(charge_model, charges: list[tuple], *, now: dt.datetime) -> 
                 charge.period_start,
                 charge.period_end,
                 charge.transaction_date,
+                now,
+                0,
             )
             for record, charge in charges
         ],
-    )
-    columns = ", ".join(names)
-    sql.execute(
-        f"INSERT INTO {sql.table(charge_model)} ({columns}, created_at, refunded_amount) "  # noqa: S608
-        f"SELECT {columns}, %s, 0 FROM closed",
-        relation,
-        [now],
     )
 
 

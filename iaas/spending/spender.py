@@ -354,6 +354,11 @@ class Spender:
             return None
         return self.release(wallet_id=event.wallet_id, reason="requested by billing")
 
+    def addressed_here(self, event: ChargeRefunded | ChargeSettled) -> bool:
+        """Whether an event about a context's charges is about this context's (the bus
+        writes a subscription's row only for those)."""
+        return event.context == self.context
+
     def record_refund(self, event: ChargeRefunded) -> None:
         """Billing refunded one of this context's charges: note it on the charge and, for
         metered usage, on the usage record of the charge's month, so the refunded money

@@ -15,7 +15,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from iaas.contracts import bus
-from iaas.contracts.events import AllowanceReleased, ChargeRecorded, Event, ReleaseRequested
+from iaas.contracts.events import (
+    AllowanceReleased,
+    ChargeRecorded,
+    ChargeRefunded,
+    ChargeSettled,
+    Event,
+    ReleaseRequested,
+)
 from iaas.contracts.models import OutboxMessage
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +44,7 @@ def fresh_registry(monkeypatch) -> None:
     monkeypatch.setattr(bus, "_handlers", type(bus._handlers)(dict))
     monkeypatch.setattr(bus, "_handlers_by_name", {})
     monkeypatch.setattr(bus, "_batch_handlers_by_name", {})
+    monkeypatch.setattr(bus, "_conditions", {})
 
 
 def publish(event: Event) -> None:
@@ -85,6 +93,45 @@ def test_a_moved_and_renamed_handler_still_delivers_the_pending_rows(monkeypatch
     bus.subscribe(NamedSubscriptionsEvent, record_in_the_new_place, name="tests.something_recorder")
     assert bus.deliver_pending() == bus.DeliveryReport(delivered=1)
     assert (before, after) == ([], [event])
+
+
+def test_a_subscription_with_a_condition_gets_rows_only_for_the_events_it_takes(monkeypatch):
+    fresh_registry(monkeypatch)
+    wanted = uuid.uuid4()
+    bus.subscribe(NamedSubscriptionsEvent, print, name="tests.everything")
+    bus.subscribe(
+        NamedSubscriptionsEvent, print, name="tests.one_thing", when=lambda event: event.thing_id == wanted
+    )
+    other = uuid.uuid4()
+    with transaction.atomic():
+        bus.publish(NamedSubscriptionsEvent(thing_id=other), NamedSubscriptionsEvent(thing_id=wanted))
+    rows = OutboxMessage.objects.values_list("handler", "payload__thing_id")
+    assert sorted(rows) == sorted(
+        [
+            ("tests.everything", str(other)),
+            ("tests.everything", str(wanted)),
+            ("tests.one_thing", str(wanted)),
+        ]
+    )
+
+
+def test_charge_settled_and_charge_refunded_reach_the_context_they_are_about_only():
+    for event in (
+        ChargeSettled(wallet_id=uuid.uuid4(), context="cloud", ledger_entry_id=uuid.uuid4(), charge_ids=()),
+        ChargeRefunded(
+            refund_id=uuid.uuid4(),
+            wallet_id=uuid.uuid4(),
+            charge_id=uuid.uuid4(),
+            context="hosting",
+            amount=1,
+            currency="EUR",
+        ),
+    ):
+        publish(event)
+        handlers = list(
+            OutboxMessage.objects.filter(event_id=event.event_id).values_list("handler", flat=True)
+        )
+        assert [h.split(".")[0] for h in handlers] == [event.context]
 
 
 def test_two_subscriptions_under_one_name_are_refused_at_start_up(monkeypatch):
