@@ -18,9 +18,7 @@ class CloudConfig(AppConfig):
 
         bus.subscribe(ReleaseRequested, release_on_request, name="cloud.release_on_request")
         # Events about one context's charges reach that context only.
-        bus.subscribe(
-            ChargeRefunded, record_refund, name="cloud.record_refund", when=spender.addressed_here
-        )
+        bus.subscribe(ChargeRefunded, record_refund, name="cloud.record_refund", when=spender.addressed_here)
         bus.subscribe(
             ChargeSettled,
             record_settlement,

@@ -33,6 +33,7 @@ from iaas.common.cli import (
     run_summary,
     run_worker_processes,
 )
+from iaas.common.memory import relaxed_gc
 from iaas.spending.batch import Partition
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,9 @@ class Command(BaseCommand):
             summary = self._run_workers(workers, now=now, grace=grace_option, batch_size=batch_size)
         else:
             part = Partition.parse(partition) if partition else Partition()
-            report = batch.meter_partition(now=now, grace=grace, partition=part, size=batch_size)
-            released = spender.release_after_batch(wallet_ids=report.charged_wallets)
+            with relaxed_gc():
+                report = batch.meter_partition(now=now, grace=grace, partition=part, size=batch_size)
+                released = spender.release_after_batch(wallet_ids=report.charged_wallets)
             summary = _summary(report, now=now, released=released)
         if as_json:
             self.stdout.write(dump_json(summary))

@@ -26,6 +26,7 @@ from iaas.common.cli import (
     run_summary,
     run_worker_processes,
 )
+from iaas.common.memory import relaxed_gc
 from iaas.hosting import batch, locks, services
 from iaas.hosting.spending import spender
 from iaas.spending.batch import Partition
@@ -63,10 +64,11 @@ class Command(BaseCommand):
             summary = merge_run_summaries(run_worker_processes("renew_subscriptions", workers, args), now=now)
         else:
             part = Partition.parse(partition) if partition else Partition()
-            report = batch.renew_partition(
-                now=now, grace=services.hosting_grace(), partition=part, size=batch_size
-            )
-            released = spender.release_after_batch(wallet_ids=report.charged_wallets)
+            with relaxed_gc():
+                report = batch.renew_partition(
+                    now=now, grace=services.hosting_grace(), partition=part, size=batch_size
+                )
+                released = spender.release_after_batch(wallet_ids=report.charged_wallets)
             summary = run_summary(
                 report,
                 now=now,

@@ -23,6 +23,7 @@ from iaas.common.cli import (
     dump_json,
     run_worker_processes,
 )
+from iaas.common.memory import relaxed_gc
 from iaas.contracts import selling
 from iaas.spending.batch import Partition
 
@@ -53,6 +54,11 @@ class Command(BaseCommand):
             summary = _merge(run_worker_processes("settle_usage", workers, args), now=now)
         else:
             part = Partition.parse(partition) if partition else Partition()
+            with relaxed_gc():
+                closed_by_context = [
+                    context.close_usage(now=now, partition=(part.index, part.count), size=batch_size)
+                    for context in selling.contexts()
+                ]
             summary = {
                 "now": now.isoformat(),
                 "contexts": {
@@ -60,10 +66,7 @@ class Command(BaseCommand):
                         **{key: getattr(closed, key) for key in COUNTS},
                         "amounts": closed.amounts,
                     }
-                    for closed in (
-                        context.close_usage(now=now, partition=(part.index, part.count), size=batch_size)
-                        for context in selling.contexts()
-                    )
+                    for closed in closed_by_context
                 },
             }
         if as_json:

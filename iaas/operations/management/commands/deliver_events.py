@@ -9,6 +9,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
+from iaas.common.memory import relaxed_gc
 from iaas.contracts import bus
 
 LOOP_BATCH = 100
@@ -48,9 +49,10 @@ class Command(BaseCommand):
             while True:
                 # A worker delivers in batches, so SIGTERM is heard between two of them
                 # (the row being delivered always finishes: it is one transaction).
-                report = bus.deliver_pending(
-                    limit=limit or (LOOP_BATCH if loop else None), batch_size=batch_size
-                )
+                with relaxed_gc():
+                    report = bus.deliver_pending(
+                        limit=limit or (LOOP_BATCH if loop else None), batch_size=batch_size
+                    )
                 total = total + report
                 if not loop or stopping["now"]:
                     break
