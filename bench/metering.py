@@ -805,7 +805,71 @@ FROM unnest(%s::uuid[], %s::bigint[], %s::uuid[], %s::uuid[]) AS t(wallet_id, to
 """
 
 
+# The design's other writes (ARCHITECTURE.md, protocol step 3), which the real run makes
+# and the floor leaves out: each wallet's ChargesRecorded outbox row (its payload lists
+# the charges), Billing's applied-once record per charge, a ChargeSettled outbox row per
+# entry, both rows marked delivered, and each charge's entry recorded on it afterwards.
+SETTLE_RECORDED_EVENTS = """
+INSERT INTO contracts_outboxmessage (event_id, event_type, handler, payload, wallet_id, created_at,
+                                     available_at, status, attempts, last_error)
+SELECT gen_random_uuid(), 'ChargesRecorded', 'billing.settle_recorded_charges',
+       jsonb_build_object('wallet_id', t.wallet_id, 'context', 'cloud', 'currency', min(t.currency),
+                          'amount', sum(t.amount), 'event_id', gen_random_uuid(),
+                          'occurred_at', %(now)s::text,
+                          'charges', jsonb_agg(jsonb_build_object(
+                              'charge_id', t.id, 'amount', t.amount, 'transaction_date', t.period_start,
+                              'description', t.description, 'subject_id', t.subject_id,
+                              'period_start', t.period_start, 'period_end', t.period_end))),
+       t.wallet_id, %(now)s, %(now)s, 'pending', 0, ''
+FROM unnest(%(ids)s::uuid[], %(wallets)s::uuid[], %(amounts)s::bigint[], %(currencies)s::text[],
+            %(descriptions)s::text[], %(subjects)s::uuid[], %(starts)s::timestamptz[],
+            %(ends)s::timestamptz[])
+     AS t(id, wallet_id, amount, currency, description, subject_id, period_start, period_end)
+GROUP BY t.wallet_id
+RETURNING id
+"""
+
+SETTLE_APPLIED_ONCE = """
+INSERT INTO billing_settledcharge (charge_id, wallet_id, context, amount, currency, subject_id, description,
+                                   period_start, period_end, transaction_date, ledger_entry_id, created_at)
+SELECT t.id, t.wallet_id, 'cloud', t.amount, t.currency, t.subject_id, t.description, t.period_start,
+       t.period_end, t.period_start, t.entry_id, %s
+FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::uuid[], %s::text[], %s::timestamptz[],
+            %s::timestamptz[], %s::uuid[])
+     AS t(id, wallet_id, amount, currency, subject_id, description, period_start, period_end, entry_id)
+"""
+
+SETTLE_SETTLED_EVENTS = """
+INSERT INTO contracts_outboxmessage (event_id, event_type, handler, payload, wallet_id, created_at,
+                                     available_at, status, attempts, last_error)
+SELECT gen_random_uuid(), 'ChargeSettled', 'cloud.record_settlement',
+       jsonb_build_object('wallet_id', min(t.wallet_id::text), 'context', 'cloud',
+                          'ledger_entry_id', t.entry_id,
+                          'charge_ids', jsonb_agg(t.id), 'event_id', gen_random_uuid(),
+                          'occurred_at', %(now)s::text),
+       min(t.wallet_id::text)::uuid, %(now)s, %(now)s, 'pending', 0, ''
+FROM unnest(%(ids)s::uuid[], %(wallets)s::uuid[], %(entries)s::uuid[]) AS t(id, wallet_id, entry_id)
+GROUP BY t.entry_id
+RETURNING id
+"""
+
+SETTLE_ENTRY_ON_CHARGES = """
+UPDATE cloud_charge c SET ledger_entry_id = t.entry_id
+FROM unnest(%s::uuid[], %s::uuid[]) AS t(id, entry_id)
+WHERE c.id = t.id
+"""
+
+SETTLE_EVENTS_DELIVERED = """
+UPDATE contracts_outboxmessage SET status = 'done', attempts = attempts + 1, delivered_at = %s
+WHERE id = ANY(%s::bigint[])
+"""
+
+
 class RawSettle(RawWorker):
+    # False: the floor (no outbox rows, one capture per entry and no applied-once record
+    # per charge, each charge born with its entry), as the baseline was until 30 Nov 2026.
+    same_writes = True
+
     def batch(self, last):
         now = self.now
         rows = self.execute(
@@ -876,8 +940,28 @@ class RawSettle(RawWorker):
                 )
             )
         if charges:
-            self.execute("charges", SETTLE_CHARGES, [now, *map(list, zip(*charges, strict=True))])
+            charge_columns = list(map(list, zip(*charges, strict=True)))
+            entry_of_charge = charge_columns[-1]
+            if self.same_writes:  # the entry is recorded on the charges once Billing booked it
+                charge_columns[-1] = [None] * len(charges)
+            self.execute("charges", SETTLE_CHARGES, [now, *charge_columns])
             self.tally["charges"] += len(charges)
+            if self.same_writes:
+                events = self.execute(
+                    "outbox: charges recorded",
+                    SETTLE_RECORDED_EVENTS,
+                    {
+                        "now": now,
+                        "ids": charge_columns[0],
+                        "wallets": charge_columns[1],
+                        "amounts": charge_columns[3],
+                        "currencies": charge_columns[4],
+                        "descriptions": charge_columns[5],
+                        "subjects": charge_columns[6],
+                        "starts": charge_columns[7],
+                        "ends": charge_columns[8],
+                    },
+                ).fetchall()
         if closed:
             self.execute("usage closed", SETTLE_CLOSE, [now, closed])
         if entries:
@@ -887,14 +971,42 @@ class RawSettle(RawWorker):
             self.execute("wallet update", SETTLE_WALLET_UPDATE, [now, ids, totals])
             self.execute("hold update", SETTLE_HOLD_UPDATE, [ids, totals])
             self.execute("captures", SETTLE_CAPTURES, [now, ids, totals, columns[7], columns[0]])
+            if self.same_writes:
+                self._design_writes(now, charge_columns, entry_of_charge, events)
             self.tally["wallets"] += len(entries)
             self.tally["amount"] += sum(totals)
         return rows[-1][2], rows[-1][1]
+
+    def _design_writes(self, now, charge_columns, entry_of_charge, recorded_events) -> None:
+        """Billing's applied-once records, the ChargeSettled rows, the charges' entry and
+        both kinds of rows marked delivered (see SETTLE_RECORDED_EVENTS)."""
+        ids, wallets, amounts, currencies = (
+            charge_columns[0],
+            charge_columns[1],
+            charge_columns[3],
+            charge_columns[4],
+        )
+        descriptions, subjects, starts, ends = charge_columns[5:9]
+        self.execute(
+            "applied-once records",
+            SETTLE_APPLIED_ONCE,
+            [now, ids, wallets, amounts, currencies, subjects, descriptions, starts, ends, entry_of_charge],
+        )
+        settled_events = self.execute(
+            "outbox: charges settled",
+            SETTLE_SETTLED_EVENTS,
+            {"now": now, "ids": ids, "wallets": wallets, "entries": entry_of_charge},
+        ).fetchall()
+        self.execute("entry on charges", SETTLE_ENTRY_ON_CHARGES, [ids, entry_of_charge])
+        delivered = [row[0] for row in recorded_events + settled_events]
+        self.execute("outbox delivered", SETTLE_EVENTS_DELIVERED, [now, delivered])
 
 
 def _raw_worker(kind: str, database: str, part: int, parts: int, now: dt.datetime, batch_size: int, results):
     try:
         worker = (RawHourly if kind == "hourly" else RawSettle)(database, part, parts, now, batch_size)
+        if kind == "settle-floor":
+            worker.same_writes = False
         worker.walk(worker.batch)
         worker.conn.close()
         results.put((part, None, dict(worker.tally)))
@@ -1379,7 +1491,8 @@ def one_run(kind: str, workers: int, args, startup_s: float | None) -> dict:
     def settle_run():
         if kind == "raw":
             now = dt.datetime.now(UTC)
-            return run_raw("settle", DATABASE, workers=workers, now=now, batch_size=args.batch_size)
+            settle_kind = "settle-floor" if args.raw_floor else "settle"
+            return run_raw(settle_kind, DATABASE, workers=workers, now=now, batch_size=args.batch_size)
         return run_real_settle(DATABASE, workers=workers)
 
     settle = timed_phase(DATABASE, settle_run, probe_rate=args.purchase_rate, probe_idle=args.probe_idle)
@@ -1579,6 +1692,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wallets", type=int)
     parser.add_argument("--workers", default="1,2", help="numbers of workers, comma-separated")
     parser.add_argument("--only", default="raw,real", help="raw, real or both")
+    parser.add_argument(
+        "--raw-floor",
+        action="store_true",
+        help="the settlement baseline without the design's outbox rows, applied-once records per "
+        "charge and the charges' entry recorded afterwards (a floor, not the same writes)",
+    )
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="the raw baseline's batch")
     parser.add_argument(
         "--purchase-rate", type=float, default=10.0, help="purchases a second while a run goes on (0: none)"

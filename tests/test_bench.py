@@ -133,7 +133,11 @@ def test_the_metering_bench_runs_and_checks_what_it_claims(throwaway_name, monke
         assert hourly["purchases"]["purchases"] > 0
         assert not hourly["purchases"]["errors"]
         assert (settle["services"], settle["charges"], settle["ledger_entries"]) == (300, 300, 60)
-        assert settle["statements_per_batch"] == 9
+        # The floor's 9, and the design's other writes: each wallet's ChargesRecorded row,
+        # the applied-once records, the ChargeSettled rows, the charges' entry, delivered.
+        assert settle["statements_per_batch"] == 14
+        assert settle["rows_inserted_by_run"]["billing_settledcharge"] == 300
+        assert settle["rows_inserted_by_run"]["contracts_outboxmessage"] == 2 * 60
         assert run["books"]["ok"]
         assert run["reconcile"]["ok"]
     assert (tmp_path / "m.png").stat().st_size > 0
