@@ -51,6 +51,7 @@ import math
 import os
 import queue
 import random
+import re
 import subprocess
 import sys
 import time
@@ -516,6 +517,10 @@ def _whole_wallets(rows: list, limit: int, wallet_of) -> list:
     return kept or rows
 
 
+# An array parameter, ``%s::uuid[]`` or ``%(ids)s::uuid[]``.
+BINARY_ARRAY = re.compile(r"%(\(\w+\))?s::(\w+)\[\]")
+
+
 class RawWorker:
     """One worker of the baseline: one connection, one partition, statements counted."""
 
@@ -529,7 +534,10 @@ class RawWorker:
         self.tally: Counter[str] = Counter()
 
     def execute(self, label: str, sql: str, params=None):
-        """Run one statement, counted, its time added to ``ms <label>`` (where the time goes)."""
+        """Run one statement, counted, its time added to ``ms <label>`` (where the time goes).
+        Arrays are sent in binary (``%b``), as the app sends them: psycopg quotes a text
+        array element by element in Python."""
+        sql = BINARY_ARRAY.sub(r"%\1b::\2[]", sql)
         self.tally["statements"] += 1
         started = time.perf_counter()
         try:
@@ -809,23 +817,14 @@ FROM unnest(%s::uuid[], %s::bigint[], %s::uuid[], %s::uuid[]) AS t(wallet_id, to
 # and the floor leaves out: each wallet's ChargesRecorded outbox row (its payload lists
 # the charges), Billing's applied-once record per charge, a ChargeSettled outbox row per
 # entry, both rows marked delivered, and each charge's entry recorded on it afterwards.
-SETTLE_RECORDED_EVENTS = """
+#
+# An event's outbox rows from arrays, their JSON payloads built by the worker (faster
+# than jsonb_build_object over every charge in SQL: 0.7 s against 2.4 s at 100,000).
+SETTLE_OUTBOX_ROWS = """
 INSERT INTO contracts_outboxmessage (event_id, event_type, handler, payload, wallet_id, created_at,
                                      available_at, status, attempts, last_error)
-SELECT gen_random_uuid(), 'ChargesRecorded', 'billing.settle_recorded_charges',
-       jsonb_build_object('wallet_id', t.wallet_id, 'context', 'cloud', 'currency', min(t.currency),
-                          'amount', sum(t.amount), 'event_id', gen_random_uuid(),
-                          'occurred_at', %(now)s::text,
-                          'charges', jsonb_agg(jsonb_build_object(
-                              'charge_id', t.id, 'amount', t.amount, 'transaction_date', t.period_start,
-                              'description', t.description, 'subject_id', t.subject_id,
-                              'period_start', t.period_start, 'period_end', t.period_end))),
-       t.wallet_id, %(now)s, %(now)s, 'pending', 0, ''
-FROM unnest(%(ids)s::uuid[], %(wallets)s::uuid[], %(amounts)s::bigint[], %(currencies)s::text[],
-            %(descriptions)s::text[], %(subjects)s::uuid[], %(starts)s::timestamptz[],
-            %(ends)s::timestamptz[])
-     AS t(id, wallet_id, amount, currency, description, subject_id, period_start, period_end)
-GROUP BY t.wallet_id
+SELECT t.event_id, %s, %s, t.payload::jsonb, t.wallet_id, %s, %s, 'pending', 0, ''
+FROM unnest(%s::uuid[], %s::text[], %s::uuid[]) AS t(event_id, payload, wallet_id)
 RETURNING id
 """
 
@@ -837,20 +836,6 @@ SELECT t.id, t.wallet_id, 'cloud', t.amount, t.currency, t.subject_id, t.descrip
 FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::uuid[], %s::text[], %s::timestamptz[],
             %s::timestamptz[], %s::uuid[])
      AS t(id, wallet_id, amount, currency, subject_id, description, period_start, period_end, entry_id)
-"""
-
-SETTLE_SETTLED_EVENTS = """
-INSERT INTO contracts_outboxmessage (event_id, event_type, handler, payload, wallet_id, created_at,
-                                     available_at, status, attempts, last_error)
-SELECT gen_random_uuid(), 'ChargeSettled', 'cloud.record_settlement',
-       jsonb_build_object('wallet_id', min(t.wallet_id::text), 'context', 'cloud',
-                          'ledger_entry_id', t.entry_id,
-                          'charge_ids', jsonb_agg(t.id), 'event_id', gen_random_uuid(),
-                          'occurred_at', %(now)s::text),
-       min(t.wallet_id::text)::uuid, %(now)s, %(now)s, 'pending', 0, ''
-FROM unnest(%(ids)s::uuid[], %(wallets)s::uuid[], %(entries)s::uuid[]) AS t(id, wallet_id, entry_id)
-GROUP BY t.entry_id
-RETURNING id
 """
 
 SETTLE_ENTRY_ON_CHARGES = """
@@ -947,21 +932,12 @@ class RawSettle(RawWorker):
             self.execute("charges", SETTLE_CHARGES, [now, *charge_columns])
             self.tally["charges"] += len(charges)
             if self.same_writes:
-                events = self.execute(
+                events = self._outbox_rows(
                     "outbox: charges recorded",
-                    SETTLE_RECORDED_EVENTS,
-                    {
-                        "now": now,
-                        "ids": charge_columns[0],
-                        "wallets": charge_columns[1],
-                        "amounts": charge_columns[3],
-                        "currencies": charge_columns[4],
-                        "descriptions": charge_columns[5],
-                        "subjects": charge_columns[6],
-                        "starts": charge_columns[7],
-                        "ends": charge_columns[8],
-                    },
-                ).fetchall()
+                    "ChargesRecorded",
+                    "billing.settle_recorded_charges",
+                    _recorded_payloads(charge_columns, now),
+                )
         if closed:
             self.execute("usage closed", SETTLE_CLOSE, [now, closed])
         if entries:
@@ -979,7 +955,7 @@ class RawSettle(RawWorker):
 
     def _design_writes(self, now, charge_columns, entry_of_charge, recorded_events) -> None:
         """Billing's applied-once records, the ChargeSettled rows, the charges' entry and
-        both kinds of rows marked delivered (see SETTLE_RECORDED_EVENTS)."""
+        both kinds of rows marked delivered (see SETTLE_OUTBOX_ROWS)."""
         ids, wallets, amounts, currencies = (
             charge_columns[0],
             charge_columns[1],
@@ -992,14 +968,81 @@ class RawSettle(RawWorker):
             SETTLE_APPLIED_ONCE,
             [now, ids, wallets, amounts, currencies, subjects, descriptions, starts, ends, entry_of_charge],
         )
-        settled_events = self.execute(
+        settled_events = self._outbox_rows(
             "outbox: charges settled",
-            SETTLE_SETTLED_EVENTS,
-            {"now": now, "ids": ids, "wallets": wallets, "entries": entry_of_charge},
-        ).fetchall()
+            "ChargeSettled",
+            "cloud.record_settlement",
+            _settled_payloads(ids, wallets, entry_of_charge, now),
+        )
         self.execute("entry on charges", SETTLE_ENTRY_ON_CHARGES, [ids, entry_of_charge])
         delivered = [row[0] for row in recorded_events + settled_events]
         self.execute("outbox delivered", SETTLE_EVENTS_DELIVERED, [now, delivered])
+
+    def _outbox_rows(self, label: str, event_type: str, handler: str, payloads: list[tuple]) -> list:
+        """Insert one pending outbox row per (wallet, payload); their ids."""
+        wallets, texts = zip(*payloads, strict=True)
+        event_ids = [uuid.uuid4() for _ in payloads]
+        return self.execute(
+            label,
+            SETTLE_OUTBOX_ROWS,
+            [event_type, handler, self.now, self.now, event_ids, list(texts), list(wallets)],
+        ).fetchall()
+
+
+def _recorded_payloads(charge_columns: list[list], now: dt.datetime) -> list[tuple]:
+    """Each wallet's ChargesRecorded payload as the app writes it (iaas.contracts.events)."""
+    ids, wallets, _, amounts, currencies, descriptions, subjects, starts, ends = charge_columns[:9]
+    by_wallet: dict = defaultdict(list)
+    for i, wallet in enumerate(wallets):
+        by_wallet[wallet].append(i)
+    payloads = []
+    for wallet, rows in by_wallet.items():
+        charges = [
+            {
+                "charge_id": str(ids[i]),
+                "amount": amounts[i],
+                "transaction_date": starts[i].isoformat(),
+                "description": descriptions[i],
+                "subject_id": str(subjects[i]),
+                "period_start": starts[i].isoformat(),
+                "period_end": ends[i].isoformat(),
+            }
+            for i in rows
+        ]
+        payload = {
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": now.isoformat(),
+            "wallet_id": str(wallet),
+            "context": "cloud",
+            "currency": currencies[rows[0]],
+            "amount": sum(amounts[i] for i in rows),
+            "charges": charges,
+        }
+        payloads.append((wallet, json.dumps(payload)))
+    return payloads
+
+
+def _settled_payloads(ids: list, wallets: list, entries: list, now: dt.datetime) -> list[tuple]:
+    """One ChargeSettled payload per entry, listing its charges."""
+    by_entry: dict = {}
+    for charge_id, wallet, entry in zip(ids, wallets, entries, strict=True):
+        by_entry.setdefault(entry, (wallet, []))[1].append(str(charge_id))
+    return [
+        (
+            wallet,
+            json.dumps(
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "occurred_at": now.isoformat(),
+                    "wallet_id": str(wallet),
+                    "context": "cloud",
+                    "ledger_entry_id": str(entry),
+                    "charge_ids": charge_ids,
+                }
+            ),
+        )
+        for entry, (wallet, charge_ids) in by_entry.items()
+    ]
 
 
 def _raw_worker(kind: str, database: str, part: int, parts: int, now: dt.datetime, batch_size: int, results):
