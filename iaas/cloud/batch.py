@@ -91,7 +91,7 @@ def _plan_steps(servers: list[Server], *, now: dt.datetime) -> list[Step]:
             Step(
                 server,
                 amount=sum(a.amount for a in accruals),
-                currency=server.plan.currency,
+                currency=server.plan_currency,
                 units=sum(a.hours for a in accruals),
                 resumes=resumes,
                 detail=(accruals, paid_until),
@@ -103,13 +103,12 @@ def _plan_steps(servers: list[Server], *, now: dt.datetime) -> list[Step]:
 def _price(server: Server, start: dt.datetime, hours: int, months: dict) -> list[usage.Accrual]:
     """Price hours and count them in ``months`` (so a later step of the same server sees
     them against the cap)."""
-    plan = server.plan
     accruals = usage.price_hours(
         service_id=server.id,
         start=start,
         hours=hours,
-        price_per_hour=plan.price_per_hour,
-        cap=plan.monthly_cap,
+        price_per_hour=server.plan_price_per_hour,
+        cap=server.plan_monthly_cap,
         spent=months,
     )
     for accrual in accruals:

@@ -132,11 +132,19 @@ def spent_in_months(
     """What the services' usage records of ``from_month`` and later hold: one read for a
     whole batch (the service rows are locked, so no other step accrues on them)."""
     found: dict[uuid.UUID, dict[dt.date, MonthSpent]] = {}
-    rows = usage_model.objects.filter(service_id__in=list(service_ids), month__gte=from_month).values_list(
-        "service_id", "month", "amount", "refunded", "cap"
+    wanted = sql.rows("wanted", [("id", sql.column(usage_model, "service_id"))], [(i,) for i in service_ids])
+    rows = sql.fetch(
+        f"SELECT u.service_id, u.month, u.amount, u.refunded, u.cap FROM {sql.table(usage_model)} u "  # noqa: S608
+        f"JOIN wanted ON u.service_id = wanted.id WHERE u.month >= %s",
+        wanted,
+        [from_month],
     )
-    for service_id, month, amount, refunded, cap in rows:
-        found.setdefault(service_id, {})[month] = MonthSpent(amount, refunded, cap)
+    as_id, as_month = (
+        sql.column(usage_model, "service_id").to_python,
+        sql.column(usage_model, "month").to_python,
+    )
+    for service_id, month, amount, refunded, cap in rows:  # typed on PostgreSQL; text on SQLite
+        found.setdefault(as_id(service_id), {})[as_month(month)] = MonthSpent(amount, refunded, cap)
     return found
 
 
