@@ -66,7 +66,7 @@ def _plan_steps(servers: list[Server], *, now: dt.datetime) -> list[Step]:
     and ``paid_until`` once paid."""
     if not servers:
         return []
-    first_month = min(usage.month_of(s.paid_until) for s in servers)
+    first_month = usage.month_of(min(s.paid_until for s in servers))
     spent = usage.spent_in_months(Usage, [s.id for s in servers], from_month=first_month)
     steps = []
     for server in servers:

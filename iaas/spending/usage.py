@@ -110,11 +110,18 @@ def settle_every() -> dt.timedelta:
     return dt.timedelta(hours=settings.IAAS_SETTLE_USAGE_EVERY_HOURS)
 
 
-def close_due_at(accrual: Accrual, *, now: dt.datetime) -> dt.datetime:
-    """When a settlement run should close what this accrual opened: after the cadence,
-    and no later than the end of its month."""
-    month_end = Month(accrual.month.year, accrual.month.month).end
-    return min(now + settle_every(), month_end)
+def _close_due_at_for_batch(now: dt.datetime):
+    """When a settlement run should close what a batch's accruals opened, by their month:
+    after the cadence, and no later than the month's end (looked up once per month of
+    the batch, not per accrual)."""
+    by_month: dict[dt.date, dt.datetime] = {}
+
+    def due_at(month: dt.date) -> dt.datetime:
+        if month not in by_month:
+            by_month[month] = min(now + settle_every(), Month(month.year, month.month).end)
+        return by_month[month]
+
+    return due_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +190,7 @@ def upsert_accruals(
             "close_due_at",
         )
     ]
+    due_at = _close_due_at_for_batch(now)
     values = [
         (
             a.service_id,
@@ -198,7 +206,7 @@ def upsert_accruals(
             a.hours if closed else 0,
             a.end if closed else a.start,
             a.end,
-            None if closed or a.amount == 0 else close_due_at(a, now=now),
+            None if closed or a.amount == 0 else due_at(a.month),
         )
         for a, who in accruals
     ]
