@@ -61,13 +61,16 @@ LIFE = batch.Life(
 
 
 def _plan_steps(servers: list[Server], *, now: dt.datetime) -> list[Step]:
-    """Each server's accruals (priced under the cap, counting what its usage records of
-    the months concerned hold: one read for the batch) and, in ``detail``, its accruals
+    """Each server's accruals (priced under the cap, counting what its usage record of
+    the month concerned holds, read with the servers) and, in ``detail``, its accruals
     and ``paid_until`` once paid."""
     if not servers:
         return []
-    first_month = usage.month_of(min(s.paid_until for s in servers))
-    spent = usage.spent_in_months(Usage, [s.id for s in servers], from_month=first_month)
+    spent = {  # read with the servers (locks.MONTH_USAGE)
+        s.id: {s.usage_month: usage.MonthSpent(s.usage_amount, s.usage_refunded, s.usage_cap)}
+        for s in servers
+        if s.usage_amount is not None
+    }
     steps = []
     for server in servers:
         months = spent.setdefault(server.id, {})

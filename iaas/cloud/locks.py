@@ -7,12 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import DateField, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import TruncMonth
 
 from iaas.contracts.errors import NotFound
 from iaas.spending.batch import Partition, in_partition
 
-from .models import Server
+from .models import Server, Usage
 
 
 def server_lock(server_id: uuid.UUID, *, owner_id: int | None = None) -> Server:
@@ -56,9 +57,8 @@ def servers_to_meter_try_lock(
     SKIP LOCKED: one statement. A server a purchase or another worker holds is skipped,
     and picked up by the run's last pass."""
     rows = servers_to_meter(now=now, partition=partition, after=after)
-    return list(
-        rows.select_for_update(no_key=True, skip_locked=True, of=("self",)).annotate(**PLAN_TERMS)[:limit]
-    )
+    rows = rows.select_for_update(no_key=True, skip_locked=True, of=("self",))
+    return list(rows.annotate(**PLAN_TERMS).annotate(**MONTH_USAGE)[:limit])
 
 
 # What metering needs of each server's plan, read in the same statement (a plan model
@@ -67,4 +67,13 @@ PLAN_TERMS = {
     "plan_price_per_hour": F("plan__price_per_hour"),
     "plan_monthly_cap": F("plan__monthly_cap"),
     "plan_currency": F("plan__currency"),
+    # The month the server's next unpaid hour starts in (project time zone): the only
+    # month at or after it that can have a usage record yet (every hour accrued so far
+    # started before paid_until).
+    "usage_month": TruncMonth("paid_until", output_field=DateField()),
+}
+_month_usage = Usage.objects.filter(service_id=OuterRef("pk"), month=OuterRef("usage_month"))
+# What that month's usage record holds (None: no record yet), as ``server.usage_amount``...
+MONTH_USAGE = {
+    f"usage_{name}": Subquery(_month_usage.values(name)[:1]) for name in ("amount", "refunded", "cap")
 }

@@ -62,10 +62,11 @@ def meter(size: int = 1000):
 def test_a_metering_batch_makes_the_same_statements_whatever_its_size(catalog, wallets, per_wallet):
     servers_on(wallets, per_wallet)
     sql = statements(meter())
-    # lock_timeout; servers (locked, with their plans); their usage records; allowances
-    # (locked); Billing: wallets known, wallets locked, reserved grows, holds grow,
-    # reservations recorded; usage upserted; allowances debited; servers updated
-    assert len(sql) == 12, "\n".join(q[:120] for q in sql)
+    # lock_timeout; servers (locked, with their plans and the usage record of the month
+    # their next hour starts in); allowances (locked); Billing: wallets known, wallets
+    # locked, reserved grows, holds grow, reservations recorded; usage upserted;
+    # allowances debited; servers updated
+    assert len(sql) == 11, "\n".join(q[:120] for q in sql)
     assert (
         sum("FOR NO KEY UPDATE" in q and "SKIP LOCKED" in q for q in sql) == 3
     )  # servers, allowances, wallets
@@ -78,10 +79,11 @@ def test_a_batch_with_wallets_that_cannot_pay_makes_the_same_statements_whatever
 ):
     servers_on(wallets, per_wallet, balance=4 * per_wallet)  # the first hours only
     sql = statements(meter())
-    # lock_timeout; servers; usage records; allowances; Billing: wallets known, wallets
-    # locked, which refused wallets another context holds money on; servers updated;
-    # their history (one insert). (Their events add one outbox insert when subscribed.)
-    assert len(sql) == 9, "\n".join(q[:120] for q in sql)
+    # lock_timeout; servers (with their usage records); allowances; Billing: wallets
+    # known, wallets locked, which refused wallets another context holds money on;
+    # servers updated; their history (one insert). (Their events add one outbox insert
+    # when subscribed.)
+    assert len(sql) == 8, "\n".join(q[:120] for q in sql)
     assert Server.objects.filter(status="suspended").count() == wallets * per_wallet
 
 
