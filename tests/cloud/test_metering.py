@@ -12,6 +12,7 @@ from io import StringIO
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from iaas.billing import services as billing_services
 from iaas.cloud import batch, services
@@ -247,6 +248,36 @@ def test_two_partitions_meter_every_server_once(catalog, assert_invariants):
         assert server.paid_until == at(2026, 5, 10, 13)
         assert sum(a for _, _, a in charges(server)) == 12
     assert_invariants()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_forked_by_the_command_meter_every_server_once_and_add_up(catalog, assert_invariants):
+    """``--workers 2``: two processes forked from the command's, one partition each; the
+    command prints their summaries added up."""
+    wallets = [funded_wallet(UserFactory(), amount=10_000) for _ in range(8)]
+    servers = [buy(w, at(2026, 5, 10, 10), name=f"s{i}") for i, w in enumerate(wallets)]
+    out = StringIO()
+    moment = at(2026, 5, 10, 12, 30)
+    call_command("bill_usage", "--workers", "2", "--json", "--at", moment.isoformat(), stdout=out)
+    summary = json.loads(out.getvalue())
+    # 11:00 and 12:00 of each (the first hour was paid at purchase), 4 cents an hour
+    assert (summary["servers"], summary["charged"], summary["hours_charged"]) == (8, 8, 16)
+    assert summary["amounts"] == {"EUR": 8 * 2 * 4}
+    for server in servers:
+        server.refresh_from_db()
+        assert server.paid_until == at(2026, 5, 10, 13)
+    settle()
+    assert_invariants()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_crashes_stops_the_run(catalog, monkeypatch):
+    def crash(**kwargs):
+        raise RuntimeError("the worker's database went away")
+
+    monkeypatch.setattr(batch, "meter_partition", crash)
+    with pytest.raises(CommandError, match="a bill_usage worker failed"):
+        call_command("bill_usage", "--workers", "2", "--json", stdout=StringIO(), stderr=StringIO())
 
 
 def test_a_cap_changed_mid_month_applies_from_the_next_month(wallet, assert_invariants):
