@@ -75,7 +75,7 @@ def _isoformat(value):
 def _dumper(cls: type) -> Callable:
     """How to turn a value of the type ``cls`` into plain JSON data."""
     if dataclasses.is_dataclass(cls):
-        fields = [(name, _dumper(_value_type(hint))) for name, hint in typing.get_type_hints(cls).items()]
+        fields = [(name, _dumper(_value_type(hint))) for name, hint in _field_types(cls).items()]
 
         def dump_dataclass(value):
             return {name: dump(getattr(value, name)) for name, dump in fields}
@@ -95,7 +95,7 @@ def _dumper(cls: type) -> Callable:
 def _loader(cls: type) -> Callable:
     """How to read a value of the type ``cls`` back from plain JSON data."""
     if dataclasses.is_dataclass(cls):
-        fields = {name: _loader(_value_type(hint)) for name, hint in typing.get_type_hints(cls).items()}
+        fields = {name: _loader(_value_type(hint)) for name, hint in _field_types(cls).items()}
 
         def load_dataclass(value):
             return cls(**{name: fields[name](item) for name, item in value.items()})
@@ -111,6 +111,12 @@ def _loader(cls: type) -> Callable:
     if cls is dt.date:
         return _optional(dt.date.fromisoformat)
     return _identity
+
+
+def _field_types(cls: type) -> dict:
+    """A dataclass's fields and their resolved types (ClassVars are not fields)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _value_type(hint):
