@@ -108,6 +108,23 @@ def subscribers(event_type: type[Event]) -> list[str]:
     return sorted(_handlers[event_type.type_name()])
 
 
+@dataclass(frozen=True)
+class Subscription:
+    """A registered subscription as an operator reads it (``manage.py events --list``)."""
+
+    name: str
+    context: str  # the subscribing context: the name's first part
+    batch: bool  # it has a batch form (deliver_events --batch-size)
+    conditional: bool  # it takes only some events of its type (subscribe(..., when=))
+
+
+def subscriptions(event_type: type[Event]) -> list[Subscription]:
+    return [
+        Subscription(name, name.split(".")[0], name in _batch_handlers_by_name, name in _conditions)
+        for name in subscribers(event_type)
+    ]
+
+
 def publish(*events: Event) -> list[OutboxMessage]:
     """Write the events to the outbox in the current transaction."""
     if not connection.in_atomic_block:
