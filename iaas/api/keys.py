@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from .locks import api_key_lock
 from .models import ApiKey
 
 KEY_PREFIX = "iaas_live_"
@@ -101,7 +102,7 @@ def api_key_revoke(*, owner_id: int, key_id: UUID) -> ApiKey:
     revoked key changes nothing. Raises ApiKey.DoesNotExist when the customer has no
     such key (another customer's key is answered the same)."""
     with transaction.atomic():
-        api_key = ApiKey.objects.select_for_update().get(pk=key_id, owner_id=owner_id)
+        api_key = api_key_lock(key_id, owner_id=owner_id)
         if api_key.revoked_at is None:
             api_key.revoked_at = timezone.now()
             api_key.save(update_fields=["revoked_at"])

@@ -29,24 +29,8 @@ from iaas.contracts.errors import (
 )
 from iaas.contracts.events import FundsReserved, ReleaseRequested
 
+from .locks import wallets_try_lock
 from .models import Hold, LedgerEntry, Reservation, SettledCharge, Wallet
-
-
-def wallets_lock(wallet_ids, *, skip_locked: bool) -> dict[uuid.UUID, Wallet]:
-    """Lock the wallets in id order (one statement); with ``skip_locked`` only those no
-    other transaction holds, else waiting for each in turn."""
-    rows = (
-        Wallet.objects.select_for_update(no_key=True, skip_locked=skip_locked)
-        .filter(pk__in=sorted(set(wallet_ids)))
-        .order_by("id")
-        .only("id", "owner_id", "currency", "status", "balance", "reserved", "ledger_sequence")
-    )
-    return {wallet.id: wallet for wallet in rows}
-
-
-def wallets_try_lock(wallet_ids) -> dict[uuid.UUID, Wallet]:
-    """Lock the wallets that no other transaction holds, in id order (one statement)."""
-    return wallets_lock(wallet_ids, skip_locked=True)
 
 
 def wallets_existing(wallet_ids) -> set[uuid.UUID]:

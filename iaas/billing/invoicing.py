@@ -30,8 +30,8 @@ from iaas.common.periods import Month
 from iaas.contracts import bus, selling
 from iaas.contracts.events import ChargeRecorded, ChargesRecorded, InvoiceIssued
 
-from .models import Invoice, InvoiceLine, InvoiceSeries, SettledCharge, Wallet
-from .services import wallet_lock
+from .locks import invoice_series_lock, wallet_lock
+from .models import Invoice, InvoiceLine, SettledCharge, Wallet
 
 SERIES_PREFIX = "INV"
 NUMBER_DIGITS = 6
@@ -215,8 +215,7 @@ def _charges_place(lines: list[tuple[InvoiceLine, list[SettledCharge]]]) -> None
 def _series_next_number(series: str) -> int:
     """Take the next number of ``series`` under the counter's row lock (the last lock in
     the lock order). Created on first use with INSERT ... ON CONFLICT DO NOTHING."""
-    InvoiceSeries.objects.bulk_create([InvoiceSeries(series=series)], ignore_conflicts=True)
-    counter = InvoiceSeries.objects.select_for_update(no_key=True).get(pk=series)
+    counter = invoice_series_lock(series)
     counter.last_number += 1
     counter.save(update_fields=["last_number"])
     return counter.last_number

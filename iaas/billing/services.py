@@ -1,5 +1,5 @@
 """Billing's writes. Every function that moves money locks the wallet row first
-(through ``wallet_lock``), then a hold; never the other way round."""
+(through ``locks.wallet_lock``), then a hold; never the other way round."""
 
 from __future__ import annotations
 
@@ -36,20 +36,9 @@ from iaas.contracts.events import (
 )
 
 from . import batch
+from .locks import top_up_lock, wallet_lock, wallets_lock
 from .models import Adjustment, Hold, LedgerEntry, Refund, Reservation, SettledCharge, TopUp, Wallet
 from .payments import payment_provider
-
-
-def wallet_lock(wallet_id: uuid.UUID, *, owner_id: int | None = None) -> Wallet:
-    """Lock a wallet row for the rest of the transaction (FOR NO KEY UPDATE, so rows
-    that only reference it, like new ledger entries, are not blocked)."""
-    rows = Wallet.objects.select_for_update(no_key=True)
-    if owner_id is not None:
-        rows = rows.filter(owner_id=owner_id)
-    try:
-        return rows.get(pk=wallet_id)
-    except Wallet.DoesNotExist:
-        raise WalletNotFound() from None
 
 
 def _save_money(wallet: Wallet) -> None:
@@ -323,7 +312,7 @@ def charges_settle(*, settlements: list[ChargesToSettle], skip_locked: bool = Fa
     batch's events one by one, so only that event fails)."""
     with transaction.atomic(savepoint=False):
         wanted = {settlement.wallet_id for settlement in settlements}
-        wallets = batch.wallets_lock(wanted, skip_locked=skip_locked)
+        wallets = wallets_lock(wanted, skip_locked=skip_locked)
         missing = wanted - wallets.keys()
         if missing and (not skip_locked or batch.wallets_existing(missing) != missing):
             raise WalletNotFound()
@@ -464,7 +453,7 @@ def top_up_confirm(*, top_up_id: uuid.UUID) -> TopUp:
     with transaction.atomic():
         wallet_id = TopUp.objects.values_list("wallet_id", flat=True).get(pk=top_up_id)
         wallet = wallet_lock(wallet_id)
-        top_up = TopUp.objects.select_for_update(no_key=True).get(pk=top_up_id)
+        top_up = top_up_lock(top_up_id)
         if top_up.status == TopUp.Status.SUCCEEDED:
             return top_up
         if top_up.status == TopUp.Status.FAILED:
@@ -496,7 +485,7 @@ def top_up_confirm(*, top_up_id: uuid.UUID) -> TopUp:
 
 def top_up_fail(*, top_up_id: uuid.UUID) -> TopUp:
     with transaction.atomic():
-        top_up = TopUp.objects.select_for_update(no_key=True).get(pk=top_up_id)
+        top_up = top_up_lock(top_up_id)
         if top_up.status == TopUp.Status.SUCCEEDED:
             raise InvalidState("A succeeded top-up cannot fail; refund it instead.")
         top_up.status = TopUp.Status.FAILED

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 
 from iaas.common import sql
 from iaas.common.faults import pause_point
@@ -35,12 +34,14 @@ from iaas.contracts import bus
 from iaas.contracts.events import ChargesRecorded, RecordedCharge
 
 from . import batch
+from .locks import usage_due_try_lock
 from .models import AbstractUsage
 
 logger = logging.getLogger(__name__)
 
 # How a context names the charge closing a usage record: {record id: description}.
-# It gets the rows usage_due_try_lock returned (the fields of DUE_FIELDS as attributes).
+# It gets the rows locks.usage_due_try_lock returned (the fields of locks.DUE_FIELDS as
+# attributes).
 Describe = Callable[[list], dict[int, str]]
 
 
@@ -61,44 +62,6 @@ class CloseReport:
         self.batches += other.batches
         for currency, amount in other.amount.items():
             self.amount[currency] = self.amount.get(currency, 0) + amount
-
-
-# What a settlement batch reads of each usage record it locks (plain rows, no model
-# instances: a batch holds thousands).
-DUE_FIELDS = (
-    "id",
-    "wallet_id",
-    "owner_id",
-    "currency",
-    "service_id",
-    "hours",
-    "closed_hours",
-    "amount",
-    "closed_amount",
-    "closed_until",
-    "accrued_until",
-)
-
-
-def usage_due_try_lock(
-    usage_model: type[AbstractUsage],
-    *,
-    now: dt.datetime,
-    partition: batch.Partition,
-    after: tuple[uuid.UUID, int] | None,
-    limit: int,
-) -> list:
-    """The partition's next usage records due for closing, locked in (wallet, record)
-    order, SKIP LOCKED: one statement. Rows with the fields of DUE_FIELDS as attributes."""
-    rows = usage_model.objects.filter(close_due_at__lte=now, wallet_id__gte=partition.low)
-    if partition.high is not None:
-        rows = rows.filter(wallet_id__lt=partition.high)
-    if after is not None:  # the range condition starts the index scan at the keyset
-        rows = rows.filter(wallet_id__gte=after[0]).filter(
-            Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], id__gt=after[1])
-        )
-    rows = rows.select_for_update(no_key=True, skip_locked=True).order_by("wallet_id", "id")
-    return list(rows.values_list(*DUE_FIELDS, named=True)[:limit])
 
 
 def close_batch(

@@ -34,7 +34,7 @@ from iaas.contracts.events import (
 from iaas.contracts.selling import AllowanceTotals, IdleAllowance, UsageClosed
 from iaas.contracts.types import Money
 
-from . import checks, settlement, usage
+from . import checks, locks, settlement, usage
 from .batch import Partition
 from .models import AbstractAllowance, AbstractCharge, AbstractRelease, AbstractUsage
 
@@ -55,19 +55,12 @@ class Spender:
     def allowance_lock(self, *, wallet_id: uuid.UUID, owner_id: int) -> AbstractAllowance:
         """Lock this context's allowance row for the wallet, creating it first when the
         wallet is new here (INSERT ... ON CONFLICT DO NOTHING, then lock)."""
-        rows = self.allowance_model.objects.select_for_update(no_key=True)
-        allowance = rows.filter(pk=wallet_id).first()
+        allowance = locks.allowance_lock(self.allowance_model, wallet_id)
         if allowance is None:
             wallet = billing.wallet_view(wallet_id=wallet_id, owner_id=owner_id)
-            self.allowance_model.objects.bulk_create(
-                [
-                    self.allowance_model(
-                        wallet_id=wallet.id, owner_id=wallet.owner_id, currency=wallet.currency
-                    )
-                ],
-                ignore_conflicts=True,
+            allowance = locks.allowance_create_and_lock(
+                self.allowance_model(wallet_id=wallet.id, owner_id=wallet.owner_id, currency=wallet.currency)
             )
-            allowance = rows.get(pk=wallet_id)
         return allowance
 
     def allowances_try_lock(
@@ -79,8 +72,7 @@ class Spender:
         row yet: rare, a purchase always creates it) gets its row created and locked the
         single-purchase way; one Billing refuses (unknown, not the owner's) comes back
         as a refusal for the batch to record on its services."""
-        rows = self.allowance_model.objects.select_for_update(no_key=True, skip_locked=True)
-        locked = {a.wallet_id: a for a in rows.filter(pk__in=sorted(owners)).order_by("wallet_id")}
+        locked = locks.allowances_try_lock(self.allowance_model, owners)
         missing = set(owners) - set(locked)
         refused: dict[uuid.UUID, DomainError] = {}
         if missing:
@@ -138,7 +130,9 @@ class Spender:
         if price.amount <= 0:
             raise ValueError("a price is a positive amount")
         chunk = self.reserve_ahead() if reserve_ahead is None else reserve_ahead
-        fast = chunk > 0 and self._spend_inside_allowance(wallet_id=wallet_id, owner_id=owner_id, price=price)
+        fast = chunk > 0 and locks.allowance_deduct_if_covered(
+            self.allowance_model, wallet_id=wallet_id, owner_id=owner_id, price=price
+        )
         if not fast:
             self._spend_reserving_the_shortfall(
                 wallet_id=wallet_id, owner_id=owner_id, price=price, chunk=chunk
@@ -215,26 +209,6 @@ class Spender:
         allowance.last_used_at = timezone.now()
         allowance.save(update_fields=["amount", "granted_total", "charged_total", "last_used_at"])
 
-    def _spend_inside_allowance(self, *, wallet_id: uuid.UUID, owner_id: int, price: Money) -> bool:
-        """The frequent spender's fast path: one conditional UPDATE that locks the
-        allowance row and deducts the price only when the row is this owner's, in this
-        currency, not blocked, and covers the price. No row changed: take the full path
-        (which says why)."""
-        return (
-            self.allowance_model.objects.filter(
-                pk=wallet_id,
-                owner_id=owner_id,
-                currency=price.currency,
-                blocked=False,
-                amount__gte=price.amount,
-            ).update(
-                amount=F("amount") - price.amount,
-                charged_total=F("charged_total") + price.amount,
-                last_used_at=timezone.now(),
-            )
-            == 1
-        )
-
     def _record_charge(
         self,
         *,
@@ -291,21 +265,16 @@ class Spender:
         in the caller's transaction: the first step of freezing a wallet (operations'
         wallet status service), before Billing locks the wallet, so the lock order holds.
         A wallet new here gets its allowance row created blocked."""
-        rows = self.allowance_model.objects.select_for_update(no_key=True)
-        allowance = rows.filter(pk=wallet_id).first()
+        allowance = locks.allowance_lock(self.allowance_model, wallet_id)
         if allowance is None:
             if not blocked:
                 return
             wallet = billing.wallet_view(wallet_id=wallet_id)
-            self.allowance_model.objects.bulk_create(
-                [
-                    self.allowance_model(
-                        wallet_id=wallet.id, owner_id=wallet.owner_id, currency=wallet.currency, blocked=True
-                    )
-                ],
-                ignore_conflicts=True,
+            allowance = locks.allowance_create_and_lock(
+                self.allowance_model(
+                    wallet_id=wallet.id, owner_id=wallet.owner_id, currency=wallet.currency, blocked=True
+                )
             )
-            allowance = rows.get(pk=wallet_id)
         if allowance.blocked != blocked:
             allowance.blocked = blocked
             allowance.save(update_fields=["blocked"])
@@ -318,9 +287,7 @@ class Spender:
         """Give back ``amount`` (all of it when None) of the allowance for the wallet.
         The context decides; Billing is told by AllowanceReleased."""
         with transaction.atomic():
-            allowance = (
-                self.allowance_model.objects.select_for_update(no_key=True).filter(pk=wallet_id).first()
-            )
+            allowance = locks.allowance_lock(self.allowance_model, wallet_id)
             if allowance is None or allowance.amount == 0:
                 return None
             give_back = allowance.amount if amount is None else min(amount, allowance.amount)
@@ -413,11 +380,7 @@ class Spender:
         LOCKED: a purchase holding it is using it, so it is not idle)."""
         cutoff = timezone.now() - idle_for
         with transaction.atomic():
-            allowance = (
-                self.allowance_model.objects.select_for_update(no_key=True, skip_locked=True)
-                .filter(pk=wallet_id, amount__gt=0, last_used_at__lt=cutoff)
-                .first()
-            )
+            allowance = locks.idle_allowance_try_lock(self.allowance_model, wallet_id, unused_since=cutoff)
             if allowance is None:
                 return None
             released = self.release(wallet_id=wallet_id, reason="idle")

@@ -1,0 +1,127 @@
+"""Every row lock the spending protocol takes, for any selling context, in one place, so
+the lock order can be read here (ARCHITECTURE.md): the caller holds the service row;
+then the context's allowance row (waiting for a purchase, SKIP LOCKED for a batch or an
+idle release); then, inside Billing, the wallet and the hold. A settlement batch locks
+only usage records, SKIP LOCKED. Each helper runs inside the caller's transaction and
+takes the context's model: the protocol is written once for every context."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from django.db.models import F, Q
+from django.utils import timezone
+
+from iaas.contracts.types import Money
+
+from .batch import Partition
+from .models import AbstractAllowance, AbstractUsage
+
+# --- allowance rows -----------------------------------------------------------------------
+
+
+def allowance_lock(
+    allowance_model: type[AbstractAllowance], wallet_id: uuid.UUID
+) -> AbstractAllowance | None:
+    """Lock the context's allowance row for the wallet, waiting for it (FOR NO KEY
+    UPDATE). None when the wallet has no row here yet (``allowance_create_and_lock``)."""
+    return allowance_model.objects.select_for_update(no_key=True).filter(pk=wallet_id).first()
+
+
+def allowance_create_and_lock(allowance: AbstractAllowance) -> AbstractAllowance:
+    """Create a wallet's first allowance row in a context (INSERT ... ON CONFLICT DO
+    NOTHING: a concurrent first purchase may create it first, and then its row stands),
+    then lock the row, waiting for it (FOR NO KEY UPDATE)."""
+    model = type(allowance)
+    model.objects.bulk_create([allowance], ignore_conflicts=True)
+    return model.objects.select_for_update(no_key=True).get(pk=allowance.wallet_id)
+
+
+def allowances_try_lock(
+    allowance_model: type[AbstractAllowance], wallet_ids
+) -> dict[uuid.UUID, AbstractAllowance]:
+    """A batch's allowance rows, locked in wallet order, FOR NO KEY UPDATE SKIP LOCKED, in
+    one statement: a row a purchase or another worker holds, or a missing one, is absent
+    from the answer."""
+    rows = allowance_model.objects.select_for_update(no_key=True, skip_locked=True)
+    return {a.wallet_id: a for a in rows.filter(pk__in=sorted(wallet_ids)).order_by("wallet_id")}
+
+
+def idle_allowance_try_lock(
+    allowance_model: type[AbstractAllowance], wallet_id: uuid.UUID, *, unused_since: dt.datetime
+) -> AbstractAllowance | None:
+    """Lock the wallet's allowance row if it holds money unused since ``unused_since``,
+    FOR NO KEY UPDATE SKIP LOCKED: a purchase holding the row is using it, so it is not
+    idle. None when it is busy, empty or used since."""
+    return (
+        allowance_model.objects.select_for_update(no_key=True, skip_locked=True)
+        .filter(pk=wallet_id, amount__gt=0, last_used_at__lt=unused_since)
+        .first()
+    )
+
+
+def allowance_deduct_if_covered(
+    allowance_model: type[AbstractAllowance], *, wallet_id: uuid.UUID, owner_id: int, price: Money
+) -> bool:
+    """The frequent spender's fast path: one conditional UPDATE that locks the wallet's
+    allowance row (waiting for it, like FOR NO KEY UPDATE) and deducts the price only
+    when the row is this owner's, in the price's currency, not blocked, and covers the
+    price. False when no row changed (no row, or a check failed): the caller takes the
+    full path, which locks the row and says why."""
+    return (
+        allowance_model.objects.filter(
+            pk=wallet_id,
+            owner_id=owner_id,
+            currency=price.currency,
+            blocked=False,
+            amount__gte=price.amount,
+        ).update(
+            amount=F("amount") - price.amount,
+            charged_total=F("charged_total") + price.amount,
+            last_used_at=timezone.now(),
+        )
+        == 1
+    )
+
+
+# --- usage records (settlement) -------------------------------------------------------------
+
+# What a settlement batch reads of each usage record it locks (plain rows, no model
+# instances: a batch holds thousands).
+DUE_FIELDS = (
+    "id",
+    "wallet_id",
+    "owner_id",
+    "currency",
+    "service_id",
+    "hours",
+    "closed_hours",
+    "amount",
+    "closed_amount",
+    "closed_until",
+    "accrued_until",
+)
+
+
+def usage_due_try_lock(
+    usage_model: type[AbstractUsage],
+    *,
+    now: dt.datetime,
+    partition: Partition,
+    after: tuple[uuid.UUID, int] | None,
+    limit: int,
+) -> list:
+    """The partition's next ``limit`` usage records due for closing at ``now``, after the
+    keyset ``after`` (wallet id, record id), locked in (wallet, record) order, FOR NO KEY
+    UPDATE SKIP LOCKED: one statement. A record metering holds is skipped. Rows with the
+    fields of DUE_FIELDS as attributes."""
+    rows = usage_model.objects.filter(close_due_at__lte=now, wallet_id__gte=partition.low)
+    if partition.high is not None:
+        rows = rows.filter(wallet_id__lt=partition.high)
+    if after is not None:  # the range condition starts the index scan at the keyset
+        rows = rows.filter(wallet_id__gte=after[0]).filter(
+            Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], id__gt=after[1])
+        )
+    rows = rows.select_for_update(no_key=True, skip_locked=True).order_by("wallet_id", "id")
+    return list(rows.values_list(*DUE_FIELDS, named=True)[:limit])
