@@ -39,8 +39,8 @@ from iaas.contracts import wallets
 from iaas.contracts.errors import DomainError
 from iaas.contracts.types import format_minor_units
 
-from . import services
-from .models import (
+from .. import services
+from ..models import (
     Adjustment,
     Hold,
     Invoice,
