@@ -125,31 +125,52 @@ def subscriptions(event_type: type[Event]) -> list[Subscription]:
     ]
 
 
+# The handler of the row that records an event no subscription takes: the event is in
+# the outbox all the same (the wallet's history lists it, a later subscriber can be fed
+# from it), delivered to nobody.
+NO_SUBSCRIBER = ""
+
+
 def publish(*events: Event) -> list[OutboxMessage]:
-    """Write the events to the outbox in the current transaction."""
+    """Write the events to the outbox in the current transaction: one row per subscribed
+    handler, or one row delivered to nobody (``NO_SUBSCRIBER``) when no subscription
+    takes the event, so every published event is recorded once at least."""
     if not connection.in_atomic_block:
         raise PublishOutsideTransaction("publish() must run inside transaction.atomic()")
-    rows = [
-        OutboxMessage(
-            event_id=event.event_id,
-            event_type=event.type_name(),
-            handler=name,
-            payload=event.to_payload(),
-            wallet_id=getattr(event, "wallet_id", None),
-            created_at=event.occurred_at,
-            available_at=event.occurred_at,
-        )
-        for event in events
-        for name in _handlers[event.type_name()]
-        if name not in _conditions or _conditions[name](event)
-    ]
+    rows = []
+    for event in events:
+        names = [
+            name
+            for name in _handlers[event.type_name()]
+            if name not in _conditions or _conditions[name](event)
+        ]
+        rows += [_row(event, name) for name in names] or [_recorded_only(event)]
     if not rows:
         return []
     created = _insert(rows)
     if settings.IAAS_DELIVER_ON_COMMIT:
-        ids = [row.pk for row in created]
-        transaction.on_commit(partial(deliver_messages, ids), robust=True)
+        ids = [row.pk for row in created if row.status == OutboxMessage.Status.PENDING]
+        if ids:
+            transaction.on_commit(partial(deliver_messages, ids), robust=True)
     return created
+
+
+def _row(event: Event, handler: str) -> OutboxMessage:
+    return OutboxMessage(
+        event_id=event.event_id,
+        event_type=event.type_name(),
+        handler=handler,
+        payload=event.to_payload(),
+        wallet_id=getattr(event, "wallet_id", None),
+        created_at=event.occurred_at,
+        available_at=event.occurred_at,
+    )
+
+
+def _recorded_only(event: Event) -> OutboxMessage:
+    row = _row(event, NO_SUBSCRIBER)
+    row.status, row.delivered_at = OutboxMessage.Status.DONE, event.occurred_at
+    return row
 
 
 def _insert(rows: list[OutboxMessage]) -> list[OutboxMessage]:
@@ -164,10 +185,10 @@ def _insert(rows: list[OutboxMessage]) -> list[OutboxMessage]:
     with _server_bound_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (event_id, event_type, handler, payload, wallet_id, created_at, "  # noqa: S608
-            f"available_at, status, attempts, last_error) "
-            f"SELECT e, t, h, p::jsonb, w, c, a, 'pending', 0, '' FROM unnest(%b::uuid[], %b::text[], "
-            f"%b::text[], %b::text[], %b::uuid[], %b::timestamptz[], %b::timestamptz[]) "
-            f"AS r(e, t, h, p, w, c, a) RETURNING id",
+            f"available_at, status, delivered_at, attempts, last_error) "
+            f"SELECT e, t, h, p::jsonb, w, c, a, s, d, 0, '' FROM unnest(%b::uuid[], %b::text[], "
+            f"%b::text[], %b::text[], %b::uuid[], %b::timestamptz[], %b::timestamptz[], %b::text[], "
+            f"%b::timestamptz[]) AS r(e, t, h, p, w, c, a, s, d) RETURNING id",
             [
                 [row.event_id for row in rows],
                 [row.event_type for row in rows],
@@ -176,6 +197,8 @@ def _insert(rows: list[OutboxMessage]) -> list[OutboxMessage]:
                 [row.wallet_id for row in rows],
                 [row.created_at for row in rows],
                 [row.available_at for row in rows],
+                [row.status for row in rows],
+                [row.delivered_at for row in rows],
             ],
         )
         for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):

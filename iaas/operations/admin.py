@@ -86,7 +86,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
         "event_type",
-        "handler",
+        "handler_name",
         "status",
         "attempts",
         "last_error_short",
@@ -103,7 +103,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
         "id",
         "event_id",
         "event_type",
-        "handler",
+        "handler_name",
         "status",
         "attempts",
         "last_error_text",
@@ -119,6 +119,11 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
 
     def has_retry_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("contracts.retry_outboxmessage")
+
+    @admin.display(description="handler", ordering="handler")
+    def handler_name(self, obj):
+        """An event no subscription takes is recorded all the same, delivered to nobody."""
+        return obj.handler or "(no subscriber: recorded)"
 
     @admin.display(description="last error", ordering="last_error")
     def last_error_short(self, obj):

@@ -6,7 +6,8 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from iaas.contracts import bus
@@ -148,8 +149,23 @@ def test_deliver_events_command_finishes_what_is_pending(recorder):
     assert bus.pending_count() == 0
 
 
-def test_an_event_nobody_subscribes_to_writes_nothing(monkeypatch):
+def test_an_event_nobody_subscribes_to_is_recorded_and_delivered_to_nobody(monkeypatch):
     monkeypatch.setitem(bus._handlers, "SomethingHappened", {})
+    event = SomethingHappened(thing_id=uuid.uuid4())
     with transaction.atomic():
-        assert bus.publish(SomethingHappened(thing_id=uuid.uuid4())) == []
-    assert not OutboxMessage.objects.exists()
+        bus.publish(event)
+    row = OutboxMessage.objects.get()
+    assert (row.event_id, row.handler, row.status) == (event.event_id, bus.NO_SUBSCRIBER, "done")
+    assert row.delivered_at == event.occurred_at  # purged with the delivered history
+    assert row.payload["thing_id"] == str(event.thing_id)
+    assert bus.deliver_pending() == bus.DeliveryReport()
+    assert bus.pending_count() == 0
+
+
+def test_a_batch_of_events_records_those_nobody_takes_in_the_same_statement(monkeypatch):
+    monkeypatch.setitem(bus._handlers, "SomethingHappened", {})
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        rows = bus.publish(*(SomethingHappened(thing_id=uuid.uuid4()) for _ in range(3)))
+    assert [q["sql"].split()[0] for q in queries if "outbox" in q["sql"]] == ["INSERT"]
+    assert [row.handler for row in rows] == [bus.NO_SUBSCRIBER] * 3
+    assert OutboxMessage.objects.filter(status="done", handler="").count() == 3

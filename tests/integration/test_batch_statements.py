@@ -64,9 +64,9 @@ def test_a_metering_batch_makes_the_same_statements_whatever_its_size(catalog, w
     sql = statements(meter())
     # lock_timeout; servers (locked, with their plans and the usage record of the month
     # their next hour starts in); allowances (locked); Billing: wallets known, wallets
-    # locked, reserved grows, holds grow, reservations recorded; usage upserted;
-    # allowances debited; servers updated
-    assert len(sql) == 11, "\n".join(q[:120] for q in sql)
+    # locked, reserved grows, holds grow, reservations recorded, FundsReserved recorded
+    # (one outbox insert); usage upserted; allowances debited; servers updated
+    assert len(sql) == 12, "\n".join(q[:120] for q in sql)
     assert (
         sum("FOR NO KEY UPDATE" in q and "SKIP LOCKED" in q for q in sql) == 3
     )  # servers, allowances, wallets
@@ -81,9 +81,9 @@ def test_a_batch_with_wallets_that_cannot_pay_makes_the_same_statements_whatever
     sql = statements(meter())
     # lock_timeout; servers (with their usage records); allowances; Billing: wallets
     # known, wallets locked, which refused wallets another context holds money on;
-    # servers updated; their history (one insert). (Their events add one outbox insert
-    # when subscribed.)
-    assert len(sql) == 8, "\n".join(q[:120] for q in sql)
+    # servers updated; their history (one insert); their ServerSuspended events (one
+    # outbox insert, recorded even while nobody subscribes)
+    assert len(sql) == 9, "\n".join(q[:120] for q in sql)
     assert Server.objects.filter(status="suspended").count() == wallets * per_wallet
 
 
@@ -110,9 +110,10 @@ def test_a_renewal_batch_makes_the_same_statements_whatever_its_size(catalog):
         renewed = Subscription.objects.filter(status="active", current_period_end=at(2026, 7, 10, 10))
         assert renewed.count() == 2 * wallets
         Subscription.objects.update(status="cancelled")  # out of the next round's way
-    # lock_timeout; subscriptions; allowances; Billing's five; allowances debited;
-    # charges inserted; subscriptions updated; ChargesRecorded (one insert)
-    assert counts == [12, 12]
+    # lock_timeout; subscriptions; allowances; Billing's five and its FundsReserved (one
+    # outbox insert); allowances debited; charges inserted; subscriptions updated;
+    # ChargesRecorded (one insert)
+    assert counts == [13, 13]
 
 
 def test_a_settlement_batch_makes_the_same_statements_whatever_its_size(catalog):

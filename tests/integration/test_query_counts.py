@@ -25,15 +25,16 @@ def buy_server(customer, wallet):
     )
 
 
-def test_a_purchase_with_a_reservation_makes_eleven_statements(catalog):
+def test_a_purchase_with_a_reservation_makes_twelve_statements(catalog):
     customer = UserFactory()
     wallet = funded_wallet(customer, amount=1_000)
     buy_server(customer, wallet)()  # the allowance row exists from now on
     sql = queries_of(buy_server(customer, wallet))
     # plan, server insert, allowance lock, wallet lock, wallet update, hold upsert,
-    # reservation insert, allowance update, charge insert, outbox insert, and the
-    # month's usage record (the first hour counts towards the cap)
-    assert len(sql) == 11, "\n".join(sql)
+    # reservation insert, FundsReserved recorded (an outbox row though nobody subscribes:
+    # every published event is recorded), allowance update, charge insert, outbox insert,
+    # and the month's usage record (the first hour counts towards the cap)
+    assert len(sql) == 12, "\n".join(sql)
     assert sum("FOR NO KEY UPDATE" in q for q in sql) == 2  # allowance, then wallet
 
 
@@ -60,4 +61,4 @@ def test_the_first_purchase_in_a_context_creates_the_allowance_row(catalog):
     assert any("ON CONFLICT DO NOTHING" in q for q in sql)
     # + wallet view, allowance insert, allowance re-lock, and the savepoint around the
     # subscription insert (a taken domain is a 409, not a broken transaction)
-    assert len(sql) == 10 + 3 + 2, "\n".join(sql)
+    assert len(sql) == 11 + 3 + 2, "\n".join(sql)
