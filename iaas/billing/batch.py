@@ -31,12 +31,7 @@ from iaas.contracts.events import FundsReserved, ReleaseRequested
 
 from .locks import wallets_try_lock
 from .models import Hold, LedgerEntry, Reservation, SettledCharge, Wallet
-
-
-def wallets_existing(wallet_ids) -> set[uuid.UUID]:
-    """Which of these wallets exist (a wallet left out of a SKIP LOCKED lock is busy or
-    missing: only a missing one is an error)."""
-    return set(Wallet.objects.filter(pk__in=list(wallet_ids)).values_list("id", flat=True))
+from .selectors import wallets_existing
 
 
 def _refusal(wallet: Wallet | None, request: ReserveRequest) -> DomainError | None:
@@ -62,7 +57,7 @@ def funds_reserve_batch(
     for request in requests:
         if not 0 < request.minimum <= request.amount:
             raise ValueError("reserve needs 0 < minimum <= amount")
-    exists = set(Wallet.objects.filter(pk__in=[r.wallet_id for r in requests]).values_list("id", flat=True))
+    exists = wallets_existing([r.wallet_id for r in requests])
     locked = wallets_try_lock(exists)
     answers: dict[uuid.UUID, Grant | DomainError] = {}
     grants: list[tuple[Wallet, int]] = []
@@ -149,24 +144,10 @@ def _request_releases(context: str, wallet_ids: list[uuid.UUID]) -> None:
 # --- Settlement ----------------------------------------------------------------------------
 
 
-def charges_applied(charge_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of these charges Billing has settled already (I5): one query on
-    SettledCharge's key, whatever the number of charges."""
-    incoming = sql.rows(
-        "incoming", [("charge_id", sql.column(SettledCharge, "charge_id"))], [(i,) for i in charge_ids]
-    )
-    settled = sql.table(SettledCharge)
-    rows = sql.fetch(
-        f"SELECT s.charge_id FROM {settled} s JOIN incoming ON s.charge_id = incoming.charge_id",  # noqa: S608
-        incoming,
-    )
-    field = sql.column(SettledCharge, "charge_id")
-    return {field.to_python(charge_id) for (charge_id,) in rows}
-
-
 def settlement_book(*, wallets: list[Wallet], settled: list[tuple[LedgerEntry, list]]) -> None:
     """Write a settlement planned under the wallets' locks (services.charges_settle): the
-    entries, with their sequence and balance_after assigned (I9), and for each entry its
+    entries, with their sequence and balance_after assigned by ``ledger.entry_next``
+    (I9), and for each entry its
     ``charges`` (services.ChargeToSettle). Five statements, whatever the batch's size:
 
     - the charge entries (one INSERT; the chain trigger checks each, I9);

@@ -8,8 +8,7 @@ from iaas.contracts.billing import Grant, HoldTotals, ReserveRequest, WalletView
 from iaas.contracts.checks import Relation, Violation
 from iaas.contracts.errors import DomainError, WalletNotFound
 
-from . import batch, checks, services
-from .models import Hold, Wallet
+from . import batch, checks, selectors, services
 
 HOLD_TOTALS = """
 SELECT wallet_id, context, granted_total AS granted, captured_total AS captured,
@@ -51,10 +50,7 @@ class BillingContractImpl:
         return batch.funds_reserve_batch(context=context, requests=requests)
 
     def wallet_view(self, *, wallet_id: uuid.UUID, owner_id: int | None = None) -> WalletView:
-        rows = Wallet.objects.filter(pk=wallet_id)
-        if owner_id is not None:
-            rows = rows.filter(owner_id=owner_id)
-        row = rows.values("id", "owner_id", "currency", "status").first()
+        row = selectors.wallet_summary(wallet_id=wallet_id, owner_id=owner_id)
         if row is None:
             raise WalletNotFound()
         return WalletView(**row)
@@ -72,9 +68,7 @@ class BillingContractImpl:
                 released=row["released_total"],
                 outstanding=row["amount"],
             )
-            for row in Hold.objects.values(
-                "wallet_id", "context", "granted_total", "captured_total", "released_total", "amount"
-            ).order_by("wallet_id", "context")
+            for row in selectors.hold_totals()
         ]
 
     def hold_totals_relation(self) -> Relation:

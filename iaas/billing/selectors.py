@@ -1,4 +1,6 @@
-"""Billing's reads for the customer API: always scoped to the customer."""
+"""Billing's reads: what the customer API shows (always scoped to the customer), what
+Billing's contract answers, and the queries its services ask before or under a lock.
+Nothing here writes or locks."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from django.db.models import Prefetch, QuerySet
 
 from iaas.contracts.errors import NotFound
 
-from .models import Invoice, LedgerEntry, SettledCharge, Wallet
+from .models import Hold, Invoice, LedgerEntry, SettledCharge, Wallet
 
 
 def wallet_list(*, owner_id: int) -> QuerySet[Wallet]:
@@ -44,3 +46,36 @@ def invoice_get(*, owner_id: int, invoice_id: uuid.UUID) -> Invoice:
     if invoice is None:
         raise NotFound("No such invoice.")
     return invoice
+
+
+# --- For Billing's contract and services ---------------------------------------------------
+
+
+def wallet_summary(*, wallet_id: uuid.UUID, owner_id: int | None = None) -> dict | None:
+    """The wallet's id, owner, currency and status (with ``owner_id``, only the owner's
+    wallet), or None when there is no such wallet."""
+    rows = Wallet.objects.filter(pk=wallet_id)
+    if owner_id is not None:
+        rows = rows.filter(owner_id=owner_id)
+    return rows.values("id", "owner_id", "currency", "status").first()
+
+
+def wallets_existing(wallet_ids) -> set[uuid.UUID]:
+    """Which of these wallets exist (a wallet left out of a SKIP LOCKED lock is busy or
+    missing: only a missing one is an error)."""
+    return set(Wallet.objects.filter(pk__in=list(wallet_ids)).values_list("id", flat=True))
+
+
+def holds_elsewhere(*, wallet_id: uuid.UUID, context: str) -> bool:
+    """Whether a context other than ``context`` holds funds of the wallet (a hold above
+    zero): then a refusal asks for idle allowance back."""
+    return Hold.objects.filter(wallet_id=wallet_id, amount__gt=0).exclude(context=context).exists()
+
+
+def hold_totals() -> list[dict]:
+    """Every hold's running totals and outstanding amount, by wallet and context."""
+    return list(
+        Hold.objects.values(
+            "wallet_id", "context", "granted_total", "captured_total", "released_total", "amount"
+        ).order_by("wallet_id", "context")
+    )

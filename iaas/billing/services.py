@@ -1,5 +1,6 @@
 """Billing's writes. Every function that moves money locks the wallet row first
-(through ``locks.wallet_lock``), then a hold; never the other way round."""
+(through ``locks.wallet_lock``), then a hold; never the other way round. The writes
+under those locks are made of ``ledger``'s basics; the reads are in ``selectors``."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from iaas.audit.services import object_type, record_change
@@ -35,86 +35,20 @@ from iaas.contracts.events import (
     WalletToppedUp,
 )
 
-from . import batch
+from . import batch, selectors
+from .ledger import (
+    charges_applied,
+    entry_book,
+    entry_next,
+    hold_grow,
+    hold_shrink,
+    reservation_applied,
+    reservation_record,
+    wallet_money_save,
+)
 from .locks import top_up_lock, wallet_lock, wallets_lock
-from .models import Adjustment, Hold, LedgerEntry, Refund, Reservation, SettledCharge, TopUp, Wallet
+from .models import Adjustment, LedgerEntry, Refund, Reservation, SettledCharge, TopUp, Wallet
 from .payments import payment_provider
-
-
-def _save_money(wallet: Wallet) -> None:
-    wallet.save(update_fields=["balance", "reserved", "ledger_sequence", "updated_at"])
-
-
-def _book(wallet: Wallet, **fields) -> LedgerEntry:
-    """Append a ledger entry (fields as ``_next_entry``) and move the balance, on a
-    wallet the caller has locked (I1, I9)."""
-    entry = _next_entry(wallet, **fields)
-    entry.save(force_insert=True)
-    return entry
-
-
-def _next_entry(
-    wallet: Wallet,
-    *,
-    kind: str,
-    amount: int,
-    reference: str,
-    description: str,
-    transaction_date: dt.datetime | None = None,
-    context: str = "",
-    source_id: uuid.UUID | None = None,
-    created_by_id: int | None = None,
-) -> LedgerEntry:
-    """The wallet's next ledger entry, not yet saved: the sequence and balance_after are
-    assigned here, under the caller's wallet lock (I9)."""
-    wallet.ledger_sequence += 1
-    wallet.balance += amount
-    now = timezone.now()
-    return LedgerEntry(
-        wallet=wallet,
-        sequence=wallet.ledger_sequence,
-        kind=kind,
-        amount=amount,
-        balance_after=wallet.balance,
-        transaction_date=transaction_date or now,
-        posted_at=now,
-        description=description[:255],
-        reference=reference,
-        context=context,
-        source_id=source_id,
-        created_by_id=created_by_id,
-    )
-
-
-def _hold_add(*, wallet_id: uuid.UUID, context: str, delta: int, kind: str) -> None:
-    """Grow a hold by a grant (``delta`` > 0, kind "grant"; created on first use) or
-    shrink it by a capture or a release (``delta`` < 0), moving the matching running
-    total in the same statement. It locks the hold row, which comes after the wallet in
-    the lock order. The hold's CHECKs refuse a hold going negative or totals that do not
-    add up."""
-    if delta < 0:
-        total = {"capture": "captured_total", "release": "released_total"}[kind]
-        updated = Hold.objects.filter(wallet_id=wallet_id, context=context).update(
-            amount=F("amount") + delta, **{total: F(total) - delta}
-        )
-        if updated != 1:
-            raise IntegrityError(f"no {context} hold on wallet {wallet_id} to shrink")
-        return
-    if kind != "grant":
-        raise ValueError("only a grant grows a hold")
-    # PostgreSQL checks the proposed row's CHECKs before ON CONFLICT, so only growth
-    # goes through the upsert.
-    table = connection.ops.quote_name(Hold._meta.db_table)
-    wallet_key = Hold._meta.get_field("wallet").target_field.get_db_prep_value(wallet_id, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (wallet_id, context, amount, granted_total, captured_total, "  # noqa: S608
-            f"released_total) VALUES (%s, %s, %s, %s, 0, 0) "
-            f"ON CONFLICT (wallet_id, context) DO UPDATE SET amount = {table}.amount + EXCLUDED.amount, "
-            f"granted_total = {table}.granted_total + EXCLUDED.granted_total",
-            [wallet_key, context, delta, delta],
-        )
-
 
 # --- Wallets ---------------------------------------------------------------------------
 
@@ -188,9 +122,9 @@ def funds_reserve(
             raise _refusal(wallet, context)
         granted = min(amount, wallet.available)
         wallet.reserved += granted
-        _save_money(wallet)
-        _hold_add(wallet_id=wallet.id, context=context, delta=granted, kind=Reservation.Kind.GRANT)
-        reservation = Reservation.objects.create(
+        wallet_money_save(wallet)
+        hold_grow(wallet_id=wallet.id, context=context, amount=granted)
+        reservation = reservation_record(
             wallet=wallet, context=context, kind=Reservation.Kind.GRANT, amount=granted
         )
         bus.publish(
@@ -209,19 +143,15 @@ def _refusal(wallet: Wallet, context: str) -> InsufficientFunds:
     """The refusal. When other contexts hold funds for the wallet, it carries a release
     request to publish once the refused purchase has rolled back (publishing it here
     would roll back with the purchase)."""
-    others_hold = _others_hold_funds(wallet, context)
+    others_hold = selectors.holds_elsewhere(wallet_id=wallet.id, context=context)
     error = InsufficientFunds(release_requested=others_hold)
     if others_hold:
         error.after_rollback.append(partial(release_request, wallet_id=wallet.id, requested_by=context))
     return error
 
 
-def _others_hold_funds(wallet: Wallet, context: str) -> bool:
-    return Hold.objects.filter(wallet=wallet, amount__gt=0).exclude(context=context).exists()
-
-
 def _publish_release_request(wallet: Wallet, *, requested_by: str) -> bool:
-    if not _others_hold_funds(wallet, requested_by):
+    if not selectors.holds_elsewhere(wallet_id=wallet.id, context=requested_by):
         return False
     bus.publish(ReleaseRequested(wallet_id=wallet.id, requested_by=requested_by))
     return True
@@ -237,10 +167,6 @@ def release_request(*, wallet_id: uuid.UUID, requested_by: str) -> bool:
 
 
 # --- Settlement and release (event handlers' work) -------------------------------------
-
-
-def _already_applied(kind: str, source_id: uuid.UUID) -> bool:
-    return Reservation.objects.filter(kind=kind, source_id=source_id).exists()
 
 
 @dataclass(frozen=True)
@@ -314,7 +240,7 @@ def charges_settle(*, settlements: list[ChargesToSettle], skip_locked: bool = Fa
         wanted = {settlement.wallet_id for settlement in settlements}
         wallets = wallets_lock(wanted, skip_locked=skip_locked)
         missing = wanted - wallets.keys()
-        if missing and (not skip_locked or batch.wallets_existing(missing) != missing):
+        if missing and (not skip_locked or selectors.wallets_existing(missing) != missing):
             raise WalletNotFound()
         result = Settlement(deferred={s.event_id for s in settlements if s.wallet_id in missing})
         todo = [s for s in settlements if s.wallet_id in wallets]
@@ -325,7 +251,7 @@ def charges_settle(*, settlements: list[ChargesToSettle], skip_locked: bool = Fa
                     f"charges of event {settlement.event_id} are in {settlement.currency}, "
                     f"wallet {settlement.wallet_id} in {currency}"
                 )
-        seen = batch.charges_applied([c.charge_id for s in todo for c in s.charges])
+        seen = charges_applied([c.charge_id for s in todo for c in s.charges])
         grouped: dict[tuple[uuid.UUID, str], list[ChargeToSettle]] = defaultdict(list)
         for settlement in todo:
             for charge in settlement.charges:
@@ -340,7 +266,7 @@ def charges_settle(*, settlements: list[ChargesToSettle], skip_locked: bool = Fa
             wallet = wallets[wallet_id]
             total = sum(charge.amount for charge in charges)
             first = charges[0].charge_id
-            entry = _next_entry(
+            entry = entry_next(
                 wallet,
                 kind=LedgerEntry.Kind.CHARGE,
                 amount=-total,
@@ -393,12 +319,12 @@ def allowance_release_apply(
     No savepoint of its own: the event bus runs each handler in one already."""
     with transaction.atomic(savepoint=False):
         wallet = wallet_lock(wallet_id)
-        if _already_applied(Reservation.Kind.RELEASE, release_id):
+        if reservation_applied(kind=Reservation.Kind.RELEASE, source_id=release_id):
             return None
         wallet.reserved -= amount
-        _save_money(wallet)
-        _hold_add(wallet_id=wallet.id, context=context, delta=-amount, kind=Reservation.Kind.RELEASE)
-        return Reservation.objects.create(
+        wallet_money_save(wallet)
+        hold_shrink(wallet_id=wallet.id, context=context, amount=amount, kind=Reservation.Kind.RELEASE)
+        return reservation_record(
             wallet=wallet,
             context=context,
             kind=Reservation.Kind.RELEASE,
@@ -458,7 +384,7 @@ def top_up_confirm(*, top_up_id: uuid.UUID) -> TopUp:
             return top_up
         if top_up.status == TopUp.Status.FAILED:
             raise InvalidState("A failed top-up cannot be confirmed.")
-        entry = _book(
+        entry = entry_book(
             wallet,
             kind=LedgerEntry.Kind.TOP_UP,
             amount=top_up.amount,
@@ -467,7 +393,6 @@ def top_up_confirm(*, top_up_id: uuid.UUID) -> TopUp:
             transaction_date=top_up.created_at,
             source_id=top_up.id,
         )
-        _save_money(wallet)
         top_up.status = TopUp.Status.SUCCEEDED
         top_up.completed_at = timezone.now()
         top_up.ledger_entry = entry
@@ -546,7 +471,7 @@ def wallet_adjust(
             _already_booked(Adjustment, adjustment_id)
             if amount < 0 and -amount > wallet.available:
                 raise _debit_refusal(wallet, -amount)
-            entry = _book(
+            entry = entry_book(
                 wallet,
                 kind=LedgerEntry.Kind.ADJUSTMENT,
                 amount=amount,
@@ -555,7 +480,6 @@ def wallet_adjust(
                 source_id=adjustment_id,
                 created_by_id=operator_id,
             )
-            _save_money(wallet)
             if amount < 0:
                 _publish_release_request(wallet, requested_by="billing")
             return Adjustment.objects.create(
@@ -577,7 +501,7 @@ def _debit_refusal(wallet: Wallet, amount: int) -> AdjustmentRefused:
     """A debit the available balance does not cover. When money the services hold is
     in the way (the balance would cover it), the refusal carries a release request to
     publish once the refused debit has rolled back."""
-    release = amount <= wallet.balance and _others_hold_funds(wallet, "billing")
+    release = amount <= wallet.balance and selectors.holds_elsewhere(wallet_id=wallet.id, context="billing")
     error = AdjustmentRefused(
         f"A debit of {wallet.money(amount)} exceeds the available "
         f"{wallet.money(wallet.available)} (balance {wallet.money(wallet.balance)}, "
@@ -631,7 +555,7 @@ def charge_refund(
                 f"A refund of {wallet.money(amount)} exceeds the charge of {wallet.money(charge.amount)}."
             )
         refund_id = refund_id or uuid.uuid4()
-        entry = _book(
+        entry = entry_book(
             wallet,
             kind=LedgerEntry.Kind.REFUND,
             amount=amount,
@@ -641,7 +565,6 @@ def charge_refund(
             source_id=refund_id,
             created_by_id=operator_id,
         )
-        _save_money(wallet)
         refund = Refund.objects.create(
             id=refund_id,
             wallet=wallet,
