@@ -9,7 +9,10 @@ abstract), so Django never picks this config as a default."""
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from importlib import import_module
+from types import ModuleType
+
+from django.apps import AppConfig, apps
 from django.utils.module_loading import import_string
 
 
@@ -29,7 +32,12 @@ class SellingContextConfig(AppConfig):
     - ``service_pages``: its services' admin pages about one wallet, as (model name,
       plural noun) pairs; the kit's charge and allowance pages follow them;
     - ``reserve_ahead``: its reserve-ahead chunk in minor units when IAAS_RESERVE_AHEAD
-      does not name it (0: reserve exactly the shortfall).
+      does not name it (0: reserve exactly the shortfall);
+    - ``catalog``: the module, in the app, whose ``install(apps, schema_editor)`` installs
+      its catalog (a data migration; tests whose flush erased it run it again);
+    - ``demo``: the module, in the app, with its part in operations' demo commands:
+      ``race_price()``, ``race_purchase(owner_id=, wallet_id=)`` (demo_race) and
+      ``seed_purchase(owner_id=, wallet_id=)`` (seed_demo, once per customer).
     """
 
     default_auto_field = "django.db.models.BigAutoField"
@@ -38,6 +46,8 @@ class SellingContextConfig(AppConfig):
     paid_until_field = "paid_until"
     service_pages: tuple[tuple[str, str], ...] = ()
     reserve_ahead = 0
+    catalog = "migrations.0002_catalog"
+    demo = "demo"
 
     def ready(self) -> None:
         from iaas.contracts import bus, selling
@@ -83,3 +93,24 @@ class SellingContextConfig(AppConfig):
             WalletPage(url_name=f"{self.label}_{model}_changelist", title=f"{self.verbose_name} {noun}")
             for model, noun in pages
         )
+
+    def install_catalog(self, apps=apps) -> None:
+        import_module(f"{self.name}.{self.catalog}").install(apps, None)
+
+    def demo_module(self) -> ModuleType:
+        return import_module(f"{self.name}.{self.demo}")
+
+
+def selling_context_config(name: str) -> SellingContextConfig:
+    """The AppConfig of the selling context registered under ``name``
+    (``iaas.contracts.selling.UnknownContext`` when none is)."""
+    from iaas.contracts import selling
+
+    return apps.get_app_config(selling.context(name).app_label)
+
+
+def selling_context_configs() -> list[SellingContextConfig]:
+    """Every registered selling context's AppConfig, in the registry's order (by name)."""
+    from iaas.contracts import selling
+
+    return [selling_context_config(name) for name in selling.names()]
