@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 from django.apps import apps
 
 from iaas.contracts import bus
 from iaas.operations.reconciliation import reconcile
+from iaas.spending.apps import selling_context_configs
 from tests.cache import clear_cache
 from tests.factories import UserFactory, funded_wallet
 
@@ -16,8 +15,8 @@ from tests.factories import UserFactory, funded_wallet
 def install_catalogs() -> None:
     """The catalogs come from data migrations, which a transactional test's flush
     erases: install them again (idempotent)."""
-    for module in ("iaas.cloud.migrations.0002_catalog", "iaas.hosting.migrations.0002_catalog"):
-        importlib.import_module(module).install(apps, None)
+    for config in selling_context_configs():
+        config.install_catalog(apps)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,6 +1,8 @@
-"""What each selling context (Cloud, Hosting) exposes to the rest: read-only totals
-and checks for reconciliation (I4, I11) and the release of idle allowance. Each context registers
-itself at start-up."""
+"""What each selling context exposes to the rest: read-only totals and checks for
+reconciliation (I4, I11), the release of idle allowance, and what an operator's pages
+link to. Each context registers itself at start-up (its ``AppConfig.ready()``), and
+nothing outside a context names it: callers iterate the registry (``contexts()``) or
+look a context up by the name Billing knows it under (``context(name)``)."""
 
 from __future__ import annotations
 
@@ -48,8 +50,22 @@ class UsageClosed:
     amounts: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class WalletPage:
+    """A page of a context's admin listing its rows about one wallet: the admin URL name
+    of a changelist that filters by ``wallet_id`` ("cloud_server_changelist"), and the
+    link's text ("Cloud servers")."""
+
+    url_name: str
+    title: str
+
+
 class SellingContext(Protocol):
-    name: str
+    name: str  # the name Billing knows it under (holds, ledger entries, subscriptions)
+    label: str  # for people ("Cloud")
+    app_label: str  # its Django app (permissions, admin URL names)
+    wallet_pages: tuple[WalletPage, ...]  # the wallet page's "Follow the money" links, in order
+    reserve_ahead: int  # its reserve-ahead chunk when IAAS_RESERVE_AHEAD does not name it
 
     def allowance_totals(self) -> list[AllowanceTotals]: ...
 
@@ -104,6 +120,10 @@ class SellingContext(Protocol):
         ...
 
 
+class UnknownContext(LookupError):
+    pass
+
+
 _registry: dict[str, SellingContext] = {}
 
 
@@ -112,4 +132,22 @@ def register(context: SellingContext) -> None:
 
 
 def contexts() -> list[SellingContext]:
+    """Every registered selling context, by name (a stable order for pages and runs)."""
     return [_registry[name] for name in sorted(_registry)]
+
+
+def names() -> list[str]:
+    return sorted(_registry)
+
+
+def context(name: str) -> SellingContext:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownContext(
+            f"no selling context {name!r}; registered: {', '.join(names()) or 'none'}"
+        ) from None
+
+
+def find(name: str) -> SellingContext | None:
+    return _registry.get(name)

@@ -16,11 +16,13 @@ from __future__ import annotations
 from django.apps import apps as global_apps
 from django.db.models import Q
 
+from iaas.contracts import selling
+
 SUPPORT = "Support"
 FINANCE = "Finance"
 
-# Every model of these apps is visible to both roles.
-VIEWABLE_APPS = ("billing", "cloud", "hosting", "contracts", "audit")
+# Every model of these apps is visible to both roles, and of every selling context's.
+VIEWABLE_APPS = ("billing", "contracts", "audit")
 # ... and these models of other apps: the customers.
 VIEWABLE_MODELS = (("auth", "user"),)
 FINANCE_PERMISSIONS = (
@@ -28,6 +30,12 @@ FINANCE_PERMISSIONS = (
     ("billing", "make_refund"),
     ("contracts", "retry_outboxmessage"),
 )
+
+
+def viewable_apps() -> tuple[str, ...]:
+    """The app labels whose every model both roles see: Billing's, the contracts' (the
+    outbox), the history of changes, and each registered selling context's."""
+    return (*VIEWABLE_APPS, *(context.app_label for context in selling.contexts()))
 
 
 def _permissions(Permission, pairs):
@@ -47,7 +55,7 @@ def install_operator_groups(apps=global_apps) -> None:
     for app_label, model in VIEWABLE_MODELS:
         customers |= Q(content_type__app_label=app_label, content_type__model=model)
     view = Permission.objects.filter(codename__startswith="view_").filter(
-        Q(content_type__app_label__in=VIEWABLE_APPS) | customers
+        Q(content_type__app_label__in=viewable_apps()) | customers
     )
     support, _ = Group.objects.get_or_create(name=SUPPORT)
     support.permissions.add(*view)

@@ -159,11 +159,14 @@ IAAS_MAX_TOP_UP = int(os.environ.get("IAAS_MAX_TOP_UP", "100000000"))
 IAAS_PAYMENT_PROVIDER = os.environ.get(
     "IAAS_PAYMENT_PROVIDER", "iaas.billing.payments.SandboxPaymentProvider"
 )
-# Reserve-ahead chunk per selling context, in minor units. 0: reserve exactly the
-# shortfall, so a customer can always spend the whole balance in any mix of contexts.
+# Reserve-ahead chunk per selling context, in minor units, by the context's name:
+# IAAS_RESERVE_AHEAD_<NAME> in the environment (IAAS_RESERVE_AHEAD_CLOUD=1000). A context
+# not named here reserves its registered default (the kit's is 0: exactly the shortfall,
+# so a customer can always spend the whole balance in any mix of contexts).
 IAAS_RESERVE_AHEAD = {
-    "cloud": int(os.environ.get("IAAS_RESERVE_AHEAD_CLOUD", "0")),
-    "hosting": int(os.environ.get("IAAS_RESERVE_AHEAD_HOSTING", "0")),
+    name.removeprefix("IAAS_RESERVE_AHEAD_").lower(): int(value)
+    for name, value in sorted(os.environ.items())
+    if name.startswith("IAAS_RESERVE_AHEAD_")
 }
 # Settlement cadence: metered usage accrues in place and a settlement run (settle_usage)
 # closes it into charges at least this often (and at each month's end, and when a

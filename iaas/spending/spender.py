@@ -20,7 +20,7 @@ from django.db.models import F, Model
 from django.utils import timezone
 
 from iaas.common import sql
-from iaas.contracts import billing, bus
+from iaas.contracts import billing, bus, selling
 from iaas.contracts.checks import Relation
 from iaas.contracts.errors import CurrencyMismatch, DomainError, WalletNotActive, WalletNotFound
 from iaas.contracts.events import (
@@ -31,7 +31,7 @@ from iaas.contracts.events import (
     RecordedCharge,
     ReleaseRequested,
 )
-from iaas.contracts.selling import AllowanceTotals, IdleAllowance, UsageClosed
+from iaas.contracts.selling import AllowanceTotals, IdleAllowance, UsageClosed, WalletPage
 from iaas.contracts.types import Money
 
 from . import checks, locks, settlement, usage
@@ -89,7 +89,13 @@ class Spender:
     # --- spend -------------------------------------------------------------------------
 
     def reserve_ahead(self) -> int:
-        return settings.IAAS_RESERVE_AHEAD.get(self.context, 0)
+        """The chunk to reserve beyond a shortfall: IAAS_RESERVE_AHEAD's entry for this
+        context, else the default the context registered (0: exactly the shortfall)."""
+        chunk = settings.IAAS_RESERVE_AHEAD.get(self.context)
+        if chunk is None:
+            registered = selling.find(self.context)
+            chunk = registered.reserve_ahead if registered is not None else 0
+        return chunk
 
     def spend(
         self,
@@ -472,6 +478,10 @@ class SellingContextAdapter:
         *,
         service_model: type[Model] | None = None,
         paid_until_field: str = "paid_until",
+        label: str = "",
+        app_label: str = "",
+        wallet_pages: tuple[WalletPage, ...] = (),
+        reserve_ahead: int = 0,
     ) -> None:
         if spender.usage_model is not None and service_model is None:
             raise ValueError(f"{spender.context} meters usage: name its service model for I11")
@@ -479,6 +489,10 @@ class SellingContextAdapter:
         self.name = spender.context
         self.service_model = service_model
         self.paid_until_field = paid_until_field
+        self.label = label or spender.context.capitalize()
+        self.app_label = app_label or spender.allowance_model._meta.app_label
+        self.wallet_pages = wallet_pages
+        self.reserve_ahead = reserve_ahead
 
     def allowance_totals(self) -> list[AllowanceTotals]:
         return self.spender.allowance_totals()

@@ -103,6 +103,35 @@ def test_wallet_page_follows_the_money(as_role, books):
         assert as_role("support").get(link).context["cl"].result_count >= 1
 
 
+def test_wallet_page_links_every_page_about_the_wallet_in_order(as_role, books):
+    """The "Follow the money" list: Billing's pages, then each selling context's pages as
+    the context registered them (Billing names no context), then the wallet's events."""
+    import re
+
+    wallet = books["wallet"]
+    page = as_role("support").get(reverse("admin:billing_wallet_change", args=[wallet.pk])).content.decode()
+    links = re.search(r'<ul class="iaas-links">(.*?)</ul>', page, re.S).group(1)
+    titles = [re.sub(r"<[^>]+>", "", item) for item in re.findall(r"<li>(.*?)</li>", links, re.S)]
+    assert titles == [
+        f"Customer {wallet.owner.get_username()}",
+        titles[1],  # "All N ledger entries"
+        "Holds",
+        "Reservations",
+        "Top-ups",
+        "Adjustments",
+        "Cloud servers",
+        "Cloud charges",
+        "Cloud allowance",
+        "Hosting subscriptions",
+        "Hosting charges",
+        "Hosting allowance",
+        "Events about this wallet",
+    ]
+    assert re.fullmatch(r"All \d+ ledger entries", titles[1])
+    for url_name in ["cloud_allowance_changelist", "hosting_charge_changelist"]:
+        assert f'href="{reverse(f"admin:{url_name}")}?wallet_id={wallet.pk}"' in links
+
+
 def test_the_filtered_lists_show_only_that_wallet(as_role, books):
     other = books["wallet"]
     client = as_role("support")

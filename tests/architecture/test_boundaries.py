@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 from django.apps import apps
 
-CONTEXTS = {"billing", "cloud", "hosting"}
+from .contexts import context_labels, selling_packages
+
+CONTEXTS = context_labels()
+SELLING = sorted(selling_packages().items())  # [(label, package), ...]
 SHARED_KERNEL = {"auth"}  # the customer (auth.User) is the one thing every context may point at
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,12 +46,12 @@ def test_the_relation_check_catches_a_string_foreign_key(settings):
         wallet = models.ForeignKey("billing.Wallet", on_delete=models.PROTECT)
 
         class Meta:
-            app_label = "cloud"
+            app_label = SELLING[0][0]
 
     try:
         assert "Intruder.wallet -> billing" in cross_context_relations()
     finally:
-        del apps.all_models["cloud"]["intruder"]
+        del apps.all_models[SELLING[0][0]]["intruder"]
         apps.clear_cache()
 
 
@@ -70,8 +73,8 @@ def test_import_linter_keeps_the_boundaries_of_the_tree():
 @pytest.mark.parametrize(
     ("module", "line"),
     [
-        ("iaas/cloud/intruder.py", "from iaas.billing import models"),
-        ("iaas/hosting/intruder.py", "import iaas.cloud"),
+        (f"{SELLING[0][1].replace('.', '/')}/intruder.py", "from iaas.billing import models"),
+        (f"{SELLING[1][1].replace('.', '/')}/intruder.py", f"import {SELLING[0][1]}"),
         ("iaas/contracts/intruder.py", "from iaas.billing import apps"),
     ],
 )
@@ -83,3 +86,21 @@ def test_import_linter_fails_on_a_forbidden_import(tmp_path, module, line):
     result = run_lint_imports(copy)
     assert result.returncode != 0
     assert "BROKEN" in result.stdout
+
+
+def test_import_linter_holds_every_registered_selling_context():
+    """.importlinter names the contexts (it reads no registry): a context registered at
+    start-up and missing from a contract would be left unguarded."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(REPO / ".importlinter")
+    for contract, key in [
+        ("importlinter:contract:contexts-independent", "modules"),
+        ("importlinter:contract:contracts-import-no-context", "forbidden_modules"),
+        ("importlinter:contract:shared-libraries-know-no-context", "forbidden_modules"),
+        ("importlinter:contract:reconciliation-through-contracts", "forbidden_modules"),
+    ]:
+        listed = set(config[contract][key].split())
+        missing = sorted(package for _, package in SELLING if package not in listed)
+        assert missing == [], f"{contract} does not name {missing}"

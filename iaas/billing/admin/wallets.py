@@ -20,7 +20,7 @@ from iaas.common.admin import (
     money_column,
     table,
 )
-from iaas.contracts import wallets
+from iaas.contracts import selling, wallets
 from iaas.contracts.types import format_minor_units
 
 from .. import services
@@ -158,12 +158,12 @@ class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
                 (admin_url("billing_reservation_changelist", query=wallet_query(obj.pk)), "Reservations"),
                 (admin_url("billing_topup_changelist", query=wallet_query(obj.pk)), "Top-ups"),
                 (admin_url("billing_adjustment_changelist", query=wallet_query(obj.pk)), "Adjustments"),
-                (admin_url("cloud_server_changelist", query=wallet), "Cloud servers"),
-                (admin_url("cloud_charge_changelist", query=wallet), "Cloud charges"),
-                (admin_url("cloud_allowance_changelist", query=wallet), "Cloud allowance"),
-                (admin_url("hosting_subscription_changelist", query=wallet), "Hosting subscriptions"),
-                (admin_url("hosting_charge_changelist", query=wallet), "Hosting charges"),
-                (admin_url("hosting_allowance_changelist", query=wallet), "Hosting allowance"),
+                # Each selling context's pages about the wallet, as it registered them.
+                *(
+                    (admin_url(page.url_name, query=wallet), page.title)
+                    for context in selling.contexts()
+                    for page in context.wallet_pages
+                ),
                 (
                     admin_url("contracts_outboxmessage_changelist", query={**wallet, "delivery": "all"}),
                     "Events about this wallet",

@@ -3,13 +3,16 @@
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-from iaas.operations.roles import FINANCE, SUPPORT, VIEWABLE_APPS, install_operator_groups
+from iaas.operations.roles import FINANCE, SUPPORT, install_operator_groups, viewable_apps
 
 
 def forwards(apps, schema_editor):
     # Django makes permissions after migrate (post_migrate): on a fresh database they do
     # not exist yet, so make those of the apps the groups need now (idempotent).
-    for label in ("auth", *VIEWABLE_APPS):
+    # A selling context added after this migration is not in its state yet: the
+    # post_migrate sync (OperationsConfig) gives the groups its permissions.
+    labels = {config.label for config in apps.get_app_configs()}
+    for label in ("auth", *(label for label in viewable_apps() if label in labels)):
         app_config = apps.get_app_config(label)
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)

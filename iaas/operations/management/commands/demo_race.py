@@ -1,6 +1,7 @@
-"""Show the guarantee at work: a customer whose wallet pays for a server or a hosting
-plan but not both buys both at the same instant from two threads, round after round.
-Exactly one purchase wins each round; the invariants hold at the end."""
+"""Show the guarantee at work: a customer whose wallet pays for any one of the selling
+contexts' purchases but not two buys one in each context at the same instant, one thread
+each, round after round (``--contexts cloud,hosting``; default: every registered
+context). Exactly one purchase wins each round; the invariants hold at the end."""
 
 from __future__ import annotations
 
@@ -14,16 +15,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, connections
 
 from iaas.billing import services as billing_services
-from iaas.cloud import services as cloud_services
-from iaas.cloud.models import ServerPlan
-from iaas.contracts import bus
+from iaas.contracts import bus, selling
 from iaas.contracts.errors import InsufficientFunds
-from iaas.hosting import services as hosting_services
-from iaas.hosting.models import HostingPlan
 from iaas.operations.reconciliation import reconcile
-
-SERVER_PLAN = "s-8vcpu-16gb"
-HOSTING_PLAN = "web-starter"
+from iaas.spending.apps import selling_context_config
 
 
 @dataclass
@@ -36,79 +31,86 @@ class Attempt:
 
 
 class Command(BaseCommand):
-    help = "Race a server purchase against a hosting purchase on a wallet that affords one."
+    help = "Race one purchase in each selling context on a wallet that affords one of them."
 
     def add_arguments(self, parser):
         parser.add_argument("--rounds", type=int, default=10)
         parser.add_argument("--quiet", action="store_true", help="print only the summary")
+        parser.add_argument(
+            "--contexts",
+            default="",
+            help="the selling contexts to race, by name, comma-separated (default: every registered one)",
+        )
 
-    def handle(self, *args, rounds: int, quiet: bool, **options):
-        server_plan = ServerPlan.objects.get(pk=SERVER_PLAN)
-        hosting_plan = HostingPlan.objects.get(pk=HOSTING_PLAN)
-        # Affords the dearer of the two, never both.
-        budget = max(server_plan.price_per_hour, hosting_plan.price_per_month)
-        if budget >= server_plan.price_per_hour + hosting_plan.price_per_month:
+    def handle(self, *args, rounds: int, quiet: bool, contexts: str, **options):
+        names = [name.strip() for name in contexts.split(",") if name.strip()] or selling.names()
+        if len(set(names)) < 2:
+            raise CommandError("a race needs two selling contexts or more")
+        try:
+            demos = {name: selling_context_config(name).demo_module() for name in dict.fromkeys(names)}
+        except selling.UnknownContext as unknown:
+            raise CommandError(str(unknown)) from None
+        prices = sorted(demo.race_price() for demo in demos.values())
+        # Affords the dearest purchase, never two of them.
+        budget = prices[-1]
+        if budget >= prices[0] + prices[1]:
             raise CommandError("the catalog's prices cannot make a one-winner race")
         waits = LockWaitMonitor() if connection.vendor == "postgresql" else None
         if waits:
             waits.start()
-        tally = {"cloud": 0, "hosting": 0, "overlapping": 0, "bad": 0}
+        tally = {**dict.fromkeys(demos, 0), "overlapping": 0, "bad": 0}
         for number in range(1, rounds + 1):
-            attempts = self.race_once(budget, server_plan.id, hosting_plan.id)
+            attempts = self.race_once(budget, demos)
             winners = [a for a in attempts if a.won]
-            overlapping = (
-                attempts[0].started < attempts[1].finished and attempts[1].started < attempts[0].finished
-            )
+            # Every purchase was in flight at one same moment.
+            overlapping = max(a.started for a in attempts) < min(a.finished for a in attempts)
             tally["overlapping"] += overlapping
             if len(winners) == 1:
                 tally[winners[0].who] += 1
             else:
                 tally["bad"] += 1
             if not quiet:
-                loser = next((a for a in attempts if not a.won), None)
+                losers = [a for a in attempts if not a.won]
                 self.stdout.write(
                     f"round {number:>3}: winner {', '.join(a.who for a in winners) or 'none':<8}"
-                    f" loser {loser.who if loser else '-':<8} ({loser.error if loser else 'both won!'})"
+                    + (
+                        "".join(f" loser {loser.who:<8} ({loser.error})" for loser in losers)
+                        if losers
+                        else f" loser {'-':<8} ({'both' if len(demos) == 2 else 'all'} won!)"
+                    )
                 )
         bus.deliver_pending()
         if waits:
             waits.stop()
         report = reconcile()
         self.stdout.write(
-            f"\n{rounds} rounds: cloud won {tally['cloud']}, hosting won {tally['hosting']}, "
+            f"\n{rounds} rounds: {', '.join(f'{name} won {tally[name]}' for name in demos)}, "
             f"rounds without exactly one winner: {tally['bad']}"
         )
-        self.stdout.write(f"both purchases in flight at once in {tally['overlapping']} of {rounds} rounds")
+        self.stdout.write(
+            f"{'both' if len(demos) == 2 else 'all'} purchases in flight at once in "
+            f"{tally['overlapping']} of {rounds} rounds"
+        )
         if waits:
             self.stdout.write(f"row-lock waits seen in PostgreSQL (pg_stat_activity samples): {waits.seen}")
         self.stdout.write(f"invariants: {'all hold' if report.ok else 'VIOLATED'}")
         if not report.ok or tally["bad"]:
             raise CommandError("the race broke a guarantee")
 
-    def race_once(self, budget: int, server_plan: str, hosting_plan: str) -> list[Attempt]:
+    def race_once(self, budget: int, demos: dict) -> list[Attempt]:
         User = get_user_model()
         customer = User.objects.create_user(username=f"race-{uuid.uuid4().hex[:12]}")
         wallet = billing_services.wallet_create(owner_id=customer.id, currency="EUR")
         billing_services.top_up_create(wallet_id=wallet.id, owner_id=customer.id, amount=budget)
-        barrier = threading.Barrier(2)
+        barrier = threading.Barrier(len(demos))
 
-        def buy_server():
-            cloud_services.server_create(
-                owner_id=customer.id, wallet_id=wallet.id, name="race", plan_id=server_plan
-            )
+        def purchase(demo):
+            return lambda: demo.race_purchase(owner_id=customer.id, wallet_id=wallet.id)
 
-        def buy_hosting():
-            hosting_services.subscription_create(
-                owner_id=customer.id,
-                wallet_id=wallet.id,
-                domain=f"race-{uuid.uuid4().hex[:12]}.example",
-                plan_id=hosting_plan,
-            )
-
-        attempts = [Attempt("cloud"), Attempt("hosting")]
+        attempts = [Attempt(name) for name in demos]
         threads = [
-            threading.Thread(target=run_attempt, args=(attempt, purchase, barrier))
-            for attempt, purchase in zip(attempts, (buy_server, buy_hosting), strict=True)
+            threading.Thread(target=run_attempt, args=(attempt, purchase(demos[attempt.who]), barrier))
+            for attempt in attempts
         ]
         for thread in threads:
             thread.start()

@@ -1,8 +1,9 @@
 """Demo data for the first README command: operator logins (a superuser, a Finance and a
-Support operator), and a customer with a funded wallet, a cloud server and a hosting
-subscription. Safe to run again: it changes nothing that exists, but prints a new API key
-for the customer each time (keys are stored hashed, so an earlier one cannot be shown),
-and gives a demo operator new recovery codes when theirs are used up.
+Support operator), and a customer with a funded wallet and a service in each selling
+context (a cloud server, a hosting subscription). Safe to run again: it changes nothing
+that exists, but prints a new API key for the customer each time (keys are stored hashed,
+so an earlier one cannot be shown), and gives a demo operator new recovery codes when
+theirs are used up.
 
 The superuser and the Finance operator need a second factor: they get an authenticator
 (its secret printed, to add to an app) and recovery codes (printed), so the demo logins
@@ -25,14 +26,11 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from iaas.api import keys as api_keys
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
-from iaas.cloud import services as cloud_services
-from iaas.cloud.models import Server
 from iaas.contracts import bus
 from iaas.contracts.errors import DomainError
-from iaas.hosting import services as hosting_services
-from iaas.hosting.models import Subscription
 from iaas.operations import second_factor
 from iaas.operations.roles import FINANCE, SUPPORT, install_operator_groups
+from iaas.spending.apps import selling_context_configs
 
 OPERATOR = (
     "operator",
@@ -55,8 +53,6 @@ CUSTOMER = (
     os.environ.get("IAAS_DEMO_CUSTOMER_PASSWORD", "customer-demo-2026"),
 )
 DEMO_TOP_UP = 5_000  # 50.00 EUR
-DEMO_SERVER = ("demo-web-1", "s-1vcpu-2gb")
-DEMO_SUBSCRIPTION = ("demo-shop.example.com", "web-starter")
 
 
 def ensure_user(username: str, email: str, password: str, **flags):
@@ -132,18 +128,10 @@ class Command(BaseCommand):
         )
 
     def buy_demo_services(self, customer, wallet) -> None:
-        """A server and a hosting subscription, bought through the services like any
-        customer's, once."""
+        """A service in each selling context (its demo module says which), bought through
+        the context's services like any customer's, once."""
         try:
-            if not Server.objects.filter(owner=customer).exists():
-                name, plan = DEMO_SERVER
-                cloud_services.server_create(
-                    owner_id=customer.id, wallet_id=wallet.id, name=name, plan_id=plan
-                )
-            if not Subscription.objects.filter(owner=customer).exists():
-                domain, plan = DEMO_SUBSCRIPTION
-                hosting_services.subscription_create(
-                    owner_id=customer.id, wallet_id=wallet.id, domain=domain, plan_id=plan
-                )
+            for config in selling_context_configs():
+                config.demo_module().seed_purchase(owner_id=customer.id, wallet_id=wallet.id)
         except DomainError as refusal:  # e.g. the catalog was changed: the logins still work
             self.stderr.write(f"demo purchases skipped: {refusal.detail}")
