@@ -28,6 +28,7 @@ import uuid
 from functools import partial
 
 from django.db.models import F
+from django.utils import timezone
 
 from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
 from iaas.spending import batch, usage
@@ -72,12 +73,13 @@ def _plan_steps(servers: list[Server], *, now: dt.datetime) -> list[Step]:
         if s.usage_amount is not None
     }
     steps = []
+    price = partial(_price, tz=timezone.get_current_timezone())  # once for the batch
     for server in servers:
         months = spent.setdefault(server.id, {})
         resumes = server.status == Server.Status.SUSPENDED
         if not resumes:
             hours = usage.started_hours(server.paid_until, now)
-            accruals = _price(server, server.paid_until, hours, months)
+            accruals = price(server, server.paid_until, hours, months)
             paid_until = server.paid_until + hours * HOUR
         else:
             # Suspended for causes the batch lifts: the hours it ran unpaid before it
@@ -85,10 +87,10 @@ def _plan_steps(servers: list[Server], *, now: dt.datetime) -> list[Step]:
             # services._resume_paying does for one server).
             ran_until = server.suspended_at or server.paid_until
             owed = usage.started_hours(server.paid_until, ran_until)
-            accruals = _price(server, server.paid_until, owed, months)
+            accruals = price(server, server.paid_until, owed, months)
             paid_until = server.paid_until + owed * HOUR
             if paid_until <= now:
-                accruals += _price(server, now, 1, months)
+                accruals += price(server, now, 1, months)
                 paid_until = now + HOUR
         steps.append(
             Step(
@@ -103,7 +105,9 @@ def _plan_steps(servers: list[Server], *, now: dt.datetime) -> list[Step]:
     return steps
 
 
-def _price(server: Server, start: dt.datetime, hours: int, months: dict) -> list[usage.Accrual]:
+def _price(
+    server: Server, start: dt.datetime, hours: int, months: dict, *, tz: dt.tzinfo
+) -> list[usage.Accrual]:
     """Price hours and count them in ``months`` (so a later step of the same server sees
     them against the cap)."""
     accruals = usage.price_hours(
@@ -113,6 +117,7 @@ def _price(server: Server, start: dt.datetime, hours: int, months: dict) -> list
         price_per_hour=server.plan_price_per_hour,
         cap=server.plan_monthly_cap,
         spent=months,
+        tz=tz,
     )
     for accrual in accruals:
         before = months.get(accrual.month, usage.MonthSpent())

@@ -82,12 +82,14 @@ def price_hours(
     price_per_hour: int,
     cap: int,
     spent: dict[dt.date, MonthSpent],
+    tz: dt.tzinfo | None = None,
 ) -> list[Accrual]:
     """``hours`` hours from ``start``, split by the calendar month each hour starts in and
     priced under the month's cap, counting what the month's record already spent
-    (``spent``, by month; refunded money does not count)."""
+    (``spent``, by month; refunded money does not count). ``tz``: the project's time
+    zone, when the caller looked it up once for a whole batch."""
     accruals = []
-    tz = timezone.get_current_timezone()
+    tz = tz or timezone.get_current_timezone()
     while hours > 0:
         first_day, month_end = _month_span(start, tz)
         in_month = min(hours, started_hours(start, month_end))
