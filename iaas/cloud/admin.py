@@ -7,17 +7,18 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from iaas.common.admin import (
+from iaas.common.admin import money_column
+from iaas.spending.admin import (
     AllowanceAdmin,
     CatalogAdmin,
     CatalogPlanForm,
     ChargeAdmin,
     ReleaseAdmin,
     SoldServiceAdmin,
+    SuspendableAdminMixin,
+    SuspensionCausesFilter,
     UsageAdmin,
-    money_column,
 )
-from iaas.spending.admin import SuspendableAdminMixin, SuspensionCausesFilter
 
 from . import services
 from .models import Allowance, Charge, Release, Server, ServerPlan, Usage

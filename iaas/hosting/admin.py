@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from iaas.common.admin import (
+from iaas.common.admin import money_column
+from iaas.spending.admin import (
     AllowanceAdmin,
     CatalogAdmin,
     CatalogPlanForm,
     ChargeAdmin,
     ReleaseAdmin,
     SoldServiceAdmin,
-    money_column,
+    SuspendableAdminMixin,
+    SuspensionCausesFilter,
 )
-from iaas.spending.admin import SuspendableAdminMixin, SuspensionCausesFilter
 
 from . import services
 from .models import Allowance, Charge, HostingPlan, Release, Subscription
