@@ -149,15 +149,19 @@ def _field_value(obj, form, name: str):
         return form.cleaned_data.get(name)
 
 
-class SoldServiceAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
+class SoldServiceAdmin(SuspendableAdminMixin, ChangeHistoryAdmin, ReadOnlyAdmin):
     """What a customer bought from a selling context (a server, a subscription). Nobody
     edits it: operators suspend, resume and end it through the context's services,
     offered as actions that need ``operate_permission``. Its page follows the money to
-    the wallet, the charges, the context's allowance and the events, and shows its
+    the wallet, the charges, the context's allowance and the events, shows the
+    suspension causes and when the batch run ends the service (``ends_at``), and its
     history of changes (suspensions and their causes, recorded by the services)."""
 
     # The permission the operator actions need ("cloud.change_server").
     operate_permission = ""
+    list_select_related = ("owner", "plan")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
 
     def has_operate_permission(self, request, obj=None) -> bool:
         return request.user.has_perm(self.operate_permission)
