@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from iaas.common.admin import (
+from iaas.common.admin import money_column
+from iaas.spending.admin import (
     AllowanceAdmin,
     CatalogAdmin,
     CatalogPlanForm,
     ChargeAdmin,
     ReleaseAdmin,
     SoldServiceAdmin,
+    SuspensionCausesFilter,
     UsageAdmin,
-    money_column,
 )
-from iaas.spending.admin import SuspendableAdminMixin, SuspensionCausesFilter
 
 from . import services
 from .models import Allowance, Charge, Release, Server, ServerPlan, Usage
@@ -64,7 +64,7 @@ class ServerPlanAdmin(CatalogAdmin):
 
 
 @admin.register(Server)
-class ServerAdmin(SuspendableAdminMixin, SoldServiceAdmin):
+class ServerAdmin(SoldServiceAdmin):
     """Servers. Who may lift which suspension, and what a resume charges:
 
     - "Suspend (operator hold)": the operator's own cause, with a reason; nothing
@@ -92,9 +92,6 @@ class ServerAdmin(SuspendableAdminMixin, SoldServiceAdmin):
     list_filter = ("status", SuspensionCausesFilter, "plan", "created_at", "paid_until")
     search_fields = ("name", "owner__username", "owner__email", "wallet_id", "id")
     search_help_text = "Server name, customer username or email, wallet id or server id."
-    list_select_related = ("owner", "plan")
-    date_hierarchy = "created_at"
-    ordering = ("-created_at",)
     readonly_fields = (
         "id",
         "name",

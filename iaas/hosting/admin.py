@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from iaas.common.admin import (
+from iaas.common.admin import money_column
+from iaas.spending.admin import (
     AllowanceAdmin,
     CatalogAdmin,
     CatalogPlanForm,
     ChargeAdmin,
     ReleaseAdmin,
     SoldServiceAdmin,
-    money_column,
+    SuspensionCausesFilter,
 )
-from iaas.spending.admin import SuspendableAdminMixin, SuspensionCausesFilter
 
 from . import services
 from .models import Allowance, Charge, HostingPlan, Release, Subscription
@@ -42,7 +42,7 @@ class HostingPlanAdmin(CatalogAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(SuspendableAdminMixin, SoldServiceAdmin):
+class SubscriptionAdmin(SoldServiceAdmin):
     """Subscriptions. Who may lift which suspension, and what a resume charges:
 
     - "Suspend (operator hold)": the operator's own cause, with a reason; nothing
@@ -70,9 +70,6 @@ class SubscriptionAdmin(SuspendableAdminMixin, SoldServiceAdmin):
     list_filter = ("status", SuspensionCausesFilter, "plan", "created_at", "current_period_end")
     search_fields = ("domain", "owner__username", "owner__email", "wallet_id", "id")
     search_help_text = "Domain, customer username or email, wallet id or subscription id."
-    list_select_related = ("owner", "plan")
-    date_hierarchy = "created_at"
-    ordering = ("-created_at",)
     readonly_fields = (
         "id",
         "domain",

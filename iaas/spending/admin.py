@@ -1,15 +1,42 @@
-"""Admin pieces for the sold services of every selling context: their suspension causes
-(who stopped the service, why, since when) and the clock that ends it."""
+"""The selling kit's admin: the base admins a selling context's admin registers its
+models with. Its catalog of plans, what customers bought (a server, a subscription)
+with their suspension causes (who stopped the service, why, since when) and the clock
+that ends it, and its spending tables (allowance, usage, charges, releases).
+
+Knows no context: pages are reached by URL name (``iaas.common.admin``'s links), the
+context's own pieces (its services, the model a charge pays for) are class attributes
+its subclasses set.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import FieldDoesNotExist
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from iaas.audit.admin import ChangeHistoryAdmin
+from iaas.audit.services import object_type, record_change
+from iaas.common.admin import (
+    OperatorAdmin,
+    ReadOnlyAdmin,
+    admin_url,
+    link,
+    links_list,
+    money_column,
+    user_link,
+    wallet_link,
+)
+from iaas.contracts.types import format_minor_units
+
 from .models import AbstractSuspendable, SuspensionCause
+
+# --- Suspension causes of what customers bought -------------------------------------------------
 
 
 class SuspensionCausesFilter(admin.SimpleListFilter):
@@ -53,3 +80,342 @@ class SuspendableAdminMixin:
     def ends_at_column(self, obj: AbstractSuspendable):
         moment = type(self).ends_at(obj)
         return "-" if moment is None else timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
+
+
+# --- The selling contexts' catalogs and what customers bought -----------------------------------
+
+
+class CatalogPlanForm(forms.ModelForm):
+    """A plan of a selling context's catalog, priced in a currency the project supports."""
+
+    currency = forms.ChoiceField(choices=[])
+
+    PRICE_HELP = (
+        "A change applies from the next charge (the next hour metered, the next month "
+        "renewed); what customers were charged before stays as it was."
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "currency" in self.fields:  # read-only (absent) once the plan exists
+            self.fields["currency"].choices = [(c, c) for c in settings.IAAS_SUPPORTED_CURRENCIES]
+        for name, field in self.fields.items():
+            if name.startswith("price"):
+                field.help_text = f"{field.help_text} {self.PRICE_HELP}".strip()
+
+
+class CatalogAdmin(ChangeHistoryAdmin, OperatorAdmin):
+    """A selling context's catalog. A plan's id and currency are fixed once the plan
+    exists (servers and subscriptions of the plan are billed in its currency, from their
+    wallet in that currency: to sell in another currency, create a new plan); plans are
+    retired (``is_active``), never deleted: what customers bought points at them. Its
+    form is a ``CatalogPlanForm``. Every save that creates a plan or changes its fields
+    (a price, ``is_active``) is recorded in the plan's history, with the operator and
+    the changed fields only, in the admin's transaction."""
+
+    def get_readonly_fields(self, request, obj=None):
+        fixed = ("id", "currency") if obj is not None else ()
+        return (*super().get_readonly_fields(request, obj), *fixed)
+
+    def save_model(self, request, obj, form, change):
+        fields = form.changed_data if change else list(form.fields)
+        if change and not fields:
+            return super().save_model(request, obj, form, change)
+        # The form's initial data is the row as stored when the form was bound.
+        before = {name: form.initial.get(name) for name in fields} if change else {}
+        super().save_model(request, obj, form, change)
+        after = {name: _field_value(obj, form, name) for name in fields}
+        if not change:
+            after = {"id": obj.pk, **after}
+        record_change(
+            obj_type=object_type(obj),
+            obj_id=obj.pk,
+            action="change" if change else "create",
+            before=before,
+            after=after,
+            actor_id=request.user.pk,
+            actor_label=request.user.get_username(),
+        )
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def _field_value(obj, form, name: str):
+    """A saved field's value as the form's initial data has it (a foreign key's id)."""
+    try:
+        return obj._meta.get_field(name).value_from_object(obj)
+    except FieldDoesNotExist:  # a form field that is not a model field
+        return form.cleaned_data.get(name)
+
+
+class SoldServiceAdmin(SuspendableAdminMixin, ChangeHistoryAdmin, ReadOnlyAdmin):
+    """What a customer bought from a selling context (a server, a subscription). Nobody
+    edits it: operators suspend, resume and end it through the context's services,
+    offered as actions that need ``operate_permission``. Its page follows the money to
+    the wallet, the charges, the context's allowance and the events, shows the
+    suspension causes and when the batch run ends the service (``ends_at``), and its
+    history of changes (suspensions and their causes, recorded by the services)."""
+
+    # The permission the operator actions need ("cloud.change_server").
+    operate_permission = ""
+    list_select_related = ("owner", "plan")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+    def has_operate_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm(self.operate_permission)
+
+    @staticmethod
+    def operator_reason(request: HttpRequest) -> str:
+        """The reason an operator's action gives its service (and its event)."""
+        return f"operator:{request.user.get_username()}"
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_column(self, obj):
+        return user_link(obj.owner)
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id, "wallet")
+
+    @admin.display(description="follow the money")
+    def related(self, obj):
+        label = self.opts.app_label
+        return links_list(
+            [
+                (admin_url("billing_wallet_change", obj.wallet_id), "The customer's wallet"),
+                (
+                    admin_url(f"{label}_charge_changelist", query={"subject_id": obj.pk}),
+                    f"Charges for this {self.opts.verbose_name}",
+                ),
+                (
+                    admin_url(f"{label}_allowance_changelist", query={"wallet_id": obj.wallet_id}),
+                    f"{label.capitalize()} allowance",
+                ),
+                (
+                    admin_url(
+                        "contracts_outboxmessage_changelist",
+                        query={"wallet_id": obj.wallet_id, "delivery": "all"},
+                    ),
+                    "Events about the wallet",
+                ),
+            ]
+        )
+
+
+# --- The selling contexts' spending tables ------------------------------------------------------
+
+
+class AllowanceAdmin(ReadOnlyAdmin):
+    """A selling context's allowance per wallet (iaas.spending's AbstractAllowance)."""
+
+    list_display = (
+        "wallet",
+        "owner_column",
+        "currency",
+        "amount_money",
+        "granted_total_money",
+        "charged_total_money",
+        "released_total_money",
+        "last_used_at",
+    )
+    list_filter = ("currency", "last_used_at")
+    search_fields = ("wallet_id", "owner__username", "owner__email")
+    list_select_related = ("owner",)
+    ordering = ("-last_used_at",)
+    readonly_fields = (
+        "wallet",
+        "owner_column",
+        "currency",
+        "amount_money",
+        "granted_total_money",
+        "charged_total_money",
+        "released_total_money",
+        "created_at",
+        "last_used_at",
+        "related",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "allowance")
+    granted_total_money = money_column("granted_total", "granted in all")
+    charged_total_money = money_column("charged_total", "charged in all")
+    released_total_money = money_column("released_total", "released in all")
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id)
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_column(self, obj):
+        return user_link(obj.owner)
+
+    @admin.display(description="related")
+    def related(self, obj):
+        label = self.opts.app_label
+        return links_list(
+            [
+                (admin_url(f"{label}_charge_changelist", query={"wallet_id": obj.wallet_id}), "Charges"),
+                (admin_url(f"{label}_release_changelist", query={"wallet_id": obj.wallet_id}), "Releases"),
+                (
+                    admin_url(
+                        "billing_reservation_changelist",
+                        query={"wallet__id__exact": obj.wallet_id, "context": label},
+                    ),
+                    "Billing's reservations for this context",
+                ),
+            ]
+        )
+
+
+class UsageAdmin(ReadOnlyAdmin):
+    """A metered context's usage records (iaas.spending's AbstractUsage): one per service
+    and month, updated in place by the hourly run, closed into charges by settlement."""
+
+    subject_model = ""  # the admin of the metered service ("server")
+    list_display = (
+        "subject",
+        "month",
+        "hours",
+        "amount_money",
+        "open_money",
+        "wallet",
+        "owner_column",
+        "accrued_until",
+        "close_due_at",
+    )
+    list_filter = ("currency", "month")
+    search_fields = ("service_id", "wallet_id", "owner__username", "owner__email")
+    list_select_related = ("owner",)
+    ordering = ("-month", "service_id")
+    readonly_fields = (
+        "subject",
+        "month",
+        "wallet",
+        "owner_column",
+        "currency",
+        "hours",
+        "list_amount_money",
+        "cap_money",
+        "amount_money",
+        "refunded_money",
+        "closed_amount_money",
+        "closed_hours",
+        "closed_until",
+        "accrued_until",
+        "close_due_at",
+        "updated_at",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "spent this month")
+    list_amount_money = money_column("list_amount", "without the cap")
+    cap_money = money_column("cap", "monthly cap")
+    refunded_money = money_column("refunded", "refunded")
+    closed_amount_money = money_column("closed_amount", "closed into charges")
+
+    @admin.display(description="not yet closed")
+    def open_money(self, obj):
+        return format_minor_units(obj.open_amount, obj.currency)
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id)
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_column(self, obj):
+        return user_link(obj.owner)
+
+    @admin.display(description="service", ordering="service_id")
+    def subject(self, obj):
+        return link(
+            admin_url(f"{self.opts.app_label}_{self.subject_model}_change", obj.service_id),
+            f"{self.subject_model} {obj.service_id}",
+        )
+
+
+class ChargeAdmin(ReadOnlyAdmin):
+    """A selling context's charges (iaas.spending's AbstractCharge). The settlement is
+    Billing's ledger entry for the charge, found by its id."""
+
+    # The model's admin of what a charge pays for ("server", "subscription").
+    subject_model = ""
+    list_display = (
+        "description",
+        "amount_money",
+        "wallet",
+        "owner_column",
+        "subject",
+        "transaction_date",
+        "settlement",
+    )
+    list_filter = ("currency", "transaction_date")
+    search_fields = ("id", "wallet_id", "subject_id", "owner__username", "owner__email", "description")
+    list_select_related = ("owner",)
+    date_hierarchy = "transaction_date"
+    ordering = ("-transaction_date", "-created_at")
+    readonly_fields = (
+        "id",
+        "description",
+        "amount_money",
+        "wallet",
+        "owner_column",
+        "subject",
+        "period_start",
+        "period_end",
+        "transaction_date",
+        "created_at",
+        "settlement",
+    )
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "amount")
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id)
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_column(self, obj):
+        return user_link(obj.owner)
+
+    @admin.display(description="for")
+    def subject(self, obj):
+        return link(
+            admin_url(f"{self.opts.app_label}_{self.subject_model}_change", obj.subject_id),
+            f"{self.subject_model} {obj.subject_id}",
+        )
+
+    @admin.display(description="settlement")
+    def settlement(self, obj):
+        """Billing's record of the charge (its ledger entry, its invoice line, its refund),
+        once Billing has booked it (ChargeSettled names the entry)."""
+        if obj.ledger_entry_id is None:
+            return "not settled yet"
+        return link(admin_url("billing_settledcharge_change", obj.id), "settled charge")
+
+
+class ReleaseAdmin(ReadOnlyAdmin):
+    """A selling context's releases (iaas.spending's AbstractRelease)."""
+
+    list_display = ("created_at", "amount_money", "wallet", "reason")
+    list_filter = ("currency", "reason", "created_at")
+    search_fields = ("id", "wallet_id", "reason")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    readonly_fields = ("id", "wallet", "amount_money", "currency", "reason", "created_at", "applied")
+    fields = readonly_fields
+
+    amount_money = money_column("amount", "amount")
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id)
+
+    @admin.display(description="applied by Billing")
+    def applied(self, obj):
+        return link(
+            admin_url("billing_reservation_changelist", query={"source_id": obj.id}),
+            "reservation record",
+        )
