@@ -3,7 +3,7 @@ gets by mixing in ``ChangeHistoryAdmin``, the read-only list of every change, an
 customers' page (auth's UserAdmin) recording the operator's changes of a user's groups
 and access flags.
 
-Imports no other iaas package (``iaas.common.admin`` imports this one), so the
+Imports no other iaas package (``iaas.spending.admin`` imports this one), so the
 history stays a leaf every context's admin can use.
 """
 
