@@ -1,8 +1,9 @@
 """The start-up half of the selling-context kit: a context's ``AppConfig`` subclasses
 ``SellingContextConfig``, declares what differs (its service model, its admin pages, its
 default reserve-ahead chunk), and ``ready()`` plugs it in: its spender's handlers on the
-bus, its contract implementation in ``iaas.contracts.selling``'s registry. Nothing
-outside the context names it after that.
+bus, and the spender itself in ``iaas.contracts.selling``'s registry (the spender is the
+context's implementation of that contract). Nothing outside the context names it after
+that.
 
 Not an installed app: ``iaas.spending`` holds no tables of its own (its models are
 abstract), so Django never picks this config as a default."""
@@ -52,9 +53,14 @@ class SellingContextConfig(AppConfig):
     def ready(self) -> None:
         from iaas.contracts import bus, selling
         from iaas.contracts.events import ChargeRefunded, ChargeSettled, ReleaseRequested
-        from iaas.spending.spender import SellingContextAdapter
 
         spender = import_string(self.spender or f"{self.name}.spending.spender")
+        # The spender finds this config by its models' app label, and reads there what the
+        # registry shows (label, pages, reserve-ahead default, service model).
+        if spender.app_label != self.label:
+            raise ValueError(f"{self.spender or self.name}: its models are not in app {self.label!r}")
+        if spender.usage_model is not None and self.service_model is None:
+            raise ValueError(f"{spender.context} meters usage: name its service model for I11")
         context = spender.context
         bus.subscribe(ReleaseRequested, spender.release_on_request, name=f"{context}.release_on_request")
         # Events about one context's charges reach that context only.
@@ -71,17 +77,7 @@ class SellingContextConfig(AppConfig):
             batch=spender.record_settlements,
             when=spender.addressed_here,
         )
-        selling.register(
-            SellingContextAdapter(
-                spender,
-                service_model=self.get_model(self.service_model) if self.service_model else None,
-                paid_until_field=self.paid_until_field,
-                label=str(self.verbose_name),
-                app_label=self.label,
-                wallet_pages=self.wallet_pages(),
-                reserve_ahead=self.reserve_ahead,
-            )
-        )
+        selling.register(spender)
 
     def wallet_pages(self):
         """The links the wallet page's "Follow the money" shows for this context, in order:

@@ -298,7 +298,7 @@ def pay_steps(spender, steps: list[Step]) -> BatchPayment:
         bills,
         allowances,
         refused=unknown,
-        chunk=spender.reserve_ahead(),
+        chunk=spender.reserve_ahead_chunk(),
     )
 
 

@@ -1,4 +1,6 @@
-"""The purchase protocol of a selling context, written once for Cloud and Hosting.
+"""The purchase protocol of a selling context, written once for Cloud and Hosting, and
+the context's implementation of ``iaas.contracts.selling``: its ``AppConfig`` registers
+the spender itself, so the contract's methods are the spender's.
 
 Spend: lock the context's allowance row for the wallet (creating it on first use from
 Billing's wallet view), check the owner and currency, reserve the shortfall from
@@ -13,15 +15,17 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from django.apps import apps
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Model
 from django.utils import timezone
 
 from iaas.common import sql
-from iaas.contracts import billing, bus, selling
-from iaas.contracts.checks import Relation
+from iaas.contracts import billing, bus
+from iaas.contracts.checks import Relation, Violation
 from iaas.contracts.errors import CurrencyMismatch, DomainError, WalletNotActive, WalletNotFound
 from iaas.contracts.events import (
     AllowanceReleased,
@@ -38,9 +42,17 @@ from . import checks, locks, settlement, usage
 from .batch import Partition
 from .models import AbstractAllowance, AbstractCharge, AbstractRelease, AbstractUsage
 
+if TYPE_CHECKING:
+    from .apps import SellingContextConfig
+
 
 @dataclass(frozen=True)
 class Spender:
+    """One selling context's spending mechanism and its ``SellingContext`` (the object
+    ``iaas.contracts.selling`` holds for it). What people read about the context (its
+    label, its pages, its default reserve-ahead chunk, its service model) is declared on
+    its ``AppConfig`` and read from there."""
+
     context: str
     allowance_model: type[AbstractAllowance]
     charge_model: type[AbstractCharge]
@@ -86,16 +98,48 @@ class Spender:
                     refused[wallet_id] = refusal
         return locked, refused
 
+    # --- what the registry shows (iaas.contracts.selling) ---------------------------------
+
+    @property
+    def name(self) -> str:
+        """The name Billing knows the context under (holds, ledger entries, subscriptions)."""
+        return self.context
+
+    @property
+    def app_label(self) -> str:
+        return self.allowance_model._meta.app_label
+
+    @property
+    def config(self) -> SellingContextConfig:
+        return apps.get_app_config(self.app_label)
+
+    @property
+    def label(self) -> str:
+        return str(self.config.verbose_name)
+
+    @property
+    def wallet_pages(self) -> tuple[WalletPage, ...]:
+        return self.config.wallet_pages()
+
+    @property
+    def reserve_ahead(self) -> int:
+        """The chunk the context registered for when IAAS_RESERVE_AHEAD does not name it."""
+        return self.config.reserve_ahead
+
+    @property
+    def service_model(self) -> type[Model] | None:
+        """The model of a metered context's services, so that reconciliation can hold the
+        usage records against them (I11)."""
+        config = self.config
+        return config.get_model(config.service_model) if config.service_model else None
+
     # --- spend -------------------------------------------------------------------------
 
-    def reserve_ahead(self) -> int:
+    def reserve_ahead_chunk(self) -> int:
         """The chunk to reserve beyond a shortfall: IAAS_RESERVE_AHEAD's entry for this
         context, else the default the context registered (0: exactly the shortfall)."""
         chunk = settings.IAAS_RESERVE_AHEAD.get(self.context)
-        if chunk is None:
-            registered = selling.find(self.context)
-            chunk = registered.reserve_ahead if registered is not None else 0
-        return chunk
+        return self.reserve_ahead if chunk is None else chunk
 
     def spend(
         self,
@@ -135,7 +179,7 @@ class Spender:
             raise RuntimeError("spending must run inside the purchase's transaction")
         if price.amount <= 0:
             raise ValueError("a price is a positive amount")
-        chunk = self.reserve_ahead() if reserve_ahead is None else reserve_ahead
+        chunk = self.reserve_ahead_chunk() if reserve_ahead is None else reserve_ahead
         fast = chunk > 0 and locks.allowance_deduct_if_covered(
             self.allowance_model, wallet_id=wallet_id, owner_id=owner_id, price=price
         )
@@ -266,7 +310,7 @@ class Spender:
 
     # --- block (a frozen or closed wallet) ------------------------------------------------
 
-    def set_blocked(self, *, wallet_id: uuid.UUID, blocked: bool) -> None:
+    def set_allowance_blocked(self, *, wallet_id: uuid.UUID, blocked: bool) -> None:
         """Block (or unblock) this context's allowance for a wallet, under its row lock,
         in the caller's transaction: the first step of freezing a wallet (operations'
         wallet status service), before Billing locks the wallet, so the lock order holds.
@@ -400,18 +444,40 @@ class Spender:
         """A batch run that reserved ahead gives back, when it finishes, the allowance it
         left on the wallets it charged (one wallet per transaction). Reserving exactly
         the shortfall (the default) leaves nothing to give back."""
-        if self.reserve_ahead() <= 0:
+        if self.reserve_ahead_chunk() <= 0:
             return 0
         return sum(
             1 for wallet_id in sorted(wallet_ids) if self.release(wallet_id=wallet_id, reason="batch end")
         )
 
-    def release_idle(self, *, idle_for: dt.timedelta) -> int:
+    def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int:
         """Release every allowance unused for ``idle_for``: one wallet per transaction."""
         return sum(
             1
             for idle in self.idle_allowances(idle_for=idle_for)
             if self.release_idle_allowance(wallet_id=idle.wallet_id, idle_for=idle_for)
+        )
+
+    # --- settlement (metered contexts) ----------------------------------------------------
+
+    def close_usage(
+        self, *, now: dt.datetime, partition: tuple[int, int] = (0, 1), size: int | None = None
+    ) -> UsageClosed:
+        """Close the metered usage due at ``now`` in partition (index, count) of the
+        wallets into charges, and tell Billing (one ChargesRecorded per wallet). Nothing
+        for a context that meters nothing."""
+        if self.usage_model is None:
+            return UsageClosed(context=self.context)
+        report = settlement.close_partition(
+            self, describe=self.describe_usage, now=now, partition=Partition(*partition), size=size
+        )
+        return UsageClosed(
+            context=self.context,
+            records=report.records,
+            charges=report.charges,
+            wallets=report.wallets,
+            batches=report.batches,
+            amounts=dict(sorted(report.amount.items())),
         )
 
     # --- reads -------------------------------------------------------------------------
@@ -422,6 +488,25 @@ class Spender:
         return self.usage_model.objects.filter(
             month__lt=timezone.localtime(moment).date(), amount__gt=F("closed_amount")
         ).count()
+
+    def usage_due(self, *, now: dt.datetime) -> int:
+        """Usage records a settlement run at ``now`` would close (read only)."""
+        if self.usage_model is None:
+            return 0
+        return self.usage_model.objects.filter(close_due_at__lte=now).count()
+
+    def check_usage(self) -> list[Violation]:
+        """I11 (each usage record agrees with its service) and no two charges of one
+        service overlapping in time, checked in this context's tables."""
+        found = checks.charge_overlaps(context=self.context, charge_model=self.charge_model)
+        if self.usage_model is not None:
+            found += checks.usage_violations(
+                context=self.context,
+                usage_model=self.usage_model,
+                service_model=self.service_model,
+                paid_until_field=self.config.paid_until_field,
+            )
+        return found
 
     def allowance_totals(self) -> list[AllowanceTotals]:
         return [
@@ -462,92 +547,4 @@ class Spender:
             f"WHERE amount <> closed_amount GROUP BY wallet_id"
             f") u ON u.wallet_id = a.wallet_id",
             (self.context,),
-        )
-
-
-class SellingContextAdapter:
-    """A context's implementation of ``iaas.contracts.selling.SellingContext``.
-
-    A metered context (its Spender has a usage model) names its service model and the
-    field that says how far a service is paid (``paid_until``), so that reconciliation
-    can hold the usage records against their services (I11)."""
-
-    def __init__(
-        self,
-        spender: Spender,
-        *,
-        service_model: type[Model] | None = None,
-        paid_until_field: str = "paid_until",
-        label: str = "",
-        app_label: str = "",
-        wallet_pages: tuple[WalletPage, ...] = (),
-        reserve_ahead: int = 0,
-    ) -> None:
-        if spender.usage_model is not None and service_model is None:
-            raise ValueError(f"{spender.context} meters usage: name its service model for I11")
-        self.spender = spender
-        self.name = spender.context
-        self.service_model = service_model
-        self.paid_until_field = paid_until_field
-        self.label = label or spender.context.capitalize()
-        self.app_label = app_label or spender.allowance_model._meta.app_label
-        self.wallet_pages = wallet_pages
-        self.reserve_ahead = reserve_ahead
-
-    def allowance_totals(self) -> list[AllowanceTotals]:
-        return self.spender.allowance_totals()
-
-    def allowance_totals_relation(self) -> Relation:
-        return self.spender.allowance_totals_relation()
-
-    def release_idle_allowances(self, *, idle_for: dt.timedelta) -> int:
-        return self.spender.release_idle(idle_for=idle_for)
-
-    def idle_allowances(self, *, idle_for: dt.timedelta) -> list[IdleAllowance]:
-        return self.spender.idle_allowances(idle_for=idle_for)
-
-    def release_idle_allowance(self, *, wallet_id: uuid.UUID, idle_for: dt.timedelta) -> IdleAllowance | None:
-        return self.spender.release_idle_allowance(wallet_id=wallet_id, idle_for=idle_for)
-
-    def set_allowance_blocked(self, *, wallet_id: uuid.UUID, blocked: bool) -> None:
-        self.spender.set_blocked(wallet_id=wallet_id, blocked=blocked)
-
-    def open_usage_before(self, *, moment: dt.datetime) -> int:
-        return self.spender.open_usage_before(moment=moment)
-
-    def check_usage(self) -> list[checks.Violation]:
-        found = checks.charge_overlaps(context=self.name, charge_model=self.spender.charge_model)
-        if self.spender.usage_model is not None:
-            found += checks.usage_violations(
-                context=self.name,
-                usage_model=self.spender.usage_model,
-                service_model=self.service_model,
-                paid_until_field=self.paid_until_field,
-            )
-        return found
-
-    def usage_due(self, *, now: dt.datetime) -> int:
-        if self.spender.usage_model is None:
-            return 0
-        return self.spender.usage_model.objects.filter(close_due_at__lte=now).count()
-
-    def close_usage(
-        self, *, now: dt.datetime, partition: tuple[int, int] = (0, 1), size: int | None = None
-    ) -> UsageClosed:
-        if self.spender.usage_model is None:
-            return UsageClosed(context=self.name)
-        report = settlement.close_partition(
-            self.spender,
-            describe=self.spender.describe_usage,
-            now=now,
-            partition=Partition(*partition),
-            size=size,
-        )
-        return UsageClosed(
-            context=self.name,
-            records=report.records,
-            charges=report.charges,
-            wallets=report.wallets,
-            batches=report.batches,
-            amounts=dict(sorted(report.amount.items())),
         )
