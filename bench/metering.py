@@ -545,6 +545,24 @@ class RawWorker:
         finally:
             self.tally[f"ms {label}"] += (time.perf_counter() - started) * 1000
 
+    def next_batch(self, label: str, select: str, wallet_column: str, last, *, wallet_at: int) -> list:
+        """The partition's next rows after the keyset ``last``, locked by ``select`` (a
+        statement with a ``{partition}`` condition), cut back to whole wallets (the
+        wallet id is column ``wallet_at``)."""
+        rows = self.execute(
+            label,
+            select.format(partition=_in_partition(wallet_column, self.hi)),
+            {
+                "now": self.now,
+                "lo": self.lo,
+                "hi": self.hi,
+                "last_wallet": last[0],
+                "last_id": last[1],
+                "limit": self.batch_size,
+            },
+        ).fetchall()
+        return _whole_wallets(rows, self.batch_size, lambda r: r[wallet_at]) if rows else rows
+
     def walk(self, batch) -> None:
         """Two passes over the partition by keyset: the second picks up what the first
         found busy (or lost to a lock timeout)."""
@@ -656,21 +674,9 @@ def price_hours(start: dt.datetime, hours: int, price: int, cap: int, spent: int
 class RawHourly(RawWorker):
     def batch(self, last):
         now = self.now
-        rows = self.execute(
-            "servers",
-            HOURLY_SELECT.format(partition=_in_partition("s.wallet_id", self.hi)),
-            {
-                "now": now,
-                "lo": self.lo,
-                "hi": self.hi,
-                "last_wallet": last[0],
-                "last_id": last[1],
-                "limit": self.batch_size,
-            },
-        ).fetchall()
+        rows = self.next_batch("servers", HOURLY_SELECT, "s.wallet_id", last, wallet_at=1)
         if not rows:
             return None
-        rows = _whole_wallets(rows, self.batch_size, lambda r: r[1])
         wallets = sorted({r[1] for r in rows})
         allowances = {
             w: (amount, blocked)
@@ -857,21 +863,9 @@ class RawSettle(RawWorker):
 
     def batch(self, last):
         now = self.now
-        rows = self.execute(
-            "usage records",
-            SETTLE_SELECT.format(partition=_in_partition("u.wallet_id", self.hi)),
-            {
-                "now": now,
-                "lo": self.lo,
-                "hi": self.hi,
-                "last_wallet": last[0],
-                "last_id": last[1],
-                "limit": self.batch_size,
-            },
-        ).fetchall()
+        rows = self.next_batch("usage records", SETTLE_SELECT, "u.wallet_id", last, wallet_at=2)
         if not rows:
             return None
-        rows = _whole_wallets(rows, self.batch_size, lambda r: r[2])
         by_wallet = defaultdict(list)
         for row in rows:
             by_wallet[row[2]].append(row)
