@@ -125,6 +125,49 @@ def subscriptions(event_type: type[Event]) -> list[Subscription]:
     ]
 
 
+class UnknownSubscription(ValueError):
+    """No subscription is registered under that name."""
+
+
+def feed(name: str, *, since: dt.datetime, chunk: int = 1000) -> int:
+    """Give the subscription ``name`` the events of its type recorded in the outbox since
+    ``since`` that it has no row for yet (a subscription added after they were published,
+    or one that takes events again): one pending row each, for ``deliver_events``. Its
+    ``when`` condition applies. Idempotent: a row it has already is kept as it is
+    (``outbox_one_row_per_handler``). Returns the rows added. Events purged with the
+    delivered history (IAAS_OUTBOX_RETENTION_DAYS) cannot be fed."""
+    if name not in _subscriptions:
+        raise UnknownSubscription(f"no subscription named {name!r}; see manage.py events --list")
+    event_type, _ = _subscriptions[name]
+    recorded = (
+        OutboxMessage.objects.filter(event_type=event_type, created_at__gte=since)
+        .exclude(event_id__in=OutboxMessage.objects.filter(handler=name).values("event_id"))
+        .order_by("id")
+        .values_list("event_id", "payload")
+    )
+    rows_for_it = OutboxMessage.objects.filter(handler=name)
+    before = rows_for_it.count()
+    now = timezone.now()
+    seen: set = set()
+    batch: list[OutboxMessage] = []
+    for event_id, payload in recorded.iterator(chunk_size=chunk):
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        event = event_from_payload(event_type, payload)
+        if name in _conditions and not _conditions[name](event):
+            continue
+        row = _row(event, name)
+        row.created_at = row.available_at = now  # a new row: due now, not stuck since then
+        batch.append(row)
+        if len(batch) >= chunk:
+            OutboxMessage.objects.bulk_create(batch, ignore_conflicts=True)
+            batch = []
+    if batch:
+        OutboxMessage.objects.bulk_create(batch, ignore_conflicts=True)
+    return rows_for_it.count() - before
+
+
 # The handler of the row that records an event no subscription takes: the event is in
 # the outbox all the same (the wallet's history lists it, a later subscriber can be fed
 # from it), delivered to nobody.

@@ -1,13 +1,20 @@
 """``events --list``: every event type the contracts define, with the subscriptions that
 receive it (stable name, subscribing context, whether it has a batch form and whether it
 takes only some events of its type). An event with no subscription is listed too: it is
-published, and nobody receives it yet."""
+published (and recorded), and nobody receives it yet.
+
+``events --feed NAME --since WHEN``: give a subscription the events of its type recorded
+since then that it has no row for (a subscription added later, or taking events again):
+pending rows that ``deliver_events`` delivers. Safe to run again."""
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+import datetime as dt
 
-from iaas.common.cli import dump_json
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from iaas.common.cli import EXIT_REFUSED, dump_json
 from iaas.contracts import bus
 from iaas.contracts.events import EVENT_TYPES
 
@@ -19,9 +26,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--list", action="store_true", help="list events and their handlers (the default)"
         )
+        parser.add_argument(
+            "--feed", metavar="NAME", help="give this subscription the recorded events it missed"
+        )
+        parser.add_argument(
+            "--since", type=dt.datetime.fromisoformat, help="with --feed: events recorded since (ISO 8601)"
+        )
         parser.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
 
-    def handle(self, *args, as_json, **options):
+    def handle(self, *args, as_json, feed, since, **options):
+        if feed:
+            self._feed(feed, since, as_json=as_json)
+            return
         rows = [
             (name, subscription)
             for name, event_type in sorted(EVENT_TYPES.items())
@@ -50,3 +66,17 @@ class Command(BaseCommand):
             ]
             extra = f"  ({', '.join(notes)})" if notes else ""
             self.stdout.write(f"{name:<{width}}  {s.name:<{handler_width}}  {s.context}{extra}")
+
+    def _feed(self, name: str, since: dt.datetime | None, *, as_json: bool) -> None:
+        if since is None:
+            raise CommandError("--feed needs --since (how far back to take events)", returncode=EXIT_REFUSED)
+        if timezone.is_naive(since):
+            since = timezone.make_aware(since)
+        try:
+            added = bus.feed(name, since=since)
+        except bus.UnknownSubscription as error:
+            raise CommandError(str(error), returncode=EXIT_REFUSED) from None
+        if as_json:
+            self.stdout.write(dump_json({"subscription": name, "since": since.isoformat(), "fed": added}))
+        else:
+            self.stdout.write(f"{name}: {added} event(s) since {since:%Y-%m-%d %H:%M %Z} put in line")
