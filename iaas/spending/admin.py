@@ -207,7 +207,19 @@ class SoldServiceAdmin(SuspendableAdminMixin, ChangeHistoryAdmin, ReadOnlyAdmin)
 # --- The selling contexts' spending tables ------------------------------------------------------
 
 
-class AllowanceAdmin(ReadOnlyAdmin):
+class WalletColumnsMixin:
+    """The wallet and its owner as links: the columns every selling-side row shows."""
+
+    @admin.display(description="wallet", ordering="wallet_id")
+    def wallet(self, obj):
+        return wallet_link(obj.wallet_id)
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_column(self, obj):
+        return user_link(obj.owner)
+
+
+class AllowanceAdmin(WalletColumnsMixin, ReadOnlyAdmin):
     """A selling context's allowance per wallet (iaas.spending's AbstractAllowance)."""
 
     list_display = (
@@ -243,14 +255,6 @@ class AllowanceAdmin(ReadOnlyAdmin):
     charged_total_money = money_column("charged_total", "charged in all")
     released_total_money = money_column("released_total", "released in all")
 
-    @admin.display(description="wallet", ordering="wallet_id")
-    def wallet(self, obj):
-        return wallet_link(obj.wallet_id)
-
-    @admin.display(description="owner", ordering="owner__username")
-    def owner_column(self, obj):
-        return user_link(obj.owner)
-
     @admin.display(description="related")
     def related(self, obj):
         label = self.opts.app_label
@@ -269,7 +273,7 @@ class AllowanceAdmin(ReadOnlyAdmin):
         )
 
 
-class UsageAdmin(ReadOnlyAdmin):
+class UsageAdmin(WalletColumnsMixin, ReadOnlyAdmin):
     """A metered context's usage records (iaas.spending's AbstractUsage): one per service
     and month, updated in place by the hourly run, closed into charges by settlement."""
 
@@ -319,14 +323,6 @@ class UsageAdmin(ReadOnlyAdmin):
     def open_money(self, obj):
         return format_minor_units(obj.open_amount, obj.currency)
 
-    @admin.display(description="wallet", ordering="wallet_id")
-    def wallet(self, obj):
-        return wallet_link(obj.wallet_id)
-
-    @admin.display(description="owner", ordering="owner__username")
-    def owner_column(self, obj):
-        return user_link(obj.owner)
-
     @admin.display(description="service", ordering="service_id")
     def subject(self, obj):
         return link(
@@ -335,7 +331,7 @@ class UsageAdmin(ReadOnlyAdmin):
         )
 
 
-class ChargeAdmin(ReadOnlyAdmin):
+class ChargeAdmin(WalletColumnsMixin, ReadOnlyAdmin):
     """A selling context's charges (iaas.spending's AbstractCharge). The settlement is
     Billing's ledger entry for the charge, found by its id."""
 
@@ -372,14 +368,6 @@ class ChargeAdmin(ReadOnlyAdmin):
 
     amount_money = money_column("amount", "amount")
 
-    @admin.display(description="wallet", ordering="wallet_id")
-    def wallet(self, obj):
-        return wallet_link(obj.wallet_id)
-
-    @admin.display(description="owner", ordering="owner__username")
-    def owner_column(self, obj):
-        return user_link(obj.owner)
-
     @admin.display(description="for")
     def subject(self, obj):
         return link(
@@ -396,7 +384,7 @@ class ChargeAdmin(ReadOnlyAdmin):
         return link(admin_url("billing_settledcharge_change", obj.id), "settled charge")
 
 
-class ReleaseAdmin(ReadOnlyAdmin):
+class ReleaseAdmin(WalletColumnsMixin, ReadOnlyAdmin):
     """A selling context's releases (iaas.spending's AbstractRelease)."""
 
     list_display = ("created_at", "amount_money", "wallet", "reason")
@@ -408,10 +396,6 @@ class ReleaseAdmin(ReadOnlyAdmin):
     fields = readonly_fields
 
     amount_money = money_column("amount", "amount")
-
-    @admin.display(description="wallet", ordering="wallet_id")
-    def wallet(self, obj):
-        return wallet_link(obj.wallet_id)
 
     @admin.display(description="applied by Billing")
     def applied(self, obj):
