@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from iaas.cloud.batch import LIFE
+from iaas.cloud.spending import servers
 from iaas.cloud.models import Server
 from iaas.spending.batch import BatchPayment, BatchReport, Step, apply_payment
 
@@ -25,7 +25,7 @@ def test_a_suspended_server_of_a_busy_wallet_is_left_for_the_last_pass():
         BatchPayment(deferred={wallet}),
         now=NOW,
         grace=dt.timedelta(days=7),
-        life=LIFE,
+        life=servers.life,
         paid=lambda step: None,
         report=report,
     )

@@ -8,5 +8,5 @@ class CloudConfig(kit.SellingContextConfig):
     label = "cloud"
     verbose_name = "Cloud"
     # Metered: reconciliation holds each server's usage records against it (I11).
-    service_model = "Server"
+    metered = "spending.servers"
     service_pages = (("server", "servers"),)

@@ -3,16 +3,13 @@ releases (the shared spending tables from iaas.spending)."""
 
 from __future__ import annotations
 
-import uuid
-
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
 
 from iaas.spending.models import (
     AbstractAllowance,
     AbstractCharge,
+    AbstractMeteredService,
     AbstractRelease,
     AbstractSuspendable,
     AbstractUsage,
@@ -46,38 +43,20 @@ class ServerPlan(models.Model):
         return self.id
 
 
-class Server(AbstractSuspendable):
+class Server(AbstractMeteredService):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
         SUSPENDED = "suspended", "Suspended"
         TERMINATED = "terminated", "Terminated"
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="servers")
-    wallet_id = models.UUIDField(db_index=True)
-    name = models.CharField(max_length=63)
     plan = models.ForeignKey(ServerPlan, on_delete=models.PROTECT, related_name="servers")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
-    created_at = models.DateTimeField(default=timezone.now)
-    paid_until = models.DateTimeField()
-    # When the server stopped running (the first cause); the causes are in
-    # AbstractSuspendable's columns.
-    suspended_at = models.DateTimeField(null=True, blank=True)
     terminated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "id"]
         constraints = AbstractSuspendable.causes_constraints("server")
-        indexes = [
-            models.Index(fields=["status", "paid_until"], name="server_status_paid_until"),
-            # Metering walks a partition of wallets with a keyset on (wallet, server).
-            models.Index(
-                fields=["wallet_id", "id"], condition=~Q(status="terminated"), name="server_wallet_keyset"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
+        indexes = AbstractMeteredService.metering_indexes("server", ended_status="terminated")
 
 
 class Allowance(AbstractAllowance):
@@ -99,5 +78,6 @@ class Usage(AbstractUsage):
     """A server's hours in one calendar month (see AbstractUsage)."""
 
     class Meta(AbstractUsage.Meta):
+        constraints = [*AbstractUsage.Meta.constraints, AbstractUsage.rounded_once_constraint(1)]
         verbose_name = "server usage"
         verbose_name_plural = "server usage"

@@ -1,32 +1,17 @@
-"""Cloud's instance of the shared spending mechanism."""
+"""Cloud's instances of the kit: its spending mechanism, and its servers as metered
+services (billed by the hour at their plan's price, under its monthly cap)."""
 
-from django.utils import timezone
+import datetime as dt
 
+from django.conf import settings
+from django.db.models import F
+
+from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
 from iaas.contracts.types import CLOUD
+from iaas.spending.metered import MeteredServices, ServiceEvents
 from iaas.spending.spender import Spender
 
 from .models import Allowance, Charge, Release, Server, Usage
-
-
-def describe_usage(records: list) -> dict[int, str]:
-    """How a closed usage record reads on the charge, the invoice and the ledger: the
-    server's name, the hours and the span (one query for the batch). ``records`` are the
-    settlement's rows (a usage record's fields as attributes)."""
-    servers = dict(
-        Server.objects.filter(id__in={r.service_id for r in records}).values_list("id", "name").iterator()
-    )
-    zone = timezone.get_current_timezone()
-    return {
-        r.id: (
-            f"Server {servers.get(r.service_id, r.service_id)}, {r.hours - r.closed_hours} hour(s) "
-            f"{r.closed_until.astimezone(zone):{MOMENT}} to {r.accrued_until.astimezone(zone):{MOMENT}}"
-        )
-        for r in records
-    }
-
-
-MOMENT = "%Y-%m-%d %H:%M"
-
 
 spender = Spender(
     context=CLOUD,
@@ -34,5 +19,20 @@ spender = Spender(
     charge_model=Charge,
     release_model=Release,
     usage_model=Usage,
-    describe_usage=describe_usage,
+    describe_usage=lambda records: servers.describe_usage(records),
+)
+
+servers = MeteredServices(
+    spender=spender,
+    service_model=Server,
+    events=ServiceEvents(
+        id_field="server_id", suspended=ServerSuspended, resumed=ServerResumed, ended=ServerTerminated
+    ),
+    # A server's hour costs its plan's price (whole minor units), under the plan's cap.
+    terms={
+        "rate_per_hour": F("plan__price_per_hour"),
+        "rate_cap": F("plan__monthly_cap"),
+        "rate_currency": F("plan__currency"),
+    },
+    grace=lambda: dt.timedelta(hours=settings.IAAS_SERVER_GRACE_HOURS),
 )

@@ -27,9 +27,10 @@ class SellingContextConfig(AppConfig):
       the spender's ``context`` is the name Billing knows it under, and the first part
       of its subscriptions' names (``cloud.record_settlement``: outbox rows store them,
       so they never change);
-    - ``service_model``: the model of its services, by name in the app ("Server"),
-      required when it meters usage (reconciliation holds each service's usage records
-      against it, I11);
+    - ``metered``: the dotted path, in the app, of its ``MeteredServices``
+      ("spending.servers") when it sells services metered by the hour: the metering run
+      (``bill_usage``) meters them, and reconciliation holds each service's usage records
+      against it (I11);
     - ``service_pages``: its services' admin pages about one wallet, as (model name,
       plural noun) pairs; the kit's charge and allowance pages follow them;
     - ``reserve_ahead``: its reserve-ahead chunk in minor units when IAAS_RESERVE_AHEAD
@@ -43,8 +44,7 @@ class SellingContextConfig(AppConfig):
 
     default_auto_field = "django.db.models.BigAutoField"
     spender: str = ""
-    service_model: str | None = None
-    paid_until_field = "paid_until"
+    metered = ""
     service_pages: tuple[tuple[str, str], ...] = ()
     reserve_ahead = 0
     catalog = "migrations.0002_catalog"
@@ -59,8 +59,8 @@ class SellingContextConfig(AppConfig):
         # registry shows (label, pages, reserve-ahead default, service model).
         if spender.app_label != self.label:
             raise ValueError(f"{self.spender or self.name}: its models are not in app {self.label!r}")
-        if spender.usage_model is not None and self.service_model is None:
-            raise ValueError(f"{spender.context} meters usage: name its service model for I11")
+        if (spender.usage_model is not None) != bool(self.metered):
+            raise ValueError(f"{spender.context}: a usage model and its metered services go together")
         context = spender.context
         bus.subscribe(ReleaseRequested, spender.release_on_request, name=f"{context}.release_on_request")
         # Events about one context's charges reach that context only.
@@ -90,6 +90,10 @@ class SellingContextConfig(AppConfig):
             for model, noun in pages
         )
 
+    def metered_services(self):
+        """Its ``MeteredServices`` (iaas.spending.metered), or None when it meters nothing."""
+        return import_string(f"{self.name}.{self.metered}") if self.metered else None
+
     def install_catalog(self, apps=apps) -> None:
         import_module(f"{self.name}.{self.catalog}").install(apps, None)
 
@@ -103,6 +107,20 @@ def selling_context_config(name: str) -> SellingContextConfig:
     from iaas.contracts import selling
 
     return apps.get_app_config(selling.context(name).app_label)
+
+
+def metered_contexts(names: list[str] | None = None) -> list:
+    """The ``MeteredServices`` of every registered context that meters (or of those
+    ``names``, each of which must meter), in the registry's order."""
+    configs = [selling_context_config(name) for name in names] if names else selling_context_configs()
+    found = []
+    for config in configs:
+        metered = config.metered_services()
+        if metered is None and names:
+            raise ValueError(f"{config.label} meters nothing")
+        if metered is not None:
+            found.append(metered)
+    return found
 
 
 def selling_context_configs() -> list[SellingContextConfig]:

@@ -4,7 +4,8 @@ usage records agree with the service, and no two charges of one service overlap 
 time. Reconciliation reads them through the context's contract
 (``SellingContext.check_usage``); only violations come back.
 
-I11's amount rule is ``amount = min(cap + refunded, list_amount)`` exactly while no
+A record's list amount is its exact list (``list_exact``, in 1/LIST_DIVISOR minor units)
+rounded once, half up. I11's amount rule is ``amount = min(cap + refunded, list_amount)`` exactly while no
 refund touched the month. A refund raises the month's room under the cap for the hours
 that follow (refunded money does not count towards the cap) without making the hours
 already past the cap cost again, so with refunds the amount lies between
@@ -23,6 +24,7 @@ from django.db.models import Model
 from iaas.contracts.checks import Violation
 
 from .models import AbstractCharge, AbstractUsage
+from .usage import rounded
 
 # Enough to act on; a database that breaks a rule this often needs a person, not a list.
 MAX_REPORTED = 1000
@@ -35,9 +37,10 @@ PARAMETERS_PER_QUERY = 500
 # no ORDER BY (the answer is sorted in Python), no LEAST (SQLite's is MIN), no intervals.
 USAGE_RECORDS = """
 SELECT wallet_id, service_id, month, hours, closed_hours, list_amount, cap, amount, refunded,
-       closed_amount, accrued_until, closed_until, close_due_at
+       closed_amount, accrued_until, closed_until, close_due_at, list_exact
 FROM {usage}
-WHERE amount < CASE WHEN cap < list_amount THEN cap ELSE list_amount END
+WHERE list_amount <> (2 * list_exact + {divisor}) / (2 * {divisor})
+   OR amount < CASE WHEN cap < list_amount THEN cap ELSE list_amount END
    OR amount > CASE WHEN cap + refunded < list_amount THEN cap + refunded ELSE list_amount END
    OR cap < 0 OR closed_hours < 0 OR hours < closed_hours
    OR closed_amount < 0 OR amount < closed_amount OR refunded < 0 OR refunded > closed_amount
@@ -127,10 +130,11 @@ def usage_violations(
         "paid_until": connection.ops.quote_name(service_model._meta.get_field(paid_until_field).column),
         "statuses": ", ".join(["%s"] * len(live_statuses)),
         "limit": MAX_REPORTED,
+        "divisor": int(usage_model.LIST_DIVISOR),
     }
     found: list[Violation] = []
     for row in _rows(USAGE_RECORDS.format(**names)):
-        found += _record_violations(context, *row)
+        found += _record_violations(context, *row, divisor=usage_model.LIST_DIVISOR)
     strangers = []
     for service_id, wallet_id, status, paid_until, accrued_until, stray in _rows(
         SERVICES.format(**names), live_statuses, limit=MAX_REPORTED
@@ -221,6 +225,9 @@ def _record_violations(
     accrued_until,
     closed_until,
     close_due_at,
+    list_exact: int,
+    *,
+    divisor: int,
 ) -> list[Violation]:
     """Which of a record's rules fail, one violation each."""
     wallet = _uuid(wallet_id)
@@ -230,6 +237,12 @@ def _record_violations(
     def report(expected, found_, detail):
         found.append(Violation("I11", wallet, expected, found_, f"{what}: {detail}"))
 
+    if list_amount != rounded(list_exact, divisor):
+        report(
+            rounded(list_exact, divisor),
+            list_amount,
+            f"list amount is not the exact list {list_exact}/{divisor} rounded once",
+        )
     least, most = min(cap, list_amount), min(cap + refunded, list_amount)
     if not least <= amount <= most:
         expected = most if least == most else {"at_least": least, "at_most": most}

@@ -1,5 +1,6 @@
 """Every row lock the spending protocol takes, for any selling context, in one place, so
-the lock order can be read here (ARCHITECTURE.md): the caller holds the service row;
+the lock order can be read here (ARCHITECTURE.md): the service row (metered services'
+helpers below; the others' in their context's locks.py);
 then the context's allowance row (waiting for a purchase, SKIP LOCKED for a batch or an
 idle release); then, inside Billing, the wallet and the hold. A settlement batch locks
 only usage records, SKIP LOCKED. Each helper runs inside the caller's transaction and
@@ -10,12 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from django.db.models import F, Q
+from django.db.models import DateField, F, Model, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
+from iaas.contracts.errors import NotFound
 from iaas.contracts.types import Money
 
-from .batch import Partition
+from .batch import Partition, in_partition
 from .models import AbstractAllowance, AbstractUsage
 
 # --- allowance rows -----------------------------------------------------------------------
@@ -125,3 +128,74 @@ def usage_due_try_lock(
         )
     rows = rows.select_for_update(no_key=True, skip_locked=True).order_by("wallet_id", "id")
     return list(rows.values_list(*DUE_FIELDS, named=True)[:limit])
+
+
+# --- metered services (servers, volumes) ------------------------------------------------
+
+
+def service_lock(service_model: type[Model], service_id: uuid.UUID, *, owner_id: int | None = None):
+    """Lock a metered service's row, waiting for it (FOR NO KEY UPDATE); ``owner_id``: the
+    customer's own only. NotFound otherwise."""
+    rows = service_model.objects.select_for_update(no_key=True)
+    if owner_id is not None:
+        rows = rows.filter(owner_id=owner_id)
+    try:
+        return rows.get(pk=service_id)
+    except service_model.DoesNotExist:
+        raise NotFound(f"No such {service_model._meta.verbose_name}.") from None
+
+
+def service_try_lock(service_model: type[Model], service_id: uuid.UUID, *, terms: dict):
+    """Lock a metered service unless another transaction holds it (a concurrent metering
+    run, a customer ending it): None then, and the caller moves on. ``terms``: what its
+    rate is read from (its plan's columns), read in the same statement."""
+    return (
+        service_model.objects.select_for_update(no_key=True, skip_locked=True, of=("self",))
+        .annotate(**terms)
+        .filter(pk=service_id)
+        .first()
+    )
+
+
+def services_to_meter(
+    service_model: type[Model], *, now: dt.datetime, partition: Partition, after: tuple | None = None
+) -> QuerySet:
+    """Services a metering run at ``now`` looks at in the partition, after the keyset
+    ``after`` (wallet id, service id), in (wallet, service) order: active ones with a
+    started hour unpaid, and suspended ones for causes a batch lifts (never an
+    operator's hold), retried every run."""
+    due = Q(status="active", paid_until__lt=now) | Q(status="suspended", operator_hold_since=None)
+    return in_partition(service_model.objects.filter(due), partition=partition, after=after)
+
+
+def services_to_meter_try_lock(
+    service_model: type[Model],
+    usage_model: type[AbstractUsage],
+    *,
+    terms: dict,
+    now: dt.datetime,
+    partition: Partition,
+    after: tuple | None,
+    limit: int,
+) -> list:
+    """The next ``limit`` services due in the partition, locked in (wallet, service) order,
+    FOR NO KEY UPDATE SKIP LOCKED, with their rate's ``terms`` and what the usage record
+    of the month of their next unpaid hour holds (``usage_amount``...: None without a
+    record): one statement. A service a purchase or another worker holds is skipped, and
+    picked up by the run's last pass."""
+    rows = services_to_meter(service_model, now=now, partition=partition, after=after)
+    rows = rows.select_for_update(no_key=True, skip_locked=True, of=("self",))
+    return list(rows.annotate(**terms).annotate(**_month_usage(usage_model))[:limit])
+
+
+def _month_usage(usage_model: type[AbstractUsage]) -> dict:
+    """The usage record of the month the service's next unpaid hour starts in (project
+    time zone): the only month at or after it that can have a record yet (every hour
+    accrued so far started before paid_until)."""
+    month = {"usage_month": TruncMonth("paid_until", output_field=DateField())}
+    record = usage_model.objects.filter(service_id=OuterRef("pk"), month=OuterRef("usage_month"))
+    held = {
+        f"usage_{name}": Subquery(record.values(name)[:1])
+        for name in ("amount", "refunded", "cap", "list_exact")
+    }
+    return {**month, **held}

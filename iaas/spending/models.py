@@ -111,6 +111,10 @@ class AbstractUsage(models.Model):
     # What the hours would cost without the cap (each hour at the price it was accrued at)
     # and the cap that applies: amount = min(cap + refunded, list_amount).
     list_amount = models.BigIntegerField(default=0)
+    # The list amount exactly, in 1/LIST_DIVISOR minor units, for prices that are not
+    # whole minor units per hour (a volume's GB-hour): each step adds its exact price
+    # here, and list_amount is this rounded once, half up (equal for a divisor of 1).
+    list_exact = models.BigIntegerField(default=0)
     cap = models.BigIntegerField(default=0)
     amount = models.BigIntegerField(default=0, help_text="Minor units spent for the month so far.")
     # Refunds of this month's charges: refunded money does not count towards the cap.
@@ -165,6 +169,19 @@ class AbstractUsage(models.Model):
     def __str__(self) -> str:
         return (
             f"usage of {self.service_id} in {self.month:%Y-%m}: {self.hours} h, {self.amount} {self.currency}"
+        )
+
+    # What list_exact counts in: a context whose hourly prices are fractions of a minor
+    # unit sets it (storage: a GB-month is priced over 730 hours); 1 is whole minor units.
+    LIST_DIVISOR = 1
+
+    @classmethod
+    def rounded_once_constraint(cls, divisor: int) -> models.CheckConstraint:
+        """list_amount is list_exact / divisor rounded half up (integer division on both
+        databases; both columns are never negative). For a concrete model's Meta."""
+        return models.CheckConstraint(
+            condition=Q(list_amount=(F("list_exact") * 2 + divisor) / (2 * divisor)),
+            name="%(app_label)s_usage_list_rounded_once",
         )
 
     @property
@@ -286,3 +303,46 @@ class AbstractSuspendable(models.Model):
         return None
 
     CAUSE_UPDATE_FIELDS = ["unpaid_since", "wallet_blocked_since", "operator_hold_since", "operator_reason"]
+
+
+class AbstractMeteredService(AbstractSuspendable):
+    """A service metered by the hour (a server, a volume): paid up to ``paid_until``, its
+    hours accrued into its usage records by the metering run, suspended, resumed and
+    ended by the kit's metered-service life (iaas.spending.metered). A subclass adds its
+    ``plan`` (a foreign key to its catalog), its ``status`` field with the values
+    ``active``, ``suspended`` and its ended value (ENDED_STATUS), and the field that
+    records the end (ENDED_AT)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="%(class)ss")
+    wallet_id = models.UUIDField(db_index=True)
+    name = models.CharField(max_length=63)
+    created_at = models.DateTimeField(default=timezone.now)
+    paid_until = models.DateTimeField()
+    # When the service stopped running (the first cause); the causes are in
+    # AbstractSuspendable's columns.
+    suspended_at = models.DateTimeField(null=True, blank=True)
+
+    ENDED_STATUS = "terminated"
+    ENDED_AT = "terminated_at"
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def ended_at(self) -> dt.datetime | None:
+        return getattr(self, self.ENDED_AT)
+
+    @staticmethod
+    def metering_indexes(prefix: str, *, ended_status: str) -> list[models.Index]:
+        """The indexes the metering run walks (for a concrete model's Meta)."""
+        return [
+            models.Index(fields=["status", "paid_until"], name=f"{prefix}_status_paid_until"),
+            # Metering walks a partition of wallets with a keyset on (wallet, service).
+            models.Index(
+                fields=["wallet_id", "id"], condition=~Q(status=ended_status), name=f"{prefix}_wallet_keyset"
+            ),
+        ]

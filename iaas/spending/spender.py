@@ -130,8 +130,8 @@ class Spender:
     def service_model(self) -> type[Model] | None:
         """The model of a metered context's services, so that reconciliation can hold the
         usage records against them (I11)."""
-        config = self.config
-        return config.get_model(config.service_model) if config.service_model else None
+        metered = self.config.metered_services()
+        return metered.service_model if metered is not None else None
 
     # --- spend -------------------------------------------------------------------------
 
@@ -187,41 +187,6 @@ class Spender:
             self._spend_reserving_the_shortfall(
                 wallet_id=wallet_id, owner_id=owner_id, price=price, chunk=chunk
             )
-
-    def accrue(
-        self,
-        *,
-        service_id: uuid.UUID,
-        wallet_id: uuid.UUID,
-        owner_id: int,
-        currency: str,
-        start: dt.datetime,
-        hours: int,
-        price_per_hour: int,
-        cap: int,
-        now: dt.datetime,
-    ) -> int:
-        """Spend ``hours`` of a metered service from ``start`` (priced under the monthly
-        cap) and add them to its usage records: the one-service form of a metering
-        batch, for a resumption. The caller holds the service's row lock. Returns the
-        amount spent (0 when the cap covers every hour)."""
-        if hours <= 0:
-            return 0
-        spent = usage.spent_in_months(self.usage_model, [service_id], from_month=usage.month_of(start))
-        accruals = usage.price_hours(
-            service_id=service_id,
-            start=start,
-            hours=hours,
-            price_per_hour=price_per_hour,
-            cap=cap,
-            spent=spent.get(service_id, {}),
-        )
-        amount = sum(a.amount for a in accruals)
-        if amount:
-            self.spend_allowance(wallet_id=wallet_id, owner_id=owner_id, price=Money(amount, currency))
-        who = usage.UsageOwner(wallet_id, owner_id, currency)
-        usage.upsert_accruals(self.usage_model, [(a, who) for a in accruals], now=now)
-        return amount
 
     def _spend_reserving_the_shortfall(
         self, *, wallet_id: uuid.UUID, owner_id: int, price: Money, chunk: int
@@ -504,7 +469,6 @@ class Spender:
                 context=self.context,
                 usage_model=self.usage_model,
                 service_model=self.service_model,
-                paid_until_field=self.config.paid_until_field,
             )
         return found
 

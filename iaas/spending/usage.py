@@ -3,9 +3,14 @@ into the service's usage records (one per calendar month) with one upsert, wheth
 one service (a resumption) or for a metering batch of thousands.
 
 A started hour is a whole hour and belongs to the month it starts in. Each month's
-hours cost ``price_per_hour`` each until the month's amount reaches the cap (refunded
+hours cost their hourly price each until the month's amount reaches the cap (refunded
 money does not count towards it); an hour past the cap costs nothing but is still
 recorded, so the record's hours always match the hours paid for (I11).
+
+An hourly price need not be whole minor units (a volume's GB-hour is its GB-month price
+over 730 hours): it is counted exactly, in 1/divisor minor units (``list_exact``), and
+the month's list amount is that rounded once, half up. Each step adds the difference
+the rounded total moved by, so the steps add up to the rounded total.
 """
 
 from __future__ import annotations
@@ -48,6 +53,22 @@ def _month_span(moment: dt.datetime, tz: dt.tzinfo) -> tuple[dt.date, dt.datetim
     return dt.date(local.year, local.month, 1), dt.datetime(year, month, 1, tzinfo=tz)
 
 
+def rounded(exact: int, divisor: int) -> int:
+    """``exact / divisor`` rounded half up (``exact`` is never negative)."""
+    return (2 * exact + divisor) // (2 * divisor)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """What an hour of one service costs now: ``per_hour`` in 1/divisor minor units (the
+    divisor is its usage model's LIST_DIVISOR), under a month's ``cap`` in minor units
+    (for a month whose record does not exist yet), in ``currency``."""
+
+    per_hour: int
+    cap: int
+    currency: str
+
+
 @dataclass(frozen=True, slots=True)
 class MonthSpent:
     """What a service's usage record of one month holds already, and the cap it keeps
@@ -57,6 +78,7 @@ class MonthSpent:
     amount: int = 0
     refunded: int = 0
     cap: int | None = None
+    list_exact: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +94,7 @@ class Accrual:
     list_amount: int
     amount: int  # 0 once the month's cap is reached
     cap: int
+    list_exact: int = 0  # the exact list price added, in 1/divisor minor units
 
 
 def price_hours(
@@ -79,32 +102,81 @@ def price_hours(
     service_id: uuid.UUID,
     start: dt.datetime,
     hours: int,
-    price_per_hour: int,
+    per_hour: int,
     cap: int,
     spent: dict[dt.date, MonthSpent],
+    divisor: int = 1,
     tz: dt.tzinfo | None = None,
 ) -> list[Accrual]:
-    """``hours`` hours from ``start``, split by the calendar month each hour starts in and
-    priced under the month's cap, counting what the month's record already spent
-    (``spent``, by month; refunded money does not count). ``tz``: the project's time
-    zone, when the caller looked it up once for a whole batch."""
+    """``hours`` hours from ``start`` at ``per_hour`` (in 1/divisor minor units), split by
+    the calendar month each hour starts in and priced under the month's cap, counting
+    what the month's record already holds (``spent``, by month; refunded money does not
+    count). ``tz``: the project's time zone, when the caller looked it up once for a
+    whole batch."""
     accruals = []
     tz = tz or timezone.get_current_timezone()
     while hours > 0:
         first_day, month_end = _month_span(start, tz)
         in_month = min(hours, started_hours(start, month_end))
         end = start + in_month * HOUR
-        already = spent.get(first_day, MonthSpent())
-        month_cap = cap if already.cap is None else already.cap
-        room = max(month_cap + already.refunded - already.amount, 0)
-        list_amount = in_month * price_per_hour
         accruals.append(
-            Accrual(
-                service_id, first_day, start, end, in_month, list_amount, min(list_amount, room), month_cap
+            _priced(
+                service_id,
+                first_day,
+                start,
+                end,
+                in_month,
+                in_month * per_hour,
+                cap,
+                spent.get(first_day, MonthSpent()),
+                divisor,
             )
         )
         start, hours = end, hours - in_month
     return accruals
+
+
+def _priced(
+    service_id: uuid.UUID,
+    month: dt.date,
+    start: dt.datetime,
+    end: dt.datetime,
+    hours: int,
+    exact: int,
+    cap: int,
+    already: MonthSpent,
+    divisor: int,
+) -> Accrual:
+    """One month's step: ``exact`` more list price (1/divisor minor units) over ``hours``.
+    It spends what the rounded list total moved by, within the room under the cap; and
+    never less than keeps the month at min(cap, list) (I11's floor), which matters only
+    when the cap rose (a volume grown mid-month)."""
+    month_cap = cap if already.cap is None else already.cap
+    list_total = rounded(already.list_exact + exact, divisor)
+    list_amount = list_total - rounded(already.list_exact, divisor)
+    room = max(month_cap + already.refunded - already.amount, 0)
+    amount = max(min(list_amount, room), min(month_cap, list_total) - already.amount)
+    return Accrual(service_id, month, start, end, hours, list_amount, amount, month_cap, exact)
+
+
+def price_extra(
+    *,
+    service_id: uuid.UUID,
+    hour_start: dt.datetime,
+    exact: int,
+    cap: int,
+    spent: dict[dt.date, MonthSpent],
+    divisor: int,
+) -> Accrual:
+    """More list price (``exact``, in 1/divisor minor units) for hours already accrued,
+    in the month of the hour that starts at ``hour_start``: a volume grown during a paid
+    hour pays the rest of that hour at its new size. No hours are added, and the span
+    accrued does not move (the Accrual's start and end are the hour's end)."""
+    first_day, _ = _month_span(hour_start, timezone.get_current_timezone())
+    end = hour_start + HOUR
+    return _priced(
+        service_id, first_day, end, end, 0, exact, cap, spent.get(first_day, MonthSpent()), divisor
+    )
 
 
 def settle_every() -> dt.timedelta:
@@ -143,7 +215,8 @@ def spent_in_months(
     found: dict[uuid.UUID, dict[dt.date, MonthSpent]] = {}
     wanted = sql.rows("wanted", [("id", sql.column(usage_model, "service_id"))], [(i,) for i in service_ids])
     rows = sql.fetch(
-        f"SELECT u.service_id, u.month, u.amount, u.refunded, u.cap FROM {sql.table(usage_model)} u "  # noqa: S608
+        "SELECT u.service_id, u.month, u.amount, u.refunded, u.cap, u.list_exact "  # noqa: S608
+        f"FROM {sql.table(usage_model)} u "
         f"JOIN wanted ON u.service_id = wanted.id WHERE u.month >= %s",
         wanted,
         [from_month],
@@ -152,8 +225,8 @@ def spent_in_months(
         sql.column(usage_model, "service_id").to_python,
         sql.column(usage_model, "month").to_python,
     )
-    for service_id, month, amount, refunded, cap in rows:  # typed on PostgreSQL; text on SQLite
-        found.setdefault(as_id(service_id), {})[as_month(month)] = MonthSpent(amount, refunded, cap)
+    for service_id, month, amount, refunded, cap, exact in rows:  # typed on PostgreSQL; text on SQLite
+        found.setdefault(as_id(service_id), {})[as_month(month)] = MonthSpent(amount, refunded, cap, exact)
     return found
 
 
@@ -183,6 +256,7 @@ def upsert_accruals(
             "currency",
             "hours",
             "list_amount",
+            "list_exact",
             "cap",
             "amount",
             "closed_amount",
@@ -202,6 +276,7 @@ def upsert_accruals(
             who.currency,
             a.hours,
             a.list_amount,
+            a.list_exact,
             a.cap,
             a.amount,
             a.amount if closed else 0,
@@ -228,6 +303,7 @@ def upsert_accruals(
         f"ON CONFLICT (service_id, month) DO UPDATE SET "
         f"hours = {usage}.hours + excluded.hours, "
         f"list_amount = {usage}.list_amount + excluded.list_amount, "
+        f"list_exact = {usage}.list_exact + excluded.list_exact, "
         f"amount = {usage}.amount + excluded.amount, "
         f"{closing}"
         f"accrued_until = excluded.accrued_until, "
@@ -255,6 +331,7 @@ def _one_per_record(accruals: list[tuple[Accrual, UsageOwner]]) -> list[tuple[Ac
                 first.list_amount + accrual.list_amount,
                 first.amount + accrual.amount,
                 accrual.cap,
+                first.list_exact + accrual.list_exact,
             )
         merged[key] = (accrual, who)
     return list(merged.values())

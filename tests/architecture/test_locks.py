@@ -69,7 +69,10 @@ def test_the_scan_sees_the_lock_modules():
     the scan finds them (an empty or wrong glob would pass the test above)."""
     sources = tree_sources()
     locking = {path for path, source in sources.items() if lock_statements(path, source)}
-    selling = {f"{package.replace('.', '/')}/locks.py" for package in selling_packages().values()}
+    # A context whose rows are all locked by the kit's helpers (a metered context's
+    # services, its allowance) needs no module of its own; one that has one locks there.
+    own = {f"{package.replace('.', '/')}/locks.py" for package in selling_packages().values()}
+    selling = {path for path in own if path in sources}
     assert {
         "iaas/billing/locks.py",
         *selling,
@@ -77,7 +80,7 @@ def test_the_scan_sees_the_lock_modules():
         "iaas/api/locks.py",
         "iaas/contracts/bus.py",
     } <= locking
-    assert len(selling) >= 2
+    assert selling, "no selling context has a lock module: is the glob right?"
     assert not any("/migrations/" in path for path in sources)
 
 

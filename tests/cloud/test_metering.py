@@ -15,7 +15,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from iaas.billing import services as billing_services
-from iaas.cloud import batch, services
+from iaas.cloud import services
+from iaas.spending import metering
+from iaas.spending.metered import MeteredServices
 from iaas.cloud.models import Charge, Server, ServerPlan, Usage
 from iaas.contracts import bus
 from iaas.contracts.events import ChargeSettled, ServerResumed, ServerSuspended, ServerTerminated
@@ -132,12 +134,12 @@ def test_terminated_after_the_grace_period_and_never_charged_again(customer, pub
     server = buy(wallet, at(2026, 5, 10, 10))
     bill(at(2026, 5, 10, 11, 5))  # suspended
     assert bill(at(2026, 5, 12, 11), "--grace", "72h")["still_suspended"] == 1
-    assert bill(at(2026, 5, 13, 11, 5), "--grace", "72h")["terminated"] == 1
+    assert bill(at(2026, 5, 13, 11, 5), "--grace", "72h")["ended"] == 1
     server.refresh_from_db()
     assert (server.status, server.terminated_at) == ("terminated", at(2026, 5, 13, 11, 5))
     assert ServerTerminated in [type(e) for e in published]
     billing_services.top_up_create(wallet_id=wallet.id, owner_id=customer.id, amount=1_000)
-    assert bill(at(2026, 6, 1))["servers"] == 0
+    assert bill(at(2026, 6, 1))["services"] == 0
     assert len(charges(server)) == 1
 
 
@@ -145,7 +147,7 @@ def test_a_terminated_server_is_never_charged(wallet):
     server = buy(wallet, at(2026, 5, 10, 10))
     with time_machine.travel(at(2026, 5, 10, 10, 30), tick=False):
         services.server_terminate(server_id=server.id)
-    assert bill(at(2026, 5, 20))["servers"] == 0
+    assert bill(at(2026, 5, 20))["services"] == 0
     assert len(charges(server)) == 1
 
 
@@ -204,21 +206,21 @@ def test_a_batch_that_reserved_ahead_gives_back_what_it_did_not_use(settings, wa
 def test_one_server_failing_stops_no_other_and_the_run_reports_it(wallet, monkeypatch):
     broken = buy(wallet, at(2026, 5, 10, 10), name="broken")
     fine = buy(wallet, at(2026, 5, 10, 10), name="fine")
-    bill_usage = services.server_bill_usage
-    plan_steps = batch._plan_steps
+    bill_one = MeteredServices.bill_one
+    plan_steps = metering._plan_steps
 
-    def batch_fails_on_broken(servers, **kwargs):
+    def batch_fails_on_broken(meter, servers, **kwargs):
         if broken.id in {s.id for s in servers}:
             raise RuntimeError("disk on fire")  # the whole batch rolls back ...
-        return plan_steps(servers, **kwargs)
+        return plan_steps(meter, servers, **kwargs)
 
-    def fail_for_broken(*, server_id, **kwargs):
-        if server_id == broken.id:
+    def fail_for_broken(meter, *, service_id, **kwargs):
+        if service_id == broken.id:
             raise RuntimeError("disk on fire")
-        return bill_usage(server_id=server_id, **kwargs)
+        return bill_one(meter, service_id=service_id, **kwargs)
 
-    monkeypatch.setattr(batch, "_plan_steps", batch_fails_on_broken)
-    monkeypatch.setattr(services, "server_bill_usage", fail_for_broken)  # ... then one at a time
+    monkeypatch.setattr(metering, "_plan_steps", batch_fails_on_broken)
+    monkeypatch.setattr(MeteredServices, "bill_one", fail_for_broken)  # ... then one at a time
     out, err = StringIO(), StringIO()
     with time_machine.travel(at(2026, 5, 10, 12, 30), tick=False):
         with pytest.raises(SystemExit) as exit_:
@@ -242,7 +244,7 @@ def test_two_partitions_meter_every_server_once(catalog, assert_invariants):
     wallets = [funded_wallet(UserFactory(), amount=10_000) for _ in range(8)]
     servers = [buy(w, at(2026, 5, 10, 10), name=f"s{i}") for i, w in enumerate(wallets)]
     halves = [run_at(at(2026, 5, 10, 12, 30), "bill_usage", "--partition", f"{p}/2") for p in range(2)]
-    assert sum(half["servers"] for half in halves) == 8
+    assert sum(half["services"] for half in halves) == 8
     for server in servers:
         server.refresh_from_db()
         assert server.paid_until == at(2026, 5, 10, 13)
@@ -261,7 +263,7 @@ def test_workers_forked_by_the_command_meter_every_server_once_and_add_up(catalo
     call_command("bill_usage", "--workers", "2", "--json", "--at", moment.isoformat(), stdout=out)
     summary = json.loads(out.getvalue())
     # 11:00 and 12:00 of each (the first hour was paid at purchase), 4 cents an hour
-    assert (summary["servers"], summary["charged"], summary["hours_charged"]) == (8, 8, 16)
+    assert (summary["services"], summary["charged"], summary["hours_charged"]) == (8, 8, 16)
     assert summary["amounts"] == {"EUR": 8 * 2 * 4}
     for server in servers:
         server.refresh_from_db()
@@ -272,10 +274,10 @@ def test_workers_forked_by_the_command_meter_every_server_once_and_add_up(catalo
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_that_crashes_stops_the_run(catalog, monkeypatch):
-    def crash(**kwargs):
+    def crash(meter, **kwargs):
         raise RuntimeError("the worker's database went away")
 
-    monkeypatch.setattr(batch, "meter_partition", crash)
+    monkeypatch.setattr(metering, "meter_partition", crash)
     with pytest.raises(CommandError, match="a bill_usage worker failed"):
         call_command("bill_usage", "--workers", "2", "--json", stdout=StringIO(), stderr=StringIO())
 

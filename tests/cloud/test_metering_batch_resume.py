@@ -19,7 +19,7 @@ from tests.factories import funded_wallet
 
 
 def test_a_server_resuming_with_hours_owed_is_metered_by_its_batch(customer, caplog, assert_invariants):
-    caplog.set_level(logging.INFO, logger="iaas.cloud.batch")
+    caplog.set_level(logging.INFO, logger="iaas.spending.batch")
     wallet = funded_wallet(customer, amount=4)  # one hour of s-2vcpu-4gb: the one bought
     with time_machine.travel(at(2026, 5, 10, 10), tick=False):
         server = services.server_create(

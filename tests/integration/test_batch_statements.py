@@ -11,7 +11,8 @@ import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from iaas.cloud import batch as cloud_batch
+from iaas.cloud.spending import servers as cloud_servers
+from iaas.spending import metering
 from iaas.cloud import services as cloud
 from iaas.cloud.models import Allowance, Server, Usage
 from iaas.contracts import bus
@@ -55,7 +56,7 @@ def servers_on(wallets: int, per_wallet: int, *, balance: int = 100_000) -> list
 
 
 def meter(size: int = 1000):
-    return lambda: cloud_batch.meter_batch(now=RUN, grace=GRACE, partition=Partition(), after=None, size=size)
+    return lambda: metering.meter_batch(cloud_servers, now=RUN, grace=GRACE, partition=Partition(), after=None, size=size)
 
 
 @pytest.mark.parametrize(("wallets", "per_wallet"), [(2, 2), (9, 4)])
@@ -120,7 +121,7 @@ def test_a_settlement_batch_makes_the_same_statements_whatever_its_size(catalog)
     counts = []
     for wallets in (2, 6):
         servers_on(wallets, 3)
-        cloud_batch.meter_batch(now=RUN, grace=GRACE, partition=Partition(), after=None, size=1000)
+        metering.meter_batch(cloud_servers, now=RUN, grace=GRACE, partition=Partition(), after=None, size=1000)
         sql = statements(
             lambda: settlement.close_batch(
                 cloud.spender,
@@ -150,7 +151,7 @@ def test_the_batch_does_what_the_per_server_path_does(catalog):
                 for server_id in ids:
                     cloud.server_bill_usage(server_id=server_id, now=RUN, grace=GRACE)
             else:
-                cloud_batch.meter_partition(now=RUN, grace=GRACE, partition=Partition())
+                metering.meter_partition(cloud_servers, now=RUN, grace=GRACE, partition=Partition())
         by_path[path] = _outcome(rich, poor)
         Server.objects.filter(id__in=ids).update(status="terminated", terminated_at=RUN)
     assert by_path["batch"] == by_path["per_server"]

@@ -344,7 +344,7 @@ def test_a_refusal_no_top_up_can_cure_suspends_for_an_operator_with_the_error(wa
     server.refresh_from_db()
     assert server.suspension_causes == ["operator"]
     assert "currency_mismatch" in server.operator_reason
-    assert run_at(at(2026, 5, 20), "bill_usage")["terminated"] == 0  # no clock for it
+    assert run_at(at(2026, 5, 20), "bill_usage")["ended"] == 0  # no clock for it
 
 
 # --- A frozen wallet ---------------------------------------------------------------------------------
