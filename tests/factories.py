@@ -109,30 +109,13 @@ def usage_accrued(server, *, hours: int, now=None) -> int:
     from django.db import transaction
     from django.utils import timezone
 
-    from iaas.cloud.models import Server, Usage
-    from iaas.cloud.spending import spender
-    from iaas.contracts.types import Money
-    from iaas.spending import usage
+    from iaas.cloud.models import Server
+    from iaas.cloud.spending import servers
 
     now = now or timezone.now()
     with transaction.atomic():
-        server = Server.objects.select_for_update(no_key=True).select_related("plan").get(pk=server.pk)
-        plan, start = server.plan, server.paid_until
-        spent = usage.spent_in_months(Usage, [server.id], from_month=usage.month_of(start))
-        accruals = usage.price_hours(
-            service_id=server.id,
-            start=start,
-            hours=hours,
-            price_per_hour=plan.price_per_hour,
-            cap=plan.monthly_cap,
-            spent=spent.get(server.id, {}),
-        )
-        amount = sum(accrual.amount for accrual in accruals)
-        if amount:
-            spender.spend_allowance(
-                wallet_id=server.wallet_id, owner_id=server.owner_id, price=Money(amount, plan.currency)
-            )
-        who = usage.UsageOwner(server.wallet_id, server.owner_id, plan.currency)
-        usage.upsert_accruals(Usage, [(accrual, who) for accrual in accruals], now=now)
+        server = Server.objects.select_for_update(no_key=True).get(pk=server.pk)
+        start = server.paid_until
+        amount = servers.accrue(server, start=start, hours=hours, now=now)
         Server.objects.filter(pk=server.pk).update(paid_until=start + hours * dt.timedelta(hours=1))
     return amount

@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from iaas.cloud.spending import servers
 from iaas.cloud.models import Server
+from iaas.cloud.spending import servers
 from iaas.spending.batch import BatchPayment, BatchReport, Step, apply_payment
 
 NOW = dt.datetime(2026, 5, 10, 12, tzinfo=dt.UTC)

@@ -74,9 +74,9 @@ def test_the_metering_baseline_prices_hours_as_the_kit_does():
                 service_id=uuid.uuid4(),
                 start=start,
                 hours=hours,
-                price_per_hour=price,
+                per_hour=price,
                 cap=cap,
-                spent={first: usage.MonthSpent(spent, refunded)},
+                spent={first: usage.MonthSpent(spent, refunded, list_exact=spent)},
             )
         ]
         assert list(metering.price_hours(start, hours, price, cap, spent, refunded)) == expected

@@ -13,14 +13,13 @@ from iaas.spending.admin import (
     CatalogAdmin,
     CatalogPlanForm,
     ChargeAdmin,
+    MeteredServiceAdmin,
     ReleaseAdmin,
-    SoldServiceAdmin,
-    SuspensionCausesFilter,
     UsageAdmin,
 )
 
-from . import services
 from .models import Allowance, Charge, Release, Server, ServerPlan, Usage
+from .spending import servers
 
 
 class ServerPlanForm(CatalogPlanForm):
@@ -64,117 +63,12 @@ class ServerPlanAdmin(CatalogAdmin):
 
 
 @admin.register(Server)
-class ServerAdmin(SoldServiceAdmin):
-    """Servers. Who may lift which suspension, and what a resume charges:
+class ServerAdmin(MeteredServiceAdmin):
+    """Servers (the kit's metered-service admin: suspend, lift the hold, resume, terminate)."""
 
-    - "Suspend (operator hold)": the operator's own cause, with a reason; nothing
-      terminates a held server, and no batch run lifts the hold.
-    - "Lift the operator hold": clears that cause only. A server also unpaid (or on a
-      blocked wallet) stays suspended, and bill_usage resumes it once the wallet pays.
-    - "Resume, charging what is owed": lifts every cause and charges what bill_usage
-      would: the hours the server ran unpaid before it stopped, then the hour from now
-      unless a paid hour is still running. The suspended time is never charged. A
-      wallet that cannot pay refuses it, and nothing changes.
-    """
-
-    ends_at = staticmethod(services.server_terminates_at)
-    list_display = (
-        "name",
-        "owner_column",
-        "plan",
-        "status",
-        "causes_column",
-        "ends_at_column",
-        "paid_until",
-        "wallet",
-        "created_at",
-    )
-    list_filter = ("status", SuspensionCausesFilter, "plan", "created_at", "paid_until")
-    search_fields = ("name", "owner__username", "owner__email", "wallet_id", "id")
-    search_help_text = "Server name, customer username or email, wallet id or server id."
-    readonly_fields = (
-        "id",
-        "name",
-        "owner_column",
-        "wallet",
-        "plan",
-        "status",
-        "causes_column",
-        "ends_at_column",
-        "created_at",
-        "paid_until",
-        "suspended_at",
-        "terminated_at",
-        "related",
-    )
-    fields = readonly_fields
+    metered = servers
+    end_label = "Terminate"
     operate_permission = "cloud.change_server"
-    actions = ("suspend_servers", "lift_operator_hold", "resume_servers", "terminate_servers")
-    object_actions = (
-        ("suspend_servers", "Suspend (operator hold)"),
-        ("lift_operator_hold", "Lift the operator hold"),
-        ("resume_servers", "Resume, charging what is owed"),
-        ("terminate_servers", "Terminate"),
-    )
-
-    @admin.action(description="Suspend the selected servers (operator hold)", permissions=["operate"])
-    def suspend_servers(self, request, queryset):
-        if response := self.confirm(
-            request,
-            queryset,
-            title="Suspend servers",
-            warning="The servers below stop until an operator lifts the hold. No batch run lifts "
-            "it, and nothing terminates a held server. The customer sees the cause, not the reason.",
-            reason_label="Reason (kept with the suspension)",
-        ):
-            return response
-        reason = f"{self.confirmed_reason(request)} ({self.operator_reason(request)})"
-        return self.run_service(
-            request,
-            queryset,
-            lambda server: services.server_suspend(
-                server_id=server.pk, reason=reason, actor_id=request.user.pk
-            ),
-            done="Suspended",
-        )
-
-    @admin.action(description="Lift the operator hold of the selected servers", permissions=["operate"])
-    def lift_operator_hold(self, request, queryset):
-        return self.run_service(
-            request,
-            queryset,
-            lambda server: services.server_lift_operator_hold(server_id=server.pk, actor_id=request.user.pk),
-            done="Operator hold lifted",
-        )
-
-    @admin.action(
-        description="Resume the selected servers, charging what is owed (lifts every cause)",
-        permissions=["operate"],
-    )
-    def resume_servers(self, request, queryset):
-        return self.run_service(
-            request,
-            queryset,
-            lambda server: services.server_resume(server_id=server.pk, actor_id=request.user.pk),
-            done="Resumed",
-        )
-
-    @admin.action(description="Terminate the selected servers", permissions=["operate"])
-    def terminate_servers(self, request, queryset):
-        if response := self.confirm(
-            request,
-            queryset,
-            title="Terminate servers",
-            warning="The servers below are terminated for good. The time already paid is not refunded.",
-        ):
-            return response
-        reason = self.operator_reason(request)
-        return self.run_service(
-            request,
-            queryset,
-            lambda server: services.server_terminate(server_id=server.pk, reason=reason),
-            done="Terminated",
-        )
 
 
 @admin.register(Allowance)

@@ -7,14 +7,13 @@ from django.conf import settings
 from django.db.models import F
 
 from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
-from iaas.contracts.types import CLOUD
 from iaas.spending.metered import MeteredServices, ServiceEvents
 from iaas.spending.spender import Spender
 
 from .models import Allowance, Charge, Release, Server, Usage
 
 spender = Spender(
-    context=CLOUD,
+    context="cloud",  # the name Billing knows it under (holds, ledger entries)
     allowance_model=Allowance,
     charge_model=Charge,
     release_model=Release,

@@ -7,12 +7,6 @@ from dataclasses import dataclass
 
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 
-# The selling contexts' names, as Billing knows them (holds, ledger entries), each used
-# by its own context's Spender. Nobody else lists them: iaas.contracts.selling's registry
-# holds every context that registered at start-up.
-CLOUD = "cloud"
-HOSTING = "hosting"
-
 
 @dataclass(frozen=True, slots=True)
 class Money:

@@ -208,6 +208,13 @@ IAAS_OUTBOX_PURGE_BATCH = int(os.environ.get("IAAS_OUTBOX_PURGE_BATCH", "5000"))
 # by bill_usage; a hosting subscription, cancelled by renew_subscriptions.
 IAAS_SERVER_GRACE_HOURS = int(os.environ.get("IAAS_SERVER_GRACE_HOURS", "168"))
 IAAS_HOSTING_GRACE_DAYS = int(os.environ.get("IAAS_HOSTING_GRACE_DAYS", "7"))
+# Any other metered context's grace period in hours, from IAAS_GRACE_HOURS_<NAME> in the
+# environment (IAAS_GRACE_HOURS_STORAGE=72); a context not named here uses its default.
+IAAS_GRACE_HOURS = {
+    name.removeprefix("IAAS_GRACE_HOURS_").lower(): int(value)
+    for name, value in sorted(os.environ.items())
+    if name.startswith("IAAS_GRACE_HOURS_")
+}
 # reconcile reports an event its handler has not applied after this many seconds (or
 # that failed) as a violation: a charge or release Billing has not booked.
 IAAS_RECONCILE_STUCK_AFTER_SECONDS = int(os.environ.get("IAAS_RECONCILE_STUCK_AFTER_SECONDS", "300"))

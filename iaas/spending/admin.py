@@ -78,7 +78,7 @@ class SuspendableAdminMixin:
 
     @admin.display(description="ends at (unpaid)")
     def ends_at_column(self, obj: AbstractSuspendable):
-        moment = type(self).ends_at(obj)
+        moment = self.ends_at(obj)
         return "-" if moment is None else timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
 
 
@@ -201,6 +201,145 @@ class SoldServiceAdmin(SuspendableAdminMixin, ChangeHistoryAdmin, ReadOnlyAdmin)
                     "Events about the wallet",
                 ),
             ]
+        )
+
+
+class MeteredServiceAdmin(SoldServiceAdmin):
+    """A metered service (a server, a volume). Who may lift which suspension, and what a
+    resume charges:
+
+    - "Suspend (operator hold)": the operator's own cause, with a reason; nothing ends a
+      held service, and no batch run lifts the hold.
+    - "Lift the operator hold": clears that cause only. A service also unpaid (or on a
+      blocked wallet) stays suspended, and bill_usage resumes it once the wallet pays.
+    - "Resume, charging what is owed": lifts every cause and charges what bill_usage
+      would: the hours the service ran unpaid before it stopped, then the hour from now
+      unless a paid hour is still running. The suspended time is never charged. A
+      wallet that cannot pay refuses it, and nothing changes.
+    - "Terminate" (a server) or "Delete" (a volume): for good; the time paid is not
+      refunded.
+
+    A subclass sets ``metered`` (its context's MeteredServices), ``end_label`` and
+    ``operate_permission``, and may add columns (``extra_columns``)."""
+
+    metered = None  # iaas.spending.metered.MeteredServices
+    end_label = "Terminate"
+    extra_columns: tuple[str, ...] = ()
+    actions = ("suspend_services", "lift_operator_hold", "resume_services", "end_services")
+    object_actions = (
+        ("suspend_services", "Suspend (operator hold)"),
+        ("lift_operator_hold", "Lift the operator hold"),
+        ("resume_services", "Resume, charging what is owed"),
+        ("end_services", "End"),
+    )
+
+    def __init__(self, model, admin_site):
+        super().__init__(model, admin_site)
+        self.object_actions = (*self.object_actions[:-1], ("end_services", self.end_label))
+        self.list_display = (
+            "name",
+            "owner_column",
+            "plan",
+            *self.extra_columns,
+            "status",
+            "causes_column",
+            "ends_at_column",
+            "paid_until",
+            "wallet",
+            "created_at",
+        )
+        self.list_filter = ("status", SuspensionCausesFilter, "plan", "created_at", "paid_until")
+        self.readonly_fields = self.fields = (
+            "id",
+            "name",
+            "owner_column",
+            "wallet",
+            "plan",
+            *self.extra_columns,
+            "status",
+            "causes_column",
+            "ends_at_column",
+            "created_at",
+            "paid_until",
+            "suspended_at",
+            model.ENDED_AT,
+            "related",
+        )
+        noun = model._meta.verbose_name
+        self.search_help_text = (
+            f"{noun.capitalize()} name, customer username or email, wallet id or {noun} id."
+        )
+
+    search_fields = ("name", "owner__username", "owner__email", "wallet_id", "id")
+
+    def ends_at(self, obj):
+        return self.metered.terminates_at(obj)
+
+    @property
+    def _plural(self) -> str:
+        return str(self.opts.verbose_name_plural)
+
+    @admin.action(
+        description="Suspend the selected %(verbose_name_plural)s (operator hold)", permissions=["operate"]
+    )
+    def suspend_services(self, request, queryset):
+        if response := self.confirm(
+            request,
+            queryset,
+            title=f"Suspend {self._plural}",
+            warning=f"The {self._plural} below stop until an operator lifts the hold. No batch run lifts "
+            f"it, and nothing ends a held {self.opts.verbose_name}. The customer sees the cause, not the "
+            "reason.",
+            reason_label="Reason (kept with the suspension)",
+        ):
+            return response
+        reason = f"{self.confirmed_reason(request)} ({self.operator_reason(request)})"
+        return self.run_service(
+            request,
+            queryset,
+            lambda obj: self.metered.suspend(service_id=obj.pk, reason=reason, actor_id=request.user.pk),
+            done="Suspended",
+        )
+
+    @admin.action(
+        description="Lift the operator hold of the selected %(verbose_name_plural)s", permissions=["operate"]
+    )
+    def lift_operator_hold(self, request, queryset):
+        return self.run_service(
+            request,
+            queryset,
+            lambda obj: self.metered.lift_operator_hold(service_id=obj.pk, actor_id=request.user.pk),
+            done="Operator hold lifted",
+        )
+
+    @admin.action(
+        description="Resume the selected %(verbose_name_plural)s, charging what is owed (lifts every cause)",
+        permissions=["operate"],
+    )
+    def resume_services(self, request, queryset):
+        return self.run_service(
+            request,
+            queryset,
+            lambda obj: self.metered.resume(service_id=obj.pk, actor_id=request.user.pk),
+            done="Resumed",
+        )
+
+    @admin.action(description="End the selected %(verbose_name_plural)s for good", permissions=["operate"])
+    def end_services(self, request, queryset):
+        if response := self.confirm(
+            request,
+            queryset,
+            title=f"{self.end_label} {self._plural}",
+            warning=f"The {self._plural} below are {self.model.ENDED_STATUS} for good. The time already paid "
+            "is not refunded.",
+        ):
+            return response
+        reason = self.operator_reason(request)
+        return self.run_service(
+            request,
+            queryset,
+            lambda obj: self.metered.end(service_id=obj.pk, reason=reason),
+            done=f"{self.end_label}d",
         )
 
 

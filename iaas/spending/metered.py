@@ -21,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from django.db.models import F
+from django.conf import settings
+from django.db.models import F, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
@@ -151,31 +153,32 @@ class MeteredServices:
         )
         return self._spend_and_record(service, accruals, rate.currency, now=now)
 
-    def accrue_extra(self, service: AbstractMeteredService, *, per_hour: int, now: dt.datetime) -> int:
-        """Spend the rest of a locked service's paid hour at ``per_hour`` more (1/divisor
-        minor units): a volume grown during a paid hour pays that hour at its new size.
-        Nothing when no paid hour runs at ``now``. Returns the amount spent."""
+    def grow(self, service: AbstractMeteredService, *, per_hour: int, cap: int, now: dt.datetime) -> int:
+        """A locked service's rate grew by ``per_hour`` (1/divisor minor units) and its
+        monthly cap to ``cap`` (a volume grown): the rest of a paid hour still running is
+        spent at once at the new rate, and the month of its latest hour keeps the higher
+        cap (a cap never falls mid-month), the month's amount rising to min(cap, list)
+        where the old cap had held it down (I11). A later month starts at the new cap.
+        Returns the amount spent."""
         hour_start = service.paid_until - HOUR
-        if service.paid_until <= now or per_hour <= 0:
-            return 0
+        running = service.paid_until > now
         month = usage.month_of(hour_start)
+        if not running and month < usage.month_of(now):
+            return 0  # its latest hour is in a past month: nothing of this month accrued yet
+        records = self.usage_model.objects.filter(service_id=service.pk, month=month, cap__lt=cap)
+        records.update(cap=cap, updated_at=now)
         spent = usage.spent_in_months(self.usage_model, [service.pk], from_month=month)
         accrual = usage.price_extra(
             service_id=service.pk,
             hour_start=hour_start,
-            exact=per_hour,
-            cap=self.rate(service).cap,
+            exact=per_hour if running else 0,
+            cap=cap,
             spent=spent.get(service.pk, {}),
             divisor=self.divisor,
         )
+        if not (accrual.amount or accrual.list_exact):
+            return 0
         return self._spend_and_record(service, [accrual], self.rate(service).currency, now=now)
-
-    def raise_cap(self, service: AbstractMeteredService, *, cap: int, now: dt.datetime) -> None:
-        """A locked service's monthly cap rose (a volume grew): the usage records of the
-        months from its paid hour's on keep the higher cap (a cap never falls mid-month)."""
-        since = usage.month_of(min(now, service.paid_until - HOUR))
-        records = self.usage_model.objects.filter(service_id=service.pk, month__gte=since, cap__lt=cap)
-        records.update(cap=cap, updated_at=now)
 
     def _spend_and_record(
         self,
@@ -444,6 +447,30 @@ class MeteredServices:
         lifecycle.record(service, before, action="change_causes", actor_label=BATCH, reason=refusal.code)
         return MeteringOutcome(service.pk, service.wallet_id, "still_suspended")
 
+    # --- reads for the customer API ----------------------------------------------------------
+
+    def owned(self, *, owner_id: int, now: dt.datetime | None = None):
+        """The customer's services, newest first, each with its usage of the current month
+        (``usage_hours``, ``usage_amount``; 0 without a record): read in the same query as
+        the services (two probes of the usage records' unique (service, month) index per
+        row), so a page of services is one query, not one more per service."""
+        record = self.usage_model.objects.filter(
+            service_id=OuterRef("pk"), month=usage.month_of(now or timezone.now())
+        )
+        return (
+            self.service_model.objects.filter(owner_id=owner_id)
+            .annotate(
+                usage_hours=Coalesce(Subquery(record.values("hours")[:1]), Value(0)),
+                usage_amount=Coalesce(Subquery(record.values("amount")[:1]), Value(0)),
+            )
+            .order_by("-created_at", "id")
+        )
+
+    def usage_this_month(self, service_id: uuid.UUID, *, now: dt.datetime | None = None) -> tuple[int, int]:
+        """(hours, amount) of one service's usage in the current month; (0, 0) without a
+        record. For a service read without ``owned``'s annotations (just bought, ended)."""
+        return usage.usage_this_month(self.usage_model, service_id, now=now)
+
     # --- how a closed usage record reads -----------------------------------------------------
 
     def describe_usage(self, records: list) -> dict[int, str]:
@@ -467,6 +494,12 @@ class MeteredServices:
 
 
 MOMENT = "%Y-%m-%d %H:%M"
+
+
+def grace_hours(context: str, default: int) -> int:
+    """A metered context's grace period in hours: IAAS_GRACE_HOURS' entry for it, else
+    the context's default."""
+    return settings.IAAS_GRACE_HOURS.get(context, default)
 
 
 def _history_verb(ended_status: str) -> str:

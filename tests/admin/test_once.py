@@ -62,7 +62,7 @@ def test_each_rendering_of_a_form_carries_a_new_token(as_role, books):
 
     page = client.get(reverse("admin:cloud_server_change", args=[books["server"].pk])).content.decode()
     assert len(set(tokens_in(page))) == 1  # one token for the page's buttons
-    assert 'value="suspend_servers"' in page
+    assert 'value="suspend_services"' in page
 
     adjust = client.get(reverse("admin:billing_wallet_adjust", args=[books["wallet"].pk])).content.decode()
     assert len(tokens_in(adjust)) == 1
@@ -72,11 +72,11 @@ def test_the_confirmation_page_carries_the_token_forward(as_role, books, publish
     server = books["server"]
     client = as_role("superuser")
     token = uuid.uuid4()
-    confirm = act(client, "cloud_server", "terminate_servers", server.pk, token).content.decode()
+    confirm = act(client, "cloud_server", "end_services", server.pk, token).content.decode()
     assert tokens_in(confirm) == [str(token)]
 
-    act(client, "cloud_server", "terminate_servers", server.pk, token, confirmed="yes")
-    replay = act(client, "cloud_server", "terminate_servers", server.pk, token, confirmed="yes")
+    act(client, "cloud_server", "end_services", server.pk, token, confirmed="yes")
+    replay = act(client, "cloud_server", "end_services", server.pk, token, confirmed="yes")
 
     assert ALREADY_DONE in replay.content.decode()
     assert Server.objects.get(pk=server.pk).status == "terminated"
@@ -182,9 +182,9 @@ def pending_top_up(wallet) -> TopUp:
 
 # (admin page, action, the row, actions that set the row up, the action that undoes it)
 ACTIONS = [
-    ("cloud_server", "suspend_servers", "server", [], "resume_servers"),
-    ("cloud_server", "resume_servers", "server", ["suspend_servers"], "suspend_servers"),
-    ("cloud_server", "terminate_servers", "server", [], None),
+    ("cloud_server", "suspend_services", "server", [], "resume_services"),
+    ("cloud_server", "resume_services", "server", ["suspend_services"], "suspend_services"),
+    ("cloud_server", "end_services", "server", [], None),
     ("hosting_subscription", "suspend_subscriptions", "subscription", [], "resume_subscriptions"),
     (
         "hosting_subscription",
@@ -256,7 +256,7 @@ def test_a_confirmed_top_up_replayed_credits_once(as_role, books):
 def test_an_action_without_a_token_changes_nothing(as_role, books):
     server = books["server"]
     before = snapshot(Server, server.pk)
-    response = act(as_role("superuser"), "cloud_server", "suspend_servers", server.pk, "", confirmed="yes")
+    response = act(as_role("superuser"), "cloud_server", "suspend_services", server.pk, "", confirmed="yes")
     assert STALE_FORM.replace("'", "&#x27;") in response.content.decode()
     assert snapshot(Server, server.pk) == before
 
@@ -266,7 +266,7 @@ def test_a_refused_action_leaves_its_token_unused(as_role, books):
     server = books["server"]
     client = as_role("superuser")
     token = uuid.uuid4()
-    refused = act(client, "cloud_server", "resume_servers", server.pk, token).content.decode()
+    refused = act(client, "cloud_server", "resume_services", server.pk, token).content.decode()
     assert "Only a suspended server can be resumed" in refused
     assert not UsedOperationToken.objects.filter(token=token).exists()
 
@@ -315,10 +315,10 @@ def test_old_used_tokens_are_purged(db, settings):
     settings.IAAS_OPERATION_TOKEN_RETENTION_DAYS = 30
     old = UsedOperationToken.objects.create(
         token=uuid.uuid4(),
-        target="cloud.server:1:suspend_servers",
+        target="cloud.server:1:suspend_services",
         used_at=timezone.now() - dt.timedelta(days=31),
     )
-    recent = UsedOperationToken.objects.create(token=uuid.uuid4(), target="cloud.server:1:suspend_servers")
+    recent = UsedOperationToken.objects.create(token=uuid.uuid4(), target="cloud.server:1:suspend_services")
     out = io.StringIO()
 
     call_command("purge_operation_tokens", "--dry-run", stdout=out)

@@ -27,13 +27,13 @@ def test_suspend_resume_and_terminate_a_server(as_role, books, events):
     server = books["server"]
     client = as_role("superuser")
 
-    asked = act(client, "cloud_server", "suspend_servers", server.pk)
+    asked = act(client, "cloud_server", "suspend_services", server.pk)
     assert "Reason (kept with the suspension)" in asked.content.decode()  # asked first
-    empty = act(client, "cloud_server", "suspend_servers", server.pk, confirmed="yes", reason=" ")
+    empty = act(client, "cloud_server", "suspend_services", server.pk, confirmed="yes", reason=" ")
     assert "Give a reason" in empty.content.decode()
     assert Server.objects.get(pk=server.pk).status == "active"
 
-    response = act(client, "cloud_server", "suspend_servers", server.pk, confirmed="yes", reason="abuse #7")
+    response = act(client, "cloud_server", "suspend_services", server.pk, confirmed="yes", reason="abuse #7")
     assert "Suspended: web-1" in response.content.decode()
     server.refresh_from_db()
     assert (server.status, server.suspension_causes) == ("suspended", ["operator"])
@@ -42,19 +42,19 @@ def test_suspend_resume_and_terminate_a_server(as_role, books, events):
     page = client.get(reverse("admin:cloud_server_change", args=[server.pk])).content.decode()
     assert "Operator: abuse #7 (operator:root)" in page
 
-    act(client, "cloud_server", "suspend_servers", server.pk, confirmed="yes", reason="again")  # refused
+    act(client, "cloud_server", "suspend_services", server.pk, confirmed="yes", reason="again")  # refused
     assert events("ServerSuspended") == 1
 
-    act(client, "cloud_server", "resume_servers", server.pk)
+    act(client, "cloud_server", "resume_services", server.pk)
     server.refresh_from_db()
     assert (server.status, server.suspension_causes) == ("active", [])
     assert events("ServerResumed") == 1
 
-    confirm = act(client, "cloud_server", "terminate_servers", server.pk)
+    confirm = act(client, "cloud_server", "end_services", server.pk)
     assert "terminated for good" in confirm.content.decode()
     server.refresh_from_db()
     assert server.status == "active"  # not before the operator confirms
-    act(client, "cloud_server", "terminate_servers", server.pk, confirmed="yes")
+    act(client, "cloud_server", "end_services", server.pk, confirmed="yes")
     server.refresh_from_db()
     assert server.status == "terminated"
     assert events("ServerTerminated") == 1
@@ -65,7 +65,7 @@ def test_lifting_the_hold_of_an_unpaid_server_leaves_it_to_the_batch(as_role, bo
     stopped = timezone.now()
     Server.objects.filter(pk=server.pk).update(status="suspended", suspended_at=stopped, unpaid_since=stopped)
     client = as_role("superuser")
-    act(client, "cloud_server", "suspend_servers", server.pk, confirmed="yes", reason="legal hold")
+    act(client, "cloud_server", "suspend_services", server.pk, confirmed="yes", reason="legal hold")
     act(client, "cloud_server", "lift_operator_hold", server.pk)
     server.refresh_from_db()
     assert (server.status, server.suspension_causes) == ("suspended", ["unpaid"])
@@ -81,7 +81,7 @@ def test_a_resume_the_wallet_cannot_pay_is_reported_and_changes_nothing(as_role,
     )
     wallet = books["wallet"]
     Allowance.objects.filter(pk=wallet.pk).update(blocked=True)  # as a freeze would
-    response = act(as_role("superuser"), "cloud_server", "resume_servers", server.pk)
+    response = act(as_role("superuser"), "cloud_server", "resume_services", server.pk)
     assert "frozen or closed" in response.content.decode()
     server.refresh_from_db()
     assert (server.status, server.suspension_causes) == ("suspended", ["unpaid"])
@@ -89,7 +89,7 @@ def test_a_resume_the_wallet_cannot_pay_is_reported_and_changes_nothing(as_role,
 
 def test_a_refused_operation_is_reported(as_role, books):
     server = books["server"]
-    response = act(as_role("superuser"), "cloud_server", "resume_servers", server.pk)
+    response = act(as_role("superuser"), "cloud_server", "resume_services", server.pk)
     assert "Only a suspended server can be resumed" in response.content.decode()
     assert Server.objects.get(pk=server.pk).status == "active"
 
@@ -121,4 +121,4 @@ def test_suspend_resume_and_cancel_a_subscription_from_its_page(as_role, books, 
 
 def test_support_sees_no_operation_buttons(as_role, books):
     page = as_role("support").get(reverse("admin:cloud_server_change", args=[books["server"].pk]))
-    assert 'value="suspend_servers"' not in page.content.decode()
+    assert 'value="suspend_services"' not in page.content.decode()

@@ -141,8 +141,8 @@ def test_finance_can_open_the_adjustment_form(as_role, books):
 @pytest.mark.parametrize(
     ("model", "action"),
     [
-        (cloud.Server, "suspend_servers"),
-        (cloud.Server, "terminate_servers"),
+        (cloud.Server, "suspend_services"),
+        (cloud.Server, "end_services"),
         (hosting.Subscription, "cancel_subscriptions"),
         (Wallet, "freeze_wallets"),
         (TopUp, "confirm_top_ups"),

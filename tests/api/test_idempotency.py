@@ -221,7 +221,7 @@ class TestAtomicity:
         settings.IAAS_TRANSACTION_ATTEMPTS = 2
         timeout = OperationalError("canceling statement due to lock timeout")
         timeout.__cause__ = LockNotAvailable()
-        with mock.patch("iaas.cloud.api.views.services.server_create", side_effect=timeout) as create:
+        with mock.patch("iaas.cloud.api.views.ServerListCreateView.create", side_effect=timeout) as create:
             response = buy_server(api, wallet)
         assert_problem(response, 503, "service_unavailable")
         assert response["Retry-After"] == "1"

@@ -110,7 +110,7 @@ def test_a_database_that_is_down_is_503_with_retry_after(api):
 
 
 def test_a_lock_not_had_after_retries_is_503_with_retry_after(api, wallet, catalog):
-    with mock.patch("iaas.cloud.api.views.services.server_create", side_effect=ServiceBusy()):
+    with mock.patch("iaas.cloud.api.views.ServerListCreateView.create", side_effect=ServiceBusy()):
         response = api.post(
             "/api/v1/cloud/servers/", {"name": "web", "plan": "s-1vcpu-1gb", "wallet": str(wallet.id)}
         )

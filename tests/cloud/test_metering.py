@@ -16,11 +16,11 @@ from django.core.management.base import CommandError
 
 from iaas.billing import services as billing_services
 from iaas.cloud import services
-from iaas.spending import metering
-from iaas.spending.metered import MeteredServices
 from iaas.cloud.models import Charge, Server, ServerPlan, Usage
 from iaas.contracts import bus
 from iaas.contracts.events import ChargeSettled, ServerResumed, ServerSuspended, ServerTerminated
+from iaas.spending import metering
+from iaas.spending.metered import MeteredServices
 from tests.batch_runs import at, charges_for, run_at
 from tests.factories import UserFactory, funded_wallet
 from tests.threads import run_at_once

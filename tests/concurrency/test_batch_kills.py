@@ -292,7 +292,8 @@ def test_workers_killed_inside_their_batches_leave_the_next_run_to_finish_the_wo
     command(*settle, third.isoformat())
     assert command("deliver_events")["pending"] == 0
     print(
-        "the run after the kills:", json.dumps({k: final[k] for k in ("services", "hours_charged", "charged")})
+        "the run after the kills:",
+        json.dumps({k: final[k] for k in ("services", "hours_charged", "charged")}),
     )
 
     paid_until = T0 + 10 * H  # bought at T0, metered through the hour started at 09:00

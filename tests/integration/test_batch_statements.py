@@ -11,15 +11,14 @@ import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from iaas.cloud.spending import servers as cloud_servers
-from iaas.spending import metering
 from iaas.cloud import services as cloud
 from iaas.cloud.models import Allowance, Server, Usage
+from iaas.cloud.spending import servers as cloud_servers
 from iaas.contracts import bus
 from iaas.hosting import batch as hosting_batch
 from iaas.hosting import services as hosting
 from iaas.hosting.models import Subscription
-from iaas.spending import settlement
+from iaas.spending import metering, settlement
 from iaas.spending.batch import Partition
 from tests.batch_runs import at
 from tests.factories import UserFactory, funded_wallet
@@ -56,7 +55,9 @@ def servers_on(wallets: int, per_wallet: int, *, balance: int = 100_000) -> list
 
 
 def meter(size: int = 1000):
-    return lambda: metering.meter_batch(cloud_servers, now=RUN, grace=GRACE, partition=Partition(), after=None, size=size)
+    return lambda: metering.meter_batch(
+        cloud_servers, now=RUN, grace=GRACE, partition=Partition(), after=None, size=size
+    )
 
 
 @pytest.mark.parametrize(("wallets", "per_wallet"), [(2, 2), (9, 4)])
@@ -121,7 +122,9 @@ def test_a_settlement_batch_makes_the_same_statements_whatever_its_size(catalog)
     counts = []
     for wallets in (2, 6):
         servers_on(wallets, 3)
-        metering.meter_batch(cloud_servers, now=RUN, grace=GRACE, partition=Partition(), after=None, size=1000)
+        metering.meter_batch(
+            cloud_servers, now=RUN, grace=GRACE, partition=Partition(), after=None, size=1000
+        )
         sql = statements(
             lambda: settlement.close_batch(
                 cloud.spender,

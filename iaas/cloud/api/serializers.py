@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from iaas.api.fields import HostnameLabelField, StrictChoiceField, StrictUUIDField
-from iaas.spending.models import SuspensionCause
+from iaas.spending.api import MeteredServiceSerializer
 
-from .. import selectors, services
+from .. import selectors
 from ..models import Server, ServerPlan
+from ..spending import servers
 
 
 class ServerPlanSerializer(serializers.ModelSerializer):
@@ -19,37 +19,8 @@ class ServerPlanSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class UsageThisMonthSerializer(serializers.Serializer):
-    hours = serializers.IntegerField(
-        min_value=0,
-        help_text="Hours of the current calendar month paid for so far (a started hour is a whole one).",
-    )
-    amount = serializers.IntegerField(
-        min_value=0,
-        help_text="What those hours cost, in minor units of the wallet's currency, at most the plan's "
-        "monthly cap (refunded money does not count towards it). Spent as the hours accrue; on the "
-        "wallet's ledger once settled.",
-    )
-
-
-class ServerSerializer(serializers.ModelSerializer):
-    plan = serializers.CharField(source="plan_id", read_only=True, help_text="The plan's id.")
-    wallet = serializers.UUIDField(source="wallet_id", read_only=True, help_text="The wallet that pays.")
-    suspension_causes = serializers.ListField(
-        child=serializers.ChoiceField(choices=SuspensionCause.choices),
-        read_only=True,
-        help_text="Why it is suspended (empty when it is not): unpaid (the wallet could not pay), "
-        "wallet_blocked (the wallet is frozen or closed), operator (held by the provider). "
-        "It runs again only when none holds.",
-    )
-    terminates_at = serializers.SerializerMethodField(
-        help_text="When it will be terminated for non-payment unless the wallet pays: set only while "
-        "it is suspended for unpaid alone; null when no clock runs.",
-    )
-    usage_this_month = serializers.SerializerMethodField(
-        help_text="Its usage in the current calendar month so far (months run in the provider's time "
-        "zone, UTC by default); zeros when it has none yet.",
-    )
+class ServerSerializer(MeteredServiceSerializer):
+    metered = servers
 
     class Meta:
         model = Server
@@ -66,20 +37,6 @@ class ServerSerializer(serializers.ModelSerializer):
             "usage_this_month",
         ]
         read_only_fields = fields
-
-    @extend_schema_field(serializers.DateTimeField(allow_null=True))
-    def get_terminates_at(self, obj):
-        return services.server_terminates_at(obj)
-
-    @extend_schema_field(UsageThisMonthSerializer)
-    def get_usage_this_month(self, obj) -> dict:
-        # A list or a detail reads it with the servers (selectors.server_list); a server
-        # just bought or terminated is read once more.
-        if hasattr(obj, "usage_hours"):
-            hours, amount = obj.usage_hours, obj.usage_amount
-        else:
-            hours, amount = selectors.server_usage_this_month(server_id=obj.id)
-        return {"hours": hours, "amount": amount}
 
 
 class ServerCreateSerializer(serializers.Serializer):

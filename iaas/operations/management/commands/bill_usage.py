@@ -168,8 +168,9 @@ class Command(BaseCommand):
             totals = CurrencyTotals()
             for item in items:
                 totals.add(item["amount"], item["currency"])
+            hours = sum(item["hours"] for item in items)
             self.stdout.write(
-                f"{meter.spender.context}: {len(items)} active {meter.noun}(s) have {sum(i['hours'] for i in items)} started "
+                f"{meter.spender.context}: {len(items)} active {meter.noun}(s) have {hours} started "
                 f"hour(s) due, {totals} (dry run; suspended services are not tried)"
             )
 
