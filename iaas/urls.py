@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("iaas.billing.api.urls")),
     path("", include("iaas.cloud.api.urls")),
     path("", include("iaas.hosting.api.urls")),
+    path("", include("iaas.storage.api.urls")),
 ]
 
 urlpatterns = [

@@ -78,6 +78,5 @@ class Usage(AbstractUsage):
     """A server's hours in one calendar month (see AbstractUsage)."""
 
     class Meta(AbstractUsage.Meta):
-        constraints = [*AbstractUsage.Meta.constraints, AbstractUsage.rounded_once_constraint(1)]
         verbose_name = "server usage"
         verbose_name_plural = "server usage"

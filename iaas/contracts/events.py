@@ -295,3 +295,33 @@ class SubscriptionCancelled(Event):
     subscription_id: uuid.UUID
     wallet_id: uuid.UUID
     reason: str = "customer"  # customer, operator:<name>, unpaid
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeSuspended(Event):
+    volume_id: uuid.UUID
+    wallet_id: uuid.UUID
+    reason: str
+    # The cause that stopped it: unpaid, wallet_blocked or operator (iaas.spending).
+    cause: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeResumed(Event):
+    volume_id: uuid.UUID
+    wallet_id: uuid.UUID
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeResized(Event):
+    volume_id: uuid.UUID
+    wallet_id: uuid.UUID
+    size_gb: int
+    previous_size_gb: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeDeleted(Event):
+    volume_id: uuid.UUID
+    wallet_id: uuid.UUID
+    reason: str

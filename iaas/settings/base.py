@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "iaas.billing",
     "iaas.cloud",
     "iaas.hosting",
+    "iaas.storage",
     "iaas.api",
     "iaas.operations",
     # The history of operators' changes: a shared library (after django.contrib.auth,

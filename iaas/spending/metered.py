@@ -165,8 +165,8 @@ class MeteredServices:
         month = usage.month_of(hour_start)
         if not running and month < usage.month_of(now):
             return 0  # its latest hour is in a past month: nothing of this month accrued yet
-        records = self.usage_model.objects.filter(service_id=service.pk, month=month, cap__lt=cap)
-        records.update(cap=cap, updated_at=now)
+        record = self.usage_model.objects.filter(service_id=service.pk, month=month)
+        record.filter(cap__lt=cap).update(cap=cap)
         spent = usage.spent_in_months(self.usage_model, [service.pk], from_month=month)
         accrual = usage.price_extra(
             service_id=service.pk,
@@ -178,7 +178,20 @@ class MeteredServices:
         )
         if not (accrual.amount or accrual.list_exact):
             return 0
-        return self._spend_and_record(service, [accrual], self.rate(service).currency, now=now)
+        if accrual.amount:
+            price = Money(accrual.amount, self.rate(service).currency)
+            self.spender.spend_allowance(wallet_id=service.wallet_id, owner_id=service.owner_id, price=price)
+        # A plain UPDATE of the record its latest hour made, not the upsert: the step may
+        # spend more than it lists (the floor), which only the whole row's CHECKs allow.
+        due = {"close_due_at": Coalesce(F("close_due_at"), Value(usage.close_due_at(month, now=now)))}
+        record.update(
+            list_exact=F("list_exact") + accrual.list_exact,
+            list_amount=F("list_amount") + accrual.list_amount,
+            amount=F("amount") + accrual.amount,
+            updated_at=now,
+            **(due if accrual.amount else {}),
+        )
+        return accrual.amount
 
     def _spend_and_record(
         self,

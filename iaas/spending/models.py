@@ -173,16 +173,10 @@ class AbstractUsage(models.Model):
 
     # What list_exact counts in: a context whose hourly prices are fractions of a minor
     # unit sets it (storage: a GB-month is priced over 730 hours); 1 is whole minor units.
+    # That list_amount is list_exact rounded once is I11's, checked by reconcile: not a
+    # CHECK, which PostgreSQL would hold the upsert's proposed row (a step's difference,
+    # not a total) to before ON CONFLICT adds it up.
     LIST_DIVISOR = 1
-
-    @classmethod
-    def rounded_once_constraint(cls, divisor: int) -> models.CheckConstraint:
-        """list_amount is list_exact / divisor rounded half up (integer division on both
-        databases; both columns are never negative). For a concrete model's Meta."""
-        return models.CheckConstraint(
-            condition=Q(list_amount=(F("list_exact") * 2 + divisor) / (2 * divisor)),
-            name="%(app_label)s_usage_list_rounded_once",
-        )
 
     @property
     def open_amount(self) -> int:

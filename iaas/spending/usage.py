@@ -184,6 +184,12 @@ def settle_every() -> dt.timedelta:
     return dt.timedelta(hours=settings.IAAS_SETTLE_USAGE_EVERY_HOURS)
 
 
+def close_due_at(month: dt.date, *, now: dt.datetime) -> dt.datetime:
+    """When a settlement run should close what accrues at ``now`` in ``month``: after the
+    cadence, and no later than the month's end."""
+    return min(now + settle_every(), Month(month.year, month.month).end)
+
+
 def _close_due_at_for_batch(now: dt.datetime):
     """When a settlement run should close what a batch's accruals opened, by their month:
     after the cadence, and no later than the month's end (looked up once per month of
@@ -192,7 +198,7 @@ def _close_due_at_for_batch(now: dt.datetime):
 
     def due_at(month: dt.date) -> dt.datetime:
         if month not in by_month:
-            by_month[month] = min(now + settle_every(), Month(month.year, month.month).end)
+            by_month[month] = close_due_at(month, now=now)
         return by_month[month]
 
     return due_at

@@ -1,7 +1,6 @@
 """Usage records keep their list amount exactly (iaas.spending.models.AbstractUsage.list_exact)."""
 
 import django.db.models.deletion
-import django.db.models.expressions
 from django.conf import settings
 from django.db import migrations, models
 
@@ -31,28 +30,6 @@ class Migration(migrations.Migration):
                 on_delete=django.db.models.deletion.PROTECT,
                 related_name="%(class)ss",
                 to=settings.AUTH_USER_MODEL,
-            ),
-        ),
-        migrations.AddConstraint(
-            model_name="usage",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    (
-                        "list_amount",
-                        django.db.models.expressions.CombinedExpression(
-                            django.db.models.expressions.CombinedExpression(
-                                django.db.models.expressions.CombinedExpression(
-                                    models.F("list_exact"), "*", models.Value(2)
-                                ),
-                                "+",
-                                models.Value(1),
-                            ),
-                            "/",
-                            models.Value(2),
-                        ),
-                    )
-                ),
-                name="cloud_usage_list_rounded_once",
             ),
         ),
     ]

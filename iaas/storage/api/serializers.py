@@ -1,0 +1,83 @@
+"""Storage's API shapes (API.md, additions: volumes), with the same field names as servers."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from iaas.api.fields import HostnameLabelField, StrictChoiceField, StrictIntegerField, StrictUUIDField
+from iaas.spending.api import MeteredServiceSerializer
+
+from .. import selectors
+from ..models import Volume, VolumePlan
+from ..services import size_refusal
+from ..spending import volumes
+
+
+class VolumePlanSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = VolumePlan
+        fields = ["id", "name", "price_per_gb_month", "min_size_gb", "max_size_gb", "currency"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "price_per_gb_month": {
+                "help_text": "Minor units per GB and month, accrued hourly (a GB-hour is a 730th of it) "
+                "and rounded once per month; a month costs at most a full month at the volume's size."
+            }
+        }
+
+
+class VolumeSerializer(MeteredServiceSerializer):
+    metered = volumes
+
+    class Meta:
+        model = Volume
+        fields = [
+            "id",
+            "name",
+            "plan",
+            "wallet",
+            "size_gb",
+            "status",
+            "created_at",
+            "paid_until",
+            "suspension_causes",
+            "terminates_at",
+            "usage_this_month",
+        ]
+        read_only_fields = fields
+
+
+SIZE_HELP = "Size in GB, within the plan's min_size_gb and max_size_gb."
+
+
+class VolumeCreateSerializer(serializers.Serializer):
+    name = HostnameLabelField(help_text="1 to 63 letters, digits and hyphens.")
+    plan = StrictChoiceField(choices=[], help_text="The id of an offered plan (GET /api/v1/storage/plans/).")
+    wallet = StrictUUIDField(help_text="One of your wallets, in the plan's currency.")
+    size_gb = StrictIntegerField(min_value=1, help_text=SIZE_HELP)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # The catalog is data: the offered plans when the request (or the schema) is made.
+        fields["plan"].choices = list(selectors.plan_list().values_list("id", flat=True))
+        return fields
+
+    def validate(self, attrs):
+        plan = selectors.plan_list().get(pk=attrs["plan"])
+        if refusal := size_refusal(plan, attrs["size_gb"]):
+            raise serializers.ValidationError({"size_gb": [refusal]})
+        return attrs
+
+
+class VolumeResizeSerializer(serializers.Serializer):
+    size_gb = StrictIntegerField(
+        min_value=1, help_text=f"The new size: at least the current one (a volume only grows). {SIZE_HELP}"
+    )
+
+    def validate_size_gb(self, size_gb: int) -> int:
+        volume = self.context["volume"]
+        if size_gb < volume.size_gb:
+            raise serializers.ValidationError(f"A volume can only grow: this one is {volume.size_gb} GB.")
+        if refusal := size_refusal(volume.plan, size_gb):
+            raise serializers.ValidationError(refusal)
+        return size_gb
