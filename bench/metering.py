@@ -179,10 +179,11 @@ SEED = [
     (
         "usage records",
         """
-        INSERT INTO cloud_usage (service_id, month, wallet_id, owner_id, currency, hours, list_amount, cap,
-                                 amount, refunded, accrued_until, closed_amount, closed_hours, closed_until,
-                                 close_due_at, updated_at)
-        SELECT server_id, %(month)s::date, wallet_id, owner_id, currency, hours, hours * price, cap,
+        INSERT INTO cloud_usage (service_id, month, wallet_id, owner_id, currency, hours, list_amount,
+                                 list_exact, cap, amount, refunded, accrued_until, closed_amount,
+                                 closed_hours, closed_until, close_due_at, updated_at)
+        SELECT server_id, %(month)s::date, wallet_id, owner_id, currency, hours, hours * price,
+               hours * price, cap,
                LEAST(cap, hours * price), 0, %(paid_until)s, 0, 0,
                %(paid_until)s - hours * interval '1 hour', %(now)s, %(now)s
         FROM ms WHERE hours > 0 ORDER BY wallet_id, server_id
@@ -466,7 +467,8 @@ SELECT count(*) AS servers,
        count(*) FILTER (WHERE u.hours <> LEAST(
            ceil(extract(epoch FROM s.paid_until - s.created_at) / 3600),
            floor(extract(epoch FROM s.paid_until - s.month_start) / 3600))) AS hours,
-       count(*) FILTER (WHERE u.list_amount <> u.hours * s.price) AS list_amount,
+       count(*) FILTER (WHERE u.list_amount <> u.hours * s.price OR u.list_exact <> u.list_amount)
+           AS list_amount,
        count(*) FILTER (WHERE u.cap <> s.cap OR u.amount <> LEAST(u.cap + u.refunded, u.list_amount))
            AS amount,
        count(*) FILTER (WHERE s.status = 'active') AS active,
@@ -618,11 +620,11 @@ WHERE wallet_id = ANY(%s::uuid[]) ORDER BY wallet_id FOR NO KEY UPDATE SKIP LOCK
 """
 
 HOURLY_USAGE = """
-INSERT INTO cloud_usage AS u (service_id, month, wallet_id, owner_id, currency, hours, list_amount, cap,
-                              amount, refunded, closed_amount, closed_hours, closed_until, accrued_until,
-                              close_due_at, updated_at)
-SELECT t.service_id, t.month, t.wallet_id, t.owner_id, t.currency, t.hours, t.list_amount, t.cap, t.amount,
-       0, 0, 0, t.start, t.accrued_until, t.close_due_at, %s
+INSERT INTO cloud_usage AS u (service_id, month, wallet_id, owner_id, currency, hours, list_amount,
+                              list_exact, cap, amount, refunded, closed_amount, closed_hours, closed_until,
+                              accrued_until, close_due_at, updated_at)
+SELECT t.service_id, t.month, t.wallet_id, t.owner_id, t.currency, t.hours, t.list_amount, t.list_amount,
+       t.cap, t.amount, 0, 0, 0, t.start, t.accrued_until, t.close_due_at, %s
 FROM unnest(%s::uuid[], %s::date[], %s::uuid[], %s::int[], %s::text[], %s::int[], %s::bigint[], %s::bigint[],
             %s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[])
      AS t(service_id, month, wallet_id, owner_id, currency, hours, list_amount, cap, amount, start,
@@ -630,6 +632,7 @@ FROM unnest(%s::uuid[], %s::date[], %s::uuid[], %s::int[], %s::text[], %s::int[]
 ON CONFLICT (service_id, month) DO UPDATE SET
     hours = u.hours + excluded.hours,
     list_amount = u.list_amount + excluded.list_amount,
+    list_exact = u.list_exact + excluded.list_exact,
     amount = u.amount + excluded.amount,
     cap = excluded.cap,
     accrued_until = excluded.accrued_until,

@@ -26,7 +26,7 @@ from .spending import spender, volumes
 def size_refusal(plan: VolumePlan, size_gb: int) -> str | None:
     """Why ``size_gb`` is not a size of ``plan`` (None when it is)."""
     if not plan.min_size_gb <= size_gb <= plan.max_size_gb:
-        return f"A {plan.id} volume is {plan.min_size_gb} to {plan.max_size_gb} GB."
+        return f"Volumes of plan {plan.id} are {plan.min_size_gb} to {plan.max_size_gb} GB."
     return None
 
 

@@ -125,6 +125,9 @@ def test_wallet_page_links_every_page_about_the_wallet_in_order(as_role, books):
         "Hosting subscriptions",
         "Hosting charges",
         "Hosting allowance",
+        "Storage volumes",
+        "Storage charges",
+        "Storage allowance",
         "Events about this wallet",
     ]
     assert re.fullmatch(r"All \d+ ledger entries", titles[1])

@@ -32,12 +32,19 @@ OPERATIONS = {
     ("/api/v1/hosting/subscriptions/", "post"),
     ("/api/v1/hosting/subscriptions/{id}/", "get"),
     ("/api/v1/hosting/subscriptions/{id}/", "delete"),
+    ("/api/v1/storage/plans/", "get"),
+    ("/api/v1/storage/volumes/", "get"),
+    ("/api/v1/storage/volumes/", "post"),
+    ("/api/v1/storage/volumes/{id}/", "get"),
+    ("/api/v1/storage/volumes/{id}/", "patch"),
+    ("/api/v1/storage/volumes/{id}/", "delete"),
 }
 PUBLIC = {
     ("/api/v1/auth/register/", "post"),
     ("/api/v1/auth/token/", "post"),
     ("/api/v1/cloud/plans/", "get"),
     ("/api/v1/hosting/plans/", "get"),
+    ("/api/v1/storage/plans/", "get"),
 }
 
 

@@ -2,7 +2,9 @@
 key, a bad key, a revoked key, an expired key, a read key on writes, another customer's
 key. The endpoints come from the URL resolver (drf-spectacular's enumerator, the one
 the schema is made from), so a new endpoint is in this table the day it is added; one
-whose path parameter this module cannot fill fails until it is taught here."""
+whose path parameter this module cannot fill fails until it is taught here. A selling
+context's services fill their paths without being named: each registered context's
+demo buys one, found by the model its view shows."""
 
 from __future__ import annotations
 
@@ -18,8 +20,7 @@ from rest_framework import permissions
 from iaas.api import keys
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
-from iaas.cloud import services as cloud_services
-from iaas.hosting import services as hosting_services
+from iaas.spending.apps import selling_context_configs
 from tests.api.conftest import assert_problem, client_for
 from tests.api.test_billing import issued_invoice
 from tests.factories import UserFactory
@@ -49,8 +50,6 @@ IDS = [f"{method} {path}" for path, method, _ in ENDPOINTS]
 OBJECT_OF_PATH = [
     (r"^/api/v1/wallets/\{(pk|wallet_id)\}/", "wallet"),
     (r"^/api/v1/invoices/\{invoice_id\}/", "invoice"),
-    (r"^/api/v1/cloud/servers/\{pk\}/", "server"),
-    (r"^/api/v1/hosting/subscriptions/\{pk\}/", "subscription"),
     (r"^/api/v1/auth/keys/\{pk\}/", "api_key"),
 ]
 # A valid body for the writes that name an object, so that another customer's key
@@ -75,12 +74,12 @@ def world(customer, time_machine):
     time_machine.move_to(timezone.now() + dt.timedelta(days=40))  # past the paid periods' clocks
     billing_services.top_up_create(wallet_id=invoice.wallet_id, owner_id=customer.pk, amount=10_000_000)
     wallet = Wallet.objects.get(pk=invoice.wallet_id)
-    server = cloud_services.server_create(
-        owner_id=customer.pk, wallet_id=wallet.id, name="web-1", plan_id="s-1vcpu-1gb"
-    )
-    subscription = hosting_services.subscription_create(
-        owner_id=customer.pk, wallet_id=wallet.id, domain="shop.example.com", plan_id="web-starter"
-    )
+    sold = {}
+    for config in selling_context_configs():
+        config.demo_module().seed_purchase(owner_id=customer.pk, wallet_id=wallet.id)
+        for model_name, _ in config.service_pages:
+            model = config.get_model(model_name)
+            sold[model._meta.label_lower] = model.objects.get(owner=customer).pk
     spare_key = keys.api_key_create(owner_id=customer.pk, name="spare").api_key
     revoked = keys.api_key_create(owner_id=customer.pk, name="revoked")
     keys.api_key_revoke(owner_id=customer.pk, key_id=revoked.api_key.pk)
@@ -91,9 +90,8 @@ def world(customer, time_machine):
         "objects": {
             "wallet": wallet.id,
             "invoice": invoice.id,
-            "server": server.id,
-            "subscription": subscription.id,
             "api_key": spare_key.pk,
+            **sold,
         },
         "keys": {
             "bad": keys.generate_key(),
@@ -106,12 +104,15 @@ def world(customer, time_machine):
     }
 
 
-def concrete(path: str, objects: dict) -> str:
+def concrete(path: str, objects: dict, view_class: type) -> str:
     if "{" not in path:
         return path
     for pattern, kind in OBJECT_OF_PATH:
         if re.match(pattern, path):
             return re.sub(r"\{[^}]+\}", str(objects[kind]), path, count=1)
+    shown = getattr(getattr(view_class, "serializer_class", None), "Meta", None)
+    if shown is not None and shown.model._meta.label_lower in objects:
+        return re.sub(r"\{[^}]+\}", str(objects[shown.model._meta.label_lower]), path, count=1)
     pytest.fail(f"teach OBJECT_OF_PATH which object fills {path}")
 
 
@@ -125,14 +126,14 @@ def send(path: str, method: str, key: str | None, *, body: dict | None = None):
 @pytest.mark.parametrize(("path", "method", "view_class"), ENDPOINTS, ids=IDS)
 @pytest.mark.parametrize("credential", ["bad", "bad_legacy", "revoked", "expired"])
 def test_credentials_that_do_not_authenticate_are_401_everywhere(world, path, method, view_class, credential):
-    response = send(concrete(path, world["objects"]), method, world["keys"][credential])
+    response = send(concrete(path, world["objects"], view_class), method, world["keys"][credential])
     assert_problem(response, 401, "not_authenticated")
     assert response["WWW-Authenticate"] == "Token"
 
 
 @pytest.mark.parametrize(("path", "method", "view_class"), ENDPOINTS, ids=IDS)
 def test_no_key_is_401_but_on_the_public_endpoints(world, path, method, view_class):
-    response = send(concrete(path, world["objects"]), method, None)
+    response = send(concrete(path, world["objects"], view_class), method, None)
     if is_public(view_class):
         assert response.status_code in (200, 400), (response.status_code, response.content)
     else:
@@ -141,7 +142,7 @@ def test_no_key_is_401_but_on_the_public_endpoints(world, path, method, view_cla
 
 @pytest.mark.parametrize(("path", "method", "view_class"), ENDPOINTS, ids=IDS)
 def test_a_read_key_reads_and_is_refused_every_write(world, path, method, view_class):
-    response = send(concrete(path, world["objects"]), method, world["keys"]["read"])
+    response = send(concrete(path, world["objects"], view_class), method, world["keys"]["read"])
     if method in WRITES and not is_public(view_class):
         assert_problem(response, 403, "permission_denied")
     elif method == "GET":
@@ -153,6 +154,9 @@ def test_a_read_key_reads_and_is_refused_every_write(world, path, method, view_c
 )
 def test_another_customers_key_finds_none_of_the_customers_objects(world, path, method, view_class):
     response = send(
-        concrete(path, world["objects"]), method, world["keys"]["other"], body=BODIES.get((path, method))
+        concrete(path, world["objects"], view_class),
+        method,
+        world["keys"]["other"],
+        body=BODIES.get((path, method)),
     )
     assert_problem(response, 404, "not_found")

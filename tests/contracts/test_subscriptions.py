@@ -60,7 +60,11 @@ def test_the_apps_subscriptions_have_stable_names_not_import_paths():
     assert names == {
         ChargeRecorded: ["billing.settle_charge"],
         AllowanceReleased: ["billing.apply_release"],
-        ReleaseRequested: ["cloud.release_on_request", "hosting.release_on_request"],
+        ReleaseRequested: [
+            "cloud.release_on_request",
+            "hosting.release_on_request",
+            "storage.release_on_request",
+        ],
     }
     for name in bus._handlers_by_name:
         handler = bus._handlers_by_name[name]

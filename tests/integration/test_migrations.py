@@ -352,4 +352,6 @@ def test_servers_that_ran_before_usage_records_get_their_months_from_their_charg
     assert not Usage.objects.filter(service_id=uncharged.id).exists()
     u = Usage.objects.get(service_id=capped.id)
     assert (u.wallet_id, u.owner_id, u.currency) == (capped.wallet_id, owner.id, "EUR")
+    # 0008: whole minor units per hour, so the exact list is the list.
+    assert {(u.list_exact == u.list_amount) for u in Usage.objects.all()} == {True}
     assert check_i11() == []

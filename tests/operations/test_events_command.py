@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from iaas.billing import services as billing
-from iaas.contracts import bus
+from iaas.contracts import bus, selling
 from iaas.contracts.events import WalletToppedUp
 
 
@@ -36,8 +36,7 @@ def test_json_says_which_subscriptions_batch_and_which_take_only_some_events():
     rows = json.loads(listed("--json"))
     settled = [r for r in rows if r["event"] == "ChargeSettled"]
     assert {(r["name"], r["batch"], r["conditional"]) for r in settled} == {
-        ("cloud.record_settlement", True, True),
-        ("hosting.record_settlement", True, True),
+        (f"{name}.record_settlement", True, True) for name in selling.names()
     }
     assert {"event": "InvoiceIssued", "name": None, "context": None} in rows
 

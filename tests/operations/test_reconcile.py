@@ -242,8 +242,8 @@ def test_accrued_usage_the_allowance_did_not_pay_for_is_an_i4_violation(metered)
     # Five more hours in the record, as if metered, with no spend out of the allowance
     # (the list amount follows, so the record agrees with itself: I11 holds).
     sql(
-        "UPDATE cloud_usage SET hours = hours + 5, list_amount = list_amount + 20, amount = amount + 20 "
-        "WHERE service_id = %s",
+        "UPDATE cloud_usage SET hours = hours + 5, list_amount = list_amount + 20, "
+        "list_exact = list_exact + 20, amount = amount + 20 WHERE service_id = %s",
         servers[1].id,
     )
     code, data = report()
@@ -275,7 +275,11 @@ def test_paid_until_moved_without_accruing_is_an_i11_violation(metered):
 @pytest.mark.parametrize(
     ("drift", "detail"),
     [
-        ("list_amount = list_amount + 4", "amount is not min(cap 2000 + refunded 0, list 28)"),
+        (
+            "list_amount = list_amount + 4, list_exact = list_exact + 4",
+            "amount is not min(cap 2000 + refunded 0, list 28)",
+        ),
+        ("list_exact = list_exact + 4", "list amount is not the exact list 28/1 rounded once"),
         ("close_due_at = NULL", "20 spent and not closed, no settlement due"),
         ("closed_until = accrued_until", "open hours and the span not yet closed disagree"),
     ],
@@ -331,7 +335,9 @@ def test_a_refund_in_a_capped_month_is_no_i11_violation(catalog, wallet, custome
     assert (record.hours, record.list_amount, record.amount, record.refunded) == (601, 601, 500, 50)
     assert check_i11() == []
     sql(
-        "UPDATE cloud_usage SET amount = 551, closed_amount = 551, list_amount = 700 WHERE id = %s", record.id
+        "UPDATE cloud_usage SET amount = 551, closed_amount = 551, list_amount = 700, list_exact = 700 "
+        "WHERE id = %s",
+        record.id,
     )
     (violation,) = check_i11()
     assert (violation.expected, violation.found) == ({"at_least": 500, "at_most": 550}, 551)

@@ -189,7 +189,8 @@ def test_a_usage_record_that_disagrees_with_itself_is_reported_on_sqlite(databas
             "shell",
             "-c",
             "from django.db import connection; "
-            "connection.cursor().execute('UPDATE cloud_usage SET list_amount = list_amount + 4')",
+            "connection.cursor().execute("
+            "'UPDATE cloud_usage SET list_amount = list_amount + 4, list_exact = list_exact + 4')",
         )
     )
     code, report = reconcile(database)

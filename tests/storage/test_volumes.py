@@ -83,7 +83,7 @@ def test_a_wallet_that_cannot_pay_the_first_hour_buys_nothing(customer, catalog,
 
 @pytest.mark.parametrize(
     ("plan", "size_gb", "refused"),
-    [("ssd", 9, InvalidState), ("nvme", 4001, InvalidState), ("tape", 100, NotFound)],
+    [("ssd", 9, InvalidState), ("nvme", 16_001, InvalidState), ("tape", 100, NotFound)],
 )
 def test_a_size_outside_the_plan_or_an_unknown_plan_is_refused(wallet, plan, size_gb, refused):
     with pytest.raises(refused):
@@ -248,5 +248,5 @@ def test_the_catalog_prices_gb_months_in_minor_units(catalog):
     assert list(VolumePlan.objects.values_list("id", "price_per_gb_month", "min_size_gb", "max_size_gb")) == [
         ("hdd", 4, 10, 16000),
         ("ssd", 10, 10, 16000),
-        ("nvme", 20, 10, 4000),
+        ("nvme", 20, 10, 16000),
     ]

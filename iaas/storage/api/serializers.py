@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Max, Min
 from rest_framework import serializers
 
 from iaas.api.fields import HostnameLabelField, StrictChoiceField, StrictIntegerField, StrictUUIDField
@@ -47,19 +48,28 @@ class VolumeSerializer(MeteredServiceSerializer):
         read_only_fields = fields
 
 
-SIZE_HELP = "Size in GB, within the plan's min_size_gb and max_size_gb."
+SIZE_HELP = "Size in GB, within the plan's min_size_gb and max_size_gb (GET /api/v1/storage/plans/)."
+
+
+def size_field(help_text: str) -> StrictIntegerField:
+    """A size in GB, bounded by the catalog when the request (or the schema) is made: the
+    smallest and largest sizes any offered plan sells. Each plan's own range is checked
+    against the plan chosen."""
+    bounds = selectors.plan_list().aggregate(low=Min("min_size_gb"), high=Max("max_size_gb"))
+    return StrictIntegerField(min_value=bounds["low"] or 1, max_value=bounds["high"], help_text=help_text)
 
 
 class VolumeCreateSerializer(serializers.Serializer):
     name = HostnameLabelField(help_text="1 to 63 letters, digits and hyphens.")
     plan = StrictChoiceField(choices=[], help_text="The id of an offered plan (GET /api/v1/storage/plans/).")
     wallet = StrictUUIDField(help_text="One of your wallets, in the plan's currency.")
-    size_gb = StrictIntegerField(min_value=1, help_text=SIZE_HELP)
 
     def get_fields(self):
         fields = super().get_fields()
-        # The catalog is data: the offered plans when the request (or the schema) is made.
+        # The catalog is data: the offered plans and sizes when the request (or the schema)
+        # is made.
         fields["plan"].choices = list(selectors.plan_list().values_list("id", flat=True))
+        fields["size_gb"] = size_field(SIZE_HELP)
         return fields
 
     def validate(self, attrs):
@@ -70,9 +80,12 @@ class VolumeCreateSerializer(serializers.Serializer):
 
 
 class VolumeResizeSerializer(serializers.Serializer):
-    size_gb = StrictIntegerField(
-        min_value=1, help_text=f"The new size: at least the current one (a volume only grows). {SIZE_HELP}"
-    )
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["size_gb"] = size_field(
+            f"The new size: at least the current one (a volume only grows). {SIZE_HELP}"
+        )
+        return fields
 
     def validate_size_gb(self, size_gb: int) -> int:
         volume = self.context["volume"]

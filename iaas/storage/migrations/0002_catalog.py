@@ -7,7 +7,7 @@ PLANS = [
     # id, name, price_per_gb_month, min_size_gb, max_size_gb
     ("hdd", "Standard HDD", 4, 10, 16000),
     ("ssd", "SSD", 10, 10, 16000),
-    ("nvme", "NVMe, high IOPS", 20, 10, 4000),
+    ("nvme", "NVMe, high IOPS", 20, 10, 16000),
 ]
 
 
