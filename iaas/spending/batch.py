@@ -498,7 +498,7 @@ def charging_batch(
     report = BatchReport()
     with transaction.atomic():
         start_batch_transaction()
-        logger.info("%s batch started: partition %s after %s", label, partition, after)
+        logger.info("%s batch started: %s partition %s after %s", label, spender.context, partition, after)
         rows = lock(limit=size + 1)
         report.exhausted = len(rows) <= size
         rows = whole_wallets(rows, size)
@@ -513,7 +513,9 @@ def charging_batch(
         bus.publish(*events)
         record_changes(history)
         pause_point(f"{label}_batch")
-    logger.info("%s batch committed: partition %s, %d item(s)", label, partition, report.items)
+    logger.info(
+        "%s batch committed: %s partition %s, %d item(s)", label, spender.context, partition, report.items
+    )
     return report
 
 

@@ -137,7 +137,7 @@ def meter_batch(
 
     return batch.charging_batch(
         meter.spender,
-        label=f"{meter.spender.context} metering",
+        label="metering",
         life=meter.life,
         now=now,
         grace=grace,

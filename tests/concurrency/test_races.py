@@ -6,21 +6,27 @@ purchases really contend for the same rows.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 
 from iaas.billing import services as billing
 from iaas.billing.models import LedgerEntry, Wallet
 from iaas.cloud import services as cloud
 from iaas.cloud.models import Charge as CloudCharge
-from iaas.cloud.models import Server, ServerPlan
-from iaas.contracts import bus
+from iaas.cloud.models import ServerPlan
+from iaas.contracts import bus, selling
 from iaas.contracts.errors import InsufficientFunds
 from iaas.contracts.models import OutboxMessage
 from iaas.hosting import services as hosting
-from iaas.hosting.models import HostingPlan, Subscription
+from iaas.hosting.models import HostingPlan
+from iaas.spending.apps import selling_context_config
+from iaas.storage import services as storage
+from iaas.storage.models import VolumePlan
 from tests.factories import UserFactory, funded_wallet
 from tests.threads import run_at_once
 
@@ -43,6 +49,10 @@ def equal_price_plans(catalog):
         monthly_cap=PRICE * 800,
     )
     HostingPlan.objects.create(id="test-400", name="Test", storage_gb=1, price_per_month=PRICE)
+    # 10 GB at 29,200 a GB-month: 292,000 / 730 = 400 an hour, exactly.
+    VolumePlan.objects.create(
+        id="test-400", name="Test", price_per_gb_month=PRICE * 73, min_size_gb=10, max_size_gb=10
+    )
 
 
 def buy_server(customer, wallet, plan="test-400"):
@@ -57,40 +67,81 @@ def buy_hosting(customer, wallet, plan="test-400"):
     )
 
 
+def buy_volume(customer, wallet, plan="test-400"):
+    return lambda: storage.volume_create(
+        owner_id=customer.id, wallet_id=wallet.id, name=f"v-{uuid.uuid4().hex[:8]}", plan_id=plan, size_gb=10
+    )
+
+
+def settle_everything() -> None:
+    """Deliver the charges, and close the volumes' usage into charges (spent at once, it
+    is settled by the settlement run) and deliver those."""
+    bus.deliver_pending()
+    call_command("settle_usage", stdout=StringIO())
+    bus.deliver_pending()
+
+
 def assert_only_insufficient_funds(outcomes):
     errors = [o.error for o in outcomes if o.error is not None]
     unexpected = [e for e in errors if not isinstance(e, InsufficientFunds)]
     assert unexpected == [], f"a customer saw something other than insufficient_funds: {unexpected!r}"
 
 
-def test_seed_scenario_exactly_one_of_two_simultaneous_purchases_wins(catalog, assert_invariants):
-    server_price = ServerPlan.objects.get(pk="s-8vcpu-16gb").price_per_hour
-    hosting_price = HostingPlan.objects.get(pk="web-starter").price_per_month
-    budget = max(server_price, hosting_price)
-    assert budget < server_price + hosting_price
-    winners = {"cloud": 0, "hosting": 0}
-    for _ in range(50):
+def context_pairs() -> list[tuple[str, str]]:
+    """Every pair of registered selling contexts (read at collection: the apps are ready)."""
+    return list(itertools.combinations(selling.names(), 2))
+
+
+@pytest.mark.parametrize(("first", "second"), context_pairs(), ids="-".join)
+def test_seed_scenario_exactly_one_of_two_simultaneous_purchases_wins(
+    first, second, catalog, assert_invariants
+):
+    """Each context's demo purchase (iaas.<context>.demo), on a wallet that affords
+    either but not both, bought at the same instant: exactly one wins, round after round."""
+    demos = {name: selling_context_config(name).demo_module() for name in (first, second)}
+    prices = {name: demo.race_price() for name, demo in demos.items()}
+    budget = max(prices.values())
+    assert budget < sum(prices.values())
+    winners = dict.fromkeys(demos, 0)
+    for _ in range(30):
         customer = UserFactory()
         wallet = funded_wallet(customer, amount=budget)
-        server, subscription = run_at_once(
-            buy_server(customer, wallet, "s-8vcpu-16gb"), buy_hosting(customer, wallet, "web-starter")
+        outcomes = run_at_once(
+            *[
+                functools.partial(demo.race_purchase, owner_id=customer.id, wallet_id=wallet.id)
+                for demo in demos.values()
+            ]
         )
-        assert_only_insufficient_funds([server, subscription])
-        won = [name for name, o in (("cloud", server), ("hosting", subscription)) if o.error is None]
+        assert_only_insufficient_funds(outcomes)
+        won = [name for name, outcome in zip(demos, outcomes, strict=True) if outcome.error is None]
         assert len(won) == 1, f"round won by {won}"
         winners[won[0]] += 1
         wallet.refresh_from_db()
         assert wallet.reserved <= wallet.balance
     bus.deliver_pending()
     assert_invariants()
-    assert Server.objects.count() + Subscription.objects.count() == 50
+
+
+def test_three_contexts_one_wallet_that_affords_one_purchase_sell_exactly_one(
+    equal_price_plans, assert_invariants
+):
+    """A server's hour, a hosting month and a volume's first hour at one price, bought at
+    the same instant from a wallet holding that price: one of the three wins."""
+    for _ in range(20):
+        customer = UserFactory()
+        wallet = funded_wallet(customer, amount=PRICE)
+        outcomes = run_at_once(*(make(customer, wallet) for make in (buy_server, buy_hosting, buy_volume)))
+        assert_only_insufficient_funds(outcomes)
+        assert sum(o.error is None for o in outcomes) == 1
+    bus.deliver_pending()
+    assert_invariants()
 
 
 def test_hot_wallet_sells_exactly_what_it_can_pay_for(equal_price_plans, assert_invariants):
     k = 10
     customer = UserFactory()
     wallet = funded_wallet(customer, amount=PRICE * k)
-    makers = itertools.cycle([buy_server, buy_hosting])
+    makers = itertools.cycle([buy_server, buy_hosting, buy_volume])
     attempts = [next(makers)(customer, wallet) for _ in range(3 * k)]
     outcomes = []
     # 16 threads at a time, 3k attempts in all, with a delivery worker settling
@@ -100,7 +151,7 @@ def test_hot_wallet_sells_exactly_what_it_can_pay_for(equal_price_plans, assert_
         outcomes += run_at_once(*batch, bus.deliver_pending)[:-1]
     assert_only_insufficient_funds(outcomes)
     assert sum(o.error is None for o in outcomes) == k
-    bus.deliver_pending()
+    settle_everything()
     wallet.refresh_from_db()
     assert (wallet.balance, wallet.reserved) == (0, 0)
     assert_invariants()
@@ -109,11 +160,11 @@ def test_hot_wallet_sells_exactly_what_it_can_pay_for(equal_price_plans, assert_
 def test_hot_wallet_with_reserve_ahead_never_oversells_and_releases_on_request(
     equal_price_plans, settings, assert_invariants
 ):
-    settings.IAAS_RESERVE_AHEAD = {"cloud": PRICE * 3, "hosting": PRICE * 3}
+    settings.IAAS_RESERVE_AHEAD = {"cloud": PRICE * 3, "hosting": PRICE * 3, "storage": PRICE * 3}
     k = 10
     customer = UserFactory()
     wallet = funded_wallet(customer, amount=PRICE * k)
-    makers = itertools.cycle([buy_server, buy_hosting])
+    makers = itertools.cycle([buy_server, buy_hosting, buy_volume])
     outcomes = run_at_once(*[next(makers)(customer, wallet) for _ in range(16)])
     outcomes += run_at_once(*[next(makers)(customer, wallet) for _ in range(14)])
     assert_only_insufficient_funds(outcomes)
@@ -128,13 +179,13 @@ def test_hot_wallet_with_reserve_ahead_never_oversells_and_releases_on_request(
         if wallet.balance - wallet.reserved == 0 and sold == k:
             break
         try:
-            (buy_server if attempt % 2 else buy_hosting)(customer, wallet)()
+            (buy_server, buy_hosting, buy_volume)[attempt % 3](customer, wallet)()
             sold += 1
         except InsufficientFunds:
             pass
         bus.deliver_pending()
     assert sold == k
-    bus.deliver_pending()
+    settle_everything()
     wallet.refresh_from_db()
     assert (wallet.balance, wallet.reserved) == (0, 0)
     assert_invariants()
