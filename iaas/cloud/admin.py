@@ -67,7 +67,6 @@ class ServerAdmin(MeteredServiceAdmin):
     """Servers (the kit's metered-service admin: suspend, lift the hold, resume, terminate)."""
 
     metered = servers
-    end_label = "Terminate"
     operate_permission = "cloud.change_server"
 
 

@@ -43,17 +43,9 @@ class HostingPlanAdmin(CatalogAdmin):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(SoldServiceAdmin):
-    """Subscriptions. Who may lift which suspension, and what a resume charges:
-
-    - "Suspend (operator hold)": the operator's own cause, with a reason; nothing
-      cancels a held subscription, and no batch run lifts the hold.
-    - "Lift the operator hold": clears that cause only. One also unpaid (or on a blocked
-      wallet) stays suspended, and renew_subscriptions resumes it once the wallet pays.
-    - "Resume, charging what is owed": lifts every cause. Inside the paid period nothing
-      is charged and the period is kept; after it ended, a new month from now is charged
-      (never the months it was off). A wallet that cannot pay refuses it, and nothing
-      changes.
-    """
+    """Subscriptions (the kit's operator actions, SoldServiceAdmin, through Hosting's
+    services). A resume charges nothing inside the paid period, and the period is kept;
+    after it ended, a new month from now is charged (never the months it was off)."""
 
     ends_at = staticmethod(services.subscription_cancels_at)
     list_display = (
@@ -87,76 +79,23 @@ class SubscriptionAdmin(SoldServiceAdmin):
     )
     fields = readonly_fields
     operate_permission = "hosting.change_subscription"
-    actions = ("suspend_subscriptions", "lift_operator_hold", "resume_subscriptions", "cancel_subscriptions")
-    object_actions = (
-        ("suspend_subscriptions", "Suspend (operator hold)"),
-        ("lift_operator_hold", "Lift the operator hold"),
-        ("resume_subscriptions", "Resume, charging what is owed"),
-        ("cancel_subscriptions", "Cancel"),
+    end_label, end_done = "Cancel", "Cancelled"
+    end_warning = (
+        "The {plural} below are cancelled: they run to the end of the paid period and are not "
+        "renewed. The domain becomes free for another subscription."
     )
 
-    @admin.action(description="Suspend the selected subscriptions (operator hold)", permissions=["operate"])
-    def suspend_subscriptions(self, request, queryset):
-        if response := self.confirm(
-            request,
-            queryset,
-            title="Suspend subscriptions",
-            warning="The subscriptions below stop until an operator lifts the hold. No batch run "
-            "lifts it, and nothing cancels a held subscription. The customer sees the cause, "
-            "not the reason.",
-            reason_label="Reason (kept with the suspension)",
-        ):
-            return response
-        reason = f"{self.confirmed_reason(request)} ({self.operator_reason(request)})"
-        return self.run_service(
-            request,
-            queryset,
-            lambda sub: services.subscription_suspend(
-                subscription_id=sub.pk, reason=reason, actor_id=request.user.pk
-            ),
-            done="Suspended",
-        )
+    def suspend_one(self, obj, *, reason: str, actor_id: int):
+        return services.subscription_suspend(subscription_id=obj.pk, reason=reason, actor_id=actor_id)
 
-    @admin.action(description="Lift the operator hold of the selected subscriptions", permissions=["operate"])
-    def lift_operator_hold(self, request, queryset):
-        return self.run_service(
-            request,
-            queryset,
-            lambda sub: services.subscription_lift_operator_hold(
-                subscription_id=sub.pk, actor_id=request.user.pk
-            ),
-            done="Operator hold lifted",
-        )
+    def lift_operator_hold_one(self, obj, *, actor_id: int):
+        return services.subscription_lift_operator_hold(subscription_id=obj.pk, actor_id=actor_id)
 
-    @admin.action(
-        description="Resume the selected subscriptions, charging what is owed (lifts every cause)",
-        permissions=["operate"],
-    )
-    def resume_subscriptions(self, request, queryset):
-        return self.run_service(
-            request,
-            queryset,
-            lambda sub: services.subscription_resume(subscription_id=sub.pk, actor_id=request.user.pk),
-            done="Resumed",
-        )
+    def resume_one(self, obj, *, actor_id: int):
+        return services.subscription_resume(subscription_id=obj.pk, actor_id=actor_id)
 
-    @admin.action(description="Cancel the selected subscriptions", permissions=["operate"])
-    def cancel_subscriptions(self, request, queryset):
-        if response := self.confirm(
-            request,
-            queryset,
-            title="Cancel subscriptions",
-            warning="The subscriptions below are cancelled: they run to the end of the paid period "
-            "and are not renewed. The domain becomes free for another subscription.",
-        ):
-            return response
-        reason = self.operator_reason(request)
-        return self.run_service(
-            request,
-            queryset,
-            lambda sub: services.subscription_cancel(subscription_id=sub.pk, reason=reason),
-            done="Cancelled",
-        )
+    def end_one(self, obj, *, reason: str):
+        return services.subscription_cancel(subscription_id=obj.pk, reason=reason)
 
 
 @admin.register(Allowance)

@@ -150,12 +150,26 @@ def _field_value(obj, form, name: str):
 
 
 class SoldServiceAdmin(SuspendableAdminMixin, ChangeHistoryAdmin, ReadOnlyAdmin):
-    """What a customer bought from a selling context (a server, a subscription). Nobody
-    edits it: operators suspend, resume and end it through the context's services,
+    """What a customer bought from a selling context (a server, a subscription, a volume).
+    Nobody edits it: operators suspend, resume and end it through the context's services,
     offered as actions that need ``operate_permission``. Its page follows the money to
     the wallet, the charges, the context's allowance and the events, shows the
     suspension causes and when the batch run ends the service (``ends_at``), and its
-    history of changes (suspensions and their causes, recorded by the services)."""
+    history of changes (suspensions and their causes, recorded by the services).
+
+    Who may lift which suspension:
+
+    - "Suspend (operator hold)": the operator's own cause, with a reason; nothing ends a
+      held service, and no batch run lifts the hold.
+    - "Lift the operator hold": clears that cause only. A service also unpaid (or on a
+      blocked wallet) stays suspended, and the batch run resumes it once the wallet pays.
+    - "Resume, charging what is owed": lifts every cause and charges what the batch run
+      would. A wallet that cannot pay refuses it, and nothing changes.
+    - "Terminate", "Cancel", "Delete" (``end_label``): for good; ``end_warning`` says what
+      it means for this kind of service.
+
+    A subclass calls its context's services in ``suspend_one``, ``lift_operator_hold_one``,
+    ``resume_one`` and ``end_one``."""
 
     # The permission the operator actions need ("cloud.change_server").
     operate_permission = ""
@@ -203,39 +217,114 @@ class SoldServiceAdmin(SuspendableAdminMixin, ChangeHistoryAdmin, ReadOnlyAdmin)
             ]
         )
 
+    end_label, end_done = "Terminate", "Terminated"
+    end_warning = "The {plural} below are {ended} for good. The time already paid is not refunded."
+    actions = ("suspend_services", "lift_operator_hold", "resume_services", "end_services")
+
+    @property
+    def object_actions(self):
+        return (
+            ("suspend_services", "Suspend (operator hold)"),
+            ("lift_operator_hold", "Lift the operator hold"),
+            ("resume_services", "Resume, charging what is owed"),
+            ("end_services", self.end_label),
+        )
+
+    def suspend_one(self, obj, *, reason: str, actor_id: int):
+        raise NotImplementedError
+
+    def lift_operator_hold_one(self, obj, *, actor_id: int):
+        raise NotImplementedError
+
+    def resume_one(self, obj, *, actor_id: int):
+        raise NotImplementedError
+
+    def end_one(self, obj, *, reason: str):
+        raise NotImplementedError
+
+    @property
+    def _plural(self) -> str:
+        return str(self.opts.verbose_name_plural)
+
+    @admin.action(
+        description="Suspend the selected %(verbose_name_plural)s (operator hold)", permissions=["operate"]
+    )
+    def suspend_services(self, request, queryset):
+        if response := self.confirm(
+            request,
+            queryset,
+            title=f"Suspend {self._plural}",
+            warning=f"The {self._plural} below stop until an operator lifts the hold. No batch run lifts "
+            f"it, and nothing ends a held {self.opts.verbose_name}. The customer sees the cause, not the "
+            "reason.",
+            reason_label="Reason (kept with the suspension)",
+        ):
+            return response
+        reason = f"{self.confirmed_reason(request)} ({self.operator_reason(request)})"
+        return self.run_service(
+            request,
+            queryset,
+            lambda obj: self.suspend_one(obj, reason=reason, actor_id=request.user.pk),
+            done="Suspended",
+        )
+
+    @admin.action(
+        description="Lift the operator hold of the selected %(verbose_name_plural)s", permissions=["operate"]
+    )
+    def lift_operator_hold(self, request, queryset):
+        return self.run_service(
+            request,
+            queryset,
+            lambda obj: self.lift_operator_hold_one(obj, actor_id=request.user.pk),
+            done="Operator hold lifted",
+        )
+
+    @admin.action(
+        description="Resume the selected %(verbose_name_plural)s, charging what is owed (lifts every cause)",
+        permissions=["operate"],
+    )
+    def resume_services(self, request, queryset):
+        return self.run_service(
+            request,
+            queryset,
+            lambda obj: self.resume_one(obj, actor_id=request.user.pk),
+            done="Resumed",
+        )
+
+    @admin.action(description="End the selected %(verbose_name_plural)s", permissions=["operate"])
+    def end_services(self, request, queryset):
+        if response := self.confirm(
+            request,
+            queryset,
+            title=f"{self.end_label} {self._plural}",
+            warning=self.end_warning.format(
+                plural=self._plural, ended=getattr(self.model, "ENDED_STATUS", "ended")
+            ),
+        ):
+            return response
+        reason = self.operator_reason(request)
+        return self.run_service(
+            request,
+            queryset,
+            lambda obj: self.end_one(obj, reason=reason),
+            done=self.end_done,
+        )
+
 
 class MeteredServiceAdmin(SoldServiceAdmin):
-    """A metered service (a server, a volume). Who may lift which suspension, and what a
-    resume charges:
-
-    - "Suspend (operator hold)": the operator's own cause, with a reason; nothing ends a
-      held service, and no batch run lifts the hold.
-    - "Lift the operator hold": clears that cause only. A service also unpaid (or on a
-      blocked wallet) stays suspended, and bill_usage resumes it once the wallet pays.
-    - "Resume, charging what is owed": lifts every cause and charges what bill_usage
-      would: the hours the service ran unpaid before it stopped, then the hour from now
-      unless a paid hour is still running. The suspended time is never charged. A
-      wallet that cannot pay refuses it, and nothing changes.
-    - "Terminate" (a server) or "Delete" (a volume): for good; the time paid is not
-      refunded.
-
-    A subclass sets ``metered`` (its context's MeteredServices), ``end_label`` and
+    """A metered service (a server, a volume): the operator actions call the kit's
+    metered-service life (``metered``, its context's MeteredServices). A resume charges
+    what bill_usage would: the hours the service ran unpaid before it stopped, then the
+    hour from now unless a paid hour is still running; the suspended time is never
+    charged. A subclass sets ``metered``, ``end_label``, ``end_done`` and
     ``operate_permission``, and may add columns (``extra_columns``)."""
 
     metered = None  # iaas.spending.metered.MeteredServices
-    end_label = "Terminate"
     extra_columns: tuple[str, ...] = ()
-    actions = ("suspend_services", "lift_operator_hold", "resume_services", "end_services")
-    object_actions = (
-        ("suspend_services", "Suspend (operator hold)"),
-        ("lift_operator_hold", "Lift the operator hold"),
-        ("resume_services", "Resume, charging what is owed"),
-        ("end_services", "End"),
-    )
+    search_fields = ("name", "owner__username", "owner__email", "wallet_id", "id")
 
     def __init__(self, model, admin_site):
         super().__init__(model, admin_site)
-        self.object_actions = (*self.object_actions[:-1], ("end_services", self.end_label))
         self.list_display = (
             "name",
             "owner_column",
@@ -270,77 +359,20 @@ class MeteredServiceAdmin(SoldServiceAdmin):
             f"{noun.capitalize()} name, customer username or email, wallet id or {noun} id."
         )
 
-    search_fields = ("name", "owner__username", "owner__email", "wallet_id", "id")
-
     def ends_at(self, obj):
         return self.metered.terminates_at(obj)
 
-    @property
-    def _plural(self) -> str:
-        return str(self.opts.verbose_name_plural)
+    def suspend_one(self, obj, *, reason: str, actor_id: int):
+        return self.metered.suspend(service_id=obj.pk, reason=reason, actor_id=actor_id)
 
-    @admin.action(
-        description="Suspend the selected %(verbose_name_plural)s (operator hold)", permissions=["operate"]
-    )
-    def suspend_services(self, request, queryset):
-        if response := self.confirm(
-            request,
-            queryset,
-            title=f"Suspend {self._plural}",
-            warning=f"The {self._plural} below stop until an operator lifts the hold. No batch run lifts "
-            f"it, and nothing ends a held {self.opts.verbose_name}. The customer sees the cause, not the "
-            "reason.",
-            reason_label="Reason (kept with the suspension)",
-        ):
-            return response
-        reason = f"{self.confirmed_reason(request)} ({self.operator_reason(request)})"
-        return self.run_service(
-            request,
-            queryset,
-            lambda obj: self.metered.suspend(service_id=obj.pk, reason=reason, actor_id=request.user.pk),
-            done="Suspended",
-        )
+    def lift_operator_hold_one(self, obj, *, actor_id: int):
+        return self.metered.lift_operator_hold(service_id=obj.pk, actor_id=actor_id)
 
-    @admin.action(
-        description="Lift the operator hold of the selected %(verbose_name_plural)s", permissions=["operate"]
-    )
-    def lift_operator_hold(self, request, queryset):
-        return self.run_service(
-            request,
-            queryset,
-            lambda obj: self.metered.lift_operator_hold(service_id=obj.pk, actor_id=request.user.pk),
-            done="Operator hold lifted",
-        )
+    def resume_one(self, obj, *, actor_id: int):
+        return self.metered.resume(service_id=obj.pk, actor_id=actor_id)
 
-    @admin.action(
-        description="Resume the selected %(verbose_name_plural)s, charging what is owed (lifts every cause)",
-        permissions=["operate"],
-    )
-    def resume_services(self, request, queryset):
-        return self.run_service(
-            request,
-            queryset,
-            lambda obj: self.metered.resume(service_id=obj.pk, actor_id=request.user.pk),
-            done="Resumed",
-        )
-
-    @admin.action(description="End the selected %(verbose_name_plural)s for good", permissions=["operate"])
-    def end_services(self, request, queryset):
-        if response := self.confirm(
-            request,
-            queryset,
-            title=f"{self.end_label} {self._plural}",
-            warning=f"The {self._plural} below are {self.model.ENDED_STATUS} for good. The time already paid "
-            "is not refunded.",
-        ):
-            return response
-        reason = self.operator_reason(request)
-        return self.run_service(
-            request,
-            queryset,
-            lambda obj: self.metered.end(service_id=obj.pk, reason=reason),
-            done=f"{self.end_label}d",
-        )
+    def end_one(self, obj, *, reason: str):
+        return self.metered.end(service_id=obj.pk, reason=reason)
 
 
 # --- The selling contexts' spending tables ------------------------------------------------------

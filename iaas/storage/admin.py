@@ -47,7 +47,7 @@ class VolumeAdmin(MeteredServiceAdmin):
     """Volumes (the kit's metered-service admin: suspend, lift the hold, resume, delete)."""
 
     metered = volumes
-    end_label = "Delete"
+    end_label, end_done = "Delete", "Deleted"
     extra_columns = ("size_gb",)
     operate_permission = "storage.change_volume"
 

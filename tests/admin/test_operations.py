@@ -99,12 +99,12 @@ def test_suspend_resume_and_cancel_a_subscription_from_its_page(as_role, books, 
     client = as_role("superuser")
     page_url = reverse("admin:hosting_subscription_change", args=[subscription.pk])
     page = client.get(page_url).content.decode()
-    assert 'value="suspend_subscriptions"' in page
+    assert 'value="suspend_services"' in page
 
     response = act(
         client,
         "hosting_subscription",
-        "suspend_subscriptions",
+        "suspend_services",
         subscription.pk,
         _next=page_url,
         confirmed="yes",
@@ -112,9 +112,9 @@ def test_suspend_resume_and_cancel_a_subscription_from_its_page(as_role, books, 
     )
     assert response.redirect_chain[-1][0] == page_url
     assert Subscription.objects.get(pk=subscription.pk).status == "suspended"
-    act(client, "hosting_subscription", "resume_subscriptions", subscription.pk)
+    act(client, "hosting_subscription", "resume_services", subscription.pk)
     assert Subscription.objects.get(pk=subscription.pk).status == "active"
-    act(client, "hosting_subscription", "cancel_subscriptions", subscription.pk, confirmed="yes")
+    act(client, "hosting_subscription", "end_services", subscription.pk, confirmed="yes")
     assert Subscription.objects.get(pk=subscription.pk).status == "cancelled"
     assert events("SubscriptionCancelled") == 1
 

@@ -143,7 +143,7 @@ def test_finance_can_open_the_adjustment_form(as_role, books):
     [
         (cloud.Server, "suspend_services"),
         (cloud.Server, "end_services"),
-        (hosting.Subscription, "cancel_subscriptions"),
+        (hosting.Subscription, "end_services"),
         (Wallet, "freeze_wallets"),
         (TopUp, "confirm_top_ups"),
     ],
