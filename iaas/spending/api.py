@@ -11,6 +11,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from iaas.api.fields import StrictChoiceField, StrictUUIDField
 from iaas.api.filters import StrictFilterSet
 from iaas.api.idempotency import idempotent
 from iaas.contracts import billing
@@ -32,11 +33,9 @@ class UsageThisMonthSerializer(serializers.Serializer):
     )
 
 
-class MeteredServiceSerializer(serializers.ModelSerializer):
-    """What every metered service shows. A subclass sets ``metered`` (its context's
-    MeteredServices) and its Meta (model, fields)."""
-
-    metered: MeteredServices
+class SoldServiceSerializer(serializers.ModelSerializer):
+    """What every sold service shows (a server, a subscription, a volume): its plan, its
+    wallet and its suspension causes. A subclass sets its Meta (model, fields)."""
 
     plan = serializers.CharField(source="plan_id", read_only=True, help_text="The plan's id.")
     wallet = serializers.UUIDField(source="wallet_id", read_only=True, help_text="The wallet that pays.")
@@ -47,6 +46,14 @@ class MeteredServiceSerializer(serializers.ModelSerializer):
         "wallet_blocked (the wallet is frozen or closed), operator (held by the provider). "
         "It runs again only when none holds.",
     )
+
+
+class MeteredServiceSerializer(SoldServiceSerializer):
+    """What every metered service shows besides: when it ends unless paid, and its usage
+    of the month. A subclass sets ``metered`` (its context's MeteredServices)."""
+
+    metered: MeteredServices
+
     terminates_at = serializers.SerializerMethodField(
         help_text="When it will be ended for non-payment unless the wallet pays: set only while it is "
         "suspended for unpaid alone; null when no clock runs.",
@@ -69,6 +76,23 @@ class MeteredServiceSerializer(serializers.ModelSerializer):
         else:
             hours, amount = self.metered.usage_this_month(obj.pk)
         return {"hours": hours, "amount": amount}
+
+
+class PurchaseSerializer(serializers.Serializer):
+    """What every purchase names: an offered plan (the choices read from the catalog when
+    the request, or the schema, is made) and the paying wallet. A subclass sets ``plans``
+    (its selector of the offered plans) and ``plans_path``, and adds its own fields."""
+
+    plans = None
+    plans_path = ""
+    plan = StrictChoiceField(choices=[])
+    wallet = StrictUUIDField(help_text="One of your wallets, in the plan's currency.")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["plan"].choices = list(type(self).plans().values_list("id", flat=True))
+        fields["plan"].help_text = f"The id of an offered plan (GET {self.plans_path})."
+        return fields
 
 
 class PlanListView(generics.ListAPIView):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from iaas.api.fields import HostnameLabelField, StrictChoiceField, StrictUUIDField
-from iaas.spending.api import MeteredServiceSerializer
+from iaas.api.fields import HostnameLabelField
+from iaas.spending.api import MeteredServiceSerializer, PurchaseSerializer
 
 from .. import selectors
 from ..models import Server, ServerPlan
@@ -39,13 +39,7 @@ class ServerSerializer(MeteredServiceSerializer):
         read_only_fields = fields
 
 
-class ServerCreateSerializer(serializers.Serializer):
+class ServerCreateSerializer(PurchaseSerializer):
+    plans = selectors.plan_list
+    plans_path = "/api/v1/cloud/plans/"
     name = HostnameLabelField(help_text="A hostname label: 1 to 63 letters, digits and hyphens.")
-    plan = StrictChoiceField(choices=[], help_text="The id of an offered plan (GET /api/v1/cloud/plans/).")
-    wallet = StrictUUIDField(help_text="One of your wallets, in the plan's currency.")
-
-    def get_fields(self):
-        fields = super().get_fields()
-        # The catalog is data: the offered plans when the request (or the schema) is made.
-        fields["plan"].choices = list(selectors.plan_list().values_list("id", flat=True))
-        return fields

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db.models import Max, Min
 from rest_framework import serializers
 
-from iaas.api.fields import HostnameLabelField, StrictChoiceField, StrictIntegerField, StrictUUIDField
-from iaas.spending.api import MeteredServiceSerializer
+from iaas.api.fields import HostnameLabelField, StrictIntegerField
+from iaas.spending.api import MeteredServiceSerializer, PurchaseSerializer
 
 from .. import selectors
 from ..models import Volume, VolumePlan
@@ -59,17 +59,14 @@ def size_field(help_text: str) -> StrictIntegerField:
     return StrictIntegerField(min_value=bounds["low"] or 1, max_value=bounds["high"], help_text=help_text)
 
 
-class VolumeCreateSerializer(serializers.Serializer):
+class VolumeCreateSerializer(PurchaseSerializer):
+    plans = selectors.plan_list
+    plans_path = "/api/v1/storage/plans/"
     name = HostnameLabelField(help_text="1 to 63 letters, digits and hyphens.")
-    plan = StrictChoiceField(choices=[], help_text="The id of an offered plan (GET /api/v1/storage/plans/).")
-    wallet = StrictUUIDField(help_text="One of your wallets, in the plan's currency.")
 
     def get_fields(self):
         fields = super().get_fields()
-        # The catalog is data: the offered plans and sizes when the request (or the schema)
-        # is made.
-        fields["plan"].choices = list(selectors.plan_list().values_list("id", flat=True))
-        fields["size_gb"] = size_field(SIZE_HELP)
+        fields["size_gb"] = size_field(SIZE_HELP)  # bounded by the catalog, as the plans are
         return fields
 
     def validate(self, attrs):
