@@ -54,8 +54,6 @@ class ServerPlanAdmin(CatalogAdmin):
         "monthly_cap_money",
         "is_active",
     )
-    list_filter = ("is_active", "currency")
-    search_fields = ("id", "name")
     ordering = ("price_per_hour", "id")
 
     price_per_hour_money = money_column("price_per_hour", "per hour")

@@ -34,8 +34,6 @@ class HostingPlanAdmin(CatalogAdmin):
 
     form = HostingPlanForm
     list_display = ("id", "name", "storage_gb", "price_per_month_money", "is_active")
-    list_filter = ("is_active", "currency")
-    search_fields = ("id", "name")
     ordering = ("price_per_month", "id")
 
     price_per_month_money = money_column("price_per_month", "per month")

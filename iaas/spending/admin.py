@@ -113,6 +113,9 @@ class CatalogAdmin(ChangeHistoryAdmin, OperatorAdmin):
     (a price, ``is_active``) is recorded in the plan's history, with the operator and
     the changed fields only, in the admin's transaction."""
 
+    list_filter = ("is_active", "currency")
+    search_fields = ("id", "name")
+
     def get_readonly_fields(self, request, obj=None):
         fixed = ("id", "currency") if obj is not None else ()
         return (*super().get_readonly_fields(request, obj), *fixed)

@@ -35,8 +35,6 @@ class VolumePlanAdmin(CatalogAdmin):
 
     form = VolumePlanForm
     list_display = ("id", "name", "price_per_gb_month_money", "min_size_gb", "max_size_gb", "is_active")
-    list_filter = ("is_active", "currency")
-    search_fields = ("id", "name")
     ordering = ("price_per_gb_month", "id")
 
     price_per_gb_month_money = money_column("price_per_gb_month", "per GB-month")

@@ -1,6 +1,6 @@
-"""Storage's writes: buying a volume and growing it; the rest of its life (metering,
-suspending, resuming, deleting) is the kit's metered-service life
-(iaas.spending.metered) for Volume, under Storage's own names.
+"""Storage's writes: buying a volume, growing it and deleting it. The rest of its life
+(metering, an operator's suspend, lift and resume) is the kit's metered-service life,
+``iaas.storage.spending.volumes`` (iaas.spending.metered), called as it is.
 
 Lock order (ARCHITECTURE.md): the volume row, then Storage's allowance row, then (inside
 Billing's reserve) the wallet row and the hold.
@@ -20,7 +20,7 @@ from iaas.contracts.events import VolumeResized
 from iaas.spending import locks
 
 from .models import Volume, VolumePlan
-from .spending import spender, volumes
+from .spending import volumes
 
 
 def size_refusal(plan: VolumePlan, size_gb: int) -> str | None:
@@ -79,26 +79,3 @@ def volume_resize(
 def volume_delete(*, volume_id: uuid.UUID, owner_id: int | None = None, reason: str = "customer") -> Volume:
     """Delete a volume. The hour already paid is not refunded; nothing more accrues."""
     return volumes.end(service_id=volume_id, owner_id=owner_id, reason=reason)
-
-
-def volume_suspend(*, volume_id: uuid.UUID, reason: str, actor_id: int | None = None) -> Volume:
-    """An operator suspends a volume (cause ``operator``, with a reason)."""
-    return volumes.suspend(service_id=volume_id, reason=reason, actor_id=actor_id)
-
-
-def volume_resume(*, volume_id: uuid.UUID, now=None, actor_id: int | None = None) -> Volume:
-    """An operator resumes a volume, charging what it owes (MeteredServices.resume)."""
-    return volumes.resume(service_id=volume_id, now=now, actor_id=actor_id)
-
-
-def volume_lift_operator_hold(*, volume_id: uuid.UUID, now=None, actor_id: int | None = None) -> Volume:
-    """An operator lifts their own hold (MeteredServices.lift_operator_hold)."""
-    return volumes.lift_operator_hold(service_id=volume_id, now=now, actor_id=actor_id)
-
-
-volume_terminates_at = volumes.terminates_at
-
-
-def allowance_release(*, wallet_id: uuid.UUID, reason: str, amount: int | None = None):
-    """Give Storage's unused allowance for a wallet back to Billing."""
-    return spender.release(wallet_id=wallet_id, reason=reason, amount=amount)

@@ -20,6 +20,7 @@ from iaas.operations.reconciliation import reconcile
 from iaas.spending.usage import rounded
 from iaas.storage import services
 from iaas.storage.models import Allowance, Charge, Usage, Volume, VolumePlan
+from iaas.storage.spending import volumes
 from tests.batch_runs import at, charges_for, run_at
 from tests.factories import UserFactory, funded_wallet
 
@@ -223,12 +224,12 @@ def test_an_unpaid_volume_is_suspended_resumed_when_paid_and_deleted_past_its_gr
 def test_an_operator_holds_and_resumes_a_volume(wallet, admin_user, assert_invariants):
     volume = buy(wallet, at(2026, 5, 10, 10))
     with time_machine.travel(at(2026, 5, 10, 10, 30), tick=False):
-        services.volume_suspend(volume_id=volume.id, reason="abuse report", actor_id=admin_user.pk)
+        volumes.suspend(service_id=volume.id, reason="abuse report", actor_id=admin_user.pk)
     volume.refresh_from_db()
-    assert (volume.suspension_causes, services.volume_terminates_at(volume)) == (["operator"], None)
+    assert (volume.suspension_causes, volumes.terminates_at(volume)) == (["operator"], None)
     assert run_at(at(2026, 5, 20), "bill_usage")["services"] == 0  # no batch lifts a hold
     with time_machine.travel(at(2026, 5, 20, 9), tick=False):
-        services.volume_lift_operator_hold(volume_id=volume.id, actor_id=admin_user.pk)
+        volumes.lift_operator_hold(service_id=volume.id, actor_id=admin_user.pk)
     volume.refresh_from_db()
     # Charged the hour from now; the suspended time is never charged.
     assert (volume.status, volume.paid_until) == ("active", at(2026, 5, 20, 10))
