@@ -216,7 +216,12 @@ class MeteredServices:
         caller's transaction rolls back and nothing is created."""
         service.paid_until = now + HOUR
         service.save(force_insert=True)
-        self.accrue(service, start=now, hours=1, now=now)
+        if not self.accrue(service, start=now, hours=1, now=now):
+            # Nothing spent yet (the hour rounds to nothing): the wallet is checked all the same.
+            currency = self.rate(service).currency
+            self.spender.check_spending(
+                wallet_id=service.wallet_id, owner_id=service.owner_id, currency=currency
+            )
         return service
 
     def usage_due(self, service: AbstractMeteredService, *, now: dt.datetime) -> list[usage.Accrual]:

@@ -188,6 +188,14 @@ class Spender:
                 wallet_id=wallet_id, owner_id=owner_id, price=price, chunk=chunk
             )
 
+    def check_spending(self, *, wallet_id: uuid.UUID, owner_id: int, currency: str) -> None:
+        """The checks of a spend without its money, in the caller's transaction: a
+        purchase whose price rounds to nothing yet (a small volume's first hour) is still
+        refused on another owner's wallet, in another currency, or on a frozen one. Locks
+        the allowance row (created on first use), as a spend would."""
+        allowance = self.allowance_lock(wallet_id=wallet_id, owner_id=owner_id)
+        _check_spending(allowance, owner_id=owner_id, currency=currency)
+
     def _spend_reserving_the_shortfall(
         self, *, wallet_id: uuid.UUID, owner_id: int, price: Money, chunk: int
     ) -> None:
@@ -195,18 +203,7 @@ class Spender:
         owner and currency, reserve what is missing (at least the shortfall, up to the
         chunk) from Billing, deduct the price."""
         allowance = self.allowance_lock(wallet_id=wallet_id, owner_id=owner_id)
-        # Money held for Alice's wallet is never spent by Mallory naming it, and a USD
-        # allowance never pays an EUR price: checked on every spend, reserve or not.
-        if allowance.owner_id != owner_id:
-            raise WalletNotFound()
-        # A frozen or closed wallet's allowance is blocked: what was reserved before the
-        # freeze is not spent after it (reserve() would refuse only the shortfall).
-        if allowance.blocked:
-            raise WalletNotActive()
-        if allowance.currency != price.currency:
-            raise CurrencyMismatch(
-                f"The price is in {price.currency}, the wallet holds {allowance.currency}."
-            )
+        _check_spending(allowance, owner_id=owner_id, currency=price.currency)
         shortfall = price.amount - allowance.amount
         if shortfall > 0:
             grant = billing.reserve(
@@ -512,3 +509,17 @@ class Spender:
             f") u ON u.wallet_id = a.wallet_id",
             (self.context,),
         )
+
+
+def _check_spending(allowance: AbstractAllowance, *, owner_id: int, currency: str) -> None:
+    """What every spend checks first, under the allowance's lock, reserve or not."""
+    # Money held for Alice's wallet is never spent by Mallory naming it, and a USD
+    # allowance never pays an EUR price.
+    if allowance.owner_id != owner_id:
+        raise WalletNotFound()
+    # A frozen or closed wallet's allowance is blocked: what was reserved before the
+    # freeze is not spent after it (reserve() would refuse only the shortfall).
+    if allowance.blocked:
+        raise WalletNotActive()
+    if allowance.currency != currency:
+        raise CurrencyMismatch(f"The price is in {currency}, the wallet holds {allowance.currency}.")

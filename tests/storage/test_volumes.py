@@ -14,7 +14,7 @@ from django.db import connection
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
 from iaas.contracts import bus
-from iaas.contracts.errors import InsufficientFunds, InvalidState, NotFound
+from iaas.contracts.errors import CurrencyMismatch, InsufficientFunds, InvalidState, NotFound, WalletNotFound
 from iaas.contracts.models import OutboxMessage
 from iaas.operations.reconciliation import reconcile
 from iaas.spending.usage import rounded
@@ -251,3 +251,31 @@ def test_the_catalog_prices_gb_months_in_minor_units(catalog):
         ("ssd", 10, 10, 16000),
         ("nvme", 20, 10, 16000),
     ]
+
+
+@pytest.mark.parametrize(
+    ("whose", "currency", "refused"),
+    [("mallory", "EUR", WalletNotFound), ("customer", "USD", CurrencyMismatch)],
+)
+def test_a_first_hour_that_costs_nothing_yet_still_checks_the_wallet(
+    customer, catalog, whose, currency, refused
+):
+    """10 GB of HDD: an hour is 40/730 of a cent, nothing spent until it adds up to one. A
+    purchase still checks the wallet's owner and currency, as every spend does: no volume
+    on another customer's wallet, none priced in EUR on a USD wallet."""
+    owner = UserFactory() if whose == "mallory" else customer
+    wallet = funded_wallet(owner, amount=0, currency=currency)
+    with pytest.raises(refused):
+        services.volume_create(
+            owner_id=customer.id, wallet_id=wallet.id, name="data-1", plan_id="hdd", size_gb=10
+        )
+    assert (Volume.objects.count(), Usage.objects.count()) == (0, 0)
+
+
+def test_a_first_hour_that_costs_nothing_yet_buys_a_volume_on_an_empty_wallet(customer, catalog):
+    wallet = funded_wallet(customer, amount=0)
+    volume = services.volume_create(
+        owner_id=customer.id, wallet_id=wallet.id, name="data-1", plan_id="hdd", size_gb=10
+    )
+    assert usage_of(volume)[0][1:] == (1, 40, 0, 0, 40)
+    assert Allowance.objects.get(pk=wallet.id).owner_id == customer.id  # checked under its lock
