@@ -198,27 +198,28 @@ class SoldServiceAdmin(SuspendableAdminMixin, ChangeHistoryAdmin, ReadOnlyAdmin)
 
     @admin.display(description="follow the money")
     def related(self, obj):
+        return links_list(self.related_links(obj))
+
+    def related_links(self, obj) -> list[tuple[str, str]]:
         label = self.opts.app_label
-        return links_list(
-            [
-                (admin_url("billing_wallet_change", obj.wallet_id), "The customer's wallet"),
-                (
-                    admin_url(f"{label}_charge_changelist", query={"subject_id": obj.pk}),
-                    f"Charges for this {self.opts.verbose_name}",
+        return [
+            (admin_url("billing_wallet_change", obj.wallet_id), "The customer's wallet"),
+            (
+                admin_url(f"{label}_charge_changelist", query={"subject_id": obj.pk}),
+                f"Charges for this {self.opts.verbose_name}",
+            ),
+            (
+                admin_url(f"{label}_allowance_changelist", query={"wallet_id": obj.wallet_id}),
+                f"{label.capitalize()} allowance",
+            ),
+            (
+                admin_url(
+                    "contracts_outboxmessage_changelist",
+                    query={"wallet_id": obj.wallet_id, "delivery": "all"},
                 ),
-                (
-                    admin_url(f"{label}_allowance_changelist", query={"wallet_id": obj.wallet_id}),
-                    f"{label.capitalize()} allowance",
-                ),
-                (
-                    admin_url(
-                        "contracts_outboxmessage_changelist",
-                        query={"wallet_id": obj.wallet_id, "delivery": "all"},
-                    ),
-                    "Events about the wallet",
-                ),
-            ]
-        )
+                "Events about the wallet",
+            ),
+        ]
 
     end_label, end_done = "Terminate", "Terminated"
     end_warning = "The {plural} below are {ended} for good. The time already paid is not refunded."
@@ -365,6 +366,13 @@ class MeteredServiceAdmin(SoldServiceAdmin):
     def ends_at(self, obj):
         return self.metered.terminates_at(obj)
 
+    def related_links(self, obj) -> list[tuple[str, str]]:
+        usage = admin_url(f"{self.opts.app_label}_usage_changelist", query={"service_id": obj.pk})
+        return [
+            *super().related_links(obj),
+            (usage, f"Usage of this {self.opts.verbose_name}, month by month"),
+        ]
+
     def suspend_one(self, obj, *, reason: str, actor_id: int):
         return self.metered.suspend(service_id=obj.pk, reason=reason, actor_id=actor_id)
 
@@ -475,6 +483,7 @@ class UsageAdmin(WalletColumnsMixin, ReadOnlyAdmin):
         "currency",
         "hours",
         "list_amount_money",
+        "exact_list",
         "cap_money",
         "amount_money",
         "refunded_money",
@@ -492,6 +501,16 @@ class UsageAdmin(WalletColumnsMixin, ReadOnlyAdmin):
     cap_money = money_column("cap", "monthly cap")
     refunded_money = money_column("refunded", "refunded")
     closed_amount_money = money_column("closed_amount", "closed into charges")
+
+    @admin.display(description="exact list")
+    def exact_list(self, obj):
+        """The list price as accrued, before the month's one rounding (ARCHITECTURE.md):
+        in 1/LIST_DIVISOR minor units where an hour is a fraction of one."""
+        divisor = type(obj).LIST_DIVISOR
+        if divisor == 1:
+            return f"{obj.list_exact} (whole minor units)"
+        rounded = format_minor_units(obj.list_amount, obj.currency)
+        return f"{obj.list_exact}/{divisor} minor units, rounded once: {rounded}"
 
     @admin.display(description="not yet closed")
     def open_money(self, obj):

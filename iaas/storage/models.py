@@ -57,7 +57,9 @@ class Volume(AbstractMeteredService):
     ENDED_AT = "deleted_at"
 
     plan = models.ForeignKey(VolumePlan, on_delete=models.PROTECT, related_name="volumes")
-    size_gb = models.PositiveIntegerField(help_text="Grows only; the bigger size accrues from the resize on.")
+    size_gb = models.PositiveIntegerField(
+        "size (GB)", help_text="Grows only; the bigger size accrues from the resize on."
+    )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
     deleted_at = models.DateTimeField(null=True, blank=True)
 

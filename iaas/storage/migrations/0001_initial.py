@@ -283,7 +283,8 @@ class Migration(migrations.Migration):
                 (
                     "size_gb",
                     models.PositiveIntegerField(
-                        help_text="Grows only; the bigger size accrues from the resize on."
+                        verbose_name="size (GB)",
+                        help_text="Grows only; the bigger size accrues from the resize on.",
                     ),
                 ),
                 (
