@@ -15,6 +15,7 @@ and its plan, read in the statement that locks it), and its grace period.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from functools import cached_property
 
 from django.conf import settings
 from django.db.models import F, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
@@ -153,44 +154,48 @@ class MeteredServices:
         )
         return self._spend_and_record(service, accruals, rate.currency, now=now)
 
-    def grow(self, service: AbstractMeteredService, *, per_hour: int, cap: int, now: dt.datetime) -> int:
+    def grow(
+        self, service: AbstractMeteredService, *, per_hour: int, cap: int, currency: str, now: dt.datetime
+    ) -> int:
         """A locked service's rate grew by ``per_hour`` (1/divisor minor units) and its
         monthly cap to ``cap`` (a volume grown): the rest of a paid hour still running is
-        spent at once at the new rate, and the month of its latest hour keeps the higher
-        cap (a cap never falls mid-month), the month's amount rising to min(cap, list)
-        where the old cap had held it down (I11). A later month starts at the new cap.
-        Returns the amount spent."""
+        spent at once at the new rate, and its month's usage record keeps the higher cap
+        (a cap never falls mid-month), the month's amount rising to min(cap, list) where
+        the old cap held it down (I11's floor). A later month starts at the new cap.
+        Nothing is charged for a paid hour that started in an earlier month (that month
+        may be closed and invoiced): its record is left alone. Returns the amount spent."""
         hour_start = service.paid_until - HOUR
-        running = service.paid_until > now
         month = usage.month_of(hour_start)
-        if not running and month < usage.month_of(now):
+        if month < usage.month_of(now):
             return 0  # its latest hour is in a past month: nothing of this month accrued yet
-        record = self.usage_model.objects.filter(service_id=service.pk, month=month)
-        record.filter(cap__lt=cap).update(cap=cap)
-        spent = usage.spent_in_months(self.usage_model, [service.pk], from_month=month)
+        running = service.paid_until > now
+        already = usage.spent_in_months(self.usage_model, [service.pk], from_month=month).get(service.pk, {})
+        held = already.get(month, usage.MonthSpent())
+        raised = {month: dataclasses.replace(held, cap=max(held.cap or 0, cap))}
         accrual = usage.price_extra(
             service_id=service.pk,
             hour_start=hour_start,
             exact=per_hour if running else 0,
             cap=cap,
-            spent=spent.get(service.pk, {}),
+            spent=raised,
             divisor=self.divisor,
         )
-        if not (accrual.amount or accrual.list_exact):
-            return 0
-        if accrual.amount:
-            price = Money(accrual.amount, self.rate(service).currency)
+        if accrual.amount:  # the allowance first, then the record (the lock order)
+            price = Money(accrual.amount, currency)
             self.spender.spend_allowance(wallet_id=service.wallet_id, owner_id=service.owner_id, price=price)
         # A plain UPDATE of the record its latest hour made, not the upsert: the step may
         # spend more than it lists (the floor), which only the whole row's CHECKs allow.
         due = {"close_due_at": Coalesce(F("close_due_at"), Value(usage.close_due_at(month, now=now)))}
-        record.update(
+        updated = self.usage_model.objects.filter(service_id=service.pk, month=month).update(
+            cap=Greatest(F("cap"), Value(cap)),
             list_exact=F("list_exact") + accrual.list_exact,
             list_amount=F("list_amount") + accrual.list_amount,
             amount=F("amount") + accrual.amount,
             updated_at=now,
             **(due if accrual.amount else {}),
         )
+        if updated != 1:
+            raise RuntimeError(f"{self.noun} {service.pk} has no usage record for {month}")
         return accrual.amount
 
     def _spend_and_record(
@@ -217,9 +222,10 @@ class MeteredServices:
         service.paid_until = now + HOUR
         service.save(force_insert=True)
         if not self.accrue(service, start=now, hours=1, now=now):
-            # Nothing spent yet (the hour rounds to nothing): the wallet is checked all the same.
+            # Nothing spent yet (the hour rounds to nothing): the wallet is checked all the
+            # same, and must hold a minor unit for the hours that follow.
             currency = self.rate(service).currency
-            self.spender.check_spending(
+            self.spender.hold_at_least(
                 wallet_id=service.wallet_id, owner_id=service.owner_id, currency=currency
             )
         return service

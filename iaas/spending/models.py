@@ -114,7 +114,7 @@ class AbstractUsage(models.Model):
     # The list amount exactly, in 1/LIST_DIVISOR minor units, for prices that are not
     # whole minor units per hour (a volume's GB-hour): each step adds its exact price
     # here, and list_amount is this rounded once, half up (equal for a divisor of 1).
-    list_exact = models.BigIntegerField(default=0)
+    list_exact = models.BigIntegerField(default=0, db_default=0)
     cap = models.BigIntegerField(default=0)
     amount = models.BigIntegerField(default=0, help_text="Minor units spent for the month so far.")
     # Refunds of this month's charges: refunded money does not count towards the cap.

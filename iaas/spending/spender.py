@@ -70,8 +70,15 @@ class Spender:
         allowance = locks.allowance_lock(self.allowance_model, wallet_id)
         if allowance is None:
             wallet = billing.wallet_view(wallet_id=wallet_id, owner_id=owner_id)
+            # A wallet frozen (or closed) before its first spend here is blocked here too:
+            # the freeze blocked only the allowance rows that existed.
             allowance = locks.allowance_create_and_lock(
-                self.allowance_model(wallet_id=wallet.id, owner_id=wallet.owner_id, currency=wallet.currency)
+                self.allowance_model(
+                    wallet_id=wallet.id,
+                    owner_id=wallet.owner_id,
+                    currency=wallet.currency,
+                    blocked=wallet.status != "active",
+                )
             )
         return allowance
 
@@ -188,13 +195,28 @@ class Spender:
                 wallet_id=wallet_id, owner_id=owner_id, price=price, chunk=chunk
             )
 
-    def check_spending(self, *, wallet_id: uuid.UUID, owner_id: int, currency: str) -> None:
-        """The checks of a spend without its money, in the caller's transaction: a
-        purchase whose price rounds to nothing yet (a small volume's first hour) is still
-        refused on another owner's wallet, in another currency, or on a frozen one. Locks
-        the allowance row (created on first use), as a spend would."""
+    def hold_at_least(self, *, wallet_id: uuid.UUID, owner_id: int, currency: str, minimum: int = 1) -> None:
+        """A purchase that spends nothing yet (a small volume's first hour rounds to
+        nothing): the checks of a spend, and at least ``minimum`` held in the allowance,
+        reserved from Billing when it is not (kept, not spent: the hours that follow spend
+        it). So an empty, foreign, frozen or other-currency wallet buys nothing, however
+        small. In the caller's transaction, under the allowance's lock."""
         allowance = self.allowance_lock(wallet_id=wallet_id, owner_id=owner_id)
         _check_spending(allowance, owner_id=owner_id, currency=currency)
+        shortfall = minimum - allowance.amount
+        if shortfall > 0:
+            grant = billing.reserve(
+                wallet_id=wallet_id,
+                owner_id=owner_id,
+                context=self.context,
+                currency=currency,
+                amount=max(shortfall, self.reserve_ahead_chunk()),
+                minimum=shortfall,
+            )
+            allowance.amount += grant.amount
+            allowance.granted_total += grant.amount
+            allowance.last_used_at = timezone.now()
+            allowance.save(update_fields=["amount", "granted_total", "last_used_at"])
 
     def _spend_reserving_the_shortfall(
         self, *, wallet_id: uuid.UUID, owner_id: int, price: Money, chunk: int

@@ -48,17 +48,21 @@ def volume_create(*, owner_id: int, wallet_id: uuid.UUID, name: str, plan_id: st
 def volume_resize(
     *, volume_id: uuid.UUID, size_gb: int, owner_id: int | None = None, now: dt.datetime | None = None
 ) -> Volume:
-    """Grow a volume to ``size_gb``. The bigger size accrues from the resize on: the rest
-    of the hour already paid is spent at once for the added GB (a refusal, 402 or 409,
-    changes nothing), the month's cap grows to a full month at the new size, and the
-    hours that follow accrue at it. The same size again changes nothing."""
+    """Grow an active volume to ``size_gb``. The bigger size accrues from the resize on:
+    the rest of the hour already paid is spent at once for the added GB (a refusal, 402
+    or 409, changes nothing), the month's cap grows to a full month at the new size
+    (the month costs its GB-hours up to it, the hours the old cap had left free
+    included), and the hours that follow accrue at it. The same size again changes
+    nothing."""
     now = now or timezone.now()
     volume = locks.service_lock(Volume, volume_id, owner_id=owner_id)
-    if volume.status == Volume.Status.DELETED:
-        raise InvalidState("A deleted volume cannot be resized.")
+    if volume.status != Volume.Status.ACTIVE:
+        # A suspended volume's owed hours are charged when it resumes, at its size then.
+        raise InvalidState(f"A {volume.status} volume cannot be resized.")
     if size_gb < volume.size_gb:
         raise InvalidState(f"A volume can only grow: this one is {volume.size_gb} GB.")
-    if refusal := size_refusal(volume.plan, size_gb):
+    plan = volume.plan  # one read of the price for the hour's rest and the new cap
+    if refusal := size_refusal(plan, size_gb):
         raise InvalidState(refusal)
     if size_gb == volume.size_gb:
         return volume
@@ -66,8 +70,13 @@ def volume_resize(
     volume.size_gb = size_gb
     volume.save(update_fields=["size_gb"])
     volumes.forget_rate(volume)
-    rate = volumes.rate(volume)
-    volumes.grow(volume, per_hour=added * volume.plan.price_per_gb_month, cap=rate.cap, now=now)
+    volumes.grow(
+        volume,
+        per_hour=added * plan.price_per_gb_month,
+        cap=size_gb * plan.price_per_gb_month,
+        currency=plan.currency,
+        now=now,
+    )
     bus.publish(
         VolumeResized(
             volume_id=volume.id, wallet_id=volume.wallet_id, size_gb=size_gb, previous_size_gb=previous

@@ -265,6 +265,9 @@ def test_workers_forked_by_the_command_meter_every_server_once_and_add_up(catalo
     # 11:00 and 12:00 of each (the first hour was paid at purchase), 4 cents an hour
     assert (summary["services"], summary["charged"], summary["hours_charged"]) == (8, 8, 16)
     assert summary["amounts"] == {"EUR": 8 * 2 * 4}
+    cloud = summary["contexts"]["cloud"]  # each context's share, added up over the workers too
+    assert (summary["workers"], cloud["workers"], cloud["services"], cloud["noun"]) == (2, 2, 8, "server")
+    assert summary["contexts"]["storage"]["services"] == 0
     for server in servers:
         server.refresh_from_db()
         assert server.paid_until == at(2026, 5, 10, 13)

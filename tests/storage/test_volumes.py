@@ -14,7 +14,14 @@ from django.db import connection
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
 from iaas.contracts import bus
-from iaas.contracts.errors import CurrencyMismatch, InsufficientFunds, InvalidState, NotFound, WalletNotFound
+from iaas.contracts.errors import (
+    CurrencyMismatch,
+    InsufficientFunds,
+    InvalidState,
+    NotFound,
+    WalletNotActive,
+    WalletNotFound,
+)
 from iaas.contracts.models import OutboxMessage
 from iaas.operations.reconciliation import reconcile
 from iaas.spending.usage import rounded
@@ -272,10 +279,55 @@ def test_a_first_hour_that_costs_nothing_yet_still_checks_the_wallet(
     assert (Volume.objects.count(), Usage.objects.count()) == (0, 0)
 
 
-def test_a_first_hour_that_costs_nothing_yet_buys_a_volume_on_an_empty_wallet(customer, catalog):
-    wallet = funded_wallet(customer, amount=0)
+def test_a_first_hour_that_costs_nothing_yet_needs_a_cent_available(customer, catalog, assert_invariants):
+    """An empty wallet buys nothing, however small the volume: the first hour rounds to
+    nothing, so a cent is reserved into Storage's allowance (held, not spent) and the
+    hours that follow spend it."""
+    empty = funded_wallet(customer, amount=0)
+    with pytest.raises(InsufficientFunds):
+        services.volume_create(
+            owner_id=customer.id, wallet_id=empty.id, name="data-1", plan_id="hdd", size_gb=10
+        )
+    assert Volume.objects.count() == 0
+    billing_services.top_up_create(wallet_id=empty.id, owner_id=customer.id, amount=1)
     volume = services.volume_create(
-        owner_id=customer.id, wallet_id=wallet.id, name="data-1", plan_id="hdd", size_gb=10
+        owner_id=customer.id, wallet_id=empty.id, name="data-1", plan_id="hdd", size_gb=10
     )
     assert usage_of(volume)[0][1:] == (1, 40, 0, 0, 40)
-    assert Allowance.objects.get(pk=wallet.id).owner_id == customer.id  # checked under its lock
+    allowance = Allowance.objects.get(pk=empty.id)
+    assert (allowance.amount, allowance.charged_total) == (1, 0)
+    assert_invariants()
+
+
+def test_a_frozen_wallet_new_to_storage_gets_a_blocked_allowance(customer, catalog):
+    wallet = funded_wallet(customer, amount=1_000)
+    Wallet.objects.filter(pk=wallet.pk).update(status=Wallet.Status.FROZEN)
+    with pytest.raises(WalletNotActive):
+        services.volume_create(
+            owner_id=customer.id, wallet_id=wallet.id, name="data-1", plan_id="hdd", size_gb=10
+        )
+    assert Volume.objects.count() == 0
+
+
+def test_a_suspended_volume_does_not_grow(customer, catalog):
+    """Its owed hours are charged when it resumes, at its size then: growing it first
+    would price the hours it ran before at the bigger size."""
+    wallet = funded_wallet(customer, amount=14)
+    volume = buy(wallet, at(2026, 5, 10, 10), size_gb=1000)
+    run_at(at(2026, 5, 10, 11, 5), "bill_usage")  # unpaid: suspended
+    with pytest.raises(InvalidState, match="suspended"):
+        resize(volume, at(2026, 5, 10, 12), 2000)
+    volume.refresh_from_db()
+    assert (volume.status, volume.size_gb) == ("suspended", 1000)
+
+
+def test_growing_in_the_first_hour_of_a_month_leaves_the_last_month_alone(wallet, assert_invariants):
+    """The paid hour started in May: May may already be closed and invoiced, so the rest
+    of that hour is not charged again at the new size; June starts at the new size."""
+    volume = buy(wallet, at(2026, 5, 31, 23, 30), size_gb=100)  # paid until 00:30 on 1 June
+    may = usage_of(volume)
+    resize(volume, at(2026, 6, 1, 0, 10), 1000)
+    assert usage_of(volume) == may
+    run_at(at(2026, 6, 1, 0, 40), "bill_usage")  # the hour from 00:30, at 1000 GB
+    assert usage_of(volume)[1] == (dt.date(2026, 6, 1), 1, 10_000, 14, 14, 10_000)
+    assert_invariants()

@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="usage",
             name="list_exact",
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(db_default=0, default=0),
         ),
         migrations.RunPython(exact_is_list, migrations.RunPython.noop, elidable=True),
         migrations.AlterField(

@@ -70,7 +70,9 @@ class VolumeCreateSerializer(PurchaseSerializer):
         return fields
 
     def validate(self, attrs):
-        plan = selectors.plan_list().get(pk=attrs["plan"])
+        plan = selectors.plan_list().filter(pk=attrs["plan"]).first()
+        if plan is None:  # retired since the choices were read
+            raise serializers.ValidationError({"plan": ["This plan is no longer offered."]})
         if refusal := size_refusal(plan, attrs["size_gb"]):
             raise serializers.ValidationError({"size_gb": [refusal]})
         return attrs

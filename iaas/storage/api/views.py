@@ -69,7 +69,13 @@ class VolumeListCreateView(api.ServiceListCreateView):
 class VolumeDetailView(api.ServiceDetailView):
     metered = volumes
     serializer_class = VolumeSerializer
-    problem_codes = {"patch": {402: ["insufficient_funds"], 409: ["invalid_state", "wallet_not_active"]}}
+    problem_codes = {
+        "patch": {
+            402: ["insufficient_funds"],
+            404: ["not_found"],
+            409: ["currency_mismatch", "invalid_state", "wallet_not_active"],
+        }
+    }
 
     def patch(self, request, pk):
         volume = self.get_object()

@@ -193,7 +193,7 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("list_amount", models.BigIntegerField(default=0)),
-                ("list_exact", models.BigIntegerField(default=0)),
+                ("list_exact", models.BigIntegerField(db_default=0, default=0)),
                 ("cap", models.BigIntegerField(default=0)),
                 (
                     "amount",

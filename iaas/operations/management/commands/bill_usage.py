@@ -128,12 +128,14 @@ class Command(BaseCommand):
         """N processes, one partition each, started at once; their summaries added up."""
         summaries = run_worker_processes("bill_usage", workers, ["--at", now.isoformat(), *options])
         merged = merge_run_summaries(summaries, now=now)
-        merged["contexts"] = {}
+        parts: dict[str, list[dict]] = {}
         for summary in summaries:
             for name, part in summary["contexts"].items():
-                merged["contexts"][name] = merge_run_summaries(
-                    [*([merged["contexts"][name]] if name in merged["contexts"] else []), part], now=now
-                ) | {"noun": part["noun"], "grace": part["grace"]}
+                parts.setdefault(name, []).append(part)
+        merged["contexts"] = {
+            name: merge_run_summaries(runs, now=now) | {"noun": runs[0]["noun"], "grace": runs[0]["grace"]}
+            for name, runs in parts.items()
+        }
         return merged
 
     def _print(self, summary: dict) -> None:
