@@ -51,9 +51,11 @@ class VolumeListCreateView(api.ServiceListCreateView):
     patch=extend_schema(
         summary="Grow a volume",
         description=(
-            "A volume only grows. The bigger size accrues from now on: the rest of the hour already "
-            "paid is spent at once for the added GB (402 `insufficient_funds` when the wallet cannot "
-            "pay it, and nothing changes), and the month's cap becomes a full month at the new size."
+            "An active volume only grows. The bigger size accrues from now on: the rest of the hour "
+            "already paid is spent at once for the added GB (402 `insufficient_funds` when the wallet "
+            "cannot pay it, and nothing changes), and the month's cap becomes a full month at the new "
+            "size: the month costs its GB-hours up to it, the hours the old cap had left free included. "
+            "A suspended volume does not grow (409 `invalid_state`)."
         ),
         request=VolumeResizeSerializer,
         responses={200: VolumeSerializer},
