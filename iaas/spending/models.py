@@ -1,5 +1,6 @@
-"""Abstract tables every selling context has: its allowance per wallet, its charges,
-its releases. Cloud and Hosting subclass them; the constraints come along."""
+"""Abstract tables every selling context has: its allowance per wallet, its charges, its
+releases, and for a metered context its usage records and its services' common fields.
+Each context subclasses them; the constraints come along."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The purchase protocol of a selling context, written once for Cloud and Hosting, and
+"""The purchase protocol of a selling context, written once for every context, and
 the context's implementation of ``iaas.contracts.selling``: its ``AppConfig`` registers
 the spender itself, so the contract's methods are the spender's.
 
