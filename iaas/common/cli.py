@@ -143,6 +143,17 @@ def dump_json(data: object) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=str)
 
 
+def report_run(command, summary: dict, *, as_json: bool, show: Callable[[dict], None]) -> None:
+    """End a charging run (bill_usage, renew_subscriptions): its summary as JSON for
+    machines or ``show(summary)`` for people, and exit EXIT_PROBLEMS when an item failed."""
+    if as_json:
+        command.stdout.write(dump_json(summary))
+    else:
+        show(summary)
+    if summary["failed"]:
+        raise SystemExit(EXIT_PROBLEMS)
+
+
 class CurrencyTotals:
     """Sums of minor units per currency, for summaries."""
 

@@ -17,12 +17,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from iaas.common.cli import (
-    EXIT_PROBLEMS,
     CurrencyTotals,
     add_dry_run_and_json_arguments,
     add_worker_arguments,
     dump_json,
     merge_run_summaries,
+    report_run,
     run_summary,
     run_worker_processes,
 )
@@ -77,12 +77,7 @@ class Command(BaseCommand):
                 actions=ACTIONS,
                 released=released,
             )
-        if as_json:
-            self.stdout.write(dump_json(summary))
-        else:
-            self._print(summary)
-        if summary["failed"]:
-            raise SystemExit(EXIT_PROBLEMS)
+        report_run(self, summary, as_json=as_json, show=self._print)
 
     def _print(self, summary: dict) -> None:
         totals = CurrencyTotals()

@@ -21,7 +21,6 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from iaas.common.cli import (
-    EXIT_PROBLEMS,
     CurrencyTotals,
     add_dry_run_and_json_arguments,
     add_worker_arguments,
@@ -29,6 +28,7 @@ from iaas.common.cli import (
     duration_option,
     format_duration,
     merge_run_summaries,
+    report_run,
     run_summary,
     run_worker_processes,
 )
@@ -83,12 +83,7 @@ class Command(BaseCommand):
                 ],
                 now=now,
             )
-        if as_json:
-            self.stdout.write(dump_json(summary))
-        else:
-            self._print(summary)
-        if summary["failed"]:
-            raise SystemExit(EXIT_PROBLEMS)
+        report_run(self, summary, as_json=as_json, show=self._print)
 
     @staticmethod
     def _meter(meter, *, now: dt.datetime, grace: dt.timedelta | None, partition: Partition, size) -> dict:
