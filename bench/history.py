@@ -48,9 +48,9 @@ LOAD = [
     """,
     """
     INSERT INTO cloud_server (id, wallet_id, name, status, created_at, paid_until, terminated_at,
-                              owner_id, plan_id)
+                              owner_id, plan_id, operator_reason)
     SELECT server_id, wallet_id, 'h' || sequence, 'terminated', at, at + interval '1 hour',
-           at + interval '1 hour', owner_id, 's-1vcpu-1gb'
+           at + interval '1 hour', owner_id, 's-1vcpu-1gb', ''
     FROM history
     """,
     """

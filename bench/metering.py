@@ -1351,10 +1351,15 @@ def _purchase_probe(
 
         def count_inserts(execute, sql, params, many, context):
             result = execute(sql, params, many, context)
-            head = sql.lstrip()[:80].upper()
-            if head.startswith("INSERT INTO") or (head.startswith("WITH") and "INSERT INTO" in sql.upper()):
-                table = sql.upper().split("INSERT INTO", 1)[1].split()[0].strip('"').lower()
-                inserted[table] += max(context["cursor"].rowcount, 0)
+            parts = sql.upper().split("INSERT INTO")[1:]
+            tables = [part.split()[0].strip('"').lower() for part in parts]
+            if len(tables) == 1 and sql.lstrip().upper().startswith("INSERT INTO"):
+                inserted[tables[0]] += max(context["cursor"].rowcount, 0)
+            else:
+                # A purchase's folded statement (iaas.contracts.statements): one row into
+                # each table it names (the service, the charge, its event, the usage record).
+                for table in tables:
+                    inserted[table] += 1
             return result
 
         rng = random.Random(database)

@@ -1,6 +1,7 @@
 """Profile the purchase path (and its settlement) with pyinstrument, in one process.
 
     .venv/bin/python -m bench.profile [--purchases 300] [--shape spread|hot] [--inline]
+    .venv/bin/python -m bench.profile --http      # the same purchase through the REST API
 
 Runs against a fresh ``bench_profile`` database seeded like the throughput run's,
 prints pyinstrument's call tree and writes bench/results/profile-<shape>.html. Also
@@ -34,9 +35,21 @@ def main() -> None:
     parser.add_argument("--shape", choices=["spread", "hot"], default="spread")
     parser.add_argument("--inline", action="store_true", help="settle in the request (delivery on commit)")
     parser.add_argument("--chunk", action="store_true", help="reserve-ahead chunks")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="POST /api/v1/cloud/servers/ with an Idempotency-Key through Django's test client "
+        "(middleware, authentication, throttles in Redis, serializers; no gunicorn)",
+    )
     args = parser.parse_args()
     spread, hot = seeded()
     env = {"IAAS_DELIVER_ON_COMMIT": "1" if args.inline else "0"}
+    if args.http:
+        env |= {
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "IAAS_CACHE_KEY_PREFIX": "iaas-bench",
+            "IAAS_THROTTLE_USER": "10000000/minute",
+        }
     if args.chunk:
         env |= {"IAAS_RESERVE_AHEAD_CLOUD": "1000", "IAAS_RESERVE_AHEAD_HOSTING": "399000"}
     django_setup(DATABASE, env)
@@ -52,8 +65,32 @@ def main() -> None:
 
     rng = random.Random(7)
     tag = uuid.uuid4().hex[:8]
+    client = keys = None
+    if args.http:
+        from django.test import Client
+
+        from iaas.api.keys import api_key_create
+
+        client = Client(raise_request_exception=True)
+        keys = {}
+
+    def purchase_over_http(n: int) -> None:
+        owner_id, wallet_id = rng.choice(spread) if args.shape == "spread" else hot[1]
+        if owner_id not in keys:
+            keys[owner_id] = api_key_create(owner_id=owner_id, name="profile").key
+        response = client.post(
+            "/api/v1/cloud/servers/",
+            {"name": f"p{abs(n)}", "plan": SERVER_PLAN, "wallet": str(wallet_id)},
+            content_type="application/json",
+            headers={"authorization": f"Token {keys[owner_id]}", "idempotency-key": f"{tag}-{n}"},
+        )
+        if response.status_code != 201:
+            raise SystemExit(f"purchase over HTTP: {response.status_code} {response.content[:300]!r}")
 
     def purchase(n: int) -> None:
+        if args.http:
+            purchase_over_http(n)
+            return
         if args.shape == "spread":
             owner_id, wallet_id = rng.choice(spread)
             cloud.server_create(
@@ -100,7 +137,8 @@ def main() -> None:
         started = time.perf_counter()
         settled = bus.deliver_pending().delivered
         settle_s = time.perf_counter() - started
-    name = f"{args.shape}{'-chunk' if args.chunk else ''}{'-inline' if args.inline else ''}"
+    name = f"{'http-' if args.http else ''}{args.shape}{'-chunk' if args.chunk else ''}"
+    name += "-inline" if args.inline else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"profile-{name}.html").write_text(profiler.output_html())
     print(profiler.output_text(unicode=True, color=False, show_all=False))

@@ -51,13 +51,13 @@ WITH owners AS (
     -- Customers who bought before: their Cloud and Hosting allowance rows exist (empty),
     -- so a purchase takes the steady-state path, not the first-purchase one.
     INSERT INTO cloud_allowance (wallet_id, owner_id, currency, amount, granted_total, charged_total,
-                                 released_total, created_at, last_used_at)
-    SELECT id, owner_id, 'EUR', 0, 0, 0, 0, now(), now() FROM wallets WHERE %(allowances)s
+                                 released_total, created_at, last_used_at, blocked)
+    SELECT id, owner_id, 'EUR', 0, 0, 0, 0, now(), now(), false FROM wallets WHERE %(allowances)s
     RETURNING 1
 ), hosting_allowances AS (
     INSERT INTO hosting_allowance (wallet_id, owner_id, currency, amount, granted_total, charged_total,
-                                   released_total, created_at, last_used_at)
-    SELECT id, owner_id, 'EUR', 0, 0, 0, 0, now(), now() FROM wallets WHERE %(allowances)s
+                                   released_total, created_at, last_used_at, blocked)
+    SELECT id, owner_id, 'EUR', 0, 0, 0, 0, now(), now(), false FROM wallets WHERE %(allowances)s
     RETURNING 1
 ), top_ups AS (
     INSERT INTO billing_topup (id, wallet_id, amount, currency, status, provider, provider_reference,

@@ -62,9 +62,9 @@ def published(monkeypatch):
     events = []
     publish = bus.publish
 
-    def spy(*new):
+    def spy(*new, **together):
         events.extend(new)
-        return publish(*new)
+        return publish(*new, **together)
 
     monkeypatch.setattr(bus, "publish", spy)
     return events

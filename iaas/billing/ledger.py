@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from iaas.common import sql
+from iaas.contracts import statements
 
 from .models import Hold, LedgerEntry, Reservation, SettledCharge, Wallet
 
@@ -76,24 +77,24 @@ def wallet_money_save(wallet: Wallet) -> None:
     wallet.save(update_fields=["balance", "reserved", "ledger_sequence", "updated_at"])
 
 
-def hold_grow(*, wallet_id: uuid.UUID, context: str, amount: int) -> None:
+def hold_grow_write(*, wallet_id: uuid.UUID, context: str, amount: int) -> statements.Write:
     """Grow ``context``'s hold on the wallet by a grant, and its granted total with it
-    (created on first use: INSERT ... ON CONFLICT DO UPDATE, which locks the hold row).
-    The caller holds the wallet's lock, which comes before the hold in the lock order."""
+    (created on first use: INSERT ... ON CONFLICT DO UPDATE, which locks the hold row),
+    as a write to run together with the reservation's. The caller holds the wallet's
+    lock, which comes before the hold in the lock order."""
     if amount <= 0:
         raise ValueError("a hold grows by a positive grant")
     # PostgreSQL checks the proposed row's CHECKs before ON CONFLICT, so only growth
     # goes through the upsert.
     table = connection.ops.quote_name(Hold._meta.db_table)
     wallet_key = Hold._meta.get_field("wallet").target_field.get_db_prep_value(wallet_id, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (wallet_id, context, amount, granted_total, captured_total, "  # noqa: S608
-            f"released_total) VALUES (%s, %s, %s, %s, 0, 0) "
-            f"ON CONFLICT (wallet_id, context) DO UPDATE SET amount = {table}.amount + EXCLUDED.amount, "
-            f"granted_total = {table}.granted_total + EXCLUDED.granted_total",
-            [wallet_key, context, amount, amount],
-        )
+    return statements.Write(
+        f"INSERT INTO {table} (wallet_id, context, amount, granted_total, captured_total, "  # noqa: S608
+        f"released_total) VALUES (%s, %s, %s, %s, 0, 0) "
+        f"ON CONFLICT (wallet_id, context) DO UPDATE SET amount = {table}.amount + EXCLUDED.amount, "
+        f"granted_total = {table}.granted_total + EXCLUDED.granted_total",
+        (wallet_key, context, amount, amount),
+    )
 
 
 def hold_shrink(*, wallet_id: uuid.UUID, context: str, amount: int, kind: str) -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import uuid
 
+from django.db import connection
+from django.utils import timezone
+
 from iaas.contracts.errors import WalletNotFound
 
 from .models import InvoiceSeries, TopUp, Wallet
@@ -23,6 +26,34 @@ def wallet_lock(wallet_id: uuid.UUID, *, owner_id: int | None = None) -> Wallet:
         return rows.get(pk=wallet_id)
     except Wallet.DoesNotExist:
         raise WalletNotFound() from None
+
+
+def wallet_reserve_if_available(
+    wallet_id: uuid.UUID, *, owner_id: int, currency: str, amount: int, minimum: int
+) -> int | None:
+    """Reserve in one statement: lock the wallet row (FOR NO KEY UPDATE, waiting for it)
+    if it is the owner's, in ``currency``, active, with at least ``minimum`` unreserved,
+    and add the grant, ``min(amount, unreserved)``, to ``reserved`` (I2: never past the
+    balance). Returns the grant, or None when no row passed the checks: then nothing is
+    locked or changed, and the caller reads why (``wallet_lock``).
+
+    The CTE locks the row first and reads what is unreserved from the version it locked
+    (after waiting, the newest), so the grant it returns is exactly what the UPDATE
+    added; a plain ``UPDATE ... RETURNING`` shows only the new values, from which a
+    grant that took everything cannot be told. PostgreSQL only (``statements.folding``)."""
+    table = connection.ops.quote_name(Wallet._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH locked AS (SELECT id, balance - reserved AS unreserved FROM {table} "  # noqa: S608
+            f"WHERE id = %s AND owner_id = %s AND currency = %s AND status = %s "
+            f"AND balance - reserved >= %s FOR NO KEY UPDATE) "
+            f"UPDATE {table} SET reserved = {table}.reserved + LEAST(%s, locked.unreserved), "
+            f"updated_at = %s FROM locked WHERE {table}.id = locked.id "
+            f"RETURNING LEAST(%s, locked.unreserved)",
+            [wallet_id, owner_id, currency, Wallet.Status.ACTIVE, minimum, amount, timezone.now(), amount],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 def wallets_lock(wallet_ids, *, skip_locked: bool) -> dict[uuid.UUID, Wallet]:

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from iaas.audit.services import object_type, record_change
-from iaas.contracts import bus
+from iaas.contracts import bus, statements
 from iaas.contracts.errors import (
     AdjustmentRefused,
     CurrencyMismatch,
@@ -40,13 +40,13 @@ from .ledger import (
     charges_applied,
     entry_book,
     entry_next,
-    hold_grow,
+    hold_grow_write,
     hold_shrink,
     reservation_applied,
     reservation_record,
     wallet_money_save,
 )
-from .locks import top_up_lock, wallet_lock, wallets_lock
+from .locks import top_up_lock, wallet_lock, wallet_reserve_if_available, wallets_lock
 from .models import Adjustment, LedgerEntry, Refund, Reservation, SettledCharge, TopUp, Wallet
 from .payments import payment_provider
 
@@ -109,34 +109,65 @@ def funds_reserve(
     *, wallet_id: uuid.UUID, owner_id: int, context: str, currency: str, amount: int, minimum: int
 ) -> Reservation:
     """Grant ``context`` up to ``amount`` and at least ``minimum`` out of the wallet's
-    unreserved balance, in the caller's transaction, under the wallet lock (I2)."""
+    unreserved balance, in the caller's transaction, under the wallet lock (I2).
+
+    On PostgreSQL two statements: one conditional UPDATE locks, checks and reserves
+    (``wallet_reserve_if_available``); one more grows the hold and records the
+    reservation and its FundsReserved event. Elsewhere, and when that UPDATE changes
+    nothing (the refusal's reason is read under the lock), the wallet is locked and
+    checked in Python first."""
     if not 0 < minimum <= amount:
         raise ValueError("reserve needs 0 < minimum <= amount")
     with transaction.atomic(savepoint=False):
-        wallet = wallet_lock(wallet_id, owner_id=owner_id)
-        if wallet.currency != currency:
-            raise CurrencyMismatch()
-        if wallet.status != Wallet.Status.ACTIVE:
-            raise WalletNotActive()
-        if wallet.available < minimum:
-            raise _refusal(wallet, context)
-        granted = min(amount, wallet.available)
-        wallet.reserved += granted
-        wallet_money_save(wallet)
-        hold_grow(wallet_id=wallet.id, context=context, amount=granted)
-        reservation = reservation_record(
-            wallet=wallet, context=context, kind=Reservation.Kind.GRANT, amount=granted
+        granted = None
+        if statements.folding():
+            granted = wallet_reserve_if_available(
+                wallet_id, owner_id=owner_id, currency=currency, amount=amount, minimum=minimum
+            )
+        if granted is None:
+            granted = _reserve_checked_in_python(
+                wallet_id,
+                owner_id=owner_id,
+                context=context,
+                currency=currency,
+                amount=amount,
+                minimum=minimum,
+            )
+        reservation = Reservation(
+            wallet_id=wallet_id, context=context, kind=Reservation.Kind.GRANT, amount=granted
         )
         bus.publish(
             FundsReserved(
                 reservation_id=reservation.id,
-                wallet_id=wallet.id,
+                wallet_id=wallet_id,
                 context=context,
                 amount=granted,
-                currency=wallet.currency,
-            )
+                currency=currency,
+            ),
+            together=[
+                hold_grow_write(wallet_id=wallet_id, context=context, amount=granted),
+                statements.insert(reservation),
+            ],
         )
-        return reservation
+        return statements.saved(reservation)
+
+
+def _reserve_checked_in_python(
+    wallet_id: uuid.UUID, *, owner_id: int, context: str, currency: str, amount: int, minimum: int
+) -> int:
+    """Lock the wallet, say why it cannot grant (a refusal), or add the grant to
+    ``reserved``: the portable path, and the reason for a refused conditional UPDATE."""
+    wallet = wallet_lock(wallet_id, owner_id=owner_id)
+    if wallet.currency != currency:
+        raise CurrencyMismatch()
+    if wallet.status != Wallet.Status.ACTIVE:
+        raise WalletNotActive()
+    if wallet.available < minimum:
+        raise _refusal(wallet, context)
+    granted = min(amount, wallet.available)
+    wallet.reserved += granted
+    wallet_money_save(wallet)
+    return granted
 
 
 def _refusal(wallet: Wallet, context: str) -> InsufficientFunds:

@@ -13,9 +13,8 @@ import uuid
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
-from iaas.contracts.errors import NotFound
 from iaas.contracts.types import Money
-from iaas.spending import usage
+from iaas.spending import catalog, usage
 from iaas.spending.metered import MeteringOutcome
 
 from .models import Server, ServerPlan, Usage
@@ -27,39 +26,35 @@ HOUR = usage.HOUR
 @retry_transaction
 def server_create(*, owner_id: int, wallet_id: uuid.UUID, name: str, plan_id: str) -> Server:
     """Buy a server: its first hour is charged at once out of Cloud's allowance. On
-    InsufficientFunds (or any refusal) nothing is created."""
-    plan = ServerPlan.objects.filter(pk=plan_id, is_active=True).first()
-    if plan is None:
-        raise NotFound(f"No such plan: {plan_id}.")
+    InsufficientFunds (or any refusal) nothing is created. With a reservation, six
+    statements: the server inserted from its plan, the allowance locked, the wallet's
+    conditional reserve, the hold with the reservation and its event, the allowance
+    saved, the charge with its event and the month's usage record; inside the
+    allowance, three."""
     now = timezone.now()
-    server = Server.objects.create(
-        owner_id=owner_id, wallet_id=wallet_id, name=name, plan=plan, paid_until=now + HOUR
+    server = Server(owner_id=owner_id, wallet_id=wallet_id, name=name, plan_id=plan_id, paid_until=now + HOUR)
+    plan = catalog.insert_from_plan(
+        server, plan_model=ServerPlan, plan_id=plan_id, terms=("price_per_hour", "monthly_cap", "currency")
     )
+    price = plan["price_per_hour"]
+    # The first hour is a one-off charge and the month's first hour of usage, already
+    # closed: the cap and I11 count it, settlement does not charge it again.
+    first_hour = usage.Accrual(
+        server.id, usage.month_of(now), now, server.paid_until, 1, price, price, plan["monthly_cap"], price
+    )
+    owner = usage.UsageOwner(wallet_id, owner_id, plan["currency"])
     spender.spend(
         wallet_id=wallet_id,
         owner_id=owner_id,
-        price=Money(plan.price_per_hour, plan.currency),
-        description=f"Server {name} ({plan.id}), first hour",
+        price=Money(price, plan["currency"]),
+        description=f"Server {name} ({plan_id}), first hour",
         subject_id=server.id,
         period_start=now,
         period_end=server.paid_until,
         transaction_date=now,
-    )
-    # The first hour is a one-off charge (recorded above) and the month's first hour of
-    # usage, already closed: the cap and I11 count it, settlement does not charge it again.
-    first_hour = usage.Accrual(
-        server.id,
-        usage.month_of(now),
-        now,
-        server.paid_until,
-        1,
-        plan.price_per_hour,
-        plan.price_per_hour,
-        plan.monthly_cap,
-        plan.price_per_hour,
-    )
-    usage.upsert_accruals(
-        Usage, [(first_hour, usage.UsageOwner(wallet_id, owner_id, plan.currency))], now=now, closed=True
+        together=[
+            usage.upsert_write(Usage, first_hour, owner, now=now, closed=True)
+        ],
     )
     return server
 

@@ -15,7 +15,7 @@ import logging
 import re
 import traceback
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -28,6 +28,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from . import statements
 from .checks import Relation
 from .events import Event, event_from_payload
 from .models import OutboxMessage
@@ -174,10 +175,14 @@ def feed(name: str, *, since: dt.datetime, chunk: int = 1000) -> int:
 NO_SUBSCRIBER = ""
 
 
-def publish(*events: Event) -> list[OutboxMessage]:
+def publish(*events: Event, together: Sequence[statements.Write] = ()) -> list[OutboxMessage]:
     """Write the events to the outbox in the current transaction: one row per subscribed
     handler, or one row delivered to nobody (``NO_SUBSCRIBER``) when no subscription
-    takes the event, so every published event is recorded once at least."""
+    takes the event, so every published event is recorded once at least.
+
+    ``together``: the writes that make the events true (a charge, a reservation), run
+    before the outbox rows in the same statement where the database allows it
+    (``iaas.contracts.statements``): the change and its event in one round trip."""
     if not connection.in_atomic_block:
         raise PublishOutsideTransaction("publish() must run inside transaction.atomic()")
     rows = []
@@ -189,8 +194,9 @@ def publish(*events: Event) -> list[OutboxMessage]:
         ]
         rows += [_row(event, name) for name in names] or [_recorded_only(event)]
     if not rows:
+        statements.run_together(*together)
         return []
-    created = _insert(rows)
+    created = _insert_together(rows, together) if together else _insert(rows)
     if settings.IAAS_DELIVER_ON_COMMIT:
         ids = [row.pk for row in created if row.status == OutboxMessage.Status.PENDING]
         if ids:
@@ -214,6 +220,16 @@ def _recorded_only(event: Event) -> OutboxMessage:
     row = _row(event, NO_SUBSCRIBER)
     row.status, row.delivered_at = OutboxMessage.Status.DONE, event.occurred_at
     return row
+
+
+def _insert_together(rows: list[OutboxMessage], together: Sequence[statements.Write]) -> list[OutboxMessage]:
+    """The outbox rows written last in one statement with ``together``, their ids read
+    back (delivery on commit needs them)."""
+    ids = statements.run_together(*together, statements.insert(*rows, returning=("id",)))
+    for row, (pk,) in zip(rows, ids, strict=True):
+        row.pk = row.id = pk
+        statements.saved(row)
+    return rows
 
 
 def _insert(rows: list[OutboxMessage]) -> list[OutboxMessage]:

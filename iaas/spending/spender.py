@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ from django.db.models import F, Model
 from django.utils import timezone
 
 from iaas.common import sql
-from iaas.contracts import billing, bus
+from iaas.contracts import billing, bus, statements
 from iaas.contracts.checks import Relation, Violation
 from iaas.contracts.errors import CurrencyMismatch, DomainError, WalletNotActive, WalletNotFound
 from iaas.contracts.events import (
@@ -160,10 +160,13 @@ class Spender:
         period_end: dt.datetime,
         transaction_date: dt.datetime | None = None,
         reserve_ahead: int | None = None,
+        together: Sequence[statements.Write] = (),
     ) -> AbstractCharge:
         """Pay ``price`` out of this context's allowance, reserving the shortfall from
         Billing. Must run inside the purchase's transaction: on any refusal the caller's
-        rows roll back with it. Raises WalletNotFound, CurrencyMismatch, InsufficientFunds."""
+        rows roll back with it. Raises WalletNotFound, CurrencyMismatch, InsufficientFunds.
+        ``together``: the purchase's own last writes (a usage record), written in the
+        statement that records the charge and its event."""
         self.spend_allowance(wallet_id=wallet_id, owner_id=owner_id, price=price, reserve_ahead=reserve_ahead)
         return self._record_charge(
             wallet_id=wallet_id,
@@ -174,6 +177,7 @@ class Spender:
             period_start=period_start,
             period_end=period_end,
             transaction_date=transaction_date,
+            together=together,
         )
 
     def spend_allowance(
@@ -254,8 +258,10 @@ class Spender:
         period_start: dt.datetime,
         period_end: dt.datetime,
         transaction_date: dt.datetime | None,
+        together: Sequence[statements.Write] = (),
     ) -> AbstractCharge:
-        charge = self.charge_model.objects.create(
+        """The charge and its ChargesRecorded event (with ``together``), one statement."""
+        charge = self.charge_model(
             wallet_id=wallet_id,
             owner_id=owner_id,
             amount=price.amount,
@@ -266,8 +272,11 @@ class Spender:
             period_end=period_end,
             transaction_date=transaction_date or timezone.now(),
         )
-        bus.publish(self.charges_recorded(wallet_id=wallet_id, currency=charge.currency, charges=[charge]))
-        return charge
+        bus.publish(
+            self.charges_recorded(wallet_id=wallet_id, currency=charge.currency, charges=[charge]),
+            together=[statements.insert(charge), *together],
+        )
+        return statements.saved(charge)
 
     def charges_recorded(
         self, *, wallet_id: uuid.UUID, currency: str, charges: list[AbstractCharge]

@@ -21,10 +21,12 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from iaas.common import sql
 from iaas.common.periods import Month
+from iaas.contracts import statements
 
 from .models import AbstractUsage
 
@@ -236,6 +238,26 @@ def spent_in_months(
     return found
 
 
+# The columns an accrual writes into its month's usage record, in order.
+UPSERT_COLUMNS = (
+    "service_id",
+    "month",
+    "wallet_id",
+    "owner_id",
+    "currency",
+    "hours",
+    "list_amount",
+    "list_exact",
+    "cap",
+    "amount",
+    "closed_amount",
+    "closed_hours",
+    "closed_until",
+    "accrued_until",
+    "close_due_at",
+)
+
+
 def upsert_accruals(
     usage_model: type[AbstractUsage],
     accruals: list[tuple[Accrual, UsageOwner]],
@@ -252,50 +274,67 @@ def upsert_accruals(
         return 0
     accruals = _one_per_record(accruals)
     field = usage_model._meta.get_field
-    columns = [
-        (name, field(name))
-        for name in (
-            "service_id",
-            "month",
-            "wallet_id",
-            "owner_id",
-            "currency",
-            "hours",
-            "list_amount",
-            "list_exact",
-            "cap",
-            "amount",
-            "closed_amount",
-            "closed_hours",
-            "closed_until",
-            "accrued_until",
-            "close_due_at",
-        )
-    ]
+    columns = [(name, field(name)) for name in UPSERT_COLUMNS]
     due_at = _close_due_at_for_batch(now)
-    values = [
-        (
-            a.service_id,
-            a.month,
-            who.wallet_id,
-            who.owner_id,
-            who.currency,
-            a.hours,
-            a.list_amount,
-            a.list_exact,
-            a.cap,
-            a.amount,
-            a.amount if closed else 0,
-            a.hours if closed else 0,
-            a.end if closed else a.start,
-            a.end,
-            None if closed or a.amount == 0 else due_at(a.month),
-        )
-        for a, who in accruals
-    ]
+    values = [_upsert_values(accrual, who, closed=closed, due_at=due_at) for accrual, who in accruals]
     relation = sql.rows("accrued", columns, values)
+    names = ", ".join(UPSERT_COLUMNS)
+    return sql.execute(
+        f"INSERT INTO {sql.table(usage_model)} ({names}, refunded, updated_at) "  # noqa: S608
+        f"SELECT {names}, 0, %s FROM accrued WHERE true {_on_conflict_add(usage_model, closed=closed)}",
+        relation,
+        [now],
+    )
+
+
+def upsert_write(
+    usage_model: type[AbstractUsage],
+    accrual: Accrual,
+    who: UsageOwner,
+    *,
+    now: dt.datetime,
+    closed: bool = False,
+) -> statements.Write:
+    """``upsert_accruals`` of one accrual, as a write to run together with the purchase's
+    charge and event (one statement)."""
+    field = usage_model._meta.get_field
+    values = _upsert_values(accrual, who, closed=closed, due_at=_close_due_at_for_batch(now))
+    prepared = [
+        field(name).get_db_prep_save(value, connection)
+        for name, value in zip(UPSERT_COLUMNS, values, strict=True)
+    ]
+    placeholders = ", ".join(["%s"] * (len(UPSERT_COLUMNS) + 2))
+    return statements.Write(
+        f"INSERT INTO {sql.table(usage_model)} ({', '.join(UPSERT_COLUMNS)}, refunded, updated_at) "  # noqa: S608
+        f"VALUES ({placeholders}) {_on_conflict_add(usage_model, closed=closed)}",
+        (*prepared, 0, field("updated_at").get_db_prep_save(now, connection)),
+    )
+
+
+def _upsert_values(accrual: Accrual, who: UsageOwner, *, closed: bool, due_at) -> tuple:
+    a = accrual
+    return (
+        a.service_id,
+        a.month,
+        who.wallet_id,
+        who.owner_id,
+        who.currency,
+        a.hours,
+        a.list_amount,
+        a.list_exact,
+        a.cap,
+        a.amount,
+        a.amount if closed else 0,
+        a.hours if closed else 0,
+        a.end if closed else a.start,
+        a.end,
+        None if closed or a.amount == 0 else due_at(a.month),
+    )
+
+
+def _on_conflict_add(usage_model: type[AbstractUsage], *, closed: bool) -> str:
+    """What an accrual adds to a month's record that exists already."""
     usage = sql.table(usage_model)
-    names = ", ".join(name for name, _ in columns)
     closing = (
         "closed_amount = {t}.closed_amount + excluded.closed_amount, "
         "closed_hours = {t}.closed_hours + excluded.closed_hours, "
@@ -303,9 +342,7 @@ def upsert_accruals(
         if closed
         else ""
     ).format(t=usage)
-    return sql.execute(
-        f"INSERT INTO {usage} ({names}, refunded, updated_at) "  # noqa: S608
-        f"SELECT {names}, 0, %s FROM accrued WHERE true "
+    return (
         f"ON CONFLICT (service_id, month) DO UPDATE SET "
         f"hours = {usage}.hours + excluded.hours, "
         f"list_amount = {usage}.list_amount + excluded.list_amount, "
@@ -314,9 +351,7 @@ def upsert_accruals(
         f"{closing}"
         f"accrued_until = excluded.accrued_until, "
         f"close_due_at = COALESCE({usage}.close_due_at, excluded.close_due_at), "
-        f"updated_at = excluded.updated_at",
-        relation,
-        [now],
+        f"updated_at = excluded.updated_at"
     )
 
 

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from iaas.billing import ledger
 from iaas.billing.locks import wallet_lock
 from iaas.billing.models import Hold, LedgerEntry, Reservation
+from iaas.contracts import statements
 from tests.factories import billing_consistent
 
 pytestmark = pytest.mark.django_db
@@ -36,7 +37,7 @@ def test_a_hold_grows_and_shrinks_with_reserved(wallet):
         locked = wallet_lock(wallet.id)
         locked.reserved += 700
         ledger.wallet_money_save(locked)
-        ledger.hold_grow(wallet_id=locked.id, context="cloud", amount=700)
+        statements.run_together(ledger.hold_grow_write(wallet_id=locked.id, context="cloud", amount=700))
         ledger.reservation_record(wallet=locked, context="cloud", kind=Reservation.Kind.GRANT, amount=700)
         locked.reserved -= 300
         ledger.wallet_money_save(locked)
@@ -49,7 +50,7 @@ def test_a_hold_that_does_not_exist_cannot_shrink_and_amounts_are_positive(walle
     with transaction.atomic(), pytest.raises(IntegrityError, match="no hosting hold"):
         ledger.hold_shrink(wallet_id=wallet.id, context="hosting", amount=1, kind=Reservation.Kind.RELEASE)
     with pytest.raises(ValueError, match="positive grant"):
-        ledger.hold_grow(wallet_id=wallet.id, context="cloud", amount=0)
+        ledger.hold_grow_write(wallet_id=wallet.id, context="cloud", amount=0)
     with pytest.raises(ValueError, match="positive capture or release"):
         ledger.hold_shrink(wallet_id=wallet.id, context="cloud", amount=0, kind=Reservation.Kind.RELEASE)
 

@@ -5,19 +5,35 @@ import datetime
 
 import pytest
 
-from iaas.billing.models import Hold, LedgerEntry, Reservation
+from iaas.billing.models import Hold, LedgerEntry, Reservation, Wallet
 from iaas.cloud import services as cloud
 from iaas.cloud.models import Allowance as CloudAllowance
 from iaas.cloud.models import Charge as CloudCharge
-from iaas.cloud.models import Server
-from iaas.contracts.errors import CurrencyMismatch, DomainTaken, InsufficientFunds, NotFound, WalletNotFound
+from iaas.cloud.models import Server, ServerPlan
+from iaas.contracts.errors import (
+    CurrencyMismatch,
+    DomainTaken,
+    InsufficientFunds,
+    NotFound,
+    WalletNotActive,
+    WalletNotFound,
+)
 from iaas.contracts.models import OutboxMessage
 from iaas.hosting import services as hosting
 from iaas.hosting.models import Allowance as HostingAllowance
 from iaas.hosting.models import Subscription
+from iaas.operations.wallet_status import wallet_status_change
 from tests.factories import funded_wallet
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=["folded", "portable"])
+def _writes(request, settings):
+    """Every flow here runs both ways a purchase writes: folded into few statements
+    (PostgreSQL) and one write per statement (the embedded SQLite default's way), so
+    the two are held to the same results."""
+    settings.IAAS_FOLD_STATEMENTS = request.param == "folded"
 
 
 def buy_server(customer, wallet, plan="s-2vcpu-4gb", name="web-1"):
@@ -121,6 +137,49 @@ def test_an_unknown_wallet_or_plan_is_refused(catalog, customer, wallet):
     with pytest.raises(NotFound):
         buy_server(customer, wallet, plan="no-such-plan")
     assert not Server.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("refusal", "error", "chunk"),
+    [
+        ("another customer's wallet", WalletNotFound, 0),
+        ("another customer's wallet", WalletNotFound, 1_000),
+        ("short of money", InsufficientFunds, 0),
+        ("short of money", InsufficientFunds, 1_000),
+        # Without a chunk the purchase must reserve, so Billing's status check refuses it;
+        # with one, only the allowance's block can (the freeze sets it first).
+        ("wallet frozen, allowance not yet blocked", WalletNotActive, 0),
+        ("wallet frozen, allowance blocked", WalletNotActive, 0),
+        ("wallet frozen, allowance blocked", WalletNotActive, 1_000),
+    ],
+)
+def test_each_refusal_of_a_purchase_creates_nothing(
+    catalog, customer, other_customer, settings, refusal, error, chunk, assert_invariants
+):
+    settings.IAAS_RESERVE_AHEAD = {"cloud": chunk, "hosting": 0}
+    # Short of money: the wallet pays the first server (4) and nothing more.
+    wallet = funded_wallet(customer, amount=4 if refusal == "short of money" else 2_000)
+    buy_server(customer, wallet, name="first")  # the allowance row exists (holding 996 with a chunk)
+    buyer = other_customer if refusal == "another customer's wallet" else customer
+    if refusal == "wallet frozen, allowance not yet blocked":
+        # Reaches Billing's status check: the allowance cannot stop it without a chunk.
+        Wallet.objects.filter(pk=wallet.pk).update(status=Wallet.Status.FROZEN)
+    elif refusal == "wallet frozen, allowance blocked":
+        wallet_status_change(wallet_id=wallet.id, status=Wallet.Status.FROZEN)
+    before = CloudAllowance.objects.values("amount", "charged_total").get(pk=wallet.id)
+    with pytest.raises(error):
+        buy_server(buyer, wallet, name="second")
+    assert list(Server.objects.values_list("name", flat=True)) == ["first"]
+    assert CloudAllowance.objects.values("amount", "charged_total").get(pk=wallet.id) == before
+    assert CloudCharge.objects.count() == 1
+
+
+def test_a_retired_plan_is_not_sold(catalog, customer, wallet):
+    ServerPlan.objects.filter(pk="s-2vcpu-4gb").update(is_active=False)
+    with pytest.raises(NotFound, match="No such plan"):
+        buy_server(customer, wallet)
+    assert not Server.objects.exists()
+    assert not CloudAllowance.objects.exists()
 
 
 def test_a_live_domain_cannot_be_bought_twice_but_a_cancelled_one_frees_it(catalog, customer, wallet):
