@@ -52,9 +52,7 @@ def server_create(*, owner_id: int, wallet_id: uuid.UUID, name: str, plan_id: st
         period_start=now,
         period_end=server.paid_until,
         transaction_date=now,
-        together=[
-            usage.upsert_write(Usage, first_hour, owner, now=now, closed=True)
-        ],
+        together=[usage.upsert_write(Usage, first_hour, owner, now=now, closed=True)],
     )
     return server
 
