@@ -177,7 +177,8 @@ def drain_and_reconcile() -> dict:
 
     backlog = bus.pending_count()
     started = time.perf_counter()
-    report = bus.deliver_pending()
+    # As deliver_events --loop settles (a wallet's pending charges in one transaction).
+    report = bus.deliver_pending(batch_size=100)
     drain_s = time.perf_counter() - started
     result = reconcile()
     return {
@@ -185,6 +186,7 @@ def drain_and_reconcile() -> dict:
         "drained": report.delivered,
         "drain_failed": report.failed,
         "drain_s": round(drain_s, 2),
+        "settled_per_s": round(report.delivered / drain_s, 1) if drain_s and report.delivered else None,
         "reconcile_ok": result.ok,
         "pending_after": result.pending_events,
         "violations": {k: [v.as_dict() for v in vs[:5]] for k, vs in result.violations.items() if vs},

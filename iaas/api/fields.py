@@ -10,6 +10,7 @@ import re
 
 from django.core.validators import RegexValidator
 from rest_framework import serializers
+from rest_framework.fields import flatten_choices_dict, to_choices_dict
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -49,6 +50,46 @@ class StrictChoiceField(serializers.ChoiceField):
         if not isinstance(data, str):
             self.fail("invalid_choice", input=data)
         return super().to_internal_value(data)
+
+
+class CatalogChoiceField(StrictChoiceField):
+    """An id out of a catalog (an offered plan's), given as a JSON string. Its choices are
+    read from ``catalog`` (a selector of the offered rows) only when they are shown (the
+    OpenAPI schema): a request is not checked against them here but by the statement that
+    sells from the catalog, which reads the row as it is at that instant. So a purchase
+    costs no catalog read of its own, and the view answers an id that statement did not
+    find as this field's error (``invalid_choice``)."""
+
+    def __init__(self, *, catalog, **kwargs) -> None:
+        self.catalog = catalog
+        self._read = False
+        super().__init__(choices=[], **kwargs)
+
+    def _get_choices(self):
+        if not self._read:
+            self._read = True
+            self._set_choices(list(self.catalog().values_list("id", flat=True)))
+        return self._choices
+
+    def _set_choices(self, choices):
+        # As ChoiceField's, without reading ``self.choices`` back (which would read the
+        # catalog on every request).
+        self.grouped_choices = to_choices_dict(choices)
+        self._choices = flatten_choices_dict(self.grouped_choices)
+        self.choice_strings_to_values = {str(key): key for key in self._choices}
+
+    choices = property(_get_choices, _set_choices)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not data:
+            self.fail("invalid_choice", input=data)
+        return data
+
+    def not_offered(self, value) -> serializers.ValidationError:
+        """The error for an id the catalog does not offer, keyed by this field's name."""
+        return serializers.ValidationError(
+            {self.field_name: [self.error_messages["invalid_choice"].format(input=value)]}
+        )
 
 
 class StrictUUIDField(serializers.UUIDField):

@@ -38,7 +38,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
-from iaas.common.db import retry_transaction, run_after_rollback
+from iaas.common.db import retry_transaction, run_after_rollback, work_savepoint
+from iaas.contracts import statements
 from iaas.contracts.errors import DomainError
 
 from .models import IdempotencyKey
@@ -83,10 +84,37 @@ class Scope:
         material = "\x1f".join([str(self.owner_id), self.method, self.path, self.key]).encode()
         return int.from_bytes(hashlib.sha256(material).digest()[:8], "big", signed=True)
 
-    def rows(self):
-        return IdempotencyKey.objects.filter(
-            owner_id=self.owner_id, method=self.method, path=self.path, key=self.key
-        )
+    def stored(self, *, expired_before: dt.datetime) -> StoredResponse | None:
+        """The response stored under this scope: one SELECT on the unique key, in SQL (every
+        keyed POST runs it; the ORM's query building cost more than the query), the
+        expiry judged in the same statement."""
+        table = connection.ops.quote_name(IdempotencyKey._meta.db_table)
+        created_at = IdempotencyKey._meta.get_field("created_at")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, fingerprint, status_code, response_body, created_at <= %s FROM {table} "  # noqa: S608
+                f"WHERE owner_id = %s AND method = %s AND path = %s AND key = %s",
+                [
+                    created_at.get_db_prep_value(expired_before, connection),
+                    self.owner_id,
+                    self.method,
+                    self.path,
+                    self.key,
+                ],
+            )
+            row = cursor.fetchone()
+        return None if row is None else StoredResponse(*row[:4], expired=bool(row[4]))
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A stored response, as a replay needs it."""
+
+    id: int
+    fingerprint: str
+    status_code: int
+    response_body: str
+    expired: bool
 
 
 def fingerprint(request: Request) -> str:
@@ -130,9 +158,9 @@ def _acquire(scope: Scope) -> bool:
 def _attempt(scope: Scope, request_fingerprint: str, work: Callable[[], Response]) -> Response:
     if not _acquire(scope):
         raise IdempotencyRequestInProgress()
-    record = scope.rows().first()
-    if record is not None and record.created_at <= timezone.now() - ttl():
-        record.delete()  # expired: the key starts afresh
+    record = scope.stored(expired_before=timezone.now() - ttl())
+    if record is not None and record.expired:
+        IdempotencyKey.objects.filter(pk=record.id).delete()  # expired: the key starts afresh
         record = None
     if record is not None:
         if record.fingerprint != request_fingerprint:
@@ -140,7 +168,7 @@ def _attempt(scope: Scope, request_fingerprint: str, work: Callable[[], Response
         return replay(record)
 
     try:
-        with transaction.atomic():
+        with work_savepoint():
             response = work()
     except Exception as error:
         response = response_for_exception(error)
@@ -152,7 +180,14 @@ def _attempt(scope: Scope, request_fingerprint: str, work: Callable[[], Response
         # A view that answered an error without raising: undo whatever it did.
         transaction.set_rollback(True)
         return response
-    IdempotencyKey.objects.create(
+    store(scope, request_fingerprint, response)
+    return response
+
+
+def store(scope: Scope, request_fingerprint: str, response: Response) -> None:
+    """Store the response under the scope, in the transaction of the work it answers:
+    one INSERT (no id read back: nothing needs it)."""
+    record = IdempotencyKey(
         owner_id=scope.owner_id,
         method=scope.method,
         path=scope.path,
@@ -161,10 +196,10 @@ def _attempt(scope: Scope, request_fingerprint: str, work: Callable[[], Response
         status_code=response.status_code,
         response_body=json.dumps(response.data, cls=JSONEncoder, ensure_ascii=False),
     )
-    return response
+    statements.run_together(statements.insert(record))
 
 
-def replay(record: IdempotencyKey) -> Response:
+def replay(record: StoredResponse) -> Response:
     return Response(
         json.loads(record.response_body),
         status=record.status_code,

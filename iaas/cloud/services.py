@@ -54,6 +54,7 @@ def server_create(*, owner_id: int, wallet_id: uuid.UUID, name: str, plan_id: st
         transaction_date=now,
         together=[usage.upsert_write(Usage, first_hour, owner, now=now, closed=True)],
     )
+    server.usage_hours, server.usage_amount = 1, price  # the month's usage so far, as the API shows it
     return server
 
 

@@ -6,7 +6,9 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import ParamSpec, TypeVar
 
 from django.conf import settings
@@ -32,19 +34,45 @@ def is_retryable(error: BaseException) -> bool:
     return connection.vendor == "sqlite" and "locked" in str(error)
 
 
+# Set while a unit of work runs in a savepoint that its errors always leave by (the
+# idempotency layer's): a service inside it needs no savepoint of its own.
+_in_work_savepoint: ContextVar[bool] = ContextVar("in_work_savepoint", default=False)
+
+
+@contextmanager
+def work_savepoint() -> Iterator[None]:
+    """A savepoint around a unit of work whose exceptions always propagate out of it (the
+    idempotency layer runs a request's work so: an error rolls the work back, and the
+    response is stored in the transaction around it). A ``retry_transaction`` service
+    called directly inside uses this savepoint instead of opening one more: two
+    statements (SAVEPOINT, RELEASE) fewer per request."""
+    token = _in_work_savepoint.set(True)
+    try:
+        with transaction.atomic():
+            yield
+    finally:
+        _in_work_savepoint.reset(token)
+
+
 def retry_transaction(func: Callable[P, R]) -> Callable[P, R]:
     """Run ``func`` in its own transaction; on a deadlock or lock timeout roll back and run
     it again, a bounded number of times, then raise ServiceBusy (answered with a 503).
 
     Must be the outermost transaction: a retry inside an outer one cannot undo the
-    outer transaction's work, so there it just runs once.
+    outer transaction's work, so there it just runs once, in a savepoint (so that a
+    caller catching its error can go on), or right in the ``work_savepoint`` around it.
     """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if connection.in_atomic_block:
-            with transaction.atomic():
-                return func(*args, **kwargs)
+            own_savepoint = not _in_work_savepoint.get()
+            token = _in_work_savepoint.set(False)  # what it calls opens savepoints as usual
+            try:
+                with transaction.atomic(savepoint=own_savepoint):
+                    return func(*args, **kwargs)
+            finally:
+                _in_work_savepoint.reset(token)
         attempts = settings.IAAS_TRANSACTION_ATTEMPTS
         for attempt in range(1, attempts + 1):
             try:

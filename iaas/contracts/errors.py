@@ -67,6 +67,15 @@ class NotFound(DomainError):
     default_detail = "Not found."
 
 
+class PlanNotOnSale(NotFound):
+    """The plan named is not in the catalog, or no longer offered: found out by the
+    statement that sells from it. The API answers it as the ``plan`` field's 400."""
+
+    def __init__(self, plan_id: str) -> None:
+        super().__init__(f"No such plan: {plan_id}.")
+        self.plan_id = plan_id
+
+
 class DomainTaken(DomainError):
     code = "domain_taken"
     default_detail = "Another active subscription already has that domain."

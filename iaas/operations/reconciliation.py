@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg import sql as psycopg_sql
 
 from iaas.contracts import billing, bus, selling
 from iaas.contracts.checks import INVARIANTS, Violation, invariant_order
@@ -199,7 +200,9 @@ def _cross_context_checks() -> tuple[list[Violation], list[Violation], list[Viol
 def _snapshot_settings(cursor, snapshot: str | None = None) -> None:
     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
     if snapshot:
-        cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+        # A utility statement takes no bound parameter (server-side binding would send
+        # one): the id, from pg_export_snapshot(), goes in as a quoted literal.
+        cursor.execute(f"SET TRANSACTION SNAPSHOT {psycopg_sql.quote(snapshot)}")
     # Aggregates over the whole ledger: sort and hash in memory, not on disk.
     cursor.execute("SET LOCAL work_mem = '256MB'")
 

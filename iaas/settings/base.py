@@ -123,6 +123,10 @@ def database_from_environment() -> dict:
             f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
         )
         config["CONN_HEALTH_CHECKS"] = True
+        if env_bool("IAAS_DB_SERVER_SIDE_BINDING", False):
+            # psycopg binds parameters on the server and prepares a statement after its
+            # fifth execution (BENCHMARKS.md: what it bought).
+            config["OPTIONS"]["server_side_binding"] = True
         config["TEST"] = {"NAME": os.environ.get("IAAS_TEST_DATABASE_NAME") or None}
     return config
 

@@ -11,10 +11,10 @@ from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from iaas.api.fields import StrictChoiceField, StrictUUIDField
+from iaas.api.fields import CatalogChoiceField, StrictUUIDField
 from iaas.api.filters import StrictFilterSet
 from iaas.api.idempotency import idempotent
-from iaas.contracts import billing
+from iaas.contracts.errors import PlanNotOnSale
 
 from .metered import MeteredServices
 from .models import SuspensionCause
@@ -70,7 +70,8 @@ class MeteredServiceSerializer(SoldServiceSerializer):
     @extend_schema_field(UsageThisMonthSerializer)
     def get_usage_this_month(self, obj) -> dict:
         # A list or a detail reads it with the services (MeteredServices.owned); one just
-        # bought or ended is read once more.
+        # bought carries its first hour (MeteredServices.start, server_create); one ended
+        # is read once more.
         if hasattr(obj, "usage_hours"):
             hours, amount = obj.usage_hours, obj.usage_amount
         else:
@@ -79,20 +80,24 @@ class MeteredServiceSerializer(SoldServiceSerializer):
 
 
 class PurchaseSerializer(serializers.Serializer):
-    """What every purchase names: an offered plan (the choices read from the catalog when
-    the request, or the schema, is made) and the paying wallet. A subclass sets ``plans``
-    (its selector of the offered plans) and ``plans_path``, and adds its own fields."""
+    """What every purchase names: an offered plan (checked by the statement that sells from
+    it; the choices are read for the schema only) and the paying wallet. A subclass sets
+    ``plans`` (its selector of the offered plans) and ``plans_path``, and adds its own
+    fields."""
 
     plans = None
     plans_path = ""
-    plan = StrictChoiceField(choices=[])
     wallet = StrictUUIDField(help_text="One of your wallets, in the plan's currency.")
 
     def get_fields(self):
-        fields = super().get_fields()
-        fields["plan"].choices = list(type(self).plans().values_list("id", flat=True))
-        fields["plan"].help_text = f"The id of an offered plan (GET {self.plans_path})."
-        return fields
+        plan = CatalogChoiceField(
+            catalog=type(self).plans, help_text=f"The id of an offered plan (GET {self.plans_path})."
+        )
+        return {"plan": plan, **super().get_fields()}
+
+    def plan_not_offered(self, error: PlanNotOnSale) -> serializers.ValidationError:
+        """A plan the sale did not find: the 400 the plan field answers for it."""
+        return self.fields["plan"].not_offered(error.plan_id)
 
 
 class PlanListView(generics.ListAPIView):
@@ -146,9 +151,12 @@ class ServiceListCreateView(generics.ListAPIView):
         data = dict(serializer.validated_data)
         wallet_id = data.pop("wallet")
         data["plan_id"] = data.pop("plan")
-        # Another customer's wallet is a 404 before anything is written.
-        billing.wallet_view(wallet_id=wallet_id, owner_id=request.user.pk)
-        service = type(self).create(owner_id=request.user.pk, wallet_id=wallet_id, **data)
+        # Another customer's wallet is a 404 (WalletNotFound), checked under the allowance
+        # lock by the purchase, which rolls back: nothing is written.
+        try:
+            service = type(self).create(owner_id=request.user.pk, wallet_id=wallet_id, **data)
+        except PlanNotOnSale as error:
+            raise serializer.plan_not_offered(error) from None
         return Response(self.get_serializer(service).data, status=status.HTTP_201_CREATED)
 
 

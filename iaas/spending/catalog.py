@@ -20,7 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Model
 
 from iaas.contracts import statements
-from iaas.contracts.errors import NotFound
+from iaas.contracts.errors import PlanNotOnSale
 
 
 class Taken(Exception):
@@ -32,7 +32,7 @@ def insert_from_plan(
 ) -> dict:
     """Insert the unsaved ``service`` (its plan set by id) if ``plan_id`` is on sale, and
     return the plan's ``terms`` (column names: the price, its currency, the cap) as the
-    row it was sold from held them. Raises NotFound for a plan not on sale and, with
+    row it was sold from held them. Raises PlanNotOnSale for a plan not on sale and, with
     ``unique``, Taken when the row meets a unique constraint (then nothing is written
     and the transaction is still usable)."""
     if not statements.folding():
@@ -49,7 +49,7 @@ def insert_from_plan(
     )
     rows = statements.run_together(statements.Write(sql, (plan_id, *values), returning=True))
     if not rows:
-        raise NotFound(f"No such plan: {plan_id}.")
+        raise PlanNotOnSale(plan_id)
     *held, added = rows[0]
     if not added:
         raise Taken()
@@ -62,7 +62,7 @@ def _insert_portably(
 ) -> dict:
     held = plan_model.objects.filter(pk=plan_id, is_active=True).values(*terms).first()
     if held is None:
-        raise NotFound(f"No such plan: {plan_id}.")
+        raise PlanNotOnSale(plan_id)
     if not unique:
         service.save(force_insert=True)
         return held

@@ -221,7 +221,9 @@ class MeteredServices:
         caller's transaction rolls back and nothing is created."""
         service.paid_until = now + HOUR
         service.save(force_insert=True)
-        if not self.accrue(service, start=now, hours=1, now=now):
+        spent = self.accrue(service, start=now, hours=1, now=now)
+        service.usage_hours, service.usage_amount = 1, spent  # its month so far, as the API shows it
+        if not spent:
             # Nothing spent yet (the hour rounds to nothing): the wallet is checked all the
             # same, and must hold a minor unit for the hours that follow.
             currency = self.rate(service).currency

@@ -69,18 +69,23 @@ class Spender:
         wallet is new here (INSERT ... ON CONFLICT DO NOTHING, then lock)."""
         allowance = locks.allowance_lock(self.allowance_model, wallet_id)
         if allowance is None:
-            wallet = billing.wallet_view(wallet_id=wallet_id, owner_id=owner_id)
-            # A wallet frozen (or closed) before its first spend here is blocked here too:
-            # the freeze blocked only the allowance rows that existed.
-            allowance = locks.allowance_create_and_lock(
-                self.allowance_model(
-                    wallet_id=wallet.id,
-                    owner_id=wallet.owner_id,
-                    currency=wallet.currency,
-                    blocked=wallet.status != "active",
-                )
-            )
+            allowance = self._allowance_create_and_lock(wallet_id=wallet_id, owner_id=owner_id)
         return allowance
+
+    def _allowance_create_and_lock(self, *, wallet_id: uuid.UUID, owner_id: int) -> AbstractAllowance:
+        """A wallet's first allowance row here, from Billing's view of the wallet (the
+        owner's only: WalletNotFound otherwise), created and locked."""
+        wallet = billing.wallet_view(wallet_id=wallet_id, owner_id=owner_id)
+        # A wallet frozen (or closed) before its first spend here is blocked here too:
+        # the freeze blocked only the allowance rows that existed.
+        return locks.allowance_create_and_lock(
+            self.allowance_model(
+                wallet_id=wallet.id,
+                owner_id=wallet.owner_id,
+                currency=wallet.currency,
+                blocked=wallet.status != "active",
+            )
+        )
 
     def allowances_try_lock(
         self, owners: dict[uuid.UUID, int]
@@ -227,25 +232,28 @@ class Spender:
     ) -> None:
         """The protocol's full path: lock the allowance row (created on first use), check
         owner and currency, reserve what is missing (at least the shortfall, up to the
-        chunk) from Billing, deduct the price."""
-        allowance = self.allowance_lock(wallet_id=wallet_id, owner_id=owner_id)
+        chunk) from Billing, deduct the price. Two statements on the allowance row (the
+        lock, the update), two inside Billing."""
+        allowance = locks.allowance_lock_to_spend(self.allowance_model, wallet_id)
+        if allowance is None:
+            # The wallet's first spend here: its row is created from Billing's wallet view.
+            created = self._allowance_create_and_lock(wallet_id=wallet_id, owner_id=owner_id)
+            allowance = locks.AllowanceToSpend.of(created)
         _check_spending(allowance, owner_id=owner_id, currency=price.currency)
         shortfall = price.amount - allowance.amount
+        granted = 0
         if shortfall > 0:
-            grant = billing.reserve(
+            granted = billing.reserve(
                 wallet_id=wallet_id,
                 owner_id=owner_id,
                 context=self.context,
                 currency=price.currency,
                 amount=max(shortfall, chunk),
                 minimum=shortfall,
-            )
-            allowance.amount += grant.amount
-            allowance.granted_total += grant.amount
-        allowance.amount -= price.amount
-        allowance.charged_total += price.amount
-        allowance.last_used_at = timezone.now()
-        allowance.save(update_fields=["amount", "granted_total", "charged_total", "last_used_at"])
+            ).amount
+        locks.allowance_spend(
+            self.allowance_model, wallet_id, granted=granted, price=price.amount, now=timezone.now()
+        )
 
     def _record_charge(
         self,
@@ -542,7 +550,9 @@ class Spender:
         )
 
 
-def _check_spending(allowance: AbstractAllowance, *, owner_id: int, currency: str) -> None:
+def _check_spending(
+    allowance: AbstractAllowance | locks.AllowanceToSpend, *, owner_id: int, currency: str
+) -> None:
     """What every spend checks first, under the allowance's lock, reserve or not."""
     # Money held for Alice's wallet is never spent by Mallory naming it, and a USD
     # allowance never pays an EUR price.

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from iaas.common.db import retry_transaction
 from iaas.contracts import bus
-from iaas.contracts.errors import InvalidState, NotFound
+from iaas.contracts.errors import InvalidState, PlanNotOnSale
 from iaas.contracts.events import VolumeResized
 from iaas.spending import locks
 
@@ -37,7 +37,7 @@ def volume_create(*, owner_id: int, wallet_id: uuid.UUID, name: str, plan_id: st
     (or any refusal) nothing is created."""
     plan = VolumePlan.objects.filter(pk=plan_id, is_active=True).first()
     if plan is None:
-        raise NotFound(f"No such plan: {plan_id}.")
+        raise PlanNotOnSale(plan_id)
     if refusal := size_refusal(plan, size_gb):
         raise InvalidState(refusal)
     volume = Volume(owner_id=owner_id, wallet_id=wallet_id, name=name, plan=plan, size_gb=size_gb)

@@ -15,6 +15,7 @@ from django.core.management import call_command
 from django.db import OperationalError, connection, connections
 from django.utils import timezone
 
+from iaas.api import idempotency
 from iaas.api.idempotency import Scope
 from iaas.api.models import IdempotencyKey
 from iaas.billing.models import TopUp, Wallet
@@ -201,7 +202,7 @@ class TestExpiry:
 class TestAtomicity:
     def test_a_purchase_never_commits_without_its_key(self, api, wallet, catalog):
         """The key's record fails to be written: the purchase rolls back with it."""
-        with mock.patch.object(IdempotencyKey.objects, "create", side_effect=OperationalError("disk full")):
+        with mock.patch.object(idempotency, "store", side_effect=OperationalError("disk full")):
             assert_problem(buy_server(api, wallet), 503, "service_unavailable")
         assert not Server.objects.exists()
         assert not Charge.objects.exists()

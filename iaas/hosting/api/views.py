@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from iaas.api.filters import StrictFilterSet
 from iaas.api.idempotency import idempotent
-from iaas.contracts import billing
+from iaas.contracts.errors import PlanNotOnSale
 
 from .. import selectors, services
 from ..models import Subscription
@@ -73,11 +73,17 @@ class SubscriptionListCreateView(generics.ListAPIView):
         serializer = SubscriptionCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        # Another customer's wallet is a 404 before anything is written.
-        billing.wallet_view(wallet_id=data["wallet"], owner_id=request.user.pk)
-        subscription = services.subscription_create(
-            owner_id=request.user.pk, wallet_id=data["wallet"], domain=data["domain"], plan_id=data["plan"]
-        )
+        # Another customer's wallet is a 404 (WalletNotFound), checked under the allowance
+        # lock by the purchase, which rolls back: nothing is written.
+        try:
+            subscription = services.subscription_create(
+                owner_id=request.user.pk,
+                wallet_id=data["wallet"],
+                domain=data["domain"],
+                plan_id=data["plan"],
+            )
+        except PlanNotOnSale as error:
+            raise serializer.plan_not_offered(error) from None
         return Response(SubscriptionSerializer(subscription).data, status=status.HTTP_201_CREATED)
 
 
