@@ -8,12 +8,16 @@ lock in the project's lock order:
   nothing stored;
 - acquired and a response is stored: replay it (``Idempotent-Replayed: true``), or 422
   ``idempotency_key_reused`` when the body's fingerprint differs;
-- otherwise the work runs in a savepoint. A storable outcome (2xx, 402, 404, 409) is
-  stored in the same transaction that commits the work, so a charge never exists
-  without its key nor a key without its charge; a storable refusal rolls the savepoint
-  back (its follow-up work, such as a release request, runs in the outer transaction).
-  A 400 or a 5xx is not stored: the whole transaction rolls back and the client may
-  correct the request and retry with the same key.
+- otherwise the work runs in that transaction, with no savepoint around it. A success
+  (2xx) is stored in the same transaction that commits the work, so a charge never
+  exists without its key nor a key without its charge. A storable refusal (402, 404,
+  409) rolls the whole transaction back; its follow-up work (a release request) runs,
+  then a second transaction takes the key's lock again and stores the refusal, unless
+  another request with the key answered in between (the lock went with the rollback):
+  then that answer is replayed. So the common case, a success, costs no SAVEPOINT and
+  RELEASE, and each key still has one stored answer, which the work it answers agrees
+  with. A 400 or a 5xx is not stored: the whole transaction rolls back and the client
+  may correct the request and retry with the same key.
 
 On SQLite every transaction takes the database's write lock up front, which
 serialises such requests: a duplicate waits and then replays.
@@ -38,7 +42,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
-from iaas.common.db import retry_transaction, run_after_rollback, work_savepoint
+from iaas.common.db import errors_end_the_transaction, retry_transaction, run_after_rollback
 from iaas.contracts import statements
 from iaas.contracts.errors import DomainError
 
@@ -143,8 +147,23 @@ def idempotent(view_method: Callable) -> Callable:
 
 def _run(scope: Scope, request_fingerprint: str, work: Callable[[], Response]) -> Response:
     # One transaction, retried a bounded number of times on a deadlock or lock timeout
-    # (then a 503), like every other write.
-    return retry_transaction(_attempt)(scope, request_fingerprint, work)
+    # (then a 503), like every other write. A storable refusal rolls it back whole and is
+    # stored by a second one.
+    try:
+        return retry_transaction(_attempt)(scope, request_fingerprint, work)
+    except _StorableRefusal as refusal:
+        if isinstance(refusal.error, DomainError):
+            run_after_rollback(refusal.error)  # e.g. ask other services to release idle allowance
+        return retry_transaction(_store_refusal)(scope, request_fingerprint, refusal.response)
+
+
+class _StorableRefusal(Exception):
+    """The work ended in a storable error (402, 404, 409): raised out of the work's
+    transaction, which rolls back with everything the work wrote."""
+
+    def __init__(self, response: Response, error: Exception) -> None:
+        super().__init__(response.status_code)
+        self.response, self.error = response, error
 
 
 def _acquire(scope: Scope) -> bool:
@@ -155,31 +174,49 @@ def _acquire(scope: Scope) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def _attempt(scope: Scope, request_fingerprint: str, work: Callable[[], Response]) -> Response:
+def _lock_and_replay(scope: Scope, request_fingerprint: str) -> Response | None:
+    """Take the key's lock (409 when another request holds it) and answer what is
+    stored under it: its replay, a 422 for another body, or None when nothing is."""
     if not _acquire(scope):
         raise IdempotencyRequestInProgress()
     record = scope.stored(expired_before=timezone.now() - ttl())
     if record is not None and record.expired:
         IdempotencyKey.objects.filter(pk=record.id).delete()  # expired: the key starts afresh
         record = None
-    if record is not None:
-        if record.fingerprint != request_fingerprint:
-            raise IdempotencyKeyReused()
-        return replay(record)
+    if record is None:
+        return None
+    if record.fingerprint != request_fingerprint:
+        raise IdempotencyKeyReused()
+    return replay(record)
 
+
+def _attempt(scope: Scope, request_fingerprint: str, work: Callable[[], Response]) -> Response:
+    replayed = _lock_and_replay(scope, request_fingerprint)
+    if replayed is not None:
+        return replayed
     try:
-        with work_savepoint():
+        with errors_end_the_transaction():
             response = work()
     except Exception as error:
         response = response_for_exception(error)
         if response is None or not is_storable(response.status_code):
             raise
-        if isinstance(error, DomainError):
-            run_after_rollback(error)  # e.g. ask other services to release idle allowance
+        raise _StorableRefusal(response, error) from error
     if not is_storable(response.status_code):
         # A view that answered an error without raising: undo whatever it did.
         transaction.set_rollback(True)
         return response
+    store(scope, request_fingerprint, response)
+    return response
+
+
+def _store_refusal(scope: Scope, request_fingerprint: str, response: Response) -> Response:
+    """Store a refusal whose work rolled back, under the key's lock again. Another
+    request with the key may have run in between (the lock was released with the
+    rollback): then its stored answer is the key's, and this one replays it."""
+    replayed = _lock_and_replay(scope, request_fingerprint)
+    if replayed is not None:
+        return replayed
     store(scope, request_fingerprint, response)
     return response
 

@@ -34,24 +34,22 @@ def is_retryable(error: BaseException) -> bool:
     return connection.vendor == "sqlite" and "locked" in str(error)
 
 
-# Set while a unit of work runs in a savepoint that its errors always leave by (the
-# idempotency layer's): a service inside it needs no savepoint of its own.
-_in_work_savepoint: ContextVar[bool] = ContextVar("in_work_savepoint", default=False)
+# Set while a unit of work runs whose errors always leave the transaction around it,
+# which then rolls back (the idempotency layer's): a service inside needs no savepoint.
+_errors_end_transaction: ContextVar[bool] = ContextVar("errors_end_transaction", default=False)
 
 
 @contextmanager
-def work_savepoint() -> Iterator[None]:
-    """A savepoint around a unit of work whose exceptions always propagate out of it (the
-    idempotency layer runs a request's work so: an error rolls the work back, and the
-    response is stored in the transaction around it). A ``retry_transaction`` service
-    called directly inside uses this savepoint instead of opening one more: two
-    statements (SAVEPOINT, RELEASE) fewer per request."""
-    token = _in_work_savepoint.set(True)
+def errors_end_the_transaction() -> Iterator[None]:
+    """Run a unit of work whose exceptions always propagate out of the transaction around
+    it, which then rolls back (the idempotency layer runs a request's work so). A
+    ``retry_transaction`` service called directly inside opens no savepoint of its own:
+    two statements (SAVEPOINT, RELEASE) fewer per request."""
+    token = _errors_end_transaction.set(True)
     try:
-        with transaction.atomic():
-            yield
+        yield
     finally:
-        _in_work_savepoint.reset(token)
+        _errors_end_transaction.reset(token)
 
 
 def retry_transaction(func: Callable[P, R]) -> Callable[P, R]:
@@ -60,19 +58,20 @@ def retry_transaction(func: Callable[P, R]) -> Callable[P, R]:
 
     Must be the outermost transaction: a retry inside an outer one cannot undo the
     outer transaction's work, so there it just runs once, in a savepoint (so that a
-    caller catching its error can go on), or right in the ``work_savepoint`` around it.
+    caller catching its error can go on), or with none inside
+    ``errors_end_the_transaction``.
     """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if connection.in_atomic_block:
-            own_savepoint = not _in_work_savepoint.get()
-            token = _in_work_savepoint.set(False)  # what it calls opens savepoints as usual
+            own_savepoint = not _errors_end_transaction.get()
+            token = _errors_end_transaction.set(False)  # what it calls opens savepoints as usual
             try:
                 with transaction.atomic(savepoint=own_savepoint):
                     return func(*args, **kwargs)
             finally:
-                _in_work_savepoint.reset(token)
+                _errors_end_transaction.reset(token)
         attempts = settings.IAAS_TRANSACTION_ATTEMPTS
         for attempt in range(1, attempts + 1):
             try:

@@ -127,6 +127,11 @@ def database_from_environment() -> dict:
             # psycopg binds parameters on the server and prepares a statement after its
             # fifth execution (BENCHMARKS.md: what it bought).
             config["OPTIONS"]["server_side_binding"] = True
+        if env_bool("IAAS_DB_POOL", False):
+            # Django's psycopg connection pool (needs the psycopg-pool package) instead of
+            # a persistent connection per worker; measured, not kept (BENCHMARKS.md).
+            config["OPTIONS"]["pool"] = True
+            config["CONN_MAX_AGE"] = 0
         config["TEST"] = {"NAME": os.environ.get("IAAS_TEST_DATABASE_NAME") or None}
     return config
 

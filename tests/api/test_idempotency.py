@@ -19,6 +19,7 @@ from iaas.api import idempotency
 from iaas.api.idempotency import Scope
 from iaas.api.models import IdempotencyKey
 from iaas.billing.models import TopUp, Wallet
+from iaas.cloud.models import Allowance as CloudAllowance
 from iaas.cloud.models import Charge, Server
 from iaas.contracts.models import OutboxMessage
 from tests.api.conftest import assert_problem, client_for
@@ -169,6 +170,35 @@ class TestWhatIsStored:
         assert "retry" in body["detail"]
         assert OutboxMessage.objects.filter(event_type="ReleaseRequested").exists()
         assert IdempotencyKey.objects.filter(status_code=402).exists()
+
+    def test_a_refusal_is_stored_after_its_work_rolled_back(self, api, customer, catalog):
+        """A 402's work rolls back whole (no server, no allowance row, no hold) before the
+        refusal is stored, in a second transaction (a success's needs no savepoint:
+        tests/integration/test_query_counts.py)."""
+        empty = funded_wallet(customer)
+        assert_problem(buy_server(api, empty), 402, "insufficient_funds")
+        assert not Server.objects.exists()
+        assert not CloudAllowance.objects.exists()
+        assert IdempotencyKey.objects.get().status_code == 402
+
+    def test_a_refusal_gives_way_to_an_answer_stored_while_it_rolled_back(self, api, customer, catalog):
+        """Between the refusal's rollback and its storing, another request with the key
+        (its lock went with the rollback) bought the server: that answer is the key's,
+        and the refused request replays it."""
+        wallet = funded_wallet(customer)
+
+        def the_duplicate_runs_now(error):
+            # The same request again, once the wallet has money (a top-up meanwhile).
+            meanwhile = client_for(customer)
+            assert top_up(meanwhile, wallet, amount=1_000, key="another-key").status_code == 201
+            assert buy_server(meanwhile, wallet).status_code == 201
+
+        with mock.patch.object(idempotency, "run_after_rollback", side_effect=the_duplicate_runs_now):
+            answered = buy_server(api, wallet)
+        assert answered.status_code == 201
+        assert answered["Idempotent-Replayed"] == "true"
+        assert Server.objects.count() == 1
+        assert IdempotencyKey.objects.get(key=KEY).status_code == 201
 
 
 @pytest.mark.django_db

@@ -8,6 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from iaas.cloud import services as cloud
 from iaas.hosting import services as hosting
+from tests.api.conftest import client_for
 from tests.factories import UserFactory, funded_wallet
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,3 +96,24 @@ def test_the_portable_way_writes_the_same_purchase_in_more_statements(catalog, s
     # FundsReserved, allowance update, charge, usage record, ChargesRecorded: one write
     # per statement, as SQLite runs it
     assert len(sql) == 12, "\n".join(sql)
+
+
+def test_a_purchase_over_http_with_an_idempotency_key(catalog):
+    """The whole request as production runs it: the key's owner authenticated, the
+    Idempotency-Key's lock and lookup, the purchase, the stored answer; no savepoint,
+    no catalog or wallet read of the view's own, no usage read back for the answer."""
+    customer = UserFactory()
+    wallet = funded_wallet(customer, amount=1_000)
+    client = client_for(customer)
+
+    def buy(key):
+        body = {"name": "vm", "plan": "s-2vcpu-4gb", "wallet": str(wallet.id)}
+        response = client.post("/api/v1/cloud/servers/", body, HTTP_IDEMPOTENCY_KEY=key)
+        assert response.status_code == 201, response.content
+
+    buy("first")  # the allowance row exists and the key's last use is recorded from now on
+    sql = queries_of(lambda: buy("second"))
+    # the API key and its owner; the key's advisory lock; the stored answer looked up;
+    # the six statements of the purchase; the answer stored
+    assert len(sql) == 1 + 1 + 1 + 6 + 1, "\n".join(sql)
+    assert not any(q.startswith(("SAVEPOINT", "RELEASE")) for q in sql)
