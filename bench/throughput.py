@@ -5,7 +5,9 @@
 
 For each number of clients (1, 4, 16), one after the other so that a baseline and the
 figures compared with it are measured minutes apart at most:
-  raw spread / raw one-row   the purchase's SQL through psycopg (bench.raw)
+  raw spread / raw one-row   the least a purchase is, in SQL through psycopg (bench.raw)
+  raw protocol spread        the service's purchase, the same six statements by hand
+                             (bench.raw.ProtocolPurchase), on a seeded copy of the schema
   pgbench tpcb-like          pgbench's built-in script (bench.pgbench)
   service spread             server purchases through Cloud's service, 10,000 wallets
   service hot                one wallet, Cloud and Hosting alternating, no chunk
@@ -46,7 +48,8 @@ CHUNK = {"IAAS_RESERVE_AHEAD_CLOUD": 1_000, "IAAS_RESERVE_AHEAD_HOSTING": 399_00
 
 # suite -> the baseline suite its ratio is taken against
 BASELINE = {
-    "service spread": "raw spread",
+    "service spread": "raw protocol spread",
+    "raw protocol spread": "raw spread",
     "service hot": "raw one-row",
     "service hot+chunk": "raw one-row",
     "service hot+chunk inline": "raw one-row",
@@ -68,6 +71,15 @@ def raw_point(shape: str, clients: int, duration: float) -> Point:
     )
     point = Point.from_latencies(f"raw {shape}", clients, duration, latencies, errors)
     point.extra["check"] = raw.check() or "ok"
+    return point
+
+
+def raw_protocol_point(clients: int, duration: float, wallets) -> Point:
+    latencies, errors, _, _ = run_workers(
+        "bench.raw:protocol_op", clients=clients, duration=duration, params={"wallets": wallets}
+    )
+    point = Point.from_latencies("raw protocol spread", clients, duration, latencies, errors)
+    point.extra.update(in_django(raw.PROTOCOL_DATABASE, "bench.service:drain_and_reconcile"))
     return point
 
 
@@ -153,6 +165,10 @@ def add_ratios(points: list[Point]) -> None:
         if base and base.ops_per_s:
             point.extra["baseline"] = base.suite
             point.extra["ratio"] = round(point.ops_per_s / base.ops_per_s, 3)
+        least = by_key.get(("raw spread", point.clients))
+        if point.suite == "service spread" and least and least.ops_per_s:
+            # Against the least a purchase is as well (the baseline before issue 14).
+            point.extra["ratio_to_raw_spread"] = round(point.ops_per_s / least.ops_per_s, 3)
 
 
 def table(points: list[Point]) -> str:
@@ -241,9 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {info}")
 
     migrate_template()
+    protocol_wallets = None
     if "raw" in parts:
         recreate_database(raw.DATABASE)
         raw.prepare(wallets=WALLETS)
+        recreate_database(raw.PROTOCOL_DATABASE, template=TEMPLATE_DB)
+        protocol_wallets = service.seed(raw.PROTOCOL_DATABASE, tag="proto", wallets=WALLETS, amount=100_000)
     if "pgbench" in parts:
         pgbench.prepare(scale=max(clients_list))
     statements = None
@@ -278,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         if "raw" in parts:
             record(raw_point("spread", clients, duration))
             record(raw_point("one-row", clients, duration))
+            record(raw_protocol_point(clients, duration, protocol_wallets))
         if "pgbench" in parts:
             point = pgbench.run(clients=clients, duration=duration)
             point.extra["check"] = pgbench.check() or "ok"

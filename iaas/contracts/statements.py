@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Model
+from django.db.models import JSONField, Model
 from django.db.models.expressions import DatabaseDefault
 
 
@@ -62,6 +62,10 @@ def _execute(write: Write) -> list[tuple]:
         return cursor.fetchall() if write.returning else []
 
 
+# Values every backend takes as they are: a field's preparation would return them unchanged.
+_PLAIN = (int, str, bool, type(None))
+
+
 def prepared_row(instance: Model) -> tuple[list[str], list]:
     """An unsaved instance's concrete columns (quoted) and their values, prepared for the
     database by their fields as ``Model.save`` would (``pre_save``: auto_now and the
@@ -73,7 +77,9 @@ def prepared_row(instance: Model) -> tuple[list[str], list]:
         if (field is meta.auto_field and value is None) or isinstance(value, DatabaseDefault):
             continue  # the database makes it (a serial id, a db_default)
         columns.append(connection.ops.quote_name(field.column))
-        values.append(field.get_db_prep_save(value, connection))
+        # Plain values go as they are (the driver adapts them); the rest through the field.
+        plain = type(value) in _PLAIN and not isinstance(field, JSONField)  # JSON: a string is encoded
+        values.append(value if plain else field.get_db_prep_save(value, connection))
     return columns, values
 
 

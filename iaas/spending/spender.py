@@ -171,9 +171,15 @@ class Spender:
         Billing. Must run inside the purchase's transaction: on any refusal the caller's
         rows roll back with it. Raises WalletNotFound, CurrencyMismatch, InsufficientFunds.
         ``together``: the purchase's own last writes (a usage record), written in the
-        statement that records the charge and its event."""
-        self.spend_allowance(wallet_id=wallet_id, owner_id=owner_id, price=price, reserve_ahead=reserve_ahead)
-        return self._record_charge(
+        statement that records the charge and its event.
+
+        The charge is written first and the allowance taken last: the allowance row, which
+        all of a wallet's purchases in this context share, is then held only for the last
+        statements and the commit, not while the charge is written. The charge's rows are
+        new (nothing waits for them, and they are not in the lock order); a refusal rolls
+        them back with the rest."""
+        _check_purchase(price)
+        charge = self._record_charge(
             wallet_id=wallet_id,
             owner_id=owner_id,
             price=price,
@@ -184,6 +190,8 @@ class Spender:
             transaction_date=transaction_date,
             together=together,
         )
+        self.spend_allowance(wallet_id=wallet_id, owner_id=owner_id, price=price, reserve_ahead=reserve_ahead)
+        return charge
 
     def spend_allowance(
         self, *, wallet_id: uuid.UUID, owner_id: int, price: Money, reserve_ahead: int | None = None
@@ -191,10 +199,7 @@ class Spender:
         """Take ``price`` out of this context's allowance for the wallet (reserving the
         shortfall from Billing), recording nothing else: the caller records what was
         bought (a charge, a usage record) in the same transaction."""
-        if not transaction.get_connection().in_atomic_block:
-            raise RuntimeError("spending must run inside the purchase's transaction")
-        if price.amount <= 0:
-            raise ValueError("a price is a positive amount")
+        _check_purchase(price)
         chunk = self.reserve_ahead_chunk() if reserve_ahead is None else reserve_ahead
         fast = chunk > 0 and locks.allowance_deduct_if_covered(
             self.allowance_model, wallet_id=wallet_id, owner_id=owner_id, price=price
@@ -548,6 +553,13 @@ class Spender:
             f") u ON u.wallet_id = a.wallet_id",
             (self.context,),
         )
+
+
+def _check_purchase(price: Money) -> None:
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("spending must run inside the purchase's transaction")
+    if price.amount <= 0:
+        raise ValueError("a price is a positive amount")
 
 
 def _check_spending(

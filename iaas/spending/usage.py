@@ -300,7 +300,7 @@ def upsert_write(
     field = usage_model._meta.get_field
     values = _upsert_values(accrual, who, closed=closed, due_at=_close_due_at_for_batch(now))
     prepared = [
-        field(name).get_db_prep_save(value, connection)
+        value if type(value) in (int, str, type(None)) else field(name).get_db_prep_save(value, connection)
         for name, value in zip(UPSERT_COLUMNS, values, strict=True)
     ]
     placeholders = ", ".join(["%s"] * (len(UPSERT_COLUMNS) + 2))

@@ -37,20 +37,21 @@ def test_a_server_purchase_with_a_reservation_makes_six_statements(catalog):
     wallet = funded_wallet(customer, amount=1_000)
     buy_server(customer, wallet)()  # the allowance row exists from now on
     sql = queries_of(buy_server(customer, wallet))
-    # 1. the server inserted from its plan (a retired plan inserts nothing);
-    # 2. the allowance locked; 3. the wallet locked, checked and reserved (one UPDATE);
-    # 4. the hold, the reservation and FundsReserved (an outbox row though nobody
-    # subscribes: every published event is recorded); 5. the allowance saved; 6. the
-    # charge, ChargesRecorded and the month's usage record (the first hour counts
-    # towards the cap)
+    # 1. the server inserted from its plan (a retired plan inserts nothing); 2. the
+    # charge, ChargesRecorded and the month's usage record (the first hour counts towards
+    # the cap); 3. the allowance locked; 4. the wallet locked, checked and reserved (one
+    # UPDATE); 5. the hold, the reservation and FundsReserved (an outbox row though
+    # nobody subscribes: every published event is recorded); 6. the allowance saved
     assert len(sql) == 6, "\n".join(sql)
     assert sum("FOR NO KEY UPDATE" in q for q in sql) == 2  # allowance, then wallet
     assert "cloud_serverplan" in sql[0]
     assert "INSERT INTO" in sql[0]
-    assert sql[2].startswith("WITH locked AS (SELECT id, balance - reserved")
     outbox = "contracts_outboxmessage"
-    assert all(table in sql[3] for table in ("billing_hold", "billing_reservation", outbox))
-    assert all(table in sql[5] for table in ("cloud_charge", "cloud_usage", outbox))
+    assert all(table in sql[1] for table in ("cloud_charge", "cloud_usage", outbox))
+    assert "FOR NO KEY UPDATE" in sql[2]
+    assert sql[3].startswith("WITH locked AS (SELECT id, balance - reserved")
+    assert all(table in sql[4] for table in ("billing_hold", "billing_reservation", outbox))
+    assert sql[5].startswith('UPDATE "cloud_allowance"')
 
 
 def test_a_hosting_purchase_with_a_reservation_makes_six_statements(catalog):
@@ -71,9 +72,11 @@ def test_a_purchase_inside_the_allowance_never_touches_the_wallet(catalog, setti
     buy_hosting(customer, wallet, "first.example")()  # reserves 2,000 ahead
     for purchase in (buy_server(customer, wallet), buy_hosting(customer, wallet, "second.example")):
         sql = queries_of(purchase)
-        # the service inserted from its plan, the allowance's conditional update (locks,
-        # checks and deducts in one statement), the charge with its event (and the usage)
+        # the service inserted from its plan, the charge with its event (and the usage),
+        # and last the allowance's conditional update (locks, checks and deducts in one
+        # statement), so the row a wallet's purchases share is held only until the commit
         assert len(sql) == 3, "\n".join(sql)
+        assert "allowance" in sql[2]
         assert not any("billing_wallet" in q for q in sql)
 
 
@@ -92,9 +95,9 @@ def test_the_portable_way_writes_the_same_purchase_in_more_statements(catalog, s
     wallet = funded_wallet(customer, amount=1_000)
     buy_server(customer, wallet)()
     sql = queries_of(buy_server(customer, wallet))
-    # plan, server, allowance lock, wallet lock, wallet update, hold, reservation,
-    # FundsReserved, allowance update, charge, usage record, ChargesRecorded: one write
-    # per statement, as SQLite runs it
+    # plan, server, charge, usage record, ChargesRecorded, allowance lock, wallet lock,
+    # wallet update, hold, reservation, FundsReserved, allowance update: one write per
+    # statement, as SQLite runs it
     assert len(sql) == 12, "\n".join(sql)
 
 
