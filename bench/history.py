@@ -55,9 +55,9 @@ LOAD = [
     """,
     """
     INSERT INTO cloud_charge (id, wallet_id, amount, currency, description, subject_id, period_start,
-                              period_end, transaction_date, created_at, owner_id)
+                              period_end, transaction_date, created_at, owner_id, refunded_amount)
     SELECT charge_id, wallet_id, 1, 'EUR', 'Server h' || sequence || ' (s-1vcpu-1gb), first hour', server_id,
-           at, at + interval '1 hour', at, at, owner_id
+           at, at + interval '1 hour', at, at, owner_id, 0
     FROM history
     """,
     """
@@ -92,8 +92,8 @@ LOAD = [
     """,
     """
     INSERT INTO cloud_allowance (wallet_id, owner_id, currency, amount, granted_total, charged_total,
-                                 released_total, created_at, last_used_at)
-    SELECT wallet_id, min(owner_id), 'EUR', 0, count(*), count(*), 0, min(at), max(at)
+                                 released_total, created_at, last_used_at, blocked)
+    SELECT wallet_id, min(owner_id), 'EUR', 0, count(*), count(*), 0, min(at), max(at), false
     FROM history GROUP BY wallet_id
     ON CONFLICT (wallet_id) DO UPDATE
     SET granted_total = cloud_allowance.granted_total + EXCLUDED.granted_total,

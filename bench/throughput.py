@@ -217,7 +217,7 @@ def chart(points: list[Point], path) -> None:
     right.axhline(1.0, color="grey", linewidth=0.8)
     right.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
     right.set_ylabel("ratio to its raw SQL baseline")
-    right.set_title("Service layer / raw SQL (spread: raw spread; hot: raw one-row)")
+    right.set_title("Service layer / raw SQL (spread: raw protocol spread; hot: raw one-row)")
     if right.get_legend_handles_labels()[0]:
         right.legend(fontsize=8)
     fig.tight_layout()

@@ -141,3 +141,32 @@ def test_the_metering_bench_runs_and_checks_what_it_claims(throwaway_name, monke
         assert run["books"]["ok"]
         assert run["reconcile"]["ok"]
     assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_the_seeds_and_the_raw_protocol_fit_the_schema_and_keep_the_books(throwaway_name, monkeypatch):
+    """The benchmarks write the real tables in SQL (the service seed, the long-history
+    load, the raw protocol purchase). A column the models gained without a database
+    default broke the seed and the load unnoticed (``blocked``, ``operator_reason``,
+    ``refunded_amount``). A tiny run of each on a copy of the migrated schema, then the
+    real reconcile: every invariant holds, so the raw protocol is the same work as the
+    service's purchase, done right."""
+    from bench import history, raw, service
+
+    monkeypatch.setattr(common, "TEMPLATE_DB", throwaway_name)
+    common.migrate_template()
+    database = f"bench_seed_test_{uuid.uuid4().hex[:8]}"
+    common.recreate_database(database, template=throwaway_name)
+    try:
+        wallets = service.seed(database, tag="t", wallets=4, amount=10_000)
+        history.load(database, wallet_ids=[wallet for _, wallet in wallets], per_wallet=3)
+        monkeypatch.setattr(raw, "PROTOCOL_DATABASE", database)
+        purchase = raw.protocol_op(0, {"wallets": wallets})
+        for n in range(6):
+            purchase(n)
+        purchase.close()
+        checked = common.in_django(database, "bench.service:drain_and_reconcile")
+    finally:
+        with common.connect("postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    assert checked["drained"] > 0
+    assert checked["reconcile_ok"], checked["violations"]

@@ -2,10 +2,13 @@
 the context's implementation of ``iaas.contracts.selling``: its ``AppConfig`` registers
 the spender itself, so the contract's methods are the spender's.
 
-Spend: lock the context's allowance row for the wallet (creating it on first use from
-Billing's wallet view), check the owner and currency, reserve the shortfall from
-Billing when the allowance is too small, deduct, record the charge and publish
-ChargeRecorded: all in the caller's transaction. Release: give idle allowance back
+Spend: record the charge and its ChargesRecorded event (one statement, with the
+purchase's own last writes), then lock the context's allowance row for the wallet
+(creating it on first use from Billing's wallet view), check the owner and currency,
+reserve the shortfall from Billing when the allowance is too small, and deduct: all in
+the caller's transaction, so a refusal rolls the charge back with the rest. Inside a
+reserve-ahead allowance the lock, the checks and the deduction are one conditional
+UPDATE, the purchase's last statement. Release: give idle allowance back
 and publish AllowanceReleased in the same transaction.
 """
 
