@@ -19,6 +19,21 @@ from tests.factories import UserFactory, billing_consistent, funded_wallet
 pytestmark = pytest.mark.django_db
 
 
+def a_reserve_refused_for(refusal: str, wallet) -> dict:
+    """What a reserve of 500 out of the 100.00 EUR wallet names, made wrong for one
+    reason (the wallet's status set for "frozen" or "closed")."""
+    asked = {"owner_id": wallet.owner_id, "currency": "EUR", "amount": 500, "minimum": 500}
+    if refusal == "another customer's wallet":
+        asked["owner_id"] = UserFactory().id
+    elif refusal == "another currency":
+        asked["currency"] = "USD"
+    elif refusal == "short of money":
+        asked["amount"] = asked["minimum"] = 10_001
+    else:
+        Wallet.objects.filter(pk=wallet.pk).update(status=refusal)
+    return asked
+
+
 def reserve_statement(wallet, *, owner_id=None, currency="EUR", amount, minimum):
     with transaction.atomic():
         return wallet_reserve_if_available(
@@ -49,15 +64,7 @@ def test_it_grants_what_is_unreserved_between_the_minimum_and_the_amount(wallet)
     ["another customer's wallet", "another currency", "short of money", "frozen", "closed"],
 )
 def test_it_changes_nothing_for_each_reason_it_refuses(wallet, refusal):
-    kwargs = {"amount": 500, "minimum": 500}
-    if refusal == "another customer's wallet":
-        kwargs["owner_id"] = UserFactory().id
-    elif refusal == "another currency":
-        kwargs["currency"] = "USD"
-    elif refusal == "short of money":
-        kwargs["amount"] = kwargs["minimum"] = 10_001
-    else:
-        Wallet.objects.filter(pk=wallet.pk).update(status=refusal)
+    kwargs = a_reserve_refused_for(refusal, wallet)
     before = Wallet.objects.values("balance", "reserved", "updated_at").get(pk=wallet.pk)
     assert reserve_statement(wallet, **kwargs) is None
     assert Wallet.objects.values("balance", "reserved", "updated_at").get(pk=wallet.pk) == before
@@ -75,15 +82,7 @@ def test_it_changes_nothing_for_each_reason_it_refuses(wallet, refusal):
 )
 def test_reserve_says_why_it_refused_and_records_nothing(settings, wallet, refusal, error, folded):
     settings.IAAS_FOLD_STATEMENTS = folded
-    kwargs = {"owner_id": wallet.owner_id, "currency": "EUR", "amount": 500, "minimum": 500}
-    if refusal == "another customer's wallet":
-        kwargs["owner_id"] = UserFactory().id
-    elif refusal == "another currency":
-        kwargs["currency"] = "USD"
-    elif refusal == "short of money":
-        kwargs["amount"] = kwargs["minimum"] = 10_001
-    else:
-        Wallet.objects.filter(pk=wallet.pk).update(status=refusal)
+    kwargs = a_reserve_refused_for(refusal, wallet)
     with pytest.raises(error), transaction.atomic():
         services.funds_reserve(wallet_id=wallet.id, context="cloud", **kwargs)
     assert not Reservation.objects.exists()
@@ -96,23 +95,10 @@ def test_reserve_says_why_it_refused_and_records_nothing(settings, wallet, refus
 def test_a_grant_grows_the_hold_and_records_the_reservation_and_its_event(settings, folded):
     settings.IAAS_FOLD_STATEMENTS = folded
     wallet = funded_wallet(amount=1_000)
+    grant = {"wallet_id": wallet.id, "owner_id": wallet.owner_id, "context": "cloud", "currency": "EUR"}
     with transaction.atomic():
-        first = services.funds_reserve(
-            wallet_id=wallet.id,
-            owner_id=wallet.owner_id,
-            context="cloud",
-            currency="EUR",
-            amount=400,
-            minimum=1,
-        )
-        second = services.funds_reserve(
-            wallet_id=wallet.id,
-            owner_id=wallet.owner_id,
-            context="cloud",
-            currency="EUR",
-            amount=900,
-            minimum=1,
-        )
+        first = services.funds_reserve(**grant, amount=400, minimum=1)
+        second = services.funds_reserve(**grant, amount=900, minimum=1)
     assert (first.amount, second.amount) == (400, 600)
     hold = Hold.objects.get(wallet=wallet, context="cloud")
     assert (hold.amount, hold.granted_total) == (1_000, 1_000)
