@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import JSONField, Model
+from django.db.models import CharField, Field, Model, TextField
 from django.db.models.expressions import DatabaseDefault
 
 
@@ -62,8 +62,19 @@ def _execute(write: Write) -> list[tuple]:
         return cursor.fetchall() if write.returning else []
 
 
-# Values every backend takes as they are: a field's preparation would return them unchanged.
-_PLAIN = (int, str, bool, type(None))
+# Values every backend takes as they are: a field's preparation would return them unchanged
+# (a string only for a text column: a UUID given as a string is stored another way on
+# SQLite, and a JSON string is encoded).
+_PLAIN = (int, bool, type(None))
+
+
+def prepared(field: Field, value):
+    """``value`` ready for ``field``'s column, as ``Model.save`` would send it; plain
+    values as they are (preparing each of a purchase's fifty values through its field
+    cost more than the statement's binding)."""
+    if type(value) in _PLAIN or (type(value) is str and isinstance(field, (CharField, TextField))):
+        return value
+    return field.get_db_prep_save(value, connection)
 
 
 def prepared_row(instance: Model) -> tuple[list[str], list]:
@@ -78,8 +89,7 @@ def prepared_row(instance: Model) -> tuple[list[str], list]:
             continue  # the database makes it (a serial id, a db_default)
         columns.append(connection.ops.quote_name(field.column))
         # Plain values go as they are (the driver adapts them); the rest through the field.
-        plain = type(value) in _PLAIN and not isinstance(field, JSONField)  # JSON: a string is encoded
-        values.append(value if plain else field.get_db_prep_save(value, connection))
+        values.append(prepared(field, value))
     return columns, values
 
 

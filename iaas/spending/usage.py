@@ -21,7 +21,6 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from iaas.common import sql
@@ -300,14 +299,13 @@ def upsert_write(
     field = usage_model._meta.get_field
     values = _upsert_values(accrual, who, closed=closed, due_at=_close_due_at_for_batch(now))
     prepared = [
-        value if type(value) in (int, str, type(None)) else field(name).get_db_prep_save(value, connection)
-        for name, value in zip(UPSERT_COLUMNS, values, strict=True)
+        statements.prepared(field(name), value) for name, value in zip(UPSERT_COLUMNS, values, strict=True)
     ]
     placeholders = ", ".join(["%s"] * (len(UPSERT_COLUMNS) + 2))
     return statements.Write(
         f"INSERT INTO {sql.table(usage_model)} ({', '.join(UPSERT_COLUMNS)}, refunded, updated_at) "  # noqa: S608
         f"VALUES ({placeholders}) {_on_conflict_add(usage_model, closed=closed)}",
-        (*prepared, 0, field("updated_at").get_db_prep_save(now, connection)),
+        (*prepared, 0, statements.prepared(field("updated_at"), now)),
     )
 
 
