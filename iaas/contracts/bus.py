@@ -31,7 +31,7 @@ from django.utils import timezone
 from . import statements
 from .checks import Relation
 from .events import Event, event_from_payload
-from .models import OutboxMessage
+from .models import InboxRecord, OutboxMessage
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ _handlers_by_name: dict[str, Handler] = {}
 _batch_handlers_by_name: dict[str, BatchHandler] = {}
 _subscriptions: dict[str, tuple[str, Handler]] = {}  # name -> (event type, handler)
 _conditions: dict[str, Callable[[Event], bool]] = {}  # name -> which events it takes
+_relayed: set[str] = set()  # subscriptions outside the money transaction (relay=True)
 
 # A subscription's name: "<context>.<what it does>", lower case, dotted. It is stored in
 # every outbox row (OutboxMessage.handler, at most 200 characters).
@@ -70,6 +71,7 @@ def subscribe(
     name: str,
     batch: BatchHandler | None = None,
     when: Callable[[Event], bool] | None = None,
+    relay: bool = False,
 ) -> None:
     """Register a handler under a stable ``name`` (from a context's ``AppConfig.ready()``).
 
@@ -86,7 +88,13 @@ def subscribe(
 
     ``when``, when given, says which events of the type the subscription takes (an event
     addressed to one context, such as ChargeSettled): ``publish`` writes no row for the
-    others, so nobody delivers an event only for the handler to ignore it."""
+    others, so nobody delivers an event only for the handler to ignore it.
+
+    ``relay=True``: a consumer outside the money transaction (customer notifications,
+    anything on another host). Where a broker is configured (IAAS_RELAY_EVENTS), its
+    rows are not run by the delivery worker but relayed to the broker (``relay_claim``,
+    ``relay_done``) and applied by a task worker through ``consume_relayed``; either way
+    it is applied once per event, under an inbox record written with its effect."""
     if len(name) > 200 or not SUBSCRIPTION_NAME.fullmatch(name):
         raise ValueError(f"a subscription name is dotted lower case, like 'billing.settle_charge': {name!r}")
     subscription = (event_type.type_name(), handler)
@@ -103,6 +111,13 @@ def subscribe(
         _batch_handlers_by_name[name] = batch
     if when is not None:
         _conditions[name] = when
+    if relay:
+        _relayed.add(name)
+
+
+def relayed() -> bool:
+    """Whether relayed subscriptions go through the broker (else delivered here)."""
+    return bool(_relayed) and settings.IAAS_RELAY_EVENTS
 
 
 def subscribers(event_type: type[Event]) -> list[str]:
@@ -117,11 +132,18 @@ class Subscription:
     context: str  # the subscribing context: the name's first part
     batch: bool  # it has a batch form (deliver_events --batch-size)
     conditional: bool  # it takes only some events of its type (subscribe(..., when=))
+    relay: bool = False  # outside the money transaction: relayed through the broker
 
 
 def subscriptions(event_type: type[Event]) -> list[Subscription]:
     return [
-        Subscription(name, name.split(".")[0], name in _batch_handlers_by_name, name in _conditions)
+        Subscription(
+            name,
+            name.split(".")[0],
+            name in _batch_handlers_by_name,
+            name in _conditions,
+            name in _relayed,
+        )
         for name in subscribers(event_type)
     ]
 
@@ -295,9 +317,37 @@ def retry_delay(attempts: int) -> dt.timedelta:
 
 
 def _pending_due():
-    return OutboxMessage.objects.select_for_update(skip_locked=True).filter(
+    """Due pending rows this process delivers (not those the relay hands to the broker)."""
+    rows = OutboxMessage.objects.select_for_update(skip_locked=True).filter(
         status=OutboxMessage.Status.PENDING, available_at__lte=timezone.now()
     )
+    return rows.exclude(handler__in=sorted(_relayed)) if relayed() else rows
+
+
+def _apply(name: str, handler: Handler, event: Event) -> None:
+    """Run the handler, in the caller's transaction; a relayed subscription's only when
+    its inbox has no record of the event yet (the record is written with the effect)."""
+    if name in _relayed and not _inbox_record(name, event.event_id):
+        return
+    handler(event)
+
+
+def _inbox_record(consumer: str, event_id) -> bool:
+    """Insert the consumer's inbox record for the event: True, or False when it exists
+    (the event was applied already). ON CONFLICT DO NOTHING: a concurrent duplicate
+    waits for the first transaction and then finds the record."""
+    fields = InboxRecord._meta
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {connection.ops.quote_name(fields.db_table)} (consumer, event_id, received_at) "  # noqa: S608
+            f"VALUES (%s, %s, %s) ON CONFLICT (consumer, event_id) DO NOTHING",
+            [
+                consumer,
+                statements.prepared(fields.get_field("event_id"), event_id),
+                statements.prepared(fields.get_field("received_at"), timezone.now()),
+            ],
+        )
+        return cursor.rowcount == 1
 
 
 def _run(message: OutboxMessage) -> bool:
@@ -309,7 +359,7 @@ def _run(message: OutboxMessage) -> bool:
             raise LookupError(f"no handler registered under {message.handler!r}")
         event = event_from_payload(message.event_type, message.payload)
         with transaction.atomic():
-            handler(event)
+            _apply(message.handler, handler, event)
     except Exception as error:
         logger.warning("delivery of outbox row %s failed: %r", message.pk, error)
         message.last_error = "".join(traceback.format_exception_only(error)).strip()[:4000]
@@ -445,6 +495,98 @@ def retry_failed(message_ids: Iterable[int] | None = None) -> int:
     if message_ids is not None:
         rows = rows.filter(pk__in=list(message_ids))
     return rows.update(status=OutboxMessage.Status.PENDING, available_at=timezone.now())
+
+
+# --- The relay (consumers outside the money transaction) -------------------------------
+
+
+@dataclass(frozen=True)
+class RelayedMessage:
+    """An outbox row claimed for the relay: what the broker message carries."""
+
+    id: int
+    subscription: str
+    event_type: str
+    event_id: str
+    payload: dict
+
+
+def relay_claim(*, limit: int, lease: dt.timedelta) -> list[RelayedMessage]:
+    """Claim up to ``limit`` due rows of relayed subscriptions, oldest first, for
+    ``lease``: in a transaction of their own (committed before anything is published,
+    so no row lock is held across the network), they become due again only when the
+    lease ends. A relay killed after claiming leaves them to the next one: published
+    twice at worst, never lost."""
+    if not _relayed:
+        return []
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            OutboxMessage.objects.select_for_update(skip_locked=True)
+            .filter(status=OutboxMessage.Status.PENDING, available_at__lte=now, handler__in=sorted(_relayed))
+            .order_by("available_at", "id")
+            .values_list("id", "handler", "event_type", "event_id", "payload")[:limit]
+        )
+        OutboxMessage.objects.filter(pk__in=[row[0] for row in rows]).update(
+            available_at=now + lease, attempts=F("attempts") + 1
+        )
+    return [
+        RelayedMessage(pk, handler, event_type, str(event_id), payload)
+        for pk, handler, event_type, event_id, payload in rows
+    ]
+
+
+def relay_done(message_ids: Iterable[int]) -> int:
+    """The broker confirmed these rows' messages: they are delivered (handed over)."""
+    return OutboxMessage.objects.filter(pk__in=list(message_ids), status=OutboxMessage.Status.PENDING).update(
+        status=OutboxMessage.Status.DONE, delivered_at=timezone.now(), last_error=""
+    )
+
+
+def relay_failed(message_ids: Iterable[int], error: str) -> int:
+    """The broker did not take these rows' messages: due again after a backoff (by their
+    attempts so far), the error kept for an operator."""
+    rows = OutboxMessage.objects.filter(pk__in=list(message_ids), status=OutboxMessage.Status.PENDING)
+    now = timezone.now()
+    changed = 0
+    for message in rows.only("id", "attempts"):
+        changed += OutboxMessage.objects.filter(pk=message.pk).update(
+            available_at=now + retry_delay(message.attempts), last_error=error[:4000]
+        )
+    return changed
+
+
+def consume_relayed(subscription: str, *, event_type: str, event_id: str, payload: dict) -> bool:
+    """Apply a relayed event for its subscription, once: the inbox record and the
+    handler's effect commit together. False when it was applied before (a duplicate
+    from the relay, or the broker redelivering)."""
+    handler = _handlers_by_name.get(subscription)
+    if handler is None or subscription not in _relayed:
+        raise LookupError(f"no relayed subscription {subscription!r} here")
+    event = event_from_payload(event_type, payload)
+    if str(event.event_id) != str(event_id):
+        raise ValueError(f"the message's event id {event_id} is not its payload's {event.event_id}")
+    with transaction.atomic():
+        if not _inbox_record(subscription, event.event_id):
+            return False
+        handler(event)
+    return True
+
+
+def inbox_purge(*, older_than: dt.timedelta, batch_size: int = 5000) -> int:
+    """Delete inbox records older than ``older_than`` (longer than the relay could still
+    deliver a duplicate of their event: the outbox keeps its delivered rows as long)."""
+    cutoff = timezone.now() - older_than
+    deleted = 0
+    while True:
+        ids = list(
+            InboxRecord.objects.filter(received_at__lt=cutoff)
+            .order_by("received_at", "id")
+            .values_list("id", flat=True)[:batch_size]
+        )
+        if not ids:
+            return deleted
+        deleted += InboxRecord.objects.filter(pk__in=ids).delete()[0]
 
 
 # --- Retention ----------------------------------------------------------------------------

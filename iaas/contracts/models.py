@@ -64,3 +64,25 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} -> {self.handler} ({self.status})"
+
+
+class InboxRecord(models.Model):
+    """What a consumer outside the money transaction (a relayed subscription, on any
+    host) has applied: one row per consumer and event, written in the consumer's own
+    transaction together with its effect. The relay may deliver an event twice (it
+    publishes, then marks the outbox row in a transaction of its own); the second
+    delivery finds the record and does nothing."""
+
+    consumer = models.CharField(max_length=200)  # the subscription's name
+    event_id = models.UUIDField()
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "inbox record"
+        constraints = [
+            models.UniqueConstraint(fields=["consumer", "event_id"], name="inbox_one_per_consumer_event"),
+        ]
+        indexes = [models.Index(fields=["received_at", "id"], name="inbox_by_age")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} applied {self.event_id}"

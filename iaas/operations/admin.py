@@ -1,7 +1,8 @@
 """The operator console's own pages on the default admin site: the operations overview
-at /admin/overview/ (URL name ``admin:overview``, linked from the index), and the
-outbox's event deliveries, pending and failed first, with their attempt count and last
-error and an action to retry them now.
+at /admin/overview/ (URL name ``admin:overview``, linked from the index), the outbox's
+event deliveries, pending and failed first, with their attempt count and last error and
+an action to retry them now, the runs of scheduled jobs, and the task messages the
+broker dead-lettered, with actions to retry or discard them.
 
 The outbox is iaas.contracts' table, but its admin lives here, in the composition root:
 the contracts import nothing of the project (not even iaas.common's admin helpers)."""
@@ -22,7 +23,9 @@ from iaas.common.admin import AlreadyDone, ReadOnlyAdmin, wallet_link
 from iaas.contracts import bus
 from iaas.contracts.models import OutboxMessage
 
+from . import dead_letters
 from .admin_views import overview
+from .models import DeadLetter, JobPart, JobRun
 
 admin.site.site_header = "IaaS billing · operator console"
 admin.site.site_title = "IaaS operator console"
@@ -184,3 +187,136 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
             level,
         )
         return self.back(request)
+
+
+# --- The task engine: job runs and dead letters -------------------------------------------
+
+
+class JobPartInline(admin.TabularInline):
+    model = JobPart
+    extra = 0
+    can_delete = False
+    fields = ("index", "status", "attempts", "worker", "started_at", "finished_at", "error_short", "summary")
+    readonly_fields = fields
+    ordering = ("index",)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="error")
+    def error_short(self, obj):
+        return Truncator(obj.error).chars(200) if obj.error else "-"
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyAdmin):
+    """Each run of a scheduled job: when it started, for which moment, how its parts
+    (one per wallet partition) went, and how long the whole run took."""
+
+    list_display = ("id", "job", "status", "parts_done", "at", "started_at", "took", "started_by")
+    list_filter = ("job", "status", "started_by", "started_at")
+    search_fields = ("job", "request_id", "start_key")
+    date_hierarchy = "started_at"
+    ordering = ("-started_at", "-id")
+    readonly_fields = (
+        "id", "job", "status", "parts", "at", "started_at", "finished_at", "took", "started_by",
+        "start_key", "request_id",
+    )  # fmt: skip
+    fields = readonly_fields
+    inlines = (JobPartInline,)
+
+    @admin.display(description="parts done")
+    def parts_done(self, obj):
+        done = obj.part_set.filter(status__in=[JobPart.Status.SUCCEEDED, JobPart.Status.PROBLEMS]).count()
+        return f"{done} / {obj.parts}"
+
+    @admin.display(description="took")
+    def took(self, obj):
+        duration = obj.duration
+        return f"{duration.total_seconds():.1f} s" if duration is not None else "-"
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyAdmin):
+    """Task messages the broker gave up on, waiting for an operator: retry publishes one
+    again, as it was, to the queue it came from (every task is safe to run again);
+    discard closes it."""
+
+    list_display = (
+        "id",
+        "call",
+        "queue",
+        "reason",
+        "deaths",
+        "dead_at",
+        "status",
+        "times_retried",
+        "handled_by",
+    )
+    list_filter = ("status", "reason", "queue", "task", "dead_at")
+    search_fields = ("message_id", "task", "body")
+    search_help_text = "Message id, task name or arguments."
+    date_hierarchy = "dead_at"
+    ordering = ("-dead_at", "-id")
+    readonly_fields = (
+        "id", "message_id", "call", "task", "queue", "exchange", "routing_key", "reason", "deaths",
+        "dead_at", "status", "times_retried", "handled_at", "handled_by", "headers_json", "body",
+    )  # fmt: skip
+    fields = readonly_fields
+    actions = ("retry_letters", "discard_letters")
+    object_actions = (("retry_letters", "Retry this task"), ("discard_letters", "Discard"))
+
+    def has_retry_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("operations.retry_deadletter")
+
+    @admin.display(description="task")
+    def call(self, obj):
+        return Truncator(dead_letters.summary(obj)).chars(120)
+
+    @admin.display(description="headers")
+    def headers_json(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.headers, indent=2, sort_keys=True, default=str))
+
+    def _handle(self, request, queryset, *, verb: str, service) -> None:
+        ids = list(queryset.filter(status=DeadLetter.Status.DEAD).values_list("pk", flat=True))
+        if not ids:
+            self.message_user(request, f"Nothing to {verb}: the selected tasks were handled.", messages.INFO)
+            return self.back(request)
+        if self.submission_token(request) is None:
+            return self.back(request)
+        with transaction.atomic():
+            ids = [pk for pk in ids if self._first_submission(request, pk)]
+        if not ids:
+            self.message_user(request, "Already done by this form's first submission.", messages.WARNING)
+            return self.back(request)
+        try:
+            done = service(ids, operator_id=request.user.pk)
+        except Exception as error:  # the broker is down: nothing was marked
+            self.message_user(request, f"Could not {verb}: {error!r}. Nothing changed.", messages.ERROR)
+            return self.back(request)
+        LogEntry.objects.log_actions(
+            user_id=request.user.pk,
+            queryset=list(DeadLetter.objects.filter(pk__in=ids)),
+            action_flag=CHANGE,
+            change_message=f"{verb.capitalize()} (by {request.user.get_username()})",
+        )
+        self.message_user(request, f"{verb.capitalize()}: {done} task(s).", messages.SUCCESS)
+        return self.back(request)
+
+    def _first_submission(self, request, pk) -> bool:
+        try:
+            self.claim_submission(request, pk)
+        except AlreadyDone:
+            return False
+        return True
+
+    @admin.action(description="Retry the selected tasks (publish them again)", permissions=["retry"])
+    def retry_letters(self, request, queryset):
+        return self._handle(request, queryset, verb="retry", service=dead_letters.retry)
+
+    @admin.action(description="Discard the selected tasks", permissions=["retry"])
+    def discard_letters(self, request, queryset):
+        return self._handle(request, queryset, verb="discard", service=dead_letters.discard)

@@ -4,8 +4,9 @@ carry model permissions, which the admin checks on the server for every page and
 - Support: view everything (every model of the contexts, the outbox, the history of
   changes, and customers); change nothing.
 - Finance: what Support sees, plus balance adjustments (``billing.make_adjustment``),
-  refunds of settled charges (``billing.make_refund``) and
-  retrying event deliveries (``contracts.retry_outboxmessage``).
+  refunds of settled charges (``billing.make_refund``),
+  retrying event deliveries (``contracts.retry_outboxmessage``) and retrying or
+  discarding dead-lettered tasks (``operations.retry_deadletter``).
 
 Server and subscription operations, top-up confirmation and catalog edits need the
 model's change permission (superusers, or a group an administrator grants it to).
@@ -23,12 +24,19 @@ FINANCE = "Finance"
 
 # Every model of these apps is visible to both roles, and of every selling context's.
 VIEWABLE_APPS = ("billing", "contracts", "audit")
-# ... and these models of other apps: the customers.
-VIEWABLE_MODELS = (("auth", "user"),)
+# ... and these models of other apps: the customers, the runs of scheduled jobs, and the
+# dead-lettered tasks.
+VIEWABLE_MODELS = (
+    ("auth", "user"),
+    ("operations", "jobrun"),
+    ("operations", "jobpart"),
+    ("operations", "deadletter"),
+)
 FINANCE_PERMISSIONS = (
     ("billing", "make_adjustment"),
     ("billing", "make_refund"),
     ("contracts", "retry_outboxmessage"),
+    ("operations", "retry_deadletter"),
 )
 
 
@@ -51,11 +59,11 @@ def install_operator_groups(apps=global_apps) -> None:
     to both roles), and by tests whose database was flushed."""
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
-    customers = Q(pk__in=[])
+    listed = Q(pk__in=[])
     for app_label, model in VIEWABLE_MODELS:
-        customers |= Q(content_type__app_label=app_label, content_type__model=model)
+        listed |= Q(content_type__app_label=app_label, content_type__model=model)
     view = Permission.objects.filter(codename__startswith="view_").filter(
-        Q(content_type__app_label__in=viewable_apps()) | customers
+        Q(content_type__app_label__in=viewable_apps()) | listed
     )
     support, _ = Group.objects.get_or_create(name=SUPPORT)
     support.permissions.add(*view)

@@ -229,6 +229,9 @@ IAAS_GRACE_HOURS = {
     for name, value in sorted(os.environ.items())
     if name.startswith("IAAS_GRACE_HOURS_")
 }
+# The scheduled release of idle allowance (job release_idle) gives back what sat unused
+# this long (a duration: 30m, 24h, 7d).
+IAAS_RELEASE_IDLE_AFTER = os.environ.get("IAAS_RELEASE_IDLE_AFTER", "24h")
 # reconcile reports an event its handler has not applied after this many seconds (or
 # that failed) as a violation: a charge or release Billing has not booked.
 IAAS_RECONCILE_STUCK_AFTER_SECONDS = int(os.environ.get("IAAS_RECONCILE_STUCK_AFTER_SECONDS", "300"))
@@ -326,6 +329,66 @@ else:
             "KEY_PREFIX": IAAS_CACHE_KEY_PREFIX,
         }
     }
+
+# --- Background work: Celery on RabbitMQ ------------------------------------------------
+# With CELERY_BROKER_URL (amqp://user:password@host:5672/vhost), Celery beat schedules the
+# periodic runs (iaas.operations.schedule) and workers on any number of hosts run them,
+# fanned out per wallet partition. Without it nothing needs a broker: the same runs are
+# the management commands, from cron, and `deliver_events --loop` delivers the outbox.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+IAAS_TASK_QUEUE_PREFIX = os.environ.get("IAAS_TASK_QUEUE_PREFIX", "iaas")
+# The fixed set of queues a partitioned run is routed to (each wallet partition to one of
+# them, by the wallet id's leading bits), and the partitions a run is cut into (a multiple
+# of the queues: more, smaller tasks share a run among more workers).
+IAAS_TASK_PARTITION_QUEUES = int(os.environ.get("IAAS_TASK_PARTITION_QUEUES", "8"))
+IAAS_TASK_PARTITIONS = int(os.environ.get("IAAS_TASK_PARTITIONS", "8"))
+# A message delivered this many times (a worker died on it, or it failed and was put
+# back each time) is dead-lettered for an operator (the admin's "Dead letters").
+IAAS_TASK_DELIVERY_LIMIT = int(os.environ.get("IAAS_TASK_DELIVERY_LIMIT", "10"))
+# A task that raises is tried again this many times, after 1, 2, 4, ... times this delay
+# (capped at ten minutes), then dead-lettered.
+IAAS_TASK_MAX_RETRIES = int(os.environ.get("IAAS_TASK_MAX_RETRIES", "5"))
+IAAS_TASK_RETRY_DELAY_SECONDS = int(os.environ.get("IAAS_TASK_RETRY_DELAY_SECONDS", "2"))
+# Subscriptions outside the money transaction (relay=True: notifications, consumers on
+# other hosts) are relayed to the broker and applied by task workers; off (no broker),
+# the delivery worker applies them in-process, under the same inbox records.
+IAAS_RELAY_EVENTS = env_bool("IAAS_RELAY_EVENTS", bool(CELERY_BROKER_URL))
+# Runs of the scheduled jobs (the admin's "Job runs") are kept this many days; those of
+# the jobs that repeat every few seconds (delivery, relay), one day.
+IAAS_JOB_HISTORY_DAYS = int(os.environ.get("IAAS_JOB_HISTORY_DAYS", "30"))
+if IAAS_TASK_PARTITIONS % IAAS_TASK_PARTITION_QUEUES:
+    raise ValueError("IAAS_TASK_PARTITIONS must be a multiple of IAAS_TASK_PARTITION_QUEUES")
+# Fit for money work: a task is acknowledged after it ran (late), a task whose worker died
+# is redelivered, a failed one is not acknowledged (so it can reach the dead-letter
+# queue), one message at a time per worker process, JSON only, bounded in time.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True  # outcomes are in the database (JobRun), not a result store
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("IAAS_TASK_SOFT_TIME_LIMIT", "1500"))
+CELERY_TASK_TIME_LIMIT = int(os.environ.get("IAAS_TASK_TIME_LIMIT", "1800"))
+CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+CELERY_WORKER_DETECT_QUORUM_QUEUES = True
+CELERY_TASK_CREATE_MISSING_QUEUES = False  # a typo in a queue name is an error, not a new queue
+# Every publish waits for the broker's confirm: a task the broker did not take is an error
+# at the publisher, never a silent loss.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 5
+CELERY_BROKER_HEARTBEAT = 10
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5}
+# A worker that loses the broker stops what it runs: the broker redelivers the message
+# (acks late) and every job is safe to run again.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # the project's LOGGING (JSON in production)
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "IaaS billing core API",

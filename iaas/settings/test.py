@@ -36,3 +36,19 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
     }
 }
+
+# The task engine's tests run real Celery workers on the real RabbitMQ (the suite needs it
+# as it needs PostgreSQL and Redis: without it those tests fail, never skip), on queues of
+# the test database's own, so parallel runs against one broker never share a message.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672//"
+IAAS_TASK_QUEUE_PREFIX = (
+    os.environ.get("IAAS_TASK_QUEUE_PREFIX") or f"iaas-test.{DATABASES['default']['NAME']}"
+)
+IAAS_RELAY_EVENTS = True
+# Two partition queues, four partitions: a run's parts share queues, as in production.
+IAAS_TASK_PARTITION_QUEUES = 2
+IAAS_TASK_PARTITIONS = 4
+# A small delivery limit and quick retries, so a poison message dies within a test.
+IAAS_TASK_DELIVERY_LIMIT = 2
+IAAS_TASK_MAX_RETRIES = 1
+IAAS_TASK_RETRY_DELAY_SECONDS = 1

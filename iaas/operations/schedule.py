@@ -1,0 +1,165 @@
+"""The scheduled jobs, in code: what each runs, whether it fans out per wallet partition,
+and when Celery beat starts it (one beat per deployment). Without a broker the same
+commands run from cron (the README has the table).
+
+A job is one management command; its tasks run that command on one wallet partition
+each (``--partition i/n``, the batch rules' hash partitions) with the run's moment
+(``--at``), so a run on Celery does exactly what the command does from cron, and every
+part is safe to run again (a redelivered task repeats nothing: each command is
+idempotent by its records).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from celery.schedules import crontab, schedule
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    command: str
+    when: schedule
+    description: str
+    partitioned: bool = False  # fans out per wallet partition (the command takes --partition, --at)
+    options: tuple[str, ...] = ()  # more arguments for the command
+    # Arguments whose value is a setting, read when the job runs: (option, setting name).
+    setting_options: tuple[tuple[str, str], ...] = ()
+    json: bool = True  # the command takes --json (its summary is kept with the run)
+    # A run that finds nothing to do is still recorded; runs of jobs that repeat every few
+    # seconds are kept this long, the others IAAS_JOB_HISTORY_DAYS.
+    history: dt.timedelta | None = None
+    expires: float | None = None  # a start not taken by a worker this soon is dropped (seconds)
+    alert_on_problems: bool = False  # a run that reports problems is logged as an error
+
+    def arguments(self, *, partition: str | None, at: dt.datetime) -> list[str]:
+        """The command's arguments for one part of a run."""
+        from django.conf import settings
+
+        args = ["--json"] if self.json else []
+        if self.partitioned:
+            args += ["--partition", partition or "0/1", "--at", at.isoformat()]
+        for option, name in self.setting_options:
+            args += [option, str(getattr(settings, name))]
+        return [*args, *self.options]
+
+
+def every(seconds: float) -> schedule:
+    return schedule(dt.timedelta(seconds=seconds))
+
+
+JOBS: dict[str, Job] = {
+    job.name: job
+    for job in [
+        Job(
+            "meter",
+            "bill_usage",
+            crontab(minute=5),
+            "accrue running services' hours; suspend, resume, end",
+            partitioned=True,
+        ),
+        Job(
+            "settle",
+            "settle_usage",
+            crontab(minute=25),
+            "close the usage that is due into charges; Billing books them per wallet",
+            partitioned=True,
+        ),
+        Job(
+            "renew",
+            "renew_subscriptions",
+            crontab(minute=15),
+            "renew hosting subscriptions whose month ends; suspend, resume, cancel",
+            partitioned=True,
+        ),
+        Job(
+            "release_idle",
+            "release_idle_allowances",
+            crontab(minute="*/15"),
+            "give back allowance that sat idle (the contexts release it, Billing applies it)",
+            setting_options=(("--older-than", "IAAS_RELEASE_IDLE_AFTER"),),
+        ),
+        Job(
+            "invoice",
+            "issue_invoices",
+            crontab(minute=0, hour=2, day_of_month=1),
+            "issue last month's invoices (refused, and alerted, until usage is closed and settled)",
+            alert_on_problems=True,
+        ),
+        Job("purge_outbox", "purge_outbox", crontab(minute=10, hour=3), "delete old delivered outbox rows"),
+        Job(
+            "purge_idempotency_keys",
+            "purge_idempotency_keys",
+            crontab(minute=20, hour=3),
+            "delete expired Idempotency-Key records",
+            json=False,
+        ),
+        Job(
+            "purge_operation_tokens",
+            "purge_operation_tokens",
+            crontab(minute=30, hour=3),
+            "delete old one-time tokens of operator forms",
+            json=False,
+        ),
+        Job(
+            "purge_task_history",
+            "purge_task_history",
+            crontab(minute=40, hour=3),
+            "delete old job runs, inbox records and handled dead letters",
+        ),
+        Job(
+            "reconcile",
+            "reconcile",
+            crontab(minute=50),
+            "check every invariant; a violation is logged as an error and shown in /metrics",
+            alert_on_problems=True,
+        ),
+        Job(
+            "deliver",
+            "deliver_events",
+            every(10),
+            "deliver the outbox to the handlers that share its database (settlements, releases)",
+            options=("--batch-size", "100", "--limit", "5000"),
+            history=dt.timedelta(days=1),
+            expires=10,
+        ),
+        Job(
+            "relay",
+            "relay_events",
+            every(5),
+            "relay outbox rows of consumers outside the money transaction to the broker",
+            history=dt.timedelta(days=1),
+            expires=5,
+        ),
+        Job(
+            "drain_dead_letters",
+            "drain_dead_letters",
+            every(60),
+            "copy dead-lettered task messages into the operator console",
+            history=dt.timedelta(days=1),
+            expires=60,
+        ),
+    ]
+}
+
+
+def beat_schedule() -> dict:
+    """Celery beat's schedule: each job's start task on the default queue."""
+    return {
+        job.name: {
+            "task": "iaas.jobs.start",
+            "schedule": job.when,
+            "kwargs": {"job": job.name, "started_by": "beat"},
+            "options": {"expires": job.expires} if job.expires else {},
+        }
+        for job in JOBS.values()
+    }
+
+
+def job(name: str) -> Job:
+    try:
+        return JOBS[name]
+    except KeyError:
+        raise LookupError(f"no job {name!r}; the jobs are: {', '.join(JOBS)}") from None

@@ -1,0 +1,56 @@
+"""The schedule in code: every job runs (its command takes the arguments the job gives
+it), and Celery beat, a real process, starts the jobs on the workers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from django.core.management import get_commands
+
+from iaas.operations import jobs
+from iaas.operations.models import JobRun
+from iaas.operations.schedule import JOBS, beat_schedule
+
+from .conftest import ROOT, engine_env, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_beat_starts_every_job_through_the_start_task():
+    schedule = beat_schedule()
+    assert set(schedule) == set(JOBS)
+    assert {entry["task"] for entry in schedule.values()} == {jobs.START_TASK}
+    assert all(JOBS[name].command in get_commands() for name in schedule)
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_every_job_runs_its_command_with_the_arguments_it_gives(name, catalog):
+    run = jobs.run_inline(job_name=name, started_by="test")
+    parts = list(run.part_set.values_list("status", "error"))
+    assert run.status == JobRun.Status.SUCCEEDED, parts
+    assert len(parts) == run.parts
+
+
+def test_celery_beat_starts_the_jobs_that_are_due_and_the_workers_run_them(start_worker, tmp_path):
+    start_worker("worker")
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "iaas", "beat", "-l", "INFO", "-s", str(tmp_path / "beat")],
+        cwd=ROOT,
+        env=engine_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # The jobs that repeat every few seconds come due first.
+        by_beat = JobRun.objects.filter(started_by="beat", status=JobRun.Status.SUCCEEDED)
+        wait_until(
+            lambda: {"relay", "deliver"} <= set(by_beat.values_list("job", flat=True)),
+            timeout=45,
+            what="beat's first runs",
+        )
+    finally:
+        beat.kill()
+        beat.wait()
