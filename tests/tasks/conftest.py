@@ -50,7 +50,9 @@ def engine_env(**more: str) -> dict[str, str]:
 class CeleryWorker:
     """``celery -A iaas worker`` against the test database, its log read as it comes."""
 
-    def __init__(self, name: str, *, queues: list[str] | None, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, *, queues: list[str] | None, include: str | None, env: dict[str, str]
+    ) -> None:
         self.name = name
         argv = [
             sys.executable, "-m", "celery", "-A", "iaas", "worker", "-l", "INFO", "--concurrency", "1",
@@ -58,6 +60,8 @@ class CeleryWorker:
         ]  # fmt: skip
         if queues:
             argv += ["-Q", ",".join(queues)]
+        if include:
+            argv += ["--include", include]
         self.process = subprocess.Popen(
             argv,
             cwd=ROOT,
@@ -92,6 +96,14 @@ class CeleryWorker:
                 return line
         raise AssertionError(f"worker {self.name} never logged {text!r}:\n" + "\n".join(self.log[-40:]))
 
+    def log_count(self, *texts: str) -> int:
+        """How many lines logged so far (read now) contain each of ``texts``."""
+        while not self._lines.empty():
+            line = self._lines.get_nowait()
+            if line is not None:
+                self.log.append(line)
+        return sum(all(text in line for text in texts) for line in self.log)
+
     def kill(self) -> None:
         """SIGKILL the worker and its pool (the whole process group): nothing is acknowledged."""
         if self.process.poll() is None:
@@ -125,8 +137,10 @@ def start_worker(_broker_queues) -> Iterator[Callable[..., CeleryWorker]]:
     flushed)."""
     started: list[CeleryWorker] = []
 
-    def start(name: str = "w1", *, queues: list[str] | None = None, **env: str) -> CeleryWorker:
-        worker = CeleryWorker(name, queues=queues, env=env)
+    def start(
+        name: str = "w1", *, queues: list[str] | None = None, include: str | None = None, **env: str
+    ) -> CeleryWorker:
+        worker = CeleryWorker(name, queues=queues, include=include, env=env)
         started.append(worker)
         return worker
 
