@@ -45,6 +45,23 @@ class Job:
             args += [option, str(getattr(settings, name))]
         return [*args, *self.options]
 
+    @property
+    def timing(self) -> str:
+        """When it runs, as an operator reads it: a crontab line, or "every 10 s"."""
+        if isinstance(self.when, crontab):
+            c = self.when
+            return " ".join(
+                str(part)
+                for part in (
+                    c._orig_minute,
+                    c._orig_hour,
+                    c._orig_day_of_month,
+                    c._orig_month_of_year,
+                    c._orig_day_of_week,
+                )
+            )
+        return f"every {self.when.run_every.total_seconds():g} s"
+
 
 def every(seconds: float) -> schedule:
     return schedule(dt.timedelta(seconds=seconds))
@@ -56,64 +73,72 @@ JOBS: dict[str, Job] = {
         Job(
             "meter",
             "bill_usage",
-            crontab(minute=5),
+            crontab(minute="*/10"),
             "accrue running services' hours; suspend, resume, end",
             partitioned=True,
         ),
         Job(
             "settle",
             "settle_usage",
-            crontab(minute=25),
+            crontab(minute=50),
             "close the usage that is due into charges; Billing books them per wallet",
             partitioned=True,
         ),
         Job(
             "renew",
             "renew_subscriptions",
-            crontab(minute=15),
+            crontab(minute=5),
             "renew hosting subscriptions whose month ends; suspend, resume, cancel",
             partitioned=True,
         ),
         Job(
             "release_idle",
             "release_idle_allowances",
-            crontab(minute="*/15"),
+            crontab(minute=20),
             "give back allowance that sat idle (the contexts release it, Billing applies it)",
             setting_options=(("--older-than", "IAAS_RELEASE_IDLE_AFTER"),),
         ),
         Job(
             "invoice",
             "issue_invoices",
-            crontab(minute=0, hour=2, day_of_month=1),
-            "issue last month's invoices (refused, and alerted, until usage is closed and settled)",
-            alert_on_problems=True,
+            crontab(minute=0, hour="3-6", day_of_month=1),
+            "issue last month's invoices: a run refused while last month's charges are still "
+            "settling is done by the next, and the runs after a success issue nothing",
         ),
-        Job("purge_outbox", "purge_outbox", crontab(minute=10, hour=3), "delete old delivered outbox rows"),
+        Job("purge_outbox", "purge_outbox", crontab(minute=27, hour=3), "delete old delivered outbox rows"),
         Job(
             "purge_idempotency_keys",
             "purge_idempotency_keys",
-            crontab(minute=20, hour=3),
+            crontab(minute=17, hour=3),
             "delete expired Idempotency-Key records",
             json=False,
         ),
         Job(
             "purge_operation_tokens",
             "purge_operation_tokens",
-            crontab(minute=30, hour=3),
+            crontab(minute=37, hour=3),
             "delete old one-time tokens of operator forms",
             json=False,
         ),
         Job(
             "purge_task_history",
             "purge_task_history",
-            crontab(minute=40, hour=3),
+            crontab(minute=47, hour=3),
             "delete old job runs, inbox records and handled dead letters",
         ),
         Job(
             "reconcile",
             "reconcile",
-            crontab(minute=50),
+            crontab(minute=40),
             "check every invariant; a violation is logged as an error and shown in /metrics",
+            alert_on_problems=True,
+        ),
+        Job(
+            "reconcile_deep",
+            "reconcile",
+            crontab(minute=30, hour=2),
+            "reconcile, also re-deriving Billing's running totals from the reservation record",
+            options=("--deep",),
             alert_on_problems=True,
         ),
         Job(

@@ -46,7 +46,7 @@ class Command(BaseCommand):
             {
                 "job": job.name,
                 "command": job.command,
-                "schedule": str(job.when),
+                "schedule": job.timing,
                 "partitioned": job.partitioned,
                 "last_run": latest[job.name].started_at.isoformat() if latest[job.name] else None,
                 "last_status": latest[job.name].status if latest[job.name] else None,
@@ -59,4 +59,4 @@ class Command(BaseCommand):
             return
         for row in rows:
             last = f"{row['last_status']} {row['last_run']}" if row["last_run"] else "never run"
-            self.stdout.write(f"{row['job']:<24} {row['schedule']:<40} {last}\n    {row['what']}")
+            self.stdout.write(f"{row['job']:<24} {row['schedule']:<18} {last}\n    {row['what']}")
