@@ -21,7 +21,7 @@ from django.utils.text import Truncator
 
 from iaas.common.admin import AlreadyDone, ReadOnlyAdmin, wallet_link
 from iaas.contracts import bus
-from iaas.contracts.models import OutboxMessage
+from iaas.contracts.models import InboxRecord, OutboxMessage
 
 from . import dead_letters
 from .admin_views import overview
@@ -189,7 +189,19 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
         return self.back(request)
 
 
-# --- The task engine: job runs and dead letters -------------------------------------------
+# --- The task engine: job runs, dead letters, consumers' inboxes ------------------------------
+
+
+@admin.register(InboxRecord)
+class InboxRecordAdmin(ReadOnlyAdmin):
+    """What each consumer outside the money transaction applied, event by event (a relayed
+    event that arrives again finds its record here and is not applied twice)."""
+
+    list_display = ("id", "consumer", "event_id", "received_at")
+    list_filter = ("consumer", "received_at")
+    search_fields = ("consumer", "event_id")
+    date_hierarchy = "received_at"
+    ordering = ("-received_at", "-id")
 
 
 class JobPartInline(admin.TabularInline):

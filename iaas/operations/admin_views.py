@@ -1,5 +1,6 @@
 """The operators' overview page: the invariant checks and their status, the event
-deliveries waiting, and the money held per currency. Read-only; any staff user."""
+deliveries waiting, the scheduled jobs' latest runs and the dead-lettered tasks, and the
+money held per currency. Read-only; any staff user."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from iaas.billing.models import Wallet
 from iaas.contracts.checks import INVARIANTS
 from iaas.contracts.models import OutboxMessage
 from iaas.contracts.types import format_minor_units
+from iaas.operations import broker
+from iaas.operations.models import DeadLetter, JobRun
 from iaas.operations.reconciliation import reconcile
+from iaas.operations.schedule import JOBS
 
 VIOLATIONS_SHOWN = 20
 
@@ -62,6 +66,31 @@ def outbox_summary() -> dict:
     }
 
 
+def scheduled_jobs() -> dict:
+    """Each job's latest run and latest success, and the dead letters waiting: what the
+    task engine has been doing (empty where no broker runs the jobs)."""
+    rows = []
+    for job in JOBS.values():
+        runs = JobRun.objects.filter(job=job.name).order_by("-started_at", "-id")
+        latest = runs.first()
+        success = runs.filter(status=JobRun.Status.SUCCEEDED).first()
+        rows.append(
+            {
+                "job": job,
+                "latest": latest,
+                "latest_url": reverse("admin:operations_jobrun_change", args=[latest.pk]) if latest else None,
+                "success": success,
+            }
+        )
+    dead = DeadLetter.objects.filter(status=DeadLetter.Status.DEAD).count()
+    return {
+        "broker": broker.configured(),
+        "rows": rows,
+        "dead": dead,
+        "dead_url": reverse("admin:operations_deadletter_changelist") + "?status__exact=dead",
+    }
+
+
 def money_per_currency() -> list[dict]:
     rows = (
         Wallet.objects.values("currency")
@@ -94,6 +123,7 @@ def overview(request: HttpRequest, *, site) -> TemplateResponse:
             "all_hold": not any(report.violations.values()),
             "invariants": invariant_rows(report),
             "outbox": outbox_summary(),
+            "jobs": scheduled_jobs(),
             "money": money_per_currency(),
         },
     )

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import broker
+from . import broker, locks
 from .models import DeadLetter
 
 # Headers the broker adds when it dead-letters a message: a retried message starts clean.
@@ -133,11 +133,7 @@ def retry(letter_ids, *, operator_id: int | None) -> int:
         producer = connection.Producer()
         for letter_id in letter_ids:
             with transaction.atomic():
-                letter = (
-                    DeadLetter.objects.select_for_update()
-                    .filter(pk=letter_id, status=DeadLetter.Status.DEAD)
-                    .first()
-                )
+                letter = locks.dead_letter_lock_if_dead(letter_id)
                 if letter is None:
                     continue
                 _republish(producer, letter)

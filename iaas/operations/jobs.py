@@ -22,7 +22,7 @@ from django.utils import timezone
 from iaas.common import faults, request_ids
 from iaas.common.cli import EXIT_PROBLEMS, EXIT_REFUSED
 
-from . import broker
+from . import broker, locks
 from .models import JobPart, JobRun
 from .schedule import job
 
@@ -94,7 +94,7 @@ def run_start(*, job_name: str, started_by: str, key: str | None = None) -> JobR
 def part_claim(*, run_id: int, index: int, worker: str) -> JobPart | None:
     """Mark the part running (one more attempt), or None when it already finished."""
     with transaction.atomic():
-        part = JobPart.objects.select_for_update().select_related("run").get(run_id=run_id, index=index)
+        part = locks.job_part_lock(run_id, index)
         if part.status in FINISHED:
             return None
         part.status = JobPart.Status.RUNNING
@@ -145,7 +145,7 @@ def _summary(output: str) -> dict | None:
 def part_finish(part: JobPart, *, status: JobPart.Status, summary: dict | None, error: str) -> JobRun:
     """Record the part's outcome and, when it was the last, the run's."""
     with transaction.atomic():
-        run = JobRun.objects.select_for_update().get(pk=part.run_id)
+        run = locks.job_run_lock(part.run_id)
         JobPart.objects.filter(pk=part.pk).update(
             status=status, summary=summary, error=error, finished_at=timezone.now()
         )

@@ -22,7 +22,7 @@ from iaas.cloud import services as cloud_services
 from iaas.common.admin import OPERATION_TOKEN
 from iaas.contracts import bus
 from iaas.contracts.events import ReleaseRequested
-from iaas.contracts.models import OutboxMessage
+from iaas.contracts.models import InboxRecord, OutboxMessage
 from iaas.hosting import services as hosting_services
 from iaas.operations.roles import FINANCE, SUPPORT, install_operator_groups
 from tests.factories import UserFactory, funded_wallet
@@ -151,6 +151,8 @@ def books(catalog, alice, superuser, settings, deliver):
         last_error="OperationalError: could not obtain lock on row",
     )
     deliver()
+    # A consumer outside the money transaction applied an event (its inbox record).
+    InboxRecord.objects.create(consumer="tests.consumer", event_id=failed.event_id)
     wallet.refresh_from_db()
     assert wallet.reserved > 0
     invoice = invoice_this_month(wallet)

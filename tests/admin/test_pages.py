@@ -36,6 +36,8 @@ def search_term(model, books) -> str:
         return "basic" if model._meta.app_label == "cloud" else "web"
     if model._meta.model_name == "invoiceseries":
         return "INV"
+    if model._meta.model_name == "inboxrecord":
+        return "tests.consumer"
     return str(books["wallet"].id)
 
 

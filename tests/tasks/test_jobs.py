@@ -61,7 +61,7 @@ def queue_of_part(run: JobRun, index: int) -> str:
 
 
 def test_a_run_fans_out_per_wallet_partition_and_workers_on_different_queues_share_it(
-    catalog, start_worker, assert_invariants
+    catalog, start_worker, assert_invariants, finance_console
 ):
     servers = buy_servers()
     layout = broker.topology()
@@ -93,6 +93,10 @@ def test_a_run_fans_out_per_wallet_partition_and_workers_on_different_queues_sha
     run.refresh_from_db()
     assert run.finished_at > run.started_at
     assert_invariants()
+    # What an operator sees: the run, its parts and where each ran.
+    page = finance_console.get(f"/admin/operations/jobrun/{run.pk}/change/").content.decode()
+    assert "succeeded" in page
+    assert "second@" in page
 
 
 def test_a_worker_killed_inside_a_batch_leaves_its_task_to_another_and_the_hours_are_paid_once(

@@ -1,7 +1,8 @@
 """``events --list``: every event type the contracts define, with the subscriptions that
-receive it (stable name, subscribing context, whether it has a batch form and whether it
-takes only some events of its type). An event with no subscription is listed too: it is
-published (and recorded), and nobody receives it yet.
+receive it (stable name, subscribing context, whether it has a batch form, whether it
+takes only some events of its type, and whether it is relayed to the broker). An event
+with no subscription is listed too: it is published (and recorded), and nobody receives
+it yet.
 
 ``events --feed NAME --since WHEN``: give a subscription the events of its type recorded
 since then that it has no row for (a subscription added later, or taking events again):
@@ -61,9 +62,8 @@ class Command(BaseCommand):
             if s is None:
                 self.stdout.write(f"{name:<{width}}  {'-':<{handler_width}}  -  (no subscriber)")
                 continue
-            notes = [
-                note for note, on in (("batch", s.batch), ("its own context's only", s.conditional)) if on
-            ]
+            flags = (("batch", s.batch), ("its own context's only", s.conditional), ("relayed", s.relay))
+            notes = [note for note, on in flags if on]
             extra = f"  ({', '.join(notes)})" if notes else ""
             self.stdout.write(f"{name:<{width}}  {s.name:<{handler_width}}  {s.context}{extra}")
 
