@@ -1,12 +1,13 @@
-"""The composition root's URL map: admin, health and readiness, API schema and docs, and
-each context's API under /api/v1/. Anything else under /api/ is a problem-details 404."""
+"""The composition root's URL map: admin, health and readiness, metrics, API schema and
+docs, and each context's API under /api/v1/. Anything else under /api/ is a
+problem-details 404."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from iaas.api.problems import api_not_found
-from iaas.operations.views import healthz, readyz
+from iaas.operations.views import healthz, metrics, readyz
 
 api_v1 = [
     path("", include("iaas.api.urls")),
@@ -19,6 +20,7 @@ api_v1 = [
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

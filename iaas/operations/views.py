@@ -1,11 +1,13 @@
-"""The endpoints machines read: liveness (/healthz) and readiness (/readyz), for load
-balancers and orchestrators."""
+"""The endpoints machines read: liveness (/healthz) and readiness (/readyz) for load
+balancers and orchestrators, and /metrics for Prometheus."""
 
+from django.conf import settings
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from . import metrics as metrics_exposition
 from . import readiness
 
 
@@ -31,3 +33,19 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ready" if ready else "unavailable", **checks}, status=200 if ready else 503
     )
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus's scrape, for ``Authorization: Bearer <IAAS_METRICS_TOKEN>`` only. With
+    no token configured there is no such page (404); a wrong or missing token is a 401."""
+    token = settings.IAAS_METRICS_TOKEN
+    if not token:
+        raise Http404
+    if not metrics_exposition.bearer_accepted(request.headers.get("Authorization", ""), token):
+        response = HttpResponse("A bearer token is required.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    body, content_type = metrics_exposition.exposition()
+    return HttpResponse(body, content_type=content_type)

@@ -60,6 +60,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request metrics for /metrics (django-prometheus): its pair first and last, so that
+    # they time and count everything in between.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -70,7 +73,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # A bad API key is a 401 on the public endpoints too (iaas.api.authentication).
     "iaas.api.authentication.RejectBadCredentialsMiddleware",
-    "axes.middleware.AxesMiddleware",  # last: turns a lockout into the lockout page
+    "axes.middleware.AxesMiddleware",  # turns a lockout into the lockout page
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "iaas.urls"
@@ -424,6 +428,13 @@ IAAS_IDEMPOTENCY_KEY_TTL = int(os.environ.get("IAAS_IDEMPOTENCY_KEY_TTL", str(24
 # resubmitted page does nothing more; rows older than this many days are deleted by
 # `purge_operation_tokens` (a browser does not resubmit a page that old).
 IAAS_OPERATION_TOKEN_RETENTION_DAYS = int(os.environ.get("IAAS_OPERATION_TOKEN_RETENTION_DAYS", "30"))
+
+# --- What operators watch ---------------------------------------------------------------
+# /metrics (Prometheus) answers only a request with `Authorization: Bearer <token>`; with
+# no token set it is a 404, so nothing is shown by default. With several gunicorn workers
+# set PROMETHEUS_MULTIPROC_DIR in their environment (prometheus_client reads it, not
+# Django): each worker writes its counters there and a scrape adds them up.
+IAAS_METRICS_TOKEN = os.environ.get("IAAS_METRICS_TOKEN", "")
 
 LOGGING = {
     "version": 1,

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from iaas.api.fields import CatalogChoiceField, StrictUUIDField
 from iaas.api.filters import StrictFilterSet
 from iaas.api.idempotency import idempotent
+from iaas.common.metrics import counts_purchases
 from iaas.contracts.errors import PlanNotOnSale
 
 from .metered import MeteredServices
@@ -144,7 +145,13 @@ class ServiceListCreateView(generics.ListAPIView):
     def get_queryset(self):
         return self.metered.owned(owner_id=self.request.user.pk)
 
+    @property
+    def purchase_context(self) -> str:
+        """The selling context a purchase here is counted under (iaas.common.metrics)."""
+        return self.metered.spender.context
+
     @idempotent
+    @counts_purchases
     def post(self, request):
         serializer = self.create_serializer_class(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -10,10 +10,12 @@ from rest_framework.response import Response
 
 from iaas.api.filters import StrictFilterSet
 from iaas.api.idempotency import idempotent
+from iaas.common.metrics import counts_purchases
 from iaas.contracts.errors import PlanNotOnSale
 
 from .. import selectors, services
 from ..models import Subscription
+from ..spending import spender
 from .serializers import HostingPlanSerializer, SubscriptionCreateSerializer, SubscriptionSerializer
 
 
@@ -44,6 +46,7 @@ class SubscriptionFilter(StrictFilterSet):
 class SubscriptionListCreateView(generics.ListAPIView):
     serializer_class = SubscriptionSerializer
     filterset_class = SubscriptionFilter
+    purchase_context = spender.context  # what a purchase here is counted under (iaas.common.metrics)
     problem_codes = {
         "post": {
             402: ["insufficient_funds"],
@@ -69,6 +72,7 @@ class SubscriptionListCreateView(generics.ListAPIView):
         responses={201: SubscriptionSerializer},
     )
     @idempotent
+    @counts_purchases
     def post(self, request):
         serializer = SubscriptionCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
