@@ -63,6 +63,8 @@ MIDDLEWARE = [
     # Request metrics for /metrics (django-prometheus): its pair first and last, so that
     # they time and count everything in between.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Every request under an id (X-Request-ID) that its log lines and tasks carry.
+    "iaas.common.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -436,9 +438,17 @@ IAAS_OPERATION_TOKEN_RETENTION_DAYS = int(os.environ.get("IAAS_OPERATION_TOKEN_R
 # Django): each worker writes its counters there and a scrape adds them up.
 IAAS_METRICS_TOKEN = os.environ.get("IAAS_METRICS_TOKEN", "")
 
+# Plain text here (development, tests), JSON lines in production (production.py); every
+# line carries the request's (or task's) id. Celery's workers log the same way.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "iaas.common.logs.RequestIdFilter", "missing": "-"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }

@@ -6,7 +6,7 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import DEVELOPMENT_SECRET_KEY, SECRET_KEY, env_bool, env_list
+from .base import DEVELOPMENT_SECRET_KEY, LOGGING, SECRET_KEY, env_bool, env_list
 
 DEBUG = False
 
@@ -45,3 +45,22 @@ IAAS_DELIVER_ON_COMMIT = env_bool("IAAS_DELIVER_ON_COMMIT", False)
 
 # seed_demo's operators have known passwords and printed second factors.
 IAAS_DEMO_DATA_ALLOWED = False
+
+# One JSON object a line, for the log shipper: timestamp (UTC, ISO 8601), level, logger,
+# message, request_id (null outside a request or task), exc_info (the traceback, when
+# there is one), and whatever a call passed in ``extra``.
+LOGGING = {
+    **LOGGING,
+    "filters": {"request_id": {"()": "iaas.common.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": True,
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]},
+    },
+}
