@@ -49,6 +49,16 @@ _batch_handlers_by_name: dict[str, BatchHandler] = {}
 _subscriptions: dict[str, tuple[str, Handler]] = {}  # name -> (event type, handler)
 _conditions: dict[str, Callable[[Event], bool]] = {}  # name -> which events it takes
 _relayed: set[str] = set()  # subscriptions outside the money transaction (relay=True)
+# The id of the request (or task) publishing, stored with each outbox row; the composition
+# root binds it (the contracts know no request).
+_request_id: Callable[[], str] = str
+
+
+def bind_request_ids(current: Callable[[], str]) -> None:
+    """Where ``publish`` reads the current request's id (iaas.common.request_ids)."""
+    global _request_id
+    _request_id = current
+
 
 # A subscription's name: "<context>.<what it does>", lower case, dotted. It is stored in
 # every outbox row (OutboxMessage.handler, at most 200 characters).
@@ -235,6 +245,7 @@ def _row(event: Event, handler: str) -> OutboxMessage:
         wallet_id=getattr(event, "wallet_id", None),
         created_at=event.occurred_at,
         available_at=event.occurred_at,
+        request_id=_request_id(),
     )
 
 
@@ -266,11 +277,12 @@ def _insert(rows: list[OutboxMessage]) -> list[OutboxMessage]:
     with _server_bound_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (event_id, event_type, handler, payload, wallet_id, created_at, "  # noqa: S608
-            f"available_at, status, delivered_at, attempts, last_error) "
-            f"SELECT e, t, h, p::jsonb, w, c, a, s, d, 0, '' FROM unnest(%b::uuid[], %b::text[], "
+            f"available_at, status, delivered_at, attempts, last_error, request_id) "
+            f"SELECT e, t, h, p::jsonb, w, c, a, s, d, 0, '', %s::text FROM unnest(%b::uuid[], %b::text[], "
             f"%b::text[], %b::text[], %b::uuid[], %b::timestamptz[], %b::timestamptz[], %b::text[], "
             f"%b::timestamptz[]) AS r(e, t, h, p, w, c, a, s, d) RETURNING id",
             [
+                rows[0].request_id,  # one publish, one request
                 [row.event_id for row in rows],
                 [row.event_type for row in rows],
                 [row.handler for row in rows],
@@ -509,6 +521,7 @@ class RelayedMessage:
     event_type: str
     event_id: str
     payload: dict
+    request_id: str = ""
 
 
 def relay_claim(*, limit: int, lease: dt.timedelta) -> list[RelayedMessage]:
@@ -525,14 +538,14 @@ def relay_claim(*, limit: int, lease: dt.timedelta) -> list[RelayedMessage]:
             OutboxMessage.objects.select_for_update(skip_locked=True)
             .filter(status=OutboxMessage.Status.PENDING, available_at__lte=now, handler__in=sorted(_relayed))
             .order_by("available_at", "id")
-            .values_list("id", "handler", "event_type", "event_id", "payload")[:limit]
+            .values_list("id", "handler", "event_type", "event_id", "payload", "request_id")[:limit]
         )
         OutboxMessage.objects.filter(pk__in=[row[0] for row in rows]).update(
             available_at=now + lease, attempts=F("attempts") + 1
         )
     return [
-        RelayedMessage(pk, handler, event_type, str(event_id), payload)
-        for pk, handler, event_type, event_id, payload in rows
+        RelayedMessage(pk, handler, event_type, str(event_id), payload, request_id)
+        for pk, handler, event_type, event_id, payload, request_id in rows
     ]
 
 

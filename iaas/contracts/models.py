@@ -26,6 +26,9 @@ class OutboxMessage(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     available_at = models.DateTimeField(default=timezone.now)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # The request (or task) that published the event: its id follows the event to the
+    # consumers it is relayed to, so their log lines name the request that caused them.
+    request_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         verbose_name = "outbox message"

@@ -23,12 +23,15 @@ class OperationsConfig(AppConfig):
         post_migrate.connect(sync_operator_groups, sender=self)
 
         # The shared admin's one-time tokens are kept in this app's table.
+        from iaas.common import request_ids
         from iaas.common.admin import register_token_claim
-        from iaas.contracts import wallets
+        from iaas.contracts import bus, wallets
 
         from .models import token_claim
         from .wallet_status import wallet_status_change
 
         register_token_claim(token_claim)
+        # Each outbox row records the request that published it (relayed with its event).
+        bus.bind_request_ids(request_ids.current)
         # Every freeze and unfreeze goes through operations (allowances, then the wallet).
         wallets.bind(wallet_status_change)

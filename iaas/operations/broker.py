@@ -55,12 +55,24 @@ def declare_topology(connection: Connection | None = None) -> None:
 _declared: set[str] = set()
 
 
-def send(task: str, *, queue: str, kwargs: dict, task_id: str | None = None, expires: float | None = None):
+def send(
+    task: str,
+    *,
+    queue: str,
+    kwargs: dict,
+    task_id: str | None = None,
+    expires: float | None = None,
+    request_id: str | None = None,
+):
     """Publish ``task`` to ``queue``; returns once the broker confirmed it (raises if it
-    refused or could not be reached). The cluster scenario "every message published
-    twice" repeats it (iaas.common.faults)."""
+    refused or could not be reached). ``request_id``: the request that caused it, when
+    not the current one (a relayed event carries its publisher's). The cluster scenario
+    "every message published twice" repeats it (iaas.common.faults)."""
+    headers = {"request_id": request_id} if request_id else None
     celery_app = app()
     if settings.CELERY_BROKER_URL not in _declared:
         declare_topology()
     for _ in range(faults.repeat("publish")):
-        celery_app.send_task(task, kwargs=kwargs, queue=queue, task_id=task_id, expires=expires)
+        celery_app.send_task(
+            task, kwargs=kwargs, queue=queue, task_id=task_id, expires=expires, headers=headers
+        )

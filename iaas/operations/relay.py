@@ -61,4 +61,5 @@ def _publish(message: bus.RelayedMessage) -> None:
             "payload": message.payload,
         },
         task_id=f"event-{message.event_id}-{message.subscription}",
+        request_id=message.request_id,
     )

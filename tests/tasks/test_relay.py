@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from iaas.billing import services as billing
+from iaas.common import request_ids
 from iaas.contracts import bus
 from iaas.contracts.models import InboxRecord, OutboxMessage
 from iaas.operations import relay
@@ -37,9 +38,11 @@ def applied() -> int:
 
 def test_relayed_events_published_twice_are_applied_once_by_a_worker(probe, start_worker, monkeypatch):
     wallet = funded_wallet(amount=1_000)  # its top-up's event is relayed too
-    top_up(wallet)
+    with request_ids.bound("purchase-request-1"):
+        top_up(wallet)
     rows = OutboxMessage.objects.filter(handler=relay_probe.NAME)
     assert rows.count() == 2
+    assert rows.order_by("id").last().request_id == "purchase-request-1"  # it follows the event
     assert bus.deliver_pending().delivered == 0  # the delivery worker leaves them to the relay
 
     monkeypatch.setenv("IAAS_REPEAT_PUBLISH", "2")  # every message published twice
