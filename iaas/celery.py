@@ -10,10 +10,14 @@ import os
 
 from celery import Celery, signals
 
+from iaas.common import task_request_ids
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iaas.settings.production")
 
 app = Celery("iaas")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# The request id travels with each task, and workers log through the project's LOGGING.
+task_request_ids.connect(app)
 
 
 @app.on_after_configure.connect

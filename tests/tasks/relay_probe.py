@@ -6,12 +6,15 @@ module (``celery worker --include``) and registers it when Django is ready."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 from celery import signals
 
 from iaas.contracts import bus
 from iaas.contracts.events import WalletToppedUp
+
+logger = logging.getLogger(__name__)
 
 NAME = "tests.relay_probe"
 TARGET = "relay-probe"
@@ -21,6 +24,7 @@ def record(event: WalletToppedUp) -> None:
     from iaas.operations.models import UsedOperationToken
 
     UsedOperationToken.objects.create(token=event.event_id, target=TARGET)
+    logger.info("relay probe applied %s", event.event_id)
 
 
 def register() -> None:

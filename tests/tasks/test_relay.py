@@ -54,6 +54,8 @@ def test_relayed_events_published_twice_are_applied_once_by_a_worker(probe, star
     wait_until(lambda: consumer.log_count("iaas.events.consume", "succeeded") == 4, what="the four messages")
     assert applied() == 2  # four messages, two events, each applied once
     assert InboxRecord.objects.filter(consumer=relay_probe.NAME).count() == 2
+    # The worker's log line of the top-up's consumer names the request that caused it.
+    assert consumer.log_count("relay probe applied", "[purchase-request-1]") == 1
 
 
 def test_without_a_broker_the_delivery_worker_applies_a_relayed_subscription_once(probe, settings):
