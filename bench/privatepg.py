@@ -1,6 +1,11 @@
 """A private PostgreSQL for the fault scripts, under var/bench-pg, on a port of its own:
 restarting or killing it harms no one else. initdb and pg_ctl run as the ``postgres``
-user (PostgreSQL refuses to run as root), as scripts/ensure-postgres.sh does."""
+user (PostgreSQL refuses to run as root), as scripts/ensure-postgres.sh does.
+
+The multi-host bench (bench/cluster_hosts.py) runs one on a host of its own: it listens
+on that host's address (``listen``), trusts the cluster's subnet in pg_hba.conf
+(``allow``), and its pg_ctl runs inside the host's network namespace (``command_prefix``,
+e.g. ``ip netns exec <ns>``). The defaults are the fault scripts' server, unchanged."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
@@ -27,18 +33,36 @@ def _bin(name: str) -> str:
 
 
 class PrivatePostgres:
-    def __init__(self, port: int, directory: Path = ROOT / "var" / "bench-pg") -> None:
+    def __init__(
+        self,
+        port: int,
+        directory: Path = ROOT / "var" / "bench-pg",
+        *,
+        listen: str = "127.0.0.1",
+        allow: str | None = None,
+        command_prefix: Sequence[str] = (),
+        max_connections: int = 100,
+    ) -> None:
+        """``listen``: the one address it listens on (and its URLs name); ``allow``: a
+        network (CIDR) trusted in pg_hba.conf besides loopback; ``command_prefix``: what
+        pg_ctl runs under (it starts the server, so the server runs there too)."""
         self.port = port
         self.dir = directory
         self.data = directory / "data"
+        self.listen = listen
+        self.allow = allow
+        self.prefix = list(command_prefix)
+        self.max_connections = max_connections
         self.runas = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def url(self, database: str) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgres://postgres@{self.listen}:{self.port}/{database}"
 
     def _pg_ctl(self, *args: str) -> None:
         subprocess.run(
-            [*self.runas, _bin("pg_ctl"), "-D", str(self.data), *args], check=True, capture_output=True
+            [*self.prefix, *self.runas, _bin("pg_ctl"), "-D", str(self.data), *args],
+            check=True,
+            capture_output=True,
         )
 
     def init(self) -> None:
@@ -63,9 +87,23 @@ class PrivatePostgres:
             capture_output=True,
         )
 
+    def _trust_allowed_network(self) -> None:
+        """One pg_hba.conf line trusting ``allow`` (once, however often it starts)."""
+        if not self.allow:
+            return
+        hba = self.data / "pg_hba.conf"
+        line = f"host all all {self.allow} trust"
+        if line not in hba.read_text().splitlines():
+            with hba.open("a") as out:
+                out.write(f"{line}\n")
+
     def start(self) -> None:
         self.init()
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=100"
+        self._trust_allowed_network()
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses={self.listen} "
+            f"-c max_connections={self.max_connections}"
+        )
         self._pg_ctl("-l", str(self.dir / "server.log"), "-w", "-o", options, "start")
 
     def stop(self, mode: str = "fast") -> None:
