@@ -28,7 +28,7 @@ class OutboxMessage(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     # The request (or task) that published the event: its id follows the event to the
     # consumers it is relayed to, so their log lines name the request that caused them.
-    request_id = models.CharField(max_length=64, blank=True, default="")
+    request_id = models.CharField(max_length=64, blank=True, default="", db_default="")
 
     class Meta:
         verbose_name = "outbox message"

@@ -204,10 +204,10 @@ def _kill_when_paused(worker: Worker, kind: str, *, after: int) -> Kill | None:
         line = worker.next_line(0.01 if armed else 0.2)
         if line is None:
             return None  # it finished before a kill could land
-        if line.startswith(f"{kind} batch started"):
+        if f"{kind} batch started" in line:
             started += 1
             armed = started > after
-        elif line.startswith(f"{kind} batch committed"):
+        elif f"{kind} batch committed" in line:
             committed += 1
             armed = False  # it committed under our eyes: the next batch, then
     raise AssertionError(
@@ -265,8 +265,8 @@ def test_workers_killed_inside_their_batches_leave_the_next_run_to_finish_the_wo
         kills.append(kill)
         # Landed inside the open batch: its start logged, no commit after it, and its
         # transaction rolled back by PostgreSQL.
-        last_start = max(i for i, line in enumerate(kill.log) if line.startswith(f"{kind} batch started"))
-        assert not any(line.startswith(f"{kind} batch committed") for line in kill.log[last_start:]), kill.log
+        last_start = max(i for i, line in enumerate(kill.log) if f"{kind} batch started" in line)
+        assert not any(f"{kind} batch committed" in line for line in kill.log[last_start:]), kill.log
         assert kill.status == "aborted", kill
         assert_books_hold_mid_run()
 
