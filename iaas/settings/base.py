@@ -106,6 +106,10 @@ TEMPLATES = [
 # busy lock instead of failing: writers are serialised, which keeps the money correct.
 LOCK_TIMEOUT_MS = int(os.environ.get("IAAS_LOCK_TIMEOUT_MS", "3000"))
 STATEMENT_TIMEOUT_MS = int(os.environ.get("IAAS_STATEMENT_TIMEOUT_MS", "30000"))
+# A transaction left open by a client that vanished (an app host cut off mid-request, a
+# process frozen) is ended by PostgreSQL after this long, so the row locks it holds are
+# not held until TCP gives up (hours). Well above any transaction's own length; 0 is off.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = int(os.environ.get("IAAS_IDLE_IN_TRANSACTION_TIMEOUT_MS", "60000"))
 
 
 def database_from_environment() -> dict:
@@ -126,7 +130,8 @@ def database_from_environment() -> dict:
         # A lock we cannot get soon is retried by the caller, then answered with a 503:
         # never an unbounded wait. Statement timeout bounds a runaway query.
         config.setdefault("OPTIONS", {})["options"] = (
-            f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+            f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS} "
+            f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
         )
         config["CONN_HEALTH_CHECKS"] = True
         if env_bool("IAAS_DB_SERVER_SIDE_BINDING", False):
