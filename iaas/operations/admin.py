@@ -15,7 +15,7 @@ from functools import partial
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
@@ -208,7 +208,7 @@ class JobPartInline(admin.TabularInline):
     model = JobPart
     extra = 0
     can_delete = False
-    fields = ("index", "status", "attempts", "worker", "started_at", "finished_at", "error_short", "summary")
+    fields = ("index", "status", "attempts", "worker", "started_at", "finished_at", "error_short", "outcome")
     readonly_fields = fields
     ordering = ("index",)
 
@@ -221,6 +221,22 @@ class JobPartInline(admin.TabularInline):
     @admin.display(description="error")
     def error_short(self, obj):
         return Truncator(obj.error).chars(200) if obj.error else "-"
+
+    @admin.display(description="summary")
+    def outcome(self, obj):
+        """The command's figures in a line (the non-zero counts), its whole JSON on a click."""
+        if not obj.summary:
+            return "-"
+        counts = [
+            f"{key.replace('_', ' ')} {value}"
+            for key, value in obj.summary.items()
+            if isinstance(value, int) and not isinstance(value, bool) and value
+        ]
+        return format_html(
+            "<details><summary>{}</summary><pre>{}</pre></details>",
+            ", ".join(counts) or "nothing to do",
+            json.dumps(obj.summary, indent=2, sort_keys=True),
+        )
 
 
 @admin.register(JobRun)
@@ -274,7 +290,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     date_hierarchy = "dead_at"
     ordering = ("-dead_at", "-id")
     readonly_fields = (
-        "id", "message_id", "call", "task", "queue", "exchange", "routing_key", "reason", "deaths",
+        "id", "message_id", "call", "job_run", "queue", "exchange", "routing_key", "reason", "deaths",
         "dead_at", "status", "times_retried", "handled_at", "handled_by", "headers_json", "body",
     )  # fmt: skip
     fields = readonly_fields
@@ -284,9 +300,19 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def has_retry_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("operations.retry_deadletter")
 
-    @admin.display(description="task")
+    @admin.display(description="task and arguments")
     def call(self, obj):
         return Truncator(dead_letters.summary(obj)).chars(120)
+
+    @admin.display(description="job run")
+    def job_run(self, obj):
+        """The run a dead job part belongs to, where its other parts are."""
+        run_id = dead_letters.arguments(obj).get("run_id")
+        if not isinstance(run_id, int) or not JobRun.objects.filter(pk=run_id).exists():
+            return "-"
+        return format_html(
+            '<a href="{}">run {}</a>', reverse("admin:operations_jobrun_change", args=[run_id]), run_id
+        )
 
     @admin.display(description="headers")
     def headers_json(self, obj):

@@ -168,11 +168,26 @@ def discard(letter_ids, *, operator_id: int | None) -> int:
     )
 
 
-def summary(letter: DeadLetter) -> str:
-    """The task's arguments as an operator reads them."""
+def _call(letter: DeadLetter) -> tuple[list, dict] | None:
+    """The task's positional and keyword arguments (Celery's message body), or None."""
     try:
         args, kwargs, _ = json.loads(letter.body)
     except (ValueError, TypeError):
+        return None
+    return (args, kwargs) if isinstance(args, list) and isinstance(kwargs, dict) else None
+
+
+def arguments(letter: DeadLetter) -> dict:
+    """The task's keyword arguments (a job part's ``run_id`` and ``index``)."""
+    call = _call(letter)
+    return call[1] if call else {}
+
+
+def summary(letter: DeadLetter) -> str:
+    """The task's arguments as an operator reads them."""
+    call = _call(letter)
+    if call is None:
         return letter.body[:500]
+    args, kwargs = call
     shown = [repr(arg) for arg in args] + [f"{key}={value!r}" for key, value in kwargs.items()]
     return f"{letter.task}({', '.join(shown)})"
