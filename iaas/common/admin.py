@@ -306,6 +306,15 @@ class OperatorAdmin(admin.ModelAdmin):
             user_id=request.user.pk,
         )
 
+    def first_submission(self, request: HttpRequest, pk) -> bool:
+        """``claim_submission`` as a question: True the first time this submission's token
+        is used for row ``pk``, False when it was before (nothing to do again)."""
+        try:
+            self.claim_submission(request, pk)
+        except AlreadyDone:
+            return False
+        return True
+
     @staticmethod
     def posted_action(request: HttpRequest) -> str:
         """The action's name: from the action menu (one select per menu, the button's

@@ -19,7 +19,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from iaas.common.admin import AlreadyDone, ReadOnlyAdmin, wallet_link
+from iaas.common.admin import ReadOnlyAdmin, wallet_link
 from iaas.contracts import bus
 from iaas.contracts.models import InboxRecord, OutboxMessage
 
@@ -143,13 +143,6 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     @admin.display(description="wallet", ordering="wallet_id")
     def wallet(self, obj):
         return wallet_link(obj.wallet_id, "wallet") if obj.wallet_id else "-"
-
-    def first_submission(self, request, pk) -> bool:
-        try:
-            self.claim_submission(request, pk)
-        except AlreadyDone:
-            return False
-        return True
 
     @admin.action(description="Retry delivery of the selected events now", permissions=["retry"])
     def retry_deliveries(self, request, queryset):
@@ -326,7 +319,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         if self.submission_token(request) is None:
             return self.back(request)
         with transaction.atomic():
-            ids = [pk for pk in ids if self._first_submission(request, pk)]
+            ids = [pk for pk in ids if self.first_submission(request, pk)]
         if not ids:
             self.message_user(request, "Already done by this form's first submission.", messages.WARNING)
             return self.back(request)
@@ -343,13 +336,6 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         )
         self.message_user(request, f"{verb.capitalize()}: {done} task(s).", messages.SUCCESS)
         return self.back(request)
-
-    def _first_submission(self, request, pk) -> bool:
-        try:
-            self.claim_submission(request, pk)
-        except AlreadyDone:
-            return False
-        return True
 
     @admin.action(description="Retry the selected tasks (publish them again)", permissions=["retry"])
     def retry_letters(self, request, queryset):

@@ -67,6 +67,14 @@ def every(seconds: float) -> schedule:
     return schedule(dt.timedelta(seconds=seconds))
 
 
+def repeating(name: str, command: str, seconds: float, description: str, **more) -> Job:
+    """A job that repeats every few seconds: a start not taken within its period is
+    dropped (the next one comes), and its runs are kept a day."""
+    return Job(
+        name, command, every(seconds), description, history=dt.timedelta(days=1), expires=seconds, **more
+    )
+
+
 JOBS: dict[str, Job] = {
     job.name: job
     for job in [
@@ -141,30 +149,24 @@ JOBS: dict[str, Job] = {
             options=("--deep",),
             alert_on_problems=True,
         ),
-        Job(
+        repeating(
             "deliver",
             "deliver_events",
-            every(10),
+            10,
             "deliver the outbox to the handlers that share its database (settlements, releases)",
             options=("--batch-size", "100", "--limit", "5000"),
-            history=dt.timedelta(days=1),
-            expires=10,
         ),
-        Job(
+        repeating(
             "relay",
             "relay_events",
-            every(5),
+            5,
             "relay outbox rows of consumers outside the money transaction to the broker",
-            history=dt.timedelta(days=1),
-            expires=5,
         ),
-        Job(
+        repeating(
             "drain_dead_letters",
             "drain_dead_letters",
-            every(60),
-            "copy dead-lettered task messages into the operator console",
-            history=dt.timedelta(days=1),
-            expires=60,
+            60,
+            "copy dead-lettered task messages into the console",
         ),
     ]
 }
