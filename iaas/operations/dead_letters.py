@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import broker, locks
+from . import broker, jobs, locks
 from .models import DeadLetter
 
 # Headers the broker adds when it dead-letters a message: a retried message starts clean.
@@ -120,6 +120,10 @@ def _store(message) -> DeadLetter:
     message_id = str(headers.get("id") or properties.get("correlation_id") or message.delivery_tag)
     with transaction.atomic():
         letter, _ = DeadLetter.objects.update_or_create(message_id=message_id[:255], defaults=values)
+        if letter.task == jobs.PART_TASK:
+            part = arguments(letter)
+            if isinstance(part.get("run_id"), int) and isinstance(part.get("index"), int):
+                jobs.part_dead_lettered(run_id=part["run_id"], index=part["index"], reason=letter.reason)
     return letter
 
 

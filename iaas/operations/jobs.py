@@ -201,6 +201,15 @@ def _alert(run: JobRun) -> None:
     )
 
 
+def part_dead_lettered(*, run_id: int, index: int, reason: str) -> None:
+    """The broker gave up on a part's task (its dead letter was drained): the part failed,
+    and its run is over if it was the last (failed: an operator retries the dead letter,
+    which runs the part again and settles the run anew)."""
+    part = JobPart.objects.filter(run_id=run_id, index=index).exclude(status__in=FINISHED).first()
+    if part is not None:
+        part_finish(part, status=JobPart.Status.FAILED, summary=None, error=f"dead-lettered ({reason})")
+
+
 def run_part(*, run_id: int, index: int, worker: str) -> JobPart | None:
     """A worker's whole part: claim, run, record. Raises what the command raised (after
     recording it) so the task engine retries it."""

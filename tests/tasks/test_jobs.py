@@ -181,3 +181,8 @@ def test_a_task_that_kills_its_worker_every_time_is_dead_lettered_after_the_deli
     assert letter.reason == "delivery_limit"
     assert deliveries == settings.IAAS_TASK_DELIVERY_LIMIT + 1  # the first delivery and its redeliveries
     assert worker.process.poll() is None  # the worker survived its pool processes
+    # Drained, the dead letter ends its part, and the run: failed, for an operator.
+    part.refresh_from_db()
+    assert part.status == JobPart.Status.FAILED
+    assert part.error == "dead-lettered (delivery_limit)"
+    assert finished(run).status == JobRun.Status.FAILED
