@@ -326,7 +326,12 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         try:
             done = service(ids, operator_id=request.user.pk)
         except Exception as error:  # the broker is down: nothing was marked
-            self.message_user(request, f"Could not {verb}: {error!r}. Nothing changed.", messages.ERROR)
+            self.message_user(
+                request,
+                f"Could not {verb} every selected task ({error!r}): those not done are still "
+                "dead-lettered (see the list); try again when the broker answers.",
+                messages.ERROR,
+            )
             return self.back(request)
         LogEntry.objects.log_actions(
             user_id=request.user.pk,

@@ -15,7 +15,8 @@ from iaas.contracts.checks import INVARIANTS
 from iaas.contracts.models import OutboxMessage
 from iaas.contracts.types import format_minor_units
 from iaas.operations import broker
-from iaas.operations.models import DeadLetter, JobRun
+from iaas.operations.metrics import latest_runs
+from iaas.operations.models import DeadLetter
 from iaas.operations.reconciliation import reconcile
 from iaas.operations.schedule import JOBS
 
@@ -67,26 +68,25 @@ def outbox_summary() -> dict:
 
 
 def scheduled_jobs() -> dict:
-    """Each job's latest run and latest success, and the dead letters waiting: what the
-    task engine has been doing (empty where no broker runs the jobs)."""
+    """Each job's latest run and latest success (one statement: the metrics' reading), and
+    the dead letters waiting: what the task engine has been doing (empty where no broker
+    runs the jobs)."""
+    runs = latest_runs()
     rows = []
     for job in JOBS.values():
-        runs = JobRun.objects.filter(job=job.name).order_by("-started_at", "-id")
-        latest = runs.first()
-        success = runs.filter(status=JobRun.Status.SUCCEEDED).first()
+        latest = runs.get(("latest", job.name))
         rows.append(
             {
                 "job": job,
                 "latest": latest,
                 "latest_url": reverse("admin:operations_jobrun_change", args=[latest.pk]) if latest else None,
-                "success": success,
+                "success": runs.get(("succeeded", job.name)),
             }
         )
-    dead = DeadLetter.objects.filter(status=DeadLetter.Status.DEAD).count()
     return {
         "broker": broker.configured(),
         "rows": rows,
-        "dead": dead,
+        "dead": DeadLetter.objects.filter(status=DeadLetter.Status.DEAD).count(),
         "dead_url": reverse("admin:operations_deadletter_changelist") + "?status__exact=dead",
     }
 

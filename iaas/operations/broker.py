@@ -18,6 +18,10 @@ class NoBroker(RuntimeError):
     """CELERY_BROKER_URL is not set: the work runs as management commands instead."""
 
 
+# The broker URLs this process has declared the layout on (publishers declare once).
+_declared: set[str] = set()
+
+
 def configured() -> bool:
     return bool(settings.CELERY_BROKER_URL)
 
@@ -50,9 +54,6 @@ def declare_topology(connection: Connection | None = None) -> None:
         for queue in layout.queues():
             queue(channel).declare()
     _declared.add(settings.CELERY_BROKER_URL)
-
-
-_declared: set[str] = set()
 
 
 def send(

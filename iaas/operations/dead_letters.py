@@ -6,7 +6,9 @@ as it was, to the exchange and routing key it came from, and ``discard`` closes 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import logging
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -15,6 +17,8 @@ from django.utils import timezone
 
 from . import broker, jobs, locks
 from .models import DeadLetter
+
+logger = logging.getLogger(__name__)
 
 # Headers the broker adds when it dead-letters a message: a retried message starts clean.
 BROKER_HEADERS = (
@@ -53,7 +57,13 @@ class Death:
             queue=str(latest.get("queue") or headers.get("x-last-death-queue") or ""),
             exchange=str(latest.get("exchange") or ""),
             routing_key=str(keys[0]),
-            count=sum(int(death.get("count", 1)) for death in deaths),
+            # Celery's delayed retries pass through queues that dead-letter them on expiry:
+            # those are not deaths of the task.
+            count=sum(
+                int(death.get("count", 1))
+                for death in deaths
+                if not str(death.get("queue", "")).startswith("celery_delayed")
+            ),
             at=_aware(at) if isinstance(at, dt.datetime) else None,
         )
 
@@ -89,7 +99,14 @@ def drain(*, limit: int = 1000) -> int:
             message = queue.get(no_ack=False, accept=["application/json"])
             if message is None:
                 break
-            _store(message)
+            try:
+                _store(message)
+            except Exception:
+                # Left in the queue (not acknowledged) for the next drain; the rest are
+                # not held back by it: a later drain starts where it stands.
+                logger.exception("could not store a dead letter; it stays in %s", layout.dead_letter_queue)
+                message.requeue()
+                break
             message.ack()
             copied += 1
     return copied
@@ -117,7 +134,9 @@ def _store(message) -> DeadLetter:
         "handled_at": None,
         "handled_by": None,
     }
-    message_id = str(headers.get("id") or properties.get("correlation_id") or message.delivery_tag)
+    message_id = str(
+        headers.get("id") or properties.get("correlation_id") or f"sha256:{hashlib.sha256(body).hexdigest()}"
+    )
     with transaction.atomic():
         letter, _ = DeadLetter.objects.update_or_create(message_id=message_id[:255], defaults=values)
         if letter.task == jobs.PART_TASK:
@@ -127,11 +146,18 @@ def _store(message) -> DeadLetter:
     return letter
 
 
+# A retry's publish gives up after this (the operator is waiting on the page).
+RETRY_POLICY = {"max_retries": 2, "interval_start": 0.5, "interval_step": 1, "interval_max": 2}
+CONFIRM_TIMEOUT = 5.0
+
+
 def retry(letter_ids, *, operator_id: int | None) -> int:
     """Publish these dead letters again to where they came from (each confirmed by the
     broker before its row says so); how many. Only dead ones: a second click finds them
-    retried. The row stays locked while its message is published, so two operators
-    cannot both send it."""
+    retried. The row (a dead letter's, never a money row) stays locked while its message
+    is published, so two operators cannot both send it; the publish is bounded (a few
+    seconds), and one that fails raises with the letters before it retried and it and
+    those after it still dead."""
     retried = 0
     with broker.app().connection_for_write() as connection:
         producer = connection.Producer()
@@ -161,6 +187,8 @@ def _republish(producer, letter: DeadLetter) -> None:
         content_type=letter.content_type,
         content_encoding=letter.content_encoding,
         retry=True,
+        retry_policy=RETRY_POLICY,
+        confirm_timeout=CONFIRM_TIMEOUT,
         **{key: value for key, value in letter.properties.items() if key in KEPT_PROPERTIES},
     )
 

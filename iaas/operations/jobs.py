@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from iaas.common import faults, request_ids
 from iaas.common.cli import EXIT_PROBLEMS, EXIT_REFUSED
+from iaas.contracts import bus
 
 from . import broker, locks
 from .models import JobPart, JobRun
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 PART_TASK = "iaas.jobs.part"
 START_TASK = "iaas.jobs.start"
 FINISHED = (JobPart.Status.SUCCEEDED, JobPart.Status.PROBLEMS)
+OPEN = (JobPart.Status.QUEUED, JobPart.Status.RUNNING, JobPart.Status.RETRYING)
 
 
 def run_create(
@@ -69,10 +71,10 @@ def part_task_id(run_id: int, index: int) -> str:
 
 
 def run_dispatch(run: JobRun) -> int:
-    """Publish a task for each part not yet finished (each confirmed by the broker);
-    how many were published. A part published twice runs once more, harmlessly."""
+    """Publish a task for each part still queued (each confirmed by the broker); how
+    many were published. A part published twice runs once more, harmlessly."""
     pending = list(
-        run.part_set.exclude(status__in=FINISHED).order_by("index").values_list("index", flat=True)
+        run.part_set.filter(status=JobPart.Status.QUEUED).order_by("index").values_list("index", flat=True)
     )
     for index in pending:
         broker.send(
@@ -89,6 +91,37 @@ def run_start(*, job_name: str, started_by: str, key: str | None = None) -> JobR
     run = run_create(job_name=job_name, started_by=started_by, key=key)
     run_dispatch(run)
     return run
+
+
+def start_is_redundant(job_name: str) -> bool:
+    """A start of a job that repeats every few seconds is redundant when another run of
+    it is still open or began less than a period ago: the starts beat queued while the
+    workers were busy or down run as one, not as a burst (they are not given an expiry:
+    an expired message would go to the dead-letter queue)."""
+    spec = job(job_name)
+    if spec.period is None:
+        return False
+    if spec.name == "relay" and not bus.relayed():
+        return True  # nothing subscribes outside the money transaction: nothing to relay
+    recent = timezone.now() - spec.period
+    return (
+        JobRun.objects.filter(job=spec.name)
+        .filter(Q(status=JobRun.Status.RUNNING) | Q(started_at__gte=recent))
+        .exists()
+    )
+
+
+def runs_redispatch(*, older_than: dt.timedelta) -> int:
+    """Publish again the parts still queued of runs started longer ago than
+    ``older_than``: whatever stopped their first publish (the publisher crashed between
+    creating the run and publishing, the broker was down), they are not forgotten. A part
+    published twice runs once more, harmlessly. How many were published."""
+    stale = JobRun.objects.filter(
+        status=JobRun.Status.RUNNING,
+        started_at__lt=timezone.now() - older_than,
+        part_set__status=JobPart.Status.QUEUED,
+    ).distinct()
+    return sum(run_dispatch(run) for run in stale)
 
 
 def part_claim(*, run_id: int, index: int, worker: str) -> JobPart | None:
@@ -143,25 +176,31 @@ def _summary(output: str) -> dict | None:
 
 
 def part_finish(part: JobPart, *, status: JobPart.Status, summary: dict | None, error: str) -> JobRun:
-    """Record the part's outcome and, when it was the last, the run's."""
+    """Record the outcome of this delivery of the part (the attempt ``part`` claimed) and,
+    when it was the last part, the run's. A delivery claimed after this one (a duplicate
+    running alongside, a redelivery) writes its own outcome instead, and a success is
+    never overwritten."""
     with transaction.atomic():
         run = locks.job_run_lock(part.run_id)
-        JobPart.objects.filter(pk=part.pk).update(
-            status=status, summary=summary, error=error, finished_at=timezone.now()
-        )
+        JobPart.objects.filter(pk=part.pk, attempts=part.attempts).exclude(
+            status=JobPart.Status.SUCCEEDED
+        ).update(status=status, summary=summary, error=error, finished_at=timezone.now())
         return _run_settle(run)
 
 
-def part_failed(part: JobPart, error: BaseException) -> JobRun:
-    """A part raised: record it (the task is retried, then dead-lettered)."""
-    return part_finish(part, status=JobPart.Status.FAILED, summary=None, error=repr(error)[:4000])
+def part_failed(part: JobPart, error: Exception, *, final: bool) -> JobRun:
+    """A part raised: it waits for its retry (its run stays open), or, with ``final``
+    (no retry left: the task goes to the dead-letter queue), it failed."""
+    status = JobPart.Status.FAILED if final else JobPart.Status.RETRYING
+    return part_finish(part, status=status, summary=None, error=repr(error)[:4000])
 
 
 def _run_settle(run: JobRun) -> JobRun:
     """The run's status from its parts' (under the run's row lock): over when no part is
-    queued or running; failed when any part failed or found problems."""
+    queued, running or waiting for its retry; failed when any part failed or found
+    problems."""
     counts = run.part_set.aggregate(
-        open=Count("pk", filter=Q(status__in=[JobPart.Status.QUEUED, JobPart.Status.RUNNING])),
+        open=Count("pk", filter=Q(status__in=OPEN)),
         bad=Count("pk", filter=Q(status__in=[JobPart.Status.FAILED, JobPart.Status.PROBLEMS])),
     )
     if counts["open"]:
@@ -180,8 +219,7 @@ def _run_settle(run: JobRun) -> JobRun:
 
 def _alert(run: JobRun) -> None:
     """A run that failed, or found problems where a person must act, is an error in the
-    logs (what alerting watches) and a gauge in
-    /metrics."""
+    logs (what alerting watches) and a gauge in /metrics."""
     failed = list(
         run.part_set.filter(status__in=[JobPart.Status.FAILED, JobPart.Status.PROBLEMS]).values_list(
             "index", "status", "error"
@@ -210,16 +248,18 @@ def part_dead_lettered(*, run_id: int, index: int, reason: str) -> None:
         part_finish(part, status=JobPart.Status.FAILED, summary=None, error=f"dead-lettered ({reason})")
 
 
-def run_part(*, run_id: int, index: int, worker: str) -> JobPart | None:
+def run_part(*, run_id: int, index: int, worker: str, final: bool = True) -> JobPart | None:
     """A worker's whole part: claim, run, record. Raises what the command raised (after
-    recording it) so the task engine retries it."""
+    recording it: ``final`` when the task will not be retried) so the task engine
+    retries it. A process stopped mid-part (SystemExit, the time limit, a lost broker)
+    records nothing: the part stays running and its message is delivered again."""
     part = part_claim(run_id=run_id, index=index, worker=worker)
     if part is None:
         return None
     try:
         status, summary, error = part_execute(part)
-    except BaseException as failure:
-        part_failed(part, failure)
+    except Exception as failure:
+        part_failed(part, failure, final=final)
         raise
     part_finish(part, status=status, summary=summary, error=error)
     return part

@@ -8,13 +8,19 @@ from .models import DeadLetter, JobPart, JobRun
 
 
 def job_run_lock(run_id: int) -> JobRun:
-    return JobRun.objects.select_for_update().get(pk=run_id)
+    return JobRun.objects.select_for_update(no_key=True).get(pk=run_id)
 
 
 def job_part_lock(run_id: int, index: int) -> JobPart:
-    return JobPart.objects.select_for_update().select_related("run").get(run_id=run_id, index=index)
+    return (
+        JobPart.objects.select_for_update(no_key=True).select_related("run").get(run_id=run_id, index=index)
+    )
 
 
 def dead_letter_lock_if_dead(letter_id: int) -> DeadLetter | None:
     """The dead letter, locked, while it still waits for an operator; None once handled."""
-    return DeadLetter.objects.select_for_update().filter(pk=letter_id, status=DeadLetter.Status.DEAD).first()
+    return (
+        DeadLetter.objects.select_for_update(no_key=True)
+        .filter(pk=letter_id, status=DeadLetter.Status.DEAD)
+        .first()
+    )

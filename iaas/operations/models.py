@@ -98,9 +98,10 @@ class JobPart(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
+        RETRYING = "retrying", "Waiting for its retry"  # raised; tried again after a backoff
         SUCCEEDED = "succeeded", "Succeeded"
         PROBLEMS = "problems", "Finished with problems"  # exit status 1: reported, not retried
-        FAILED = "failed", "Failed"  # raised: retried by the broker, then dead-lettered
+        FAILED = "failed", "Failed"  # raised on its last try, or dead-lettered
 
     run = models.ForeignKey(JobRun, on_delete=models.CASCADE, related_name="part_set")
     index = models.PositiveIntegerField()

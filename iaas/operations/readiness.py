@@ -6,6 +6,7 @@ process that is not ready out of the load balancer; it does not restart it."""
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -46,9 +47,23 @@ def migrations_applied() -> bool:
 
 def broker() -> str:
     """ "ok", "unreachable" or "not configured" (no CELERY_BROKER_URL: the work runs from
-    cron, nothing needs a broker)."""
+    cron, nothing needs a broker). An answer is reused for BROKER_ANSWER_SECONDS, so a
+    probe every second does not open a connection to the broker every second."""
     if not settings.CELERY_BROKER_URL:
         return "not configured"
+    answered_at, answer = _broker_answer
+    if answer and time.monotonic() - answered_at < BROKER_ANSWER_SECONDS:
+        return answer
+    answer = _broker_check()
+    _broker_answer[:] = [time.monotonic(), answer]
+    return answer
+
+
+BROKER_ANSWER_SECONDS = 5.0
+_broker_answer: list = [0.0, ""]
+
+
+def _broker_check() -> str:
     # The app's connection: the broker's options (TLS, heartbeat) as the workers have them.
     broker_connection = celery_app.connection_for_read(
         settings.CELERY_BROKER_URL, connect_timeout=BROKER_TIMEOUT_SECONDS

@@ -31,7 +31,9 @@ class Job:
     # A run that finds nothing to do is still recorded; runs of jobs that repeat every few
     # seconds are kept this long, the others IAAS_JOB_HISTORY_DAYS.
     history: dt.timedelta | None = None
-    expires: float | None = None  # a start not taken by a worker this soon is dropped (seconds)
+    # A job that repeats every few seconds: a start while a run of it is open, or within
+    # this long of the last one, does nothing (iaas.operations.jobs.start_is_redundant).
+    period: dt.timedelta | None = None
     alert_on_problems: bool = False  # a run that reports problems is logged as an error
 
     def arguments(self, *, partition: str | None, at: dt.datetime) -> list[str]:
@@ -68,10 +70,11 @@ def every(seconds: float) -> schedule:
 
 
 def repeating(name: str, command: str, seconds: float, description: str, **more) -> Job:
-    """A job that repeats every few seconds: a start not taken within its period is
-    dropped (the next one comes), and its runs are kept a day."""
+    """A job that repeats every few seconds: the starts that queued up while the workers
+    were busy or down make one run, not a burst, and its runs are kept a day."""
+    period = dt.timedelta(seconds=seconds)
     return Job(
-        name, command, every(seconds), description, history=dt.timedelta(days=1), expires=seconds, **more
+        name, command, every(seconds), description, history=dt.timedelta(days=1), period=period, **more
     )
 
 
@@ -179,7 +182,6 @@ def beat_schedule() -> dict:
             "task": "iaas.jobs.start",
             "schedule": job.when,
             "kwargs": {"job": job.name, "started_by": "beat"},
-            "options": {"expires": job.expires} if job.expires else {},
         }
         for job in JOBS.values()
     }

@@ -19,7 +19,8 @@ from django.conf import settings
 
 from iaas.contracts import bus
 
-from . import jobs
+from . import broker, jobs
+from .models import JobRun
 
 
 def _backoff(retries: int) -> int:
@@ -27,30 +28,44 @@ def _backoff(retries: int) -> int:
     return min(settings.IAAS_TASK_RETRY_DELAY_SECONDS * 2**retries, 600)
 
 
-def _retry(task, error: BaseException):
+def _retry(task, error: Exception, *, queue: str):
+    """Retry ``task`` later on ``queue``, the queue it came from (Celery's retry on a
+    quorum queue would otherwise go through the default queue: a partition's work would
+    leave its partition's queue)."""
     return task.retry(
-        exc=error, countdown=_backoff(task.request.retries), max_retries=settings.IAAS_TASK_MAX_RETRIES
+        exc=error,
+        countdown=_backoff(task.request.retries),
+        max_retries=settings.IAAS_TASK_MAX_RETRIES,
+        queue=queue,
     )
 
 
+def _last_try(task) -> bool:
+    return task.request.retries >= settings.IAAS_TASK_MAX_RETRIES
+
+
 @shared_task(name=jobs.START_TASK, bind=True)
-def start_job(self, job: str, started_by: str = "beat") -> int:
-    """Create the job's run (once per start message) and publish its parts."""
+def start_job(self, job: str, started_by: str = "beat") -> int | None:
+    """Create the job's run (once per start message) and publish its parts; nothing for
+    a job that repeats every few seconds when a run of it came a moment ago."""
     try:
+        if jobs.start_is_redundant(job):
+            return None
         return jobs.run_start(job_name=job, started_by=started_by, key=self.request.id).pk
     except LookupError:
         raise  # an unknown job: no retry makes it known; it fails and is dead-lettered
     except Exception as error:
-        raise _retry(self, error) from error
+        raise _retry(self, error, queue=broker.topology().default_queue) from error
 
 
 @shared_task(name=jobs.PART_TASK, bind=True)
 def run_job_part(self, run_id: int, index: int) -> None:
     """Run one part of a job's run (one wallet partition) on this worker."""
+    worker = f"{self.request.hostname} pid {os.getpid()}"
     try:
-        jobs.run_part(run_id=run_id, index=index, worker=f"{self.request.hostname} pid {os.getpid()}")
+        jobs.run_part(run_id=run_id, index=index, worker=worker, final=_last_try(self))
     except Exception as error:
-        raise _retry(self, error) from error
+        raise _retry(self, error, queue=jobs.part_queue(JobRun.objects.get(pk=run_id), index)) from error
 
 
 @shared_task(name="iaas.events.consume", bind=True)
@@ -59,4 +74,4 @@ def consume_event(self, subscription: str, event_type: str, event_id: str, paylo
     try:
         bus.consume_relayed(subscription, event_type=event_type, event_id=event_id, payload=payload)
     except Exception as error:
-        raise _retry(self, error) from error
+        raise _retry(self, error, queue=broker.topology().events_queue) from error

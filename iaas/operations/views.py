@@ -26,13 +26,16 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """200 when the database answers with every migration applied and the broker (if one
-    is configured) takes a connection; 503 naming the check that failed."""
+    """200 when the database answers with every migration applied, 503 when not. The
+    broker (if one is configured) is checked and reported, and a broker out of reach is
+    "degraded", still 200: an app host sells without it (the outbox keeps the work until
+    the broker is back), so a RabbitMQ outage must not take every app host out of the
+    load balancer."""
     checks = {"database": readiness.database(), "broker": readiness.broker()}
-    ready = checks["database"] == "ok" and checks["broker"] in ("ok", "not configured")
-    return JsonResponse(
-        {"status": "ready" if ready else "unavailable", **checks}, status=200 if ready else 503
-    )
+    if checks["database"] != "ok":
+        return JsonResponse({"status": "unavailable", **checks}, status=503)
+    status = "ready" if checks["broker"] in ("ok", "not configured") else "degraded"
+    return JsonResponse({"status": status, **checks})
 
 
 @never_cache

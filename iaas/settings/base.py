@@ -375,14 +375,19 @@ if IAAS_TASK_PARTITIONS % IAAS_TASK_PARTITION_QUEUES:
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
+CELERY_TASK_ACKS_ON_FAILURE = False  # the two halves of the above, as Celery 5.7 names them
+CELERY_TASK_ACKS_ON_TIMEOUT = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True  # outcomes are in the database (JobRun), not a result store
 CELERY_RESULT_BACKEND = None
-CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("IAAS_TASK_SOFT_TIME_LIMIT", "1500"))
-CELERY_TASK_TIME_LIMIT = int(os.environ.get("IAAS_TASK_TIME_LIMIT", "1800"))
+# Below RabbitMQ's consumer_timeout (README: set it to two hours), which closes the channel
+# of a delivery unacknowledged that long, reserved messages waiting behind a running task
+# included.
+CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("IAAS_TASK_SOFT_TIME_LIMIT", "900"))
+CELERY_TASK_TIME_LIMIT = int(os.environ.get("IAAS_TASK_TIME_LIMIT", "1200"))
 CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
 CELERY_WORKER_DETECT_QUORUM_QUEUES = True
 CELERY_TASK_CREATE_MISSING_QUEUES = False  # a typo in a queue name is an error, not a new queue

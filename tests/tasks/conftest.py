@@ -74,7 +74,6 @@ class CeleryWorker:
         self.log: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        self.wait_for("ready.")
 
     def _read(self) -> None:
         for line in self.process.stderr:
@@ -141,7 +140,8 @@ def start_worker(_broker_queues) -> Iterator[Callable[..., CeleryWorker]]:
         name: str = "w1", *, queues: list[str] | None = None, include: str | None = None, **env: str
     ) -> CeleryWorker:
         worker = CeleryWorker(name, queues=queues, include=include, env=env)
-        started.append(worker)
+        started.append(worker)  # before it is ready: a worker that never gets there is killed too
+        worker.wait_for("ready.")
         return worker
 
     yield start

@@ -161,6 +161,28 @@ def test_a_failing_task_is_retried_then_dead_lettered_and_an_operator_retries_it
     assert run.part_set.get().attempts == 2 + settings.IAAS_TASK_MAX_RETRIES
 
 
+def test_a_failing_part_is_retried_on_its_own_partitions_queue(start_worker):
+    layout = broker.topology()
+    partitions_only = [layout.partition_queue(i) for i in range(layout.partition_queues)]
+    start_worker("partitions", queues=partitions_only, IAAS_FAIL_IN_JOB_PART="1")
+    run = metering_run(T0)
+
+    def all_dead() -> list[DeadLetter]:
+        dead_letters.drain()
+        letters = list(DeadLetter.objects.filter(status=DeadLetter.Status.DEAD))
+        return letters if len(letters) == run.parts else []
+
+    # Had a retry gone through the default queue, this worker (which does not consume it)
+    # would never have seen it again, and it would never have died.
+    for letter in wait_until(all_dead, what="every part retried, then dead-lettered"):
+        index = dead_letters.arguments(letter)["index"]
+        assert letter.queue == queue_of_part(run, index)
+        assert letter.routing_key.endswith(queue_of_part(run, index))
+    attempts = set(run.part_set.values_list("attempts", flat=True))
+    assert attempts == {1 + settings.IAAS_TASK_MAX_RETRIES}
+    assert finished(run).status == JobRun.Status.FAILED
+
+
 def test_a_task_that_kills_its_worker_every_time_is_dead_lettered_after_the_delivery_limit(start_worker):
     worker = start_worker("victim", IAAS_PAUSE_IN_JOB_PART="60")
     run = jobs.run_start(job_name="release_idle", started_by="test")

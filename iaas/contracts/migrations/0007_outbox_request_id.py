@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contracts', '0006_inbox_records'),
+        ("contracts", "0006_inbox_records"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='outboxmessage',
-            name='request_id',
-            field=models.CharField(blank=True, db_default='', default='', max_length=64),
+            model_name="outboxmessage",
+            name="request_id",
+            field=models.CharField(blank=True, db_default="", default="", max_length=64),
         ),
     ]

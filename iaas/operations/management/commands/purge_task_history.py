@@ -10,6 +10,7 @@ import datetime as dt
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from iaas.common.cli import dump_json
@@ -48,3 +49,13 @@ class Command(BaseCommand):
             if as_json
             else f"deleted {runs} job run(s), {inbox} inbox record(s), {letters} handled dead letter(s)"
         )
+
+
+def _delete_in_batches(rows: QuerySet, size: int = 5000) -> int:
+    """Delete the rows a batch at a time (short transactions, bounded locks); how many of
+    the queryset's model were deleted (a run's parts go with it)."""
+    label = rows.model._meta.label
+    deleted = 0
+    while ids := list(rows.order_by("pk").values_list("pk", flat=True)[:size]):
+        deleted += rows.model.objects.filter(pk__in=ids).delete()[1].get(label, 0)
+    return deleted
