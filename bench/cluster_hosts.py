@@ -609,6 +609,25 @@ class Postgres:
     def recreate_database(self, name: str = DATABASE) -> None:
         self.host.call(self.server.recreate_database, name)
 
+    def copy_database(self, name: str, template: str) -> None:
+        """Drop ``name`` (its sessions ended) and create it again as a copy of ``template``
+        (CREATE DATABASE ... TEMPLATE: a migrated database in a second, no migrations)."""
+
+        def copy() -> None:
+            import psycopg
+
+            with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+        self.host.call(copy)
+
+    def connect(self, database: str = DATABASE, **kwargs: Any) -> Any:
+        """A psycopg connection to ``database``; call it from a host's thread (``Host.call``)."""
+        import psycopg
+
+        return psycopg.connect(self.url(database), connect_timeout=5, **kwargs)
+
     def query(self, sql: str, params: Sequence[Any] = (), *, database: str = DATABASE) -> list[tuple]:
         """Rows of one statement, asked from the data host itself."""
 
@@ -840,6 +859,19 @@ def publish_persistent(url: str, name: str, payload: dict) -> None:
         )
 
 
+def queue_depth(url: str, name: str) -> int:
+    """The messages ready in queue ``name`` (a passive declare: exact, unlike the queue
+    list's periodic statistics; messages delivered and not yet acknowledged are not
+    counted). -1 when the queue does not exist."""
+    import amqp
+
+    with amqp_connection(url) as conn:
+        try:
+            return conn.default_channel.queue_declare(queue=name, passive=True).message_count
+        except amqp.exceptions.NotFound:
+            return -1
+
+
 def take_message(url: str, name: str) -> Any:
     """The next message of queue ``name`` (acknowledged), or None."""
     with amqp_connection(url) as conn:
@@ -937,6 +969,7 @@ class Cluster:
         self.redis: Redis | None = None
         self.rabbit: RabbitNode | None = None
         self.apps: list[AppServer] = []
+        self.database = DATABASE  # the one app_env points every Django process at
         self.leftovers: list[str] = []  # what up() removed of an earlier run
         self._lock: Any = None
         self._up = False
@@ -1037,7 +1070,7 @@ class Cluster:
             SECRET_KEY=self.secret_key,
             ALLOWED_HOSTS=",".join(app_addresses),
             SECURE_SSL_REDIRECT="false",
-            DATABASE_URL=self.postgres.url(),
+            DATABASE_URL=self.postgres.url(self.database),
             CELERY_BROKER_URL=self.rabbit.url(),
             REDIS_URL=self.redis.url(),
             IAAS_CACHE_KEY_PREFIX="iaas-cluster",
@@ -1134,12 +1167,28 @@ def _attempt(what: str, step: Callable[[], Any]) -> None:
         print(f"teardown: {what} failed: {type(error).__name__}: {error}", flush=True)
 
 
-def wait_for_log(process: Process, text: str, *, timeout: float) -> None:
-    """Until ``text`` appears in the process's log; fails early when the process exits."""
+def log_size(path: Path | None) -> int:
+    """How long a log is now: where a process started next writes its first line (logs
+    are appended to, so ``wait_for_log(..., since=)`` looks only at what follows)."""
+    return path.stat().st_size if path and path.exists() else 0
+
+
+def read_log(path: Path | None, since: int = 0) -> str:
+    """A log's text from byte ``since`` on."""
+    if not path or not path.exists():
+        return ""
+    with path.open("rb") as log:
+        log.seek(since)
+        return log.read().decode(errors="replace")
+
+
+def wait_for_log(process: Process, text: str, *, timeout: float, since: int = 0) -> None:
+    """Until ``text`` appears in the process's log (after byte ``since``: a log another
+    start of the same process wrote to before); fails early when the process exits."""
 
     def seen() -> bool:
         if not process.alive():
             raise RuntimeError(f"{process.name} exited {process.popen.returncode}:\n{process.log_tail()}")
-        return bool(process.log) and text in process.log.read_text(errors="replace")
+        return text in read_log(process.log, since)
 
     wait_until(seen, timeout=timeout, what=f"{text!r} in {process.name}'s log")

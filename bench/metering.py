@@ -58,6 +58,7 @@ import time
 import traceback
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -352,13 +353,17 @@ def seed(
     wallets: int,
     subscriptions: int = SUBSCRIPTIONS,
     fillfactor: int | None = None,
+    connect: Callable[..., psycopg.Connection] | None = None,
 ) -> dict:
     """Seed ``servers`` servers on ``wallets`` wallets (see SEED) into a migrated, empty
     ``database``; then VACUUM ANALYZE and CHECKPOINT, so every run starts with the same
     clean pages. Returns the instants the seed is built on and its timings.
 
     ``fillfactor`` (an experiment, not the schema's): leave that much of each page of
-    the servers and usage records free, room for HOT updates."""
+    the servers and usage records free, room for HOT updates. ``connect(database,
+    **kwargs)``: how to open a connection (default: this machine's benchmark server,
+    ``bench.common.connect``; bench/cluster.py passes one to its data host)."""
+    connect = connect or common.connect
     now = dt.datetime.now(UTC)
     paid_until = now - dt.timedelta(minutes=30)
     params = {
