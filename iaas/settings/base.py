@@ -350,11 +350,16 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 IAAS_TASK_QUEUE_PREFIX = os.environ.get("IAAS_TASK_QUEUE_PREFIX", "iaas")
 # The fixed set of queues a partitioned run is routed to (each wallet partition to one of
 # them, by the wallet id's leading bits), and the partitions a run is cut into (a multiple
-# of the queues: more, smaller tasks share a run among more workers).
+# of the queues). A worker reserves up to its concurrency in messages from each queue it
+# consumes (quorum queues have no global prefetch), so a run shares among worker hosts
+# only when it has more parts than one host reserves: at least queues x concurrency x
+# hosts (8 x 2 x 4 here). bench/cluster.py's scale rows show one host taking all of a run
+# of 8 parts on 8 queues.
 IAAS_TASK_PARTITION_QUEUES = int(os.environ.get("IAAS_TASK_PARTITION_QUEUES", "8"))
-IAAS_TASK_PARTITIONS = int(os.environ.get("IAAS_TASK_PARTITIONS", "8"))
-# A message delivered this many times (a worker died on it, or it failed and was put
-# back each time) is dead-lettered for an operator (the admin's "Dead letters").
+IAAS_TASK_PARTITIONS = int(os.environ.get("IAAS_TASK_PARTITIONS", "64"))
+# A message redelivered this many times (a worker died holding it, or it was put back
+# each time) is dead-lettered on its next return, for an operator (the admin's "Dead
+# letters"): a message is delivered at most this many times plus one.
 IAAS_TASK_DELIVERY_LIMIT = int(os.environ.get("IAAS_TASK_DELIVERY_LIMIT", "10"))
 # A task that raises is tried again this many times, after 1, 2, 4, ... times this delay
 # (capped at ten minutes), then dead-lettered.
