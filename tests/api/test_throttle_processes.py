@@ -46,6 +46,23 @@ def test_database_url() -> str:
 test_database_url.__test__ = False  # a helper, not a test
 
 
+def production_env(cache_prefix: str, **more: str) -> dict[str, str]:
+    """The environment of a production gunicorn against the test database, counting in
+    Redis under ``cache_prefix`` (the test deletes it afterwards)."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "iaas.settings.production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "0",
+        "DATABASE_URL": test_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "IAAS_CACHE_KEY_PREFIX": cache_prefix,
+        "LOG_LEVEL": "WARNING",
+        **more,
+    }
+
+
 def call(port: int, method: str, path: str, body: dict | None = None, token: str | None = None):
     """(status, headers, JSON body) of one request; an HTTP error is an answer too."""
     request = urllib.request.Request(
@@ -97,18 +114,7 @@ class Server:
 @pytest.fixture
 def two_servers(transactional_db, tmp_path):
     prefix = f"{settings.IAAS_CACHE_KEY_PREFIX}:processes-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "iaas.settings.production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "0",
-        "DATABASE_URL": test_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "IAAS_CACHE_KEY_PREFIX": prefix,
-        "IAAS_THROTTLE_USER": f"{LIMIT}/hour",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = production_env(prefix, IAAS_THROTTLE_USER=f"{LIMIT}/hour")
     servers = [Server(env, tmp_path / f"gunicorn-{i}.log") for i in (1, 2)]
     try:
         for server in servers:

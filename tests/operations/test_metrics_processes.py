@@ -6,7 +6,6 @@ are JSON, each with its request's id."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -20,7 +19,7 @@ import pytest
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.test_throttle_processes import GUNICORN, ROOT, free_port, test_database_url
+from tests.api.test_throttle_processes import GUNICORN, ROOT, free_port, production_env
 from tests.cache import delete_prefix, redis_client
 
 TOKEN = secrets.token_urlsafe(24)
@@ -43,19 +42,7 @@ def gunicorn(transactional_db, tmp_path):
     prefix = f"{settings.IAAS_CACHE_KEY_PREFIX}:metrics-{uuid.uuid4().hex[:8]}"
     port = free_port()
     log_path = tmp_path / "gunicorn.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "iaas.settings.production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "0",
-        "DATABASE_URL": test_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "IAAS_CACHE_KEY_PREFIX": prefix,
-        "IAAS_METRICS_TOKEN": TOKEN,
-        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
-        "LOG_LEVEL": "WARNING",
-    }
+    env = production_env(prefix, IAAS_METRICS_TOKEN=TOKEN, PROMETHEUS_MULTIPROC_DIR=str(multiproc))
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [str(GUNICORN), "iaas.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
