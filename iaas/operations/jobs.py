@@ -93,20 +93,29 @@ def run_start(*, job_name: str, started_by: str, key: str | None = None) -> JobR
     return run
 
 
-def start_is_redundant(job_name: str) -> bool:
+# A run of a repeating job still open after this long no longer holds back its starts (its
+# parts wait for redispatch or an operator; the work goes on meanwhile).
+OPEN_RUN_HOLDS_STARTS_FOR = dt.timedelta(minutes=10)
+
+
+def start_is_redundant(job_name: str, *, key: str | None = None) -> bool:
     """A start of a job that repeats every few seconds is redundant when another run of
-    it is still open or began less than a period ago: the starts beat queued while the
-    workers were busy or down run as one, not as a burst (they are not given an expiry:
-    an expired message would go to the dead-letter queue)."""
+    it is open (begun in the last ten minutes) or began less than a period ago: the
+    starts beat queued while the workers were busy or down run as one, not as a burst
+    (they carry no expiry: an expired message would go to the dead-letter queue). A
+    start delivered again whose run exists (``key``) is never redundant: it publishes
+    what its first delivery could not."""
     spec = job(job_name)
     if spec.period is None:
         return False
+    if key is not None and JobRun.objects.filter(start_key=key).exists():
+        return False
     if spec.name == "relay" and not bus.relayed():
         return True  # nothing subscribes outside the money transaction: nothing to relay
-    recent = timezone.now() - spec.period
+    now = timezone.now()
     return (
-        JobRun.objects.filter(job=spec.name)
-        .filter(Q(status=JobRun.Status.RUNNING) | Q(started_at__gte=recent))
+        JobRun.objects.filter(job=spec.name, started_at__gte=now - OPEN_RUN_HOLDS_STARTS_FOR)
+        .filter(Q(status=JobRun.Status.RUNNING) | Q(started_at__gte=now - spec.period))
         .exists()
     )
 

@@ -49,7 +49,7 @@ def start_job(self, job: str, started_by: str = "beat") -> int | None:
     """Create the job's run (once per start message) and publish its parts; nothing for
     a job that repeats every few seconds when a run of it came a moment ago."""
     try:
-        if jobs.start_is_redundant(job):
+        if jobs.start_is_redundant(job, key=self.request.id):
             return None
         return jobs.run_start(job_name=job, started_by=started_by, key=self.request.id).pk
     except LookupError:

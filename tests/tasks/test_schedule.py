@@ -3,11 +3,13 @@ it), and Celery beat, a real process, starts the jobs on the workers."""
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 
 import pytest
 from django.core.management import get_commands
+from django.utils import timezone
 
 from iaas.operations import jobs
 from iaas.operations.models import JobRun
@@ -59,3 +61,11 @@ def test_a_start_of_a_repeating_job_soon_after_its_last_run_does_nothing():
     jobs.run_inline(job_name="deliver", started_by="test")
     assert jobs.start_is_redundant("deliver")  # the starts queued during an outage: one run
     assert not jobs.start_is_redundant("meter")  # a scheduled job runs at every start
+
+
+def test_a_start_delivered_again_publishes_its_run_and_a_stale_open_run_holds_nothing_back():
+    run = jobs.run_create(job_name="deliver", started_by="beat", key="start-1")  # then the worker died
+    assert not jobs.start_is_redundant("deliver", key="start-1")  # its redelivery dispatches the run
+    assert jobs.start_is_redundant("deliver", key="start-2")  # another start, a moment later: no
+    JobRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - dt.timedelta(minutes=11))
+    assert not jobs.start_is_redundant("deliver", key="start-3")  # still open, but stale
