@@ -131,6 +131,18 @@ def _optional(convert: Callable) -> Callable:
     return lambda value: None if value is None else convert(value)
 
 
+# --- Customers (the shared kernel: auth.User) -----------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomerRegistered(Event):
+    """A customer registered through the API: the address they gave is to be verified."""
+
+    owner_id: int
+    username: str
+    email: str
+
+
 # --- Billing -------------------------------------------------------------------------
 
 
@@ -160,6 +172,10 @@ class WalletToppedUp(Event):
     wallet_id: uuid.UUID
     amount: int
     currency: str
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +200,10 @@ class ChargeRefunded(Event):
     context: str
     amount: int
     currency: str
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,9 +213,52 @@ class InvoiceIssued(Event):
     owner_id: int
     currency: str
     total: int
+    resource: dict | None = None  # the invoice as the API shows it (iaas.notifications)
 
 
-# --- Selling contexts (Cloud, Hosting) ----------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class TopUpFailed(Event):
+    """A top-up ended without money: the provider cancelled or expired it, or an operator
+    rejected it. (A failed attempt alone leaves the top-up pending: no event.)"""
+
+    top_up_id: uuid.UUID
+    wallet_id: uuid.UUID
+    amount: int
+    currency: str
+    reason: str = ""
+    owner_id: int | None = None
+    resource: dict | None = None  # the top-up as the API shows it
+
+
+@dataclass(frozen=True, kw_only=True)
+class LowBalanceReached(Event):
+    """A wallet's available balance went below the threshold its owner set: published
+    once per crossing (re-armed when the available balance is back at or above it)."""
+
+    wallet_id: uuid.UUID
+    owner_id: int
+    currency: str
+    available: int
+    threshold: int
+    resource: dict | None = None  # the wallet as the API shows it
+
+
+# --- Selling contexts (Cloud, Hosting, Storage) -------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceEndsSoon(Event):
+    """A suspended service will be ended (terminated, cancelled, deleted) for non-payment
+    at ``ends_at``, about a day from now unless its wallet pays: published once per
+    suspension by the selling kit (iaas.spending), for every selling context."""
+
+    context: str  # cloud, hosting, storage
+    kind: str  # server, subscription, volume
+    service_id: uuid.UUID
+    wallet_id: uuid.UUID
+    owner_id: int
+    ends_at: dt.datetime
+    resource: dict | None = None  # the service as the API shows it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,12 +323,20 @@ class ServerSuspended(Event):
     reason: str
     # The cause that stopped it: unpaid, wallet_blocked or operator (iaas.spending).
     cause: str = ""
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServerResumed(Event):
     server_id: uuid.UUID
     wallet_id: uuid.UUID
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,6 +344,10 @@ class ServerTerminated(Event):
     server_id: uuid.UUID
     wallet_id: uuid.UUID
     reason: str
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,12 +357,20 @@ class SubscriptionSuspended(Event):
     reason: str
     # The cause that stopped it: unpaid, wallet_blocked or operator (iaas.spending).
     cause: str = ""
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class SubscriptionResumed(Event):
     subscription_id: uuid.UUID
     wallet_id: uuid.UUID
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,6 +378,10 @@ class SubscriptionCancelled(Event):
     subscription_id: uuid.UUID
     wallet_id: uuid.UUID
     reason: str = "customer"  # customer, operator:<name>, unpaid
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -304,12 +391,20 @@ class VolumeSuspended(Event):
     reason: str
     # The cause that stopped it: unpaid, wallet_blocked or operator (iaas.spending).
     cause: str = ""
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class VolumeResumed(Event):
     volume_id: uuid.UUID
     wallet_id: uuid.UUID
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -325,3 +420,8 @@ class VolumeDeleted(Event):
     volume_id: uuid.UUID
     wallet_id: uuid.UUID
     reason: str
+
+    # What a customer is told (iaas.notifications): whose it is, and the resource as the
+    # API shows it at this moment (None in rows written before these fields existed).
+    owner_id: int | None = None
+    resource: dict | None = None
