@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
@@ -130,6 +132,7 @@ def app_env(app_dir: Path, database_url: str, **extra: str) -> dict[str, str]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "iaas.settings.production",
         "SECRET_KEY": secrets.token_urlsafe(48),
+        "IAAS_SECRET_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "0",
         "IAAS_PAYMENT_PROVIDER": "iaas.billing.payments.SandboxPaymentProvider",

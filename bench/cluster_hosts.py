@@ -60,6 +60,7 @@ Needs root (namespaces, links). Usage::
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import ctypes
 import fcntl
@@ -965,6 +966,7 @@ class Cluster:
         self.logs = directory / "logs"
         self.hosts = {name: Host(name, address, self.logs) for name, address in layout.items()}
         self.secret_key = secrets.token_urlsafe(48)  # one for every app host: 64 characters
+        self.fernet_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # IAAS_SECRET_KEYS
         self.postgres: Postgres | None = None
         self.redis: Redis | None = None
         self.rabbit: RabbitNode | None = None
@@ -1068,6 +1070,7 @@ class Cluster:
         return base_env(
             DJANGO_SETTINGS_MODULE=settings,
             SECRET_KEY=self.secret_key,
+            IAAS_SECRET_KEYS=self.fernet_key,
             ALLOWED_HOSTS=",".join(app_addresses),
             SECURE_SSL_REDIRECT="false",
             DATABASE_URL=self.postgres.url(self.database),

@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("iaas.cloud.api.urls")),
     path("", include("iaas.hosting.api.urls")),
     path("", include("iaas.storage.api.urls")),
+    path("", include("iaas.notifications.api.urls")),
 ]
 
 urlpatterns = [
@@ -23,6 +24,7 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("", include("iaas.notifications.urls")),  # the link in a verification email
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^api/", api_not_found),

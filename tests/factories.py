@@ -18,6 +18,7 @@ from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
 from iaas.contracts import billing, bus
 from iaas.contracts.events import ChargesRecorded, RecordedCharge
+from iaas.contracts.models import OutboxMessage
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -31,13 +32,27 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 
 def funded_wallet(owner=None, *, amount: int = 0, currency: str = "EUR") -> Wallet:
-    """A wallet for ``owner`` (a new customer when None), topped up by ``amount``."""
+    """A wallet for ``owner`` (a new customer when None), topped up by ``amount``. The
+    top-up reaches the customer's notifications at once (as the relay would hand it
+    over), so what a test then delivers is only what the test did."""
     owner = owner or UserFactory()
     wallet = billing_services.wallet_create(owner_id=owner.id, currency=currency)
     if amount:
-        billing_services.top_up_create(wallet_id=wallet.id, owner_id=owner.id, amount=amount)
+        top_up = billing_services.top_up_create(wallet_id=wallet.id, owner_id=owner.id, amount=amount)
+        tell_customer(OutboxMessage.objects.filter(payload__top_up_id=str(top_up.id)))
     wallet.refresh_from_db()
     return wallet
+
+
+def tell_customer(rows) -> int:
+    """Apply the pending outbox ``rows`` of the customers' notifications now, each once
+    under its inbox record, and mark them done: what the relay and a worker do."""
+    rows = list(rows.filter(status=OutboxMessage.Status.PENDING, handler__startswith="notifications."))
+    for row in rows:
+        bus.consume_relayed(
+            row.handler, event_type=row.event_type, event_id=str(row.event_id), payload=row.payload
+        )
+    return bus.relay_done([row.pk for row in rows])
 
 
 def api_key_for(user, *, scope: str = "read_write", name: str = "test", **fields) -> str:

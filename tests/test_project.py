@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.db import OperationalError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +43,9 @@ def test_schema_docs_and_admin_are_served(client, path):
 
 
 def run_production_check(**env):
-    environment = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ALLOWED_HOSTS")}
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ALLOWED_HOSTS", "IAAS_SECRET_KEYS")
+    }
     environment.update(DJANGO_SETTINGS_MODULE="iaas.settings.production", **env)
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
@@ -66,8 +69,18 @@ def test_production_needs_allowed_hosts():
     assert "ALLOWED_HOSTS" in result.stderr
 
 
-def test_production_settings_pass_the_deploy_check():
+def test_production_needs_keys_for_the_secrets_it_stores():
     result = run_production_check(SECRET_KEY="k" * 30 + "Q7#a" * 10, ALLOWED_HOSTS="billing.example.com")
+    assert result.returncode != 0
+    assert "Production needs IAAS_SECRET_KEYS" in result.stderr
+
+
+def test_production_settings_pass_the_deploy_check():
+    result = run_production_check(
+        SECRET_KEY="k" * 30 + "Q7#a" * 10,
+        ALLOWED_HOSTS="billing.example.com",
+        IAAS_SECRET_KEYS=Fernet.generate_key().decode(),
+    )
     assert result.returncode == 0, result.stderr
     # The one warning left is the opt-in HSTS preload list (SECURE_HSTS_PRELOAD).
     assert "security.W021" in result.stderr + result.stdout

@@ -1,6 +1,7 @@
 """Registration and token issue: the two endpoints anyone may call, rate-limited per
 client address. Each answers a new ``read_write`` API key (``keys``), shown this once:
-registration's is named "registration", each login's "login <date> <time> UTC"."""
+registration's is named "registration", each login's "login <date> <time> UTC".
+Registration publishes CustomerRegistered in the transaction that creates the user."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from iaas.contracts import bus
+from iaas.contracts.events import CustomerRegistered
 
 from . import keys
 from .fields import StrictCharField
@@ -98,6 +102,8 @@ class RegisterView(PublicView):
                 user = User.objects.create_user(
                     username=data["username"], email=data["email"], password=data["password"]
                 )
+                # With the user, or not at all: the address is to be verified (iaas.notifications).
+                bus.publish(CustomerRegistered(owner_id=user.pk, username=user.username, email=user.email))
                 issued = keys.api_key_create(owner_id=user.pk, name="registration")
         except IntegrityError:  # registered by a concurrent request
             raise UsernameTaken() from None

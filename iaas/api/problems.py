@@ -48,6 +48,7 @@ TITLES = {
     "request_too_large": "Request body too large",
     "unsupported_media_type": "Unsupported media type",
     "throttled": "Too many requests",
+    "unsafe_url": "Unsafe URL",
     "server_error": "Internal server error",
     "service_unavailable": "Service unavailable",
 }

@@ -27,8 +27,9 @@ from iaas.contracts.errors import (
     WalletNotActive,
     WalletNotFound,
 )
-from iaas.contracts.events import FundsReserved, ReleaseRequested
+from iaas.contracts.events import FundsReserved, LowBalanceReached, ReleaseRequested
 
+from . import notices
 from .locks import wallets_try_lock
 from .models import Hold, LedgerEntry, Reservation, SettledCharge, Wallet
 from .selectors import wallets_existing
@@ -61,6 +62,7 @@ def funds_reserve_batch(
     locked = wallets_try_lock(exists)
     answers: dict[uuid.UUID, Grant | DomainError] = {}
     grants: list[tuple[Wallet, int]] = []
+    alerts: list[LowBalanceReached] = []
     for request in sorted(requests, key=lambda r: r.wallet_id):
         wallet = locked.get(request.wallet_id)
         if wallet is None and request.wallet_id in exists:
@@ -69,19 +71,24 @@ def funds_reserve_batch(
         if refusal is not None:
             answers[request.wallet_id] = refusal
             continue
-        granted = min(request.amount, wallet.available)
+        available_before = wallet.available
+        granted = min(request.amount, available_before)
         wallet.reserved += granted
         grants.append((wallet, granted))
-    reservations = _book_grants(context, grants)
+        alerts += notices.low_balance_alerts(wallet, available_before=available_before)
+    reservations = _book_grants(context, grants, alerts)
     for (wallet, granted), reservation in zip(grants, reservations, strict=True):
         answers[wallet.id] = Grant(reservation.id, wallet.id, context, granted, wallet.currency)
     _request_releases(context, [w for w, a in answers.items() if isinstance(a, InsufficientFunds)])
     return answers
 
 
-def _book_grants(context: str, grants: list[tuple[Wallet, int]]) -> list[Reservation]:
+def _book_grants(
+    context: str, grants: list[tuple[Wallet, int]], alerts: list[LowBalanceReached]
+) -> list[Reservation]:
     """Reserved grows on each wallet and on its hold for ``context``, and each grant is
-    recorded: three statements for the whole batch."""
+    recorded: three statements for the whole batch, and one for the events, FundsReserved
+    with the LowBalanceReached of the wallets whose grant crossed their threshold."""
     if not grants:
         return []
     now = timezone.now()
@@ -125,7 +132,8 @@ def _book_grants(context: str, grants: list[tuple[Wallet, int]]) -> list[Reserva
                 reservation_id=r.id, wallet_id=w.id, context=context, amount=granted, currency=w.currency
             )
             for (w, granted), r in zip(grants, reservations, strict=True)
-        )
+        ),
+        *alerts,
     )
     return reservations
 

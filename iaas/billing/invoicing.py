@@ -28,8 +28,9 @@ from iaas.common import sql
 from iaas.common.db import retry_transaction
 from iaas.common.periods import Month
 from iaas.contracts import bus, selling
-from iaas.contracts.events import ChargeRecorded, ChargesRecorded, InvoiceIssued
+from iaas.contracts.events import ChargeRecorded, ChargesRecorded
 
+from . import notices
 from .locks import invoice_series_lock, wallet_lock
 from .models import Invoice, InvoiceLine, SettledCharge, Wallet
 
@@ -254,13 +255,5 @@ def invoice_issue(*, wallet_id: uuid.UUID, period: Month) -> Invoice | None:
     lines = _lines(invoice, charges)
     InvoiceLine.objects.bulk_create([line for line, _ in lines])
     _charges_place(lines)
-    bus.publish(
-        InvoiceIssued(
-            invoice_id=invoice.id,
-            number=invoice.number,
-            owner_id=invoice.owner_id,
-            currency=invoice.currency,
-            total=invoice.total,
-        )
-    )
+    bus.publish(notices.invoice_issued(invoice))
     return invoice

@@ -6,6 +6,7 @@ lock. Each helper runs inside the caller's transaction; none opens one."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from django.db import connection
 from django.utils import timezone
@@ -28,20 +29,47 @@ def wallet_lock(wallet_id: uuid.UUID, *, owner_id: int | None = None) -> Wallet:
         raise WalletNotFound() from None
 
 
+@dataclass(frozen=True)
+class Reserved:
+    """What ``wallet_reserve_if_available`` granted, and the wallet as the grant left it
+    (the columns the API shows, read from the same statement) with what was unreserved
+    before it: enough to tell whether the grant crossed the low-balance threshold and to
+    show the wallet, without another statement."""
+
+    granted: int
+    wallet: Wallet
+    available_before: int
+
+
+# The wallet's columns the reserve statement returns: what the API shows of it.
+RESERVED_COLUMNS = (
+    "id",
+    "owner_id",
+    "currency",
+    "status",
+    "balance",
+    "reserved",
+    "low_balance_threshold",
+    "created_at",
+)
+
+
 def wallet_reserve_if_available(
     wallet_id: uuid.UUID, *, owner_id: int, currency: str, amount: int, minimum: int
-) -> int | None:
+) -> Reserved | None:
     """Reserve in one statement: lock the wallet row (FOR NO KEY UPDATE, waiting for it)
     if it is the owner's, in ``currency``, active, with at least ``minimum`` unreserved,
     and add the grant, ``min(amount, unreserved)``, to ``reserved`` (I2: never past the
-    balance). Returns the grant, or None when no row passed the checks: then nothing is
-    locked or changed, and the caller reads why (``wallet_lock``).
+    balance). Returns the grant with the wallet as it left it, or None when no row passed
+    the checks: then nothing is locked or changed, and the caller reads why
+    (``wallet_lock``).
 
     The CTE locks the row first and reads what is unreserved from the version it locked
     (after waiting, the newest), so the grant it returns is exactly what the UPDATE
     added; a plain ``UPDATE ... RETURNING`` shows only the new values, from which a
     grant that took everything cannot be told. PostgreSQL only (``statements.folding``)."""
     table = connection.ops.quote_name(Wallet._meta.db_table)
+    returned = ", ".join(f"{table}.{connection.ops.quote_name(column)}" for column in RESERVED_COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH locked AS (SELECT id, balance - reserved AS unreserved FROM {table} "  # noqa: S608
@@ -49,11 +77,18 @@ def wallet_reserve_if_available(
             f"AND balance - reserved >= %s FOR NO KEY UPDATE) "
             f"UPDATE {table} SET reserved = {table}.reserved + LEAST(%s, locked.unreserved), "
             f"updated_at = %s FROM locked WHERE {table}.id = locked.id "
-            f"RETURNING LEAST(%s, locked.unreserved)",
+            f"RETURNING LEAST(%s, locked.unreserved), locked.unreserved, {returned}",
             [wallet_id, owner_id, currency, Wallet.Status.ACTIVE, minimum, amount, timezone.now(), amount],
         )
         row = cursor.fetchone()
-    return None if row is None else row[0]
+    if row is None:
+        return None
+    granted, unreserved, *columns = row
+    values = dict(zip(RESERVED_COLUMNS, columns, strict=True))
+    # from_db takes the loaded columns in the model's field order (the rest deferred).
+    loaded = [field.attname for field in Wallet._meta.concrete_fields if field.attname in values]
+    wallet = Wallet.from_db(connection.alias, loaded, [values[name] for name in loaded])
+    return Reserved(granted=granted, wallet=wallet, available_before=unreserved)
 
 
 def wallets_lock(wallet_ids, *, skip_locked: bool) -> dict[uuid.UUID, Wallet]:
@@ -64,7 +99,18 @@ def wallets_lock(wallet_ids, *, skip_locked: bool) -> dict[uuid.UUID, Wallet]:
         Wallet.objects.select_for_update(no_key=True, skip_locked=skip_locked)
         .filter(pk__in=sorted(set(wallet_ids)))
         .order_by("id")
-        .only("id", "owner_id", "currency", "status", "balance", "reserved", "ledger_sequence")
+        .only(
+            "id",
+            "owner_id",
+            "currency",
+            "status",
+            "balance",
+            "reserved",
+            "ledger_sequence",
+            # What the API shows of a wallet, for a LowBalanceReached a batch reserve publishes.
+            "low_balance_threshold",
+            "created_at",
+        )
     )
     return {wallet.id: wallet for wallet in rows}
 

@@ -27,6 +27,15 @@ class Wallet(models.Model):
     reserved = models.BigIntegerField(default=0, editable=False)
     # The last ledger sequence number handed out, under this row's lock (I9).
     ledger_sequence = models.BigIntegerField(default=0, editable=False)
+    # The owner's low-balance alert (PATCH /api/v1/wallets/{id}/), minor units; None: off.
+    # No "notified" flag goes with it: the writer that makes available drop compares it
+    # with available before and after, under this row's lock (``low_balance_crossed``).
+    low_balance_threshold = models.BigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="LowBalanceReached is published when the available balance drops below it.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -45,6 +54,10 @@ class Wallet(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=["active", "frozen", "closed"]), name="wallet_status_valid"
             ),
+            models.CheckConstraint(
+                condition=Q(low_balance_threshold__isnull=True) | Q(low_balance_threshold__gte=0),
+                name="wallet_low_balance_threshold_not_negative",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -53,6 +66,15 @@ class Wallet(models.Model):
     @property
     def available(self) -> int:
         return self.balance - self.reserved
+
+    def low_balance_crossed(self, *, available_before: int) -> bool:
+        """Whether the available balance just went from at or above the low-balance
+        threshold (``available_before``) to below it (now): the moment to tell the owner,
+        once. Asked by the writer that made it drop, under the wallet's lock, so before
+        and now are exact; a rise back to the threshold needs no bookkeeping to arm the
+        next crossing."""
+        threshold = self.low_balance_threshold
+        return threshold is not None and available_before >= threshold > self.available
 
     def money(self, amount: int) -> str:
         return format_minor_units(amount, self.currency)

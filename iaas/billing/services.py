@@ -27,15 +27,9 @@ from iaas.contracts.errors import (
     WalletNotActive,
     WalletNotFound,
 )
-from iaas.contracts.events import (
-    ChargeRefunded,
-    ChargeSettled,
-    FundsReserved,
-    ReleaseRequested,
-    WalletToppedUp,
-)
+from iaas.contracts.events import ChargeSettled, FundsReserved, ReleaseRequested
 
-from . import batch, selectors
+from . import batch, notices, selectors
 from .ledger import (
     charges_applied,
     entry_book,
@@ -46,7 +40,7 @@ from .ledger import (
     reservation_record,
     wallet_money_save,
 )
-from .locks import top_up_lock, wallet_lock, wallet_reserve_if_available, wallets_lock
+from .locks import Reserved, top_up_lock, wallet_lock, wallet_reserve_if_available, wallets_lock
 from .models import Adjustment, LedgerEntry, Refund, Reservation, SettledCharge, TopUp, Wallet
 from .payments import payment_provider
 
@@ -102,6 +96,31 @@ def wallet_set_status(
         return wallet
 
 
+def wallet_low_balance_threshold_set(*, wallet_id: uuid.UUID, owner_id: int, threshold: int | None) -> Wallet:
+    """The owner's low-balance alert: LowBalanceReached each time the available balance
+    drops from at or above ``threshold`` (minor units, 0 to the top-up limit) to below it;
+    None turns it off. Another customer's wallet is WalletNotFound, like a missing one.
+
+    A new threshold the wallet is below already is told at once, once (it counts as the
+    crossing): whoever sets an alert above what they have wants to hear it now, not after
+    the next top-up and purchase. Setting the threshold it has tells nothing. Under the
+    wallet lock, so a reserve running at the same time sees the old threshold or the new
+    one, never half of the change."""
+    if threshold is not None and (
+        type(threshold) is not int or not 0 <= threshold <= settings.IAAS_MAX_TOP_UP
+    ):
+        raise ValueError(f"a low-balance threshold is 0 to {settings.IAAS_MAX_TOP_UP} minor units, or None")
+    with transaction.atomic():
+        wallet = wallet_lock(wallet_id, owner_id=owner_id)
+        if wallet.low_balance_threshold == threshold:
+            return wallet
+        wallet.low_balance_threshold = threshold
+        wallet.save(update_fields=["low_balance_threshold", "updated_at"])
+        if threshold is not None and wallet.available < threshold:
+            bus.publish(notices.low_balance_reached(wallet))
+        return wallet
+
+
 # --- Reservations (the contract's synchronous side) ------------------------------------
 
 
@@ -115,17 +134,21 @@ def funds_reserve(
     (``wallet_reserve_if_available``); one more grows the hold and records the
     reservation and its FundsReserved event. Elsewhere, and when that UPDATE changes
     nothing (the refusal's reason is read under the lock), the wallet is locked and
-    checked in Python first."""
+    checked in Python first.
+
+    A grant that takes the available balance below the owner's low-balance threshold
+    publishes LowBalanceReached too, at no statement's cost: the UPDATE returns the
+    wallet, and the alert's outbox row goes in FundsReserved's INSERT."""
     if not 0 < minimum <= amount:
         raise ValueError("reserve needs 0 < minimum <= amount")
     with transaction.atomic(savepoint=False):
-        granted = None
+        reserved = None
         if statements.folding():
-            granted = wallet_reserve_if_available(
+            reserved = wallet_reserve_if_available(
                 wallet_id, owner_id=owner_id, currency=currency, amount=amount, minimum=minimum
             )
-        if granted is None:
-            granted = _reserve_checked_in_python(
+        if reserved is None:
+            reserved = _reserve_checked_in_python(
                 wallet_id,
                 owner_id=owner_id,
                 context=context,
@@ -133,6 +156,7 @@ def funds_reserve(
                 amount=amount,
                 minimum=minimum,
             )
+        granted = reserved.granted
         reservation = Reservation(
             wallet_id=wallet_id, context=context, kind=Reservation.Kind.GRANT, amount=granted
         )
@@ -144,6 +168,7 @@ def funds_reserve(
                 amount=granted,
                 currency=currency,
             ),
+            *notices.low_balance_alerts(reserved.wallet, available_before=reserved.available_before),
             together=[
                 hold_grow_write(wallet_id=wallet_id, context=context, amount=granted),
                 statements.insert(reservation),
@@ -154,7 +179,7 @@ def funds_reserve(
 
 def _reserve_checked_in_python(
     wallet_id: uuid.UUID, *, owner_id: int, context: str, currency: str, amount: int, minimum: int
-) -> int:
+) -> Reserved:
     """Lock the wallet, say why it cannot grant (a refusal), or add the grant to
     ``reserved``: the portable path, and the reason for a refused conditional UPDATE."""
     wallet = wallet_lock(wallet_id, owner_id=owner_id)
@@ -164,10 +189,11 @@ def _reserve_checked_in_python(
         raise WalletNotActive()
     if wallet.available < minimum:
         raise _refusal(wallet, context)
-    granted = min(amount, wallet.available)
+    available_before = wallet.available
+    granted = min(amount, available_before)
     wallet.reserved += granted
     wallet_money_save(wallet)
-    return granted
+    return Reserved(granted=granted, wallet=wallet, available_before=available_before)
 
 
 def _refusal(wallet: Wallet, context: str) -> InsufficientFunds:
@@ -428,25 +454,26 @@ def top_up_confirm(*, top_up_id: uuid.UUID) -> TopUp:
         top_up.completed_at = timezone.now()
         top_up.ledger_entry = entry
         top_up.save(update_fields=["status", "completed_at", "ledger_entry"])
-        bus.publish(
-            WalletToppedUp(
-                top_up_id=top_up.id,
-                wallet_id=wallet.id,
-                amount=top_up.amount,
-                currency=top_up.currency,
-            )
-        )
+        bus.publish(notices.wallet_topped_up(top_up, owner_id=wallet.owner_id))
         return top_up
 
 
-def top_up_fail(*, top_up_id: uuid.UUID) -> TopUp:
+def top_up_fail(*, top_up_id: uuid.UUID, reason: str = "") -> TopUp:
+    """The money will not arrive (the provider cancelled or expired the payment, or an
+    operator says so): the top-up ends ``failed``, crediting nothing, and its owner is
+    told (TopUpFailed, with ``reason``) in the same transaction. Failing a failed top-up
+    again changes and tells nothing."""
     with transaction.atomic():
         top_up = top_up_lock(top_up_id)
         if top_up.status == TopUp.Status.SUCCEEDED:
             raise InvalidState("A succeeded top-up cannot fail; refund it instead.")
+        if top_up.status == TopUp.Status.FAILED:
+            return top_up
         top_up.status = TopUp.Status.FAILED
         top_up.completed_at = timezone.now()
         top_up.save(update_fields=["status", "completed_at"])
+        owner_id = Wallet.objects.values_list("owner_id", flat=True).get(pk=top_up.wallet_id)
+        bus.publish(notices.top_up_failed(top_up, owner_id=owner_id, reason=reason))
         return top_up
 
 
@@ -502,6 +529,7 @@ def wallet_adjust(
             _already_booked(Adjustment, adjustment_id)
             if amount < 0 and -amount > wallet.available:
                 raise _debit_refusal(wallet, -amount)
+            available_before = wallet.available
             entry = entry_book(
                 wallet,
                 kind=LedgerEntry.Kind.ADJUSTMENT,
@@ -513,6 +541,8 @@ def wallet_adjust(
             )
             if amount < 0:
                 _publish_release_request(wallet, requested_by="billing")
+                if alerts := notices.low_balance_alerts(wallet, available_before=available_before):
+                    bus.publish(*alerts)
             return Adjustment.objects.create(
                 id=adjustment_id,
                 wallet=wallet,
@@ -605,14 +635,5 @@ def charge_refund(
             created_by_id=operator_id,
             ledger_entry=entry,
         )
-        bus.publish(
-            ChargeRefunded(
-                refund_id=refund.id,
-                wallet_id=wallet.id,
-                charge_id=charge.charge_id,
-                context=charge.context,
-                amount=amount,
-                currency=wallet.currency,
-            )
-        )
+        bus.publish(notices.charge_refunded(refund))
         return refund

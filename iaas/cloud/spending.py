@@ -7,7 +7,8 @@ from django.conf import settings
 from django.db.models import F
 
 from iaas.contracts.events import ServerResumed, ServerSuspended, ServerTerminated
-from iaas.spending.metered import MeteredServices, ServiceEvents
+from iaas.spending.metered import MeteredServices
+from iaas.spending.sold import ServiceEvents
 from iaas.spending.spender import Spender
 
 from .models import Allowance, Charge, Release, Server, Usage
@@ -34,4 +35,6 @@ servers = MeteredServices(
         "rate_currency": F("plan__currency"),
     },
     grace=lambda: dt.timedelta(hours=settings.IAAS_SERVER_GRACE_HOURS),
+    # What its events show (the API's detail, as the customer reads it).
+    serializer="iaas.cloud.api.serializers.ServerSerializer",
 )

@@ -8,3 +8,5 @@ class HostingConfig(kit.SellingContextConfig):
     label = "hosting"
     verbose_name = "Hosting"
     service_pages = (("subscription", "subscriptions"),)
+    # What its subscriptions' events tell, and their grace (the warning before one ends).
+    sold = "spending.subscriptions"

@@ -32,14 +32,13 @@ from functools import partial
 
 from django.utils import timezone
 
-from iaas.contracts.events import SubscriptionCancelled, SubscriptionResumed, SubscriptionSuspended
 from iaas.spending import batch
 from iaas.spending.batch import BatchReport, Step
 
 from . import locks
 from .models import Charge, Subscription
 from .services import month_after
-from .spending import spender
+from .spending import spender, subscriptions
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +52,9 @@ SUBSCRIPTION_COLUMNS = (
     *Subscription.CAUSE_UPDATE_FIELDS,
 )
 LIFE = batch.Life(
-    suspended=lambda s, **why: SubscriptionSuspended(subscription_id=s.id, wallet_id=s.wallet_id, **why),
-    resumed=lambda s: SubscriptionResumed(subscription_id=s.id, wallet_id=s.wallet_id),
-    ended=lambda s: SubscriptionCancelled(subscription_id=s.id, wallet_id=s.wallet_id, reason="unpaid"),
+    suspended=lambda s, **why: subscriptions.suspended(s, **why),
+    resumed=lambda s: subscriptions.resumed(s),
+    ended=lambda s: subscriptions.ended(s, reason="unpaid"),
     ended_status=Subscription.Status.CANCELLED,
     ended_at="cancelled_at",
     ended_action="cancelled",

@@ -9,23 +9,20 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from functools import partial
 
 from dateutil.relativedelta import relativedelta
-from django.conf import settings
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
 from iaas.contracts import bus
 from iaas.contracts.errors import DomainError, DomainTaken, InvalidState, ServiceBusy
-from iaas.contracts.events import SubscriptionCancelled, SubscriptionResumed, SubscriptionSuspended
 from iaas.contracts.types import Money
 from iaas.spending import catalog, lifecycle
 from iaas.spending.models import SuspensionCause
 
 from .locks import subscription_lock, subscription_try_lock
 from .models import HostingPlan, Subscription
-from .spending import spender
+from .spending import spender, subscriptions
 
 MONTH = relativedelta(months=1)
 BATCH = "renew_subscriptions"  # how the renewal run signs what it changes
@@ -93,11 +90,7 @@ def _mark_cancelled(subscription: Subscription, *, at: dt.datetime, reason: str)
     subscription.status = Subscription.Status.CANCELLED
     subscription.cancelled_at = at
     subscription.save(update_fields=["status", "cancelled_at"])
-    bus.publish(
-        SubscriptionCancelled(
-            subscription_id=subscription.id, wallet_id=subscription.wallet_id, reason=reason
-        )
-    )
+    bus.publish(subscriptions.ended(subscription, reason=reason))
 
 
 @retry_transaction
@@ -133,9 +126,7 @@ def _save_causes(subscription: Subscription, *, stopped_at: dt.datetime) -> None
     lifecycle.save_causes(
         subscription,
         stopped_at=stopped_at,
-        suspended=partial(
-            SubscriptionSuspended, subscription_id=subscription.id, wallet_id=subscription.wallet_id
-        ),
+        suspended=lambda **why: subscriptions.suspended(subscription, **why),
     )
 
 
@@ -195,20 +186,18 @@ def _resume_paying(subscription: Subscription, *, now: dt.datetime) -> int:
     subscription.status = Subscription.Status.ACTIVE
     subscription.suspended_at = None
     subscription.save(update_fields=fields)
-    bus.publish(SubscriptionResumed(subscription_id=subscription.id, wallet_id=subscription.wallet_id))
+    bus.publish(subscriptions.resumed(subscription))
     return amount
 
 
 def hosting_grace() -> dt.timedelta:
-    return dt.timedelta(days=settings.IAAS_HOSTING_GRACE_DAYS)
+    return subscriptions.grace()
 
 
 def subscription_cancels_at(subscription: Subscription) -> dt.datetime | None:
     """When renew_subscriptions cancels this subscription: the grace period after it
     became unpaid, while that is its only cause; None when no clock runs."""
-    if subscription.status != Subscription.Status.SUSPENDED:
-        return None
-    return lifecycle.terminates_at(subscription, grace=hosting_grace())
+    return subscriptions.terminates_at(subscription)
 
 
 def allowance_release(*, wallet_id: uuid.UUID, reason: str, amount: int | None = None):

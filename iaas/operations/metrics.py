@@ -25,6 +25,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from iaas.contracts.models import OutboxMessage
+from iaas.notifications.models import OutgoingEmail, WebhookDelivery
 
 from .models import DeadLetter, JobRun
 from .schedule import JOBS
@@ -75,6 +76,7 @@ class CoreCollector:
         runs = latest_runs()
         yield from job_gauges(runs)
         yield from reconcile_gauges(runs)
+        yield from notification_gauges(now)
 
 
 # --- The outbox ---------------------------------------------------------------------------
@@ -106,6 +108,34 @@ def outbox_gauges(now: dt.datetime) -> list[Metric]:
             value=counts["failed"],
         ),
     ]
+
+
+# --- Customers' notifications ------------------------------------------------------------
+
+
+def notification_gauges(now: dt.datetime) -> list[Metric]:
+    """Webhook deliveries and emails waiting to be sent, and how late the most overdue is
+    (a sender that stopped shows here first), each read through its partial index of
+    pending rows."""
+    pending = GaugeMetricFamily(
+        "iaas_notifications_pending",
+        "Webhook deliveries and emails waiting to be sent (retries included).",
+        labels=["kind"],
+    )
+    overdue = GaugeMetricFamily(
+        "iaas_notifications_overdue_seconds",
+        "How long the most overdue webhook delivery or email has been due (0 when none is).",
+        labels=["kind"],
+    )
+    for kind, rows in (
+        ("webhook", WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING)),
+        ("email", OutgoingEmail.objects.filter(status=OutgoingEmail.Status.PENDING)),
+    ):
+        counts = rows.aggregate(count=Count("pk"), due=Min("next_attempt_at"))
+        pending.add_metric([kind], counts["count"])
+        due = counts["due"]
+        overdue.add_metric([kind], max((now - due).total_seconds(), 0) if due else 0)
+    return [pending, overdue]
 
 
 # --- The task engine ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ SUPPORT = "Support"
 FINANCE = "Finance"
 
 # Every model of these apps is visible to both roles, and of every selling context's.
-VIEWABLE_APPS = ("billing", "contracts", "audit")
+VIEWABLE_APPS = ("billing", "contracts", "audit", "notifications")
 # ... and these models of other apps: the customers, the runs of scheduled jobs, and the
 # dead-lettered tasks.
 VIEWABLE_MODELS = (
@@ -31,6 +31,13 @@ VIEWABLE_MODELS = (
     ("operations", "jobrun"),
     ("operations", "jobpart"),
     ("operations", "deadletter"),
+)
+# Both roles can send a customer's webhook delivery or email again and disable an
+# endpoint that misbehaves.
+NOTIFICATION_PERMISSIONS = (
+    ("notifications", "change_webhookdelivery"),
+    ("notifications", "change_webhookendpoint"),
+    ("notifications", "change_outgoingemail"),
 )
 FINANCE_PERMISSIONS = (
     ("billing", "make_adjustment"),
@@ -66,6 +73,10 @@ def install_operator_groups(apps=global_apps) -> None:
         Q(content_type__app_label__in=viewable_apps()) | listed
     )
     support, _ = Group.objects.get_or_create(name=SUPPORT)
-    support.permissions.add(*view)
+    support.permissions.add(*view, *_permissions(Permission, NOTIFICATION_PERMISSIONS))
     finance, _ = Group.objects.get_or_create(name=FINANCE)
-    finance.permissions.add(*view, *_permissions(Permission, FINANCE_PERMISSIONS))
+    finance.permissions.add(
+        *view,
+        *_permissions(Permission, FINANCE_PERMISSIONS),
+        *_permissions(Permission, NOTIFICATION_PERMISSIONS),
+    )

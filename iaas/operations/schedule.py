@@ -103,6 +103,12 @@ JOBS: dict[str, Job] = {
             partitioned=True,
         ),
         Job(
+            "warn_ends",
+            "warn_service_ends",
+            crontab(minute="*/10"),
+            "tell owners of services suspended unpaid, once, that their end is near (IAAS_END_WARNING_HOURS)",
+        ),
+        Job(
             "release_idle",
             "release_idle_allowances",
             crontab(minute=20),
@@ -164,6 +170,18 @@ JOBS: dict[str, Job] = {
             "relay_events",
             5,
             "relay outbox rows of consumers outside the money transaction to the broker",
+        ),
+        repeating(
+            "notify",
+            "send_notifications",
+            5,
+            "send customers' due webhook deliveries and emails (retries included)",
+        ),
+        Job(
+            "purge_notifications",
+            "purge_notifications",
+            crontab(minute=57, hour=3),
+            "delete old webhook attempts, finished deliveries and sent emails",
         ),
         repeating(
             "drain_dead_letters",

@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "iaas.cloud",
     "iaas.hosting",
     "iaas.storage",
+    # Customers' webhooks and emails: subscribes to events only, like any context.
+    "iaas.notifications",
     "iaas.api",
     "iaas.operations",
     # The history of operators' changes: a shared library (after django.contrib.auth,
@@ -240,6 +242,10 @@ IAAS_GRACE_HOURS = {
     for name, value in sorted(os.environ.items())
     if name.startswith("IAAS_GRACE_HOURS_")
 }
+# The owner of a service suspended for want of money alone is warned this many hours before
+# its context's batch run ends it (ServiceEndsSoon, job warn_ends; once per suspension, at
+# the first run after it when the grace is shorter).
+IAAS_END_WARNING_HOURS = int(os.environ.get("IAAS_END_WARNING_HOURS", "24"))
 # The scheduled release of idle allowance (job release_idle) gives back what sat unused
 # this long (a duration: 30m, 24h, 7d).
 IAAS_RELEASE_IDLE_AFTER = os.environ.get("IAAS_RELEASE_IDLE_AFTER", "24h")
@@ -249,6 +255,26 @@ IAAS_RECONCILE_STUCK_AFTER_SECONDS = int(os.environ.get("IAAS_RECONCILE_STUCK_AF
 # reconcile runs Billing's checks and the cross-context ones on two connections sharing
 # one snapshot (PostgreSQL). Off: one connection, one after the other.
 IAAS_RECONCILE_PARALLEL = env_bool("IAAS_RECONCILE_PARALLEL", True)
+
+
+# --- Requests to customers' addresses (iaas.common.outgoing) -----------------------------
+# Webhooks and provider calls go only to globally routable addresses (ARCHITECTURE.md,
+# "Pitfalls we know of"). True lets loopback and private addresses through (the cloud's
+# metadata service stays refused): for development and the test suite, whose receivers
+# listen on 127.0.0.1. The production settings refuse to start with it on.
+IAAS_OUTGOING_ALLOW_PRIVATE = env_bool("IAAS_OUTGOING_ALLOW_PRIVATE", False)
+# Only https:// URLs are accepted (and sent to). Development and the tests allow http://.
+IAAS_OUTGOING_REQUIRE_HTTPS = env_bool("IAAS_OUTGOING_REQUIRE_HTTPS", True)
+# Seconds to establish the connection (TCP), and for the whole exchange: resolving,
+# connecting, TLS, sending and reading the response. A slow receiver costs a worker no more.
+IAAS_OUTGOING_CONNECT_TIMEOUT = float(os.environ.get("IAAS_OUTGOING_CONNECT_TIMEOUT", "3"))
+IAAS_OUTGOING_TIMEOUT = float(os.environ.get("IAAS_OUTGOING_TIMEOUT", "10"))
+# At most this much of a response body is read (and kept, say in a delivery attempt); the
+# rest is never read.
+IAAS_OUTGOING_MAX_RESPONSE_BYTES = int(os.environ.get("IAAS_OUTGOING_MAX_RESPONSE_BYTES", "16384"))
+# The certificate authorities receivers' certificates are checked against: a PEM file, or
+# unset for certifi's bundle (Mozilla's list, pinned with the other requirements).
+IAAS_OUTGOING_CA_BUNDLE = os.environ.get("IAAS_OUTGOING_CA_BUNDLE") or None
 
 
 # --- Operator accounts (the admin) -------------------------------------------------------
@@ -467,3 +493,38 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# --- Customers' webhooks and emails (iaas.notifications) ------------------------------------
+# Secrets the app must use again (webhook signing secrets) are stored encrypted with these
+# Fernet keys (comma-separated, the first encrypts, every one decrypts: add a new key in
+# front, re-encrypt with `rotate_secret_keys`, then drop the old one). Production requires
+# them; elsewhere a key derived from SECRET_KEY stands in.
+IAAS_SECRET_KEYS = env_list("IAAS_SECRET_KEYS", [])
+# Links in emails (address verification) start with this.
+IAAS_PUBLIC_URL = os.environ.get("IAAS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# A webhook delivery is retried with exponential backoff and jitter for this long (hours);
+# an endpoint failing for IAAS_WEBHOOK_DISABLE_AFTER_HOURS is disabled and its owner told.
+IAAS_WEBHOOK_RETRY_FOR_HOURS = int(os.environ.get("IAAS_WEBHOOK_RETRY_FOR_HOURS", str(3 * 24)))
+# The first retry waits about this long; each next one four times longer, at most 12 hours.
+IAAS_WEBHOOK_FIRST_RETRY_SECONDS = float(os.environ.get("IAAS_WEBHOOK_FIRST_RETRY_SECONDS", "30"))
+IAAS_WEBHOOK_DISABLE_AFTER_HOURS = int(os.environ.get("IAAS_WEBHOOK_DISABLE_AFTER_HOURS", str(5 * 24)))
+# After a rotation the previous secret also signs for this long.
+IAAS_WEBHOOK_PREVIOUS_SECRET_HOURS = int(os.environ.get("IAAS_WEBHOOK_PREVIOUS_SECRET_HOURS", "24"))
+IAAS_WEBHOOK_ENDPOINTS_PER_CUSTOMER = int(os.environ.get("IAAS_WEBHOOK_ENDPOINTS_PER_CUSTOMER", "16"))
+# Attempts (and finished deliveries) older than this are purged (purge_notifications).
+IAAS_NOTIFICATION_RETENTION_DAYS = int(os.environ.get("IAAS_NOTIFICATION_RETENTION_DAYS", "30"))
+# One sending pass claims at most this many deliveries and emails, sent by this many
+# threads, each claim a lease long enough for its request to time out.
+IAAS_NOTIFY_BATCH = int(os.environ.get("IAAS_NOTIFY_BATCH", "50"))
+IAAS_NOTIFY_THREADS = int(os.environ.get("IAAS_NOTIFY_THREADS", "8"))
+IAAS_EMAIL_MAX_ATTEMPTS = int(os.environ.get("IAAS_EMAIL_MAX_ATTEMPTS", "8"))
+# Email: SMTP from the environment in production (EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER,
+# EMAIL_HOST_PASSWORD, EMAIL_USE_TLS), the console in development, locmem in tests.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "IaaS billing <billing@localhost>")

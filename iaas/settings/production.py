@@ -6,7 +6,14 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import DEVELOPMENT_SECRET_KEY, LOGGING, SECRET_KEY, env_bool, env_list
+from .base import (
+    DEVELOPMENT_SECRET_KEY,
+    IAAS_OUTGOING_ALLOW_PRIVATE,
+    LOGGING,
+    SECRET_KEY,
+    env_bool,
+    env_list,
+)
 
 DEBUG = False
 
@@ -42,6 +49,23 @@ IAAS_PAYMENT_PROVIDER = os.environ.get("IAAS_PAYMENT_PROVIDER", "iaas.billing.pa
 # (BENCHMARKS.md, "The purchase path at its statement floor"). Development keeps it on,
 # so `make run` settles with no worker beside it.
 IAAS_DELIVER_ON_COMMIT = env_bool("IAAS_DELIVER_ON_COMMIT", False)
+
+# Webhook signing secrets are encrypted with these keys; without them nothing could sign.
+if not env_list("IAAS_SECRET_KEYS", []):
+    raise ImproperlyConfigured(
+        "Production needs IAAS_SECRET_KEYS (Fernet keys, comma-separated; make one with "
+        "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)."
+    )
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+
+# Requests to customers' addresses go to public addresses only, over TLS: a webhook URL
+# pointing at loopback or the private network would let a customer reach our insides.
+if IAAS_OUTGOING_ALLOW_PRIVATE:
+    raise ImproperlyConfigured(
+        "IAAS_OUTGOING_ALLOW_PRIVATE is for development only: production sends requests to "
+        "globally routable addresses only."
+    )
+IAAS_OUTGOING_REQUIRE_HTTPS = True
 
 # seed_demo's operators have known passwords and printed second factors.
 IAAS_DEMO_DATA_ALLOWED = False

@@ -79,7 +79,13 @@ class SuspendableAdminMixin:
     @admin.display(description="ends at (unpaid)")
     def ends_at_column(self, obj: AbstractSuspendable):
         moment = self.ends_at(obj)
-        return "-" if moment is None else timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
+        if moment is None:
+            return "-"
+        shown = timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
+        if obj.end_warned_at is None:
+            return shown
+        # The owner was told (ServiceEndsSoon): an operator answering them sees when.
+        return f"{shown} (owner warned {timezone.localtime(obj.end_warned_at):%Y-%m-%d %H:%M})"
 
 
 # --- The selling contexts' catalogs and what customers bought -----------------------------------

@@ -31,6 +31,9 @@ class SellingContextConfig(AppConfig):
       ("spending.servers") when it sells services metered by the hour: the metering run
       (``bill_usage``) meters them, and reconciliation holds each service's usage records
       against it (I11);
+    - ``sold``: the dotted path, in the app, of its ``SoldServices`` (iaas.spending.sold:
+      what its lifecycle events tell, its grace period), default its ``metered``: the
+      warning before a service ends (``warn_service_ends``) looks at them;
     - ``service_pages``: its services' admin pages about one wallet, as (model name,
       plural noun) pairs; the kit's charge and allowance pages follow them;
     - ``reserve_ahead``: its reserve-ahead chunk in minor units when IAAS_RESERVE_AHEAD
@@ -45,6 +48,7 @@ class SellingContextConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     spender: str = ""
     metered = ""
+    sold = ""
     service_pages: tuple[tuple[str, str], ...] = ()
     reserve_ahead = 0
     catalog = "migrations.0002_catalog"
@@ -94,6 +98,11 @@ class SellingContextConfig(AppConfig):
         """Its ``MeteredServices`` (iaas.spending.metered), or None when it meters nothing."""
         return import_string(f"{self.name}.{self.metered}") if self.metered else None
 
+    def sold_services(self):
+        """Its ``SoldServices`` (iaas.spending.sold), or None when it registered none."""
+        path = self.sold or self.metered
+        return import_string(f"{self.name}.{path}") if path else None
+
     def install_catalog(self, apps=apps) -> None:
         import_module(f"{self.name}.{self.catalog}").install(apps, None)
 
@@ -121,6 +130,12 @@ def metered_contexts(names: list[str] | None = None) -> list:
         if metered is not None:
             found.append(metered)
     return found
+
+
+def sold_contexts() -> list:
+    """The ``SoldServices`` of every registered context that registered them, in the
+    registry's order."""
+    return [sold for config in selling_context_configs() if (sold := config.sold_services()) is not None]
 
 
 def selling_context_configs() -> list[SellingContextConfig]:

@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -225,7 +226,9 @@ class Step:
 
 @dataclass(frozen=True)
 class Life:
-    """How a context's services say what happened to them (its events, its end state)."""
+    """How a context's services say what happened to them (its events, its end state).
+    An event shows the service as it is once the batch has written it (iaas.spending.sold):
+    the batch builds its events after its writes (``Told``)."""
 
     suspended: Callable[..., Event]  # (service, reason=, cause=)
     resumed: Callable[..., Event]  # (service)
@@ -310,11 +313,16 @@ def resume(service: AbstractSuspendable) -> None:
     service.suspended_at = None
 
 
+# An event to build once the batch's writes are done: it shows the service as written.
+Told = Callable[[], Event]
+
+
 def refuse(
     service: AbstractSuspendable, refusal: DomainError, *, now: dt.datetime, grace: dt.timedelta, life: Life
-) -> tuple[str, Event | None]:
+) -> tuple[str, Told | None]:
     """Record why the wallet refused on a service: an active one stops (its cause), a
-    suspended one keeps or changes its cause, and ends once unpaid alone past grace."""
+    suspended one keeps or changes its cause, and ends once unpaid alone past grace.
+    Returns what happened and the event that tells it (to build after the writes)."""
     was_active = service.status == "active"
     lifecycle.record_refusal(service, refusal, at=now)
     if was_active:
@@ -322,11 +330,11 @@ def refuse(
         service.suspended_at = now
         cause = service.suspension_causes[0]
         reason = service.operator_reason if cause == SuspensionCause.OPERATOR else cause
-        return "suspended", life.suspended(service, reason=reason, cause=cause)
+        return "suspended", partial(life.suspended, service, reason=reason, cause=cause)
     if lifecycle.is_overdue(service, now=now, grace=grace):
         service.status = life.ended_status
         setattr(service, life.ended_at, now)
-        return life.ended_action, life.ended(service)
+        return life.ended_action, partial(life.ended, service)
     return "still_suspended", None
 
 
@@ -344,7 +352,8 @@ def apply_payment(
     service on (the context's part: its period, its accruals), a paid suspended one
     resumes, a refused one takes the refusal's cause (or ends). Returns the services
     that only moved on (most of them: the context saves their period alone), those
-    whose state changed, the events to publish and the history to record."""
+    whose state changed, the events to publish (``Told``: built once the batch has
+    written the services) and the history to record."""
     moved, changed, events, history = [], [], [], []
     for step in steps:
         service = step.service
@@ -365,7 +374,7 @@ def apply_payment(
             report.charged_wallets.add(wallet_id)
             if step.resumes:
                 resume(service)
-                events.append(life.resumed(service))
+                events.append(partial(life.resumed, service))
                 history.append(_history(service, before, "resume", life=life))
                 report.actions["resumed"] += 1
                 changed.append(service)
@@ -402,8 +411,12 @@ def _history(service, before: dict, action: str, *, life: Life, reason: str = ""
     )
 
 
-def save_rows(model, rows: list, columns: tuple[str, ...]) -> None:
-    """Every changed row's ``columns`` (the first is the key): one UPDATE."""
+def save_rows(
+    model, rows: list, columns: tuple[str, ...], *, returning: str = "", params: tuple = ()
+) -> list[tuple]:
+    """Every changed row's ``columns`` (the first is the key): one UPDATE. ``returning``:
+    what the statement returns of each row it wrote (SQL over the model's table, with
+    ``params``), returned; nothing otherwise."""
     field_ = model._meta.get_field
     relation = sql.rows(
         "changed",
@@ -414,7 +427,10 @@ def save_rows(model, rows: list, columns: tuple[str, ...]) -> None:
     key = columns[0]
     assignments = ", ".join(f"{name} = changed.{name}" for name in columns[1:])
     statement = f"UPDATE {table} SET {assignments} FROM changed WHERE {table}.{key} = changed.{key}"  # noqa: S608
+    if returning:
+        return sql.fetch(f"{statement} RETURNING {returning}", relation, params)
     sql.execute(statement, relation)
+    return []
 
 
 def walk_partition(
@@ -493,8 +509,10 @@ def charging_batch(
     LOCKED), ``plan`` says what each owes, the wallets pay (allowances, then Billing's
     wallets and holds), ``paid(step)`` moves each paid service on, and ``write(moved,
     changed)`` saves the context's rows (the services that only moved on, those whose
-    state changed too) (returning events of its own, e.g. ChargesRecorded); the
-    services' events and history follow. ``skip``: services this run already tried."""
+    state changed too) (returning events of its own, e.g. ChargesRecorded) and gives the
+    changed services what their events show that their rows do not hold; the services'
+    events (each showing its service as written) and history follow. ``skip``:
+    services this run already tried."""
     report = BatchReport()
     with transaction.atomic():
         start_batch_transaction()
@@ -506,11 +524,11 @@ def charging_batch(
             report.last = (rows[-1].wallet_id, rows[-1].pk)
         steps = plan([row for row in rows if row.pk not in skip])
         payment = pay_steps(spender, steps)
-        moved, changed, events, history = apply_payment(
+        moved, changed, told, history = apply_payment(
             steps, payment, now=now, grace=grace, life=life, paid=paid, report=report
         )
-        events += write(moved, changed)
-        bus.publish(*events)
+        written = write(moved, changed)
+        bus.publish(*[tell() for tell in told], *written)
         record_changes(history)
         pause_point(f"{label}_batch")
     logger.info(

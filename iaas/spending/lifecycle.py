@@ -20,16 +20,19 @@ def save_causes(
 ) -> None:
     """Save a locked service's causes. An active service that now has one stops, and
     ``suspended(reason=..., cause=...)`` builds the event that says so (ServerSuspended,
-    SubscriptionSuspended), published in the same transaction."""
+    SubscriptionSuspended) once it is saved (the event shows the service as it is now),
+    published in the same transaction."""
     fields = list(service.CAUSE_UPDATE_FIELDS)
-    if service.status == "active" and service.suspension_causes:
+    stops = service.status == "active" and bool(service.suspension_causes)
+    if stops:
         service.status = "suspended"
         service.suspended_at = stopped_at
         fields += ["status", "suspended_at"]
+    service.save(update_fields=fields)
+    if stops:
         cause = service.suspension_causes[0]
         reason = service.operator_reason if cause == SuspensionCause.OPERATOR else cause
         bus.publish(suspended(reason=reason, cause=cause))
-    service.save(update_fields=fields)
 
 
 def refusal_cause(refusal: DomainError) -> tuple[str, str]:

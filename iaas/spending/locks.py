@@ -275,3 +275,32 @@ def _month_usage(usage_model: type[AbstractUsage]) -> dict:
         for name in ("amount", "refunded", "cap", "list_exact")
     }
     return {**month, **held}
+
+
+# --- sold services about to end (the warning before, iaas.spending.ending) -----------------
+
+
+def services_ending_try_lock(
+    service_model: type[Model],
+    *,
+    unpaid_since_by: dt.datetime,
+    after: uuid.UUID | None,
+    limit: int,
+    shown=lambda rows: rows,
+) -> list:
+    """The next ``limit`` services, after the id ``after``, suspended for ``unpaid``
+    alone since ``unpaid_since_by`` or earlier and not yet warned of their end, locked in
+    id order, FOR NO KEY UPDATE SKIP LOCKED: one statement. A service a batch or a
+    customer holds is skipped, and warned by the next run. ``shown``: what the warning
+    shows of each, read in the same statement (``SoldServices.with_shown_data``)."""
+    rows = service_model.objects.filter(
+        status="suspended",
+        unpaid_since__lte=unpaid_since_by,
+        wallet_blocked_since=None,
+        operator_hold_since=None,
+        end_warned_at=None,
+    )
+    if after is not None:
+        rows = rows.filter(pk__gt=after)
+    rows = rows.select_for_update(no_key=True, skip_locked=True, of=("self",)).order_by("pk")
+    return list(shown(rows)[:limit])

@@ -10,7 +10,8 @@ Lock order (ARCHITECTURE.md): the service row, then the context's allowance row,
 
 A context describes its service once, in a ``MeteredServices``: its model, its events,
 how its hourly rate is read from its row (``terms``: SQL expressions over the service
-and its plan, read in the statement that locks it), and its grace period.
+and its plan, read in the statement that locks it), its grace period and the serializer
+its events show it with (iaas.spending.sold).
 """
 
 from __future__ import annotations
@@ -18,25 +19,25 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 from django.conf import settings
-from django.db.models import F, OuterRef, Subquery, Value
+from django.db.models import F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from iaas.common.db import retry_transaction
 from iaas.contracts import bus
 from iaas.contracts.errors import DomainError, InvalidState, ServiceBusy
-from iaas.contracts.events import Event
 from iaas.contracts.types import Money
 
 from . import lifecycle, locks, usage
 from .batch import Life
 from .models import AbstractMeteredService, SuspensionCause
-from .spender import Spender
+from .sold import ServiceEvents, SoldServices
+
+__all__ = ["MeteredServices", "MeteringOutcome", "ServiceEvents", "grace_hours"]
 
 HOUR = usage.HOUR
 BATCH = "bill_usage"  # how the metering run signs what it changes
@@ -57,33 +58,17 @@ class MeteringOutcome:
     ACTIONS = ("charged", "up_to_date", "suspended", "resumed", "still_suspended", "ended", "busy")
 
 
-@dataclass(frozen=True)
-class ServiceEvents:
-    """A metered service's events (ServerSuspended, ...), each with the service's id
-    under ``id_field`` ("server_id") and its wallet's id."""
+@dataclass(frozen=True, kw_only=True)
+class MeteredServices(SoldServices):
+    """One context's metered services (its sold services, iaas.spending.sold). ``terms``
+    maps ``rate_per_hour`` (1/divisor minor units, the divisor being the usage model's
+    LIST_DIVISOR), ``rate_cap`` (a month's cap for a record not yet created, minor units)
+    and ``rate_currency`` to expressions over the service row
+    (``F("plan__price_per_hour")``); ``grace`` says how long a service unpaid alone stays
+    suspended before it ends."""
 
-    id_field: str
-    suspended: type[Event]  # (reason=, cause=)
-    resumed: type[Event]
-    ended: type[Event]  # (reason=)
-
-    def of(self, event: type[Event], service: AbstractMeteredService, **fields) -> Event:
-        return event(**{self.id_field: service.pk}, wallet_id=service.wallet_id, **fields)
-
-
-@dataclass(frozen=True)
-class MeteredServices:
-    """One context's metered services. ``terms`` maps ``rate_per_hour`` (1/divisor minor
-    units, the divisor being the usage model's LIST_DIVISOR), ``rate_cap`` (a month's cap
-    for a record not yet created, minor units) and ``rate_currency`` to expressions over
-    the service row (``F("plan__price_per_hour")``); ``grace`` says how long a service
-    unpaid alone stays suspended before it ends."""
-
-    spender: Spender
     service_model: type[AbstractMeteredService]
-    events: ServiceEvents
     terms: dict
-    grace: Callable[[], dt.timedelta]
 
     @property
     def usage_model(self):
@@ -100,12 +85,12 @@ class MeteredServices:
     @cached_property
     def life(self) -> Life:
         """How the batch runs tell what happened to a service (iaas.spending.batch)."""
-        events, model = self.events, self.service_model
+        model = self.service_model
         ended_action = "ended"
         return Life(
-            suspended=lambda s, **why: events.of(events.suspended, s, **why),
-            resumed=lambda s: events.of(events.resumed, s),
-            ended=lambda s: events.of(events.ended, s, reason="unpaid"),
+            suspended=lambda s, **why: self.suspended(s, **why),
+            resumed=lambda s: self.resumed(s),
+            ended=lambda s: self.ended(s, reason="unpaid"),
             ended_status=model.ENDED_STATUS,
             ended_at=model.ENDED_AT,
             ended_action=ended_action,
@@ -266,7 +251,7 @@ class MeteredServices:
         setattr(service, self.service_model.ENDED_AT, at)
         service.save(update_fields=["status", self.service_model.ENDED_AT])
         self.close_usage_of_ended([service.pk], now=at)
-        bus.publish(self.events.of(self.events.ended, service, reason=reason))
+        bus.publish(self.ended(service, now=at, reason=reason))
 
     def close_usage_of_ended(self, service_ids: list[uuid.UUID], *, now: dt.datetime) -> None:
         """A service that ends has its open usage closed by the next settlement run."""
@@ -301,7 +286,7 @@ class MeteredServices:
         lifecycle.save_causes(
             service,
             stopped_at=stopped_at,
-            suspended=lambda **why: self.events.of(self.events.suspended, service, **why),
+            suspended=lambda **why: self.suspended(service, now=stopped_at, **why),
         )
 
     def resume(self, *, service_id: uuid.UUID, now: dt.datetime | None = None, actor_id: int | None = None):
@@ -363,15 +348,8 @@ class MeteredServices:
         service.save(
             update_fields=["status", "suspended_at", "paid_until", *self.service_model.CAUSE_UPDATE_FIELDS]
         )
-        bus.publish(self.events.of(self.events.resumed, service))
+        bus.publish(self.resumed(service, now=now))
         return hours, amount
-
-    def terminates_at(self, service: AbstractMeteredService) -> dt.datetime | None:
-        """When the metering run ends this service: the grace period after it became
-        unpaid, while that is its only cause; None when no clock runs."""
-        if service.status != "suspended":
-            return None
-        return lifecycle.terminates_at(service, grace=self.grace())
 
     # --- metering one service at a time (the path a failed batch falls back to) -------------
 
@@ -477,20 +455,31 @@ class MeteredServices:
 
     def owned(self, *, owner_id: int, now: dt.datetime | None = None):
         """The customer's services, newest first, each with its usage of the current month
-        (``usage_hours``, ``usage_amount``; 0 without a record): read in the same query as
-        the services (two probes of the usage records' unique (service, month) index per
-        row), so a page of services is one query, not one more per service."""
+        (``with_shown_data``), so a page of services is one query, not one more per
+        service."""
+        services = self.service_model.objects.filter(owner_id=owner_id)
+        return self.with_shown_data(services, now=now).order_by("-created_at", "id")
+
+    def with_shown_data(self, services: QuerySet, *, now: dt.datetime | None = None) -> QuerySet:
+        """``services`` each with its usage of the current month (``usage_hours``,
+        ``usage_amount``; 0 without a record), read in the same query (two probes of the
+        usage records' unique (service, month) index per row)."""
         record = self.usage_model.objects.filter(
             service_id=OuterRef("pk"), month=usage.month_of(now or timezone.now())
         )
-        return (
-            self.service_model.objects.filter(owner_id=owner_id)
-            .annotate(
-                usage_hours=Coalesce(Subquery(record.values("hours")[:1]), Value(0)),
-                usage_amount=Coalesce(Subquery(record.values("amount")[:1]), Value(0)),
-            )
-            .order_by("-created_at", "id")
+        return services.annotate(
+            usage_hours=Coalesce(Subquery(record.values("hours")[:1]), Value(0)),
+            usage_amount=Coalesce(Subquery(record.values("amount")[:1]), Value(0)),
         )
+
+    def shown(self, service: AbstractMeteredService, *, now: dt.datetime | None = None) -> dict:
+        """The service as its API detail shows it at ``now``: its usage of the month is
+        read unless it came with the service (``with_shown_data``, or set by the batch
+        that changed it), and then stays with it (a response rendered after the change
+        shows the same)."""
+        if not hasattr(service, "usage_hours"):
+            service.usage_hours, service.usage_amount = self.usage_this_month(service.pk, now=now)
+        return super().shown(service, now=now)
 
     def usage_this_month(self, service_id: uuid.UUID, *, now: dt.datetime | None = None) -> tuple[int, int]:
         """(hours, amount) of one service's usage in the current month; (0, 0) without a

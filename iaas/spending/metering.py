@@ -12,7 +12,8 @@ Per batch, in the lock order (ARCHITECTURE.md, "Batches"):
 5. debit each wallet's allowance by its services' total;
 6. update the services: ``paid_until`` moves; refused wallets' services are suspended
    (their cause recorded), suspended ones that can pay again resume, those past their
-   grace period end; and the events and history of those changes.
+   grace period end; and the events and history of those changes (each event shows its
+   service as the API does, its month's usage returned by the UPDATE that saves it).
 
 A wallet is paid or refused whole; a wallet locked elsewhere is deferred whole to the
 run's last pass. Each hour of each service is charged exactly once, whatever runs at
@@ -131,7 +132,14 @@ def meter_batch(
     def write(moved: list, changed: list) -> list:
         usage.upsert_accruals(meter.usage_model, accruals, now=now)
         batch.save_rows(model, moved, ("id", "paid_until"))
-        batch.save_rows(model, changed, columns)
+        # The services whose state changed are told (suspended, resumed, ended), showing
+        # their usage of the month: their UPDATE returns it, no statement more.
+        returning, params = usage.this_month_returning(meter.usage_model, model, now=now)
+        shown = batch.save_rows(model, changed, columns, returning=returning, params=params)
+        to_id = model._meta.pk.to_python
+        month = {to_id(service_id): (hours, amount) for service_id, hours, amount in shown}
+        for service in changed:
+            service.usage_hours, service.usage_amount = month[service.pk]
         meter.close_usage_of_ended([s.pk for s in changed if s.status == model.ENDED_STATUS], now=now)
         return []
 

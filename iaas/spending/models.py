@@ -236,6 +236,11 @@ class AbstractSuspendable(models.Model):
     wallet_blocked_since = models.DateTimeField(null=True, blank=True, editable=False)
     operator_hold_since = models.DateTimeField(null=True, blank=True, editable=False)
     operator_reason = models.CharField(max_length=255, blank=True, default="", editable=False)
+    # When its owner was warned that it will be ended for non-payment (ServiceEndsSoon,
+    # iaas.spending.ending): once per suspension. Cleared whenever its causes change (a
+    # resumption lifts them all), so a later suspension, or a clock that starts again
+    # after a blocked wallet or an operator's hold, warns again.
+    end_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     CAUSE_FIELDS = {
         SuspensionCause.UNPAID: "unpaid_since",
@@ -260,6 +265,10 @@ class AbstractSuspendable(models.Model):
                 condition=Q(operator_hold_since=None) | ~Q(operator_reason=""),
                 name=f"{prefix}_operator_hold_has_a_reason",
             ),
+            models.CheckConstraint(
+                condition=~Q(status="active") | Q(end_warned_at=None),
+                name=f"{prefix}_active_not_warned_of_end",
+            ),
         ]
 
     @property
@@ -278,6 +287,7 @@ class AbstractSuspendable(models.Model):
         if getattr(self, name) is not None:
             return False
         setattr(self, name, at)
+        self.end_warned_at = None
         return True
 
     def lift_cause(self, cause: str) -> bool:
@@ -288,6 +298,7 @@ class AbstractSuspendable(models.Model):
         setattr(self, name, None)
         if cause == SuspensionCause.OPERATOR:
             self.operator_reason = ""
+        self.end_warned_at = None
         return True
 
     def unpaid_alone_since(self) -> dt.datetime | None:
@@ -297,7 +308,14 @@ class AbstractSuspendable(models.Model):
             return self.unpaid_since
         return None
 
-    CAUSE_UPDATE_FIELDS = ["unpaid_since", "wallet_blocked_since", "operator_hold_since", "operator_reason"]
+    # What a change of causes saves (the warning about the end goes with them).
+    CAUSE_UPDATE_FIELDS = [
+        "unpaid_since",
+        "wallet_blocked_since",
+        "operator_hold_since",
+        "operator_reason",
+        "end_warned_at",
+    ]
 
 
 class AbstractMeteredService(AbstractSuspendable):

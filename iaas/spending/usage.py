@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from iaas.common import sql
@@ -384,3 +385,17 @@ def usage_this_month(usage_model: type[AbstractUsage], service_id: uuid.UUID, *,
         .first()
     )
     return row or (0, 0)
+
+
+def this_month_returning(
+    usage_model: type[AbstractUsage], service_model, *, now: dt.datetime
+) -> tuple[str, tuple]:
+    """What a statement over the services' table (a batch's UPDATE ... RETURNING) returns
+    of each service to show its usage of the current month: (id, hours, amount), zeros
+    without a record; as SQL and its parameters. Two probes of the records' unique
+    (service, month) index per row, for the rows the statement writes only."""
+    usage, services = sql.table(usage_model), sql.table(service_model)
+    month = usage_model._meta.get_field("month").get_db_prep_value(month_of(now), connection)
+    record = f"FROM {usage} WHERE {usage}.service_id = {services}.id AND {usage}.month = %s"
+    hours, amount = (f"COALESCE((SELECT {usage}.{name} {record}), 0)" for name in ("hours", "amount"))
+    return f"{services}.id, {hours}, {amount}", (month, month)

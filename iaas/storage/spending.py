@@ -8,7 +8,8 @@ import datetime as dt
 from django.db.models import F
 
 from iaas.contracts.events import VolumeDeleted, VolumeResumed, VolumeSuspended
-from iaas.spending.metered import MeteredServices, ServiceEvents, grace_hours
+from iaas.spending.metered import MeteredServices, grace_hours
+from iaas.spending.sold import ServiceEvents
 from iaas.spending.spender import Spender
 
 from .models import Allowance, Charge, Release, Usage, Volume
@@ -37,4 +38,6 @@ volumes = MeteredServices(
         "rate_currency": F("plan__currency"),
     },
     grace=lambda: dt.timedelta(hours=grace_hours("storage", GRACE_HOURS)),
+    # What its events show (the API's detail, as the customer reads it).
+    serializer="iaas.storage.api.serializers.VolumeSerializer",
 )

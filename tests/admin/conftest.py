@@ -182,10 +182,12 @@ def invoice_this_month(wallet):
 
     from iaas.billing.invoicing import invoice_issue
     from iaas.common.periods import Month
+    from iaas.contracts import bus
 
     now = timezone.now()
     month = Month(now.year, now.month)
     with time_machine.travel(month.end + dt.timedelta(hours=1), tick=False):
         invoice = invoice_issue(wallet_id=wallet.id, period=month)
+        bus.deliver_pending()  # InvoiceIssued, to the customer's notifications (due then)
     assert invoice is not None
     return invoice

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 from django_otp.oath import totp
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -27,8 +28,13 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from iaas.billing.models import LedgerEntry
+from iaas.contracts import bus
+from iaas.notifications import catalog, sender, webhooks
+from iaas.notifications.models import WebhookDelivery
 from iaas.operations.roles import FINANCE
 from tests.admin.conftest import PASSWORD, make_operator
+from tests.notifications.receiver import Receiver
+from tests.notifications.test_webhook_delivery import sample_events
 
 pytestmark = pytest.mark.browser
 
@@ -36,6 +42,7 @@ CHROMIUM = Path(os.environ.get("IAAS_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("IAAS_CHROMEDRIVER", "/usr/bin/chromedriver"))
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "admin-wallet.png"
 SET_UP_SCREENSHOT = SCREENSHOT.with_name("admin-2fa.png")
+DELIVERY_SCREENSHOT = SCREENSHOT.with_name("admin-webhook-delivery.png")
 CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",
@@ -145,6 +152,50 @@ def test_a_new_finance_operator_sets_up_the_second_factor(live_server, browser, 
     wait.until(ec.url_contains("/admin/billing/wallet/"))
     assert wait.until(ec.presence_of_element_located((By.ID, "changelist")))
     assert TOTPDevice.objects.get(user=nina).confirmed
+
+
+def test_finance_sees_a_webhook_delivery_with_its_attempts_and_sends_it_again(
+    live_server, browser, books, finance, settings
+):
+    settings.IAAS_WEBHOOK_FIRST_RETRY_SECONDS = 0  # the retries are due at once
+    receiver = Receiver(statuses=[500, 503]).start()
+    try:
+        owner_id = books["wallet"].owner_id
+        webhooks.endpoint_create(owner_id=owner_id, url=receiver.url, event_types=list(catalog.NAMES))
+        with transaction.atomic():
+            bus.publish(sample_events(owner_id)["server.suspended"])
+        bus.deliver_pending()
+        sender.send_due()  # 500, 503, then 204
+        delivery = WebhookDelivery.objects.get()
+        assert (delivery.status, delivery.attempts) == ("succeeded", 3)
+
+        wait = WebDriverWait(browser, 30)
+        browser.get(f"{live_server.url}/admin/")
+        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(finance.username)
+        browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        code = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#otp-form input[name=code]")))
+        code.send_keys(current_code(TOTPDevice.objects.get(user=finance).bin_key))
+        browser.find_element(By.CSS_SELECTOR, "#otp-form input[type=submit]").click()
+        wait.until(ec.presence_of_element_located((By.ID, "site-name")))
+
+        browser.get(f"{live_server.url}/admin/notifications/webhookdelivery/{delivery.pk}/change/")
+        attempts = wait.until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, ".field-attempts_table table"))
+        )
+        assert [row.text.split()[0] for row in attempts.find_elements(By.CSS_SELECTOR, "tbody tr")] == [
+            "3",
+            "2",
+            "1",
+        ]
+        wait.until(ec.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Send again']"))).click()
+        message = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist li.success")))
+        assert "Queued again" in message.text
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.redeliveries) == ("pending", 1)
+        save_screenshot(browser, DELIVERY_SCREENSHOT)
+    finally:
+        receiver.stop()
 
 
 def current_code(key: bytes) -> str:

@@ -10,6 +10,13 @@ valid input. Replays and reuse are tested on purpose in test_idempotency.py; inv
 Likewise a new API key's ``expires_at`` must be in the future, which a schema cannot say
 (only its description does): a generated date-time in the past is moved a year from
 now. Past ones are refused on purpose in test_keys.py.
+
+And a webhook endpoint's ``url`` must be one events may be sent to (its scheme and the
+addresses its host resolves to: iaas.common.outgoing), which a schema cannot say either:
+a generated string becomes a loopback URL (allowed by the test settings). A customer's
+email address is made one fixed valid address: a generated one is rarely what Django's
+validator takes, and changing it again within a minute is a 429 on purpose. The refusals
+are tested in tests/notifications and tests/common.
 """
 
 import datetime as dt
@@ -33,6 +40,11 @@ def _past_date_time(value) -> bool:
     return moment <= dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
 
 
+def _schema_valid_text(value, max_length: int) -> bool:
+    """A string the schema accepts (a negative case, empty or too long, stays as generated)."""
+    return isinstance(value, str) and 1 <= len(value) <= max_length
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     edited = False
@@ -49,6 +61,20 @@ def before_call(context, case, kwargs):
         and _past_date_time(body.get("expires_at"))
     ):
         body["expires_at"] = (dt.datetime.now(dt.UTC) + dt.timedelta(days=365)).isoformat()
+        edited = True
+    if (
+        isinstance(body, dict)
+        and "/api/v1/webhooks/endpoints/" in case.path
+        and _schema_valid_text(body.get("url"), 2000)
+    ):
+        body["url"] = "http://127.0.0.1:9/hooks"
+        edited = True
+    if (
+        isinstance(body, dict)
+        and case.path.endswith("/notifications/email/")
+        and _schema_valid_text(body.get("address"), 254)
+    ):
+        body["address"] = "fuzzed-customer@example.com"
         edited = True
     if edited:
         # A valid value for a valid value: the case's labels (positive or negative, which

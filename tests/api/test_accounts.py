@@ -6,9 +6,12 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import IntegrityError
 
 from iaas.api.keys import KEY_PREFIX, key_digest
 from iaas.api.models import ApiKey
+from iaas.contracts.events import CustomerRegistered
+from iaas.contracts.models import OutboxMessage
 from tests.api.conftest import assert_problem, client_for
 
 
@@ -45,6 +48,40 @@ def test_registration_answers_a_token_that_authenticates(anonymous):
 
     anonymous.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert anonymous.get("/api/v1/wallets/").status_code == 200
+
+
+def test_registration_tells_who_registered_in_the_users_transaction(anonymous, published):
+    assert anonymous.post(REGISTER, NEW).status_code == 201
+    user = get_user_model().objects.get(username="ada")
+    [told] = [e for e in published if isinstance(e, CustomerRegistered)]
+    assert (told.owner_id, told.username, told.email) == (user.pk, "ada", "ada@example.com")
+    [row] = OutboxMessage.objects.filter(event_type="CustomerRegistered").values("payload").distinct()
+    assert row["payload"]["owner_id"] == user.pk
+
+
+def test_a_refused_registration_tells_nobody(anonymous, customer, published):
+    taken = NEW | {"username": customer.username}
+    assert_problem(anonymous.post(REGISTER, taken), 409, "username_taken")
+    assert_problem(anonymous.post(REGISTER, NEW | {"password": "123"}), 400, "validation_error")
+    assert not [e for e in published if isinstance(e, CustomerRegistered)]
+    assert not OutboxMessage.objects.filter(event_type="CustomerRegistered").exists()
+
+
+def test_a_registration_that_loses_the_race_for_its_username_tells_nobody(anonymous, monkeypatch):
+    """The unique constraint refuses the user a concurrent request registered first: its
+    transaction rolls back with the event written in it."""
+    from iaas.api import accounts
+
+    original = accounts.keys.api_key_create
+
+    def loses_the_race(**kwargs):
+        original(**kwargs)
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(accounts.keys, "api_key_create", loses_the_race)
+    assert_problem(anonymous.post(REGISTER, NEW), 409, "username_taken")
+    assert not get_user_model().objects.filter(username="ada").exists()
+    assert not OutboxMessage.objects.filter(event_type="CustomerRegistered").exists()
 
 
 def test_each_token_issue_is_a_new_read_write_key_named_after_the_login(anonymous):

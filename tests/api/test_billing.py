@@ -13,12 +13,22 @@ from django.utils import timezone
 from iaas.billing.models import LedgerEntry, SettledCharge, TopUp, Wallet
 from iaas.cloud import services as cloud_services
 from iaas.cloud.models import Charge as CloudCharge
+from iaas.contracts.events import InvoiceIssued, LowBalanceReached, WalletToppedUp
 from tests.api.conftest import assert_problem
 from tests.factories import funded_wallet, record_charges
 
 pytestmark = pytest.mark.django_db
 
-WALLET_FIELDS = {"id", "currency", "status", "balance", "reserved", "available", "created_at"}
+WALLET_FIELDS = {
+    "id",
+    "currency",
+    "status",
+    "balance",
+    "reserved",
+    "available",
+    "low_balance_threshold",
+    "created_at",
+}
 ENTRY_FIELDS = {
     "id",
     "sequence",
@@ -44,6 +54,7 @@ def test_open_a_wallet(api, customer):
         "balance": 0,
         "reserved": 0,
         "available": 0,
+        "low_balance_threshold": None,
         "created_at": None,
     }
     assert Wallet.objects.get(pk=body["id"]).owner == customer
@@ -308,3 +319,117 @@ def test_another_customers_invoice_is_not_found(api, other_customer, time_machin
     invoice = issued_invoice(other_customer, time_machine)
     assert api.get("/api/v1/invoices/").json()["results"] == []
     assert_problem(api.get(f"/api/v1/invoices/{invoice.id}/"), 404, "not_found")
+
+
+# --- The low-balance threshold (PATCH /wallets/{id}/) ------------------------------------
+
+
+def test_the_owner_sets_a_low_balance_threshold_and_gets_the_wallet(api, wallet):
+    response = api.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": 2_500}, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert set(body) == WALLET_FIELDS
+    assert (body["id"], body["low_balance_threshold"], body["balance"]) == (str(wallet.id), 2_500, 10_000)
+    assert api.get(f"/api/v1/wallets/{wallet.id}/").json() == body
+
+
+def test_null_turns_the_threshold_off(api, wallet):
+    api.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": 0}, format="json")
+    assert Wallet.objects.get(pk=wallet.pk).low_balance_threshold == 0
+    response = api.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": None}, format="json")
+    assert response.status_code == 200
+    assert response.json()["low_balance_threshold"] is None
+    assert Wallet.objects.get(pk=wallet.pk).low_balance_threshold is None
+
+
+def test_only_the_threshold_is_writable(api, wallet):
+    api.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": 700}, format="json")
+    body = {"balance": 1, "reserved": 5, "status": "closed", "currency": "USD", "available": 9}
+    response = api.patch(f"/api/v1/wallets/{wallet.id}/", body, format="json")
+    assert response.status_code == 200
+    assert response.json() | {"created_at": None} == {
+        "id": str(wallet.id),
+        "currency": "EUR",
+        "status": "active",
+        "balance": 10_000,
+        "reserved": 0,
+        "available": 10_000,
+        "low_balance_threshold": 700,  # a PATCH without it leaves it as it is
+        "created_at": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "threshold", ["10", "1e3", 10.0, 1.5, True, False, -1, 100_000_001, 10**30, [10], {"v": 10}]
+)
+def test_a_threshold_that_is_not_a_json_integer_from_0_to_the_limit_is_400(api, wallet, threshold):
+    body = assert_problem(
+        api.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": threshold}, format="json"),
+        400,
+        "validation_error",
+    )
+    assert "low_balance_threshold" in body["errors"]
+    assert Wallet.objects.get(pk=wallet.pk).low_balance_threshold is None
+
+
+def test_the_threshold_limit_is_the_top_up_limit_setting(api, wallet, settings):
+    settings.IAAS_MAX_TOP_UP = 1_000
+    path = f"/api/v1/wallets/{wallet.id}/"
+    assert api.patch(path, {"low_balance_threshold": 1_000}, format="json").status_code == 200
+    assert_problem(api.patch(path, {"low_balance_threshold": 1_001}, format="json"), 400, "validation_error")
+
+
+def test_another_customers_wallet_threshold_is_404_and_unchanged(api, other_customer):
+    theirs = funded_wallet(other_customer, amount=5_000)
+    assert_problem(
+        api.patch(f"/api/v1/wallets/{theirs.id}/", {"low_balance_threshold": 100}, format="json"),
+        404,
+        "not_found",
+    )
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert_problem(
+        api.patch(f"/api/v1/wallets/{missing}/", {"low_balance_threshold": 100}, format="json"),
+        404,
+        "not_found",
+    )
+    assert Wallet.objects.get(pk=theirs.pk).low_balance_threshold is None
+
+
+def test_a_read_key_cannot_set_the_threshold(customer, wallet):
+    from tests.api.conftest import client_for
+
+    reader = client_for(customer, scope="read")
+    response = reader.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": 100}, format="json")
+    assert_problem(response, 403, "permission_denied")
+    assert Wallet.objects.get(pk=wallet.pk).low_balance_threshold is None
+
+
+def test_a_threshold_above_what_is_available_tells_the_customer_at_once(api, wallet, published):
+    api.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": 20_000}, format="json")
+    [alert] = [e for e in published if isinstance(e, LowBalanceReached)]
+    assert (alert.available, alert.threshold) == (10_000, 20_000)
+    assert alert.resource == api.get(f"/api/v1/wallets/{wallet.id}/").json()
+
+
+# --- Events show what the API shows --------------------------------------------------------
+
+
+def test_a_top_ups_event_shows_the_top_up_as_the_post_answered_it(api, customer, wallet, published):
+    answer = api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 2_550}).json()
+    [told] = [e for e in published if isinstance(e, WalletToppedUp) and str(e.top_up_id) == answer["id"]]
+    assert (told.owner_id, told.resource) == (customer.id, answer)
+
+
+def test_a_low_balance_event_shows_the_wallet_as_get_shows_it(api, customer, wallet, catalog, published):
+    api.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": 9_999}, format="json")
+    cloud_services.server_create(owner_id=customer.id, wallet_id=wallet.id, name="web", plan_id="s-2vcpu-4gb")
+    [alert] = [e for e in published if isinstance(e, LowBalanceReached)]
+    assert (alert.owner_id, alert.available) == (customer.id, 9_996)
+    assert alert.resource == api.get(f"/api/v1/wallets/{wallet.id}/").json()
+
+
+def test_an_invoices_event_shows_the_invoice_as_get_shows_it(api, customer, time_machine, published):
+    invoice = issued_invoice(customer, time_machine)
+    [told] = [e for e in published if isinstance(e, InvoiceIssued)]
+    assert (told.invoice_id, told.owner_id) == (invoice.id, customer.id)
+    assert told.resource == api.get(f"/api/v1/invoices/{invoice.id}/").json()

@@ -18,6 +18,7 @@ OPERATIONS = {
     ("/api/v1/wallets/", "get"),
     ("/api/v1/wallets/", "post"),
     ("/api/v1/wallets/{id}/", "get"),
+    ("/api/v1/wallets/{id}/", "patch"),
     ("/api/v1/wallets/{wallet_id}/ledger/", "get"),
     ("/api/v1/wallets/{wallet_id}/top-ups/", "post"),
     ("/api/v1/invoices/", "get"),
@@ -38,6 +39,17 @@ OPERATIONS = {
     ("/api/v1/storage/volumes/{id}/", "get"),
     ("/api/v1/storage/volumes/{id}/", "patch"),
     ("/api/v1/storage/volumes/{id}/", "delete"),
+    ("/api/v1/webhooks/endpoints/", "get"),
+    ("/api/v1/webhooks/endpoints/", "post"),
+    ("/api/v1/webhooks/endpoints/{id}/", "get"),
+    ("/api/v1/webhooks/endpoints/{id}/", "patch"),
+    ("/api/v1/webhooks/endpoints/{id}/", "delete"),
+    ("/api/v1/webhooks/endpoints/{id}/rotate-secret/", "post"),
+    ("/api/v1/webhooks/deliveries/", "get"),
+    ("/api/v1/webhooks/deliveries/{id}/redeliver/", "post"),
+    ("/api/v1/notifications/email/", "get"),
+    ("/api/v1/notifications/email/", "put"),
+    ("/api/v1/notifications/email/verify/", "post"),
 }
 PUBLIC = {
     ("/api/v1/auth/register/", "post"),
@@ -70,8 +82,13 @@ def test_the_schema_is_valid_openapi_and_has_exactly_the_endpoints(schema):
     assert set(operations(schema)) == OPERATIONS
 
 
-# The answer holds the new key: replaying it would mean storing the key in plain text.
-NOT_IDEMPOTENT = {("/api/v1/auth/keys/", "post")}
+# The answer holds the new key or signing secret: replaying it would mean storing it in
+# plain text.
+NOT_IDEMPOTENT = {
+    ("/api/v1/auth/keys/", "post"),
+    ("/api/v1/webhooks/endpoints/", "post"),
+    ("/api/v1/webhooks/endpoints/{id}/rotate-secret/", "post"),
+}
 
 
 def test_key_security_on_every_endpoint_optional_on_the_public_ones(schema):
@@ -150,8 +167,12 @@ def test_bodies_are_described(schema):
         "balance",
         "reserved",
         "available",
+        "low_balance_threshold",
         "created_at",
     }
+    threshold = components["PatchedWalletUpdateRequest"]["properties"]["low_balance_threshold"]
+    assert (threshold["type"], threshold["minimum"], threshold["maximum"]) == ("integer", 0, 100_000_000)
+    assert threshold["nullable"] is True
     ledger = operations(schema)[("/api/v1/wallets/{wallet_id}/ledger/", "get")]
     assert {p["name"] for p in ledger["parameters"]} >= {
         "cursor",

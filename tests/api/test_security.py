@@ -20,6 +20,9 @@ from rest_framework import permissions
 from iaas.api import keys
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
+from iaas.contracts import bus
+from iaas.notifications import webhooks
+from iaas.notifications.models import WebhookDelivery
 from iaas.spending.apps import selling_context_configs
 from tests.api.conftest import assert_problem, client_for
 from tests.api.test_billing import issued_invoice
@@ -51,11 +54,14 @@ OBJECT_OF_PATH = [
     (r"^/api/v1/wallets/\{(pk|wallet_id)\}/", "wallet"),
     (r"^/api/v1/invoices/\{invoice_id\}/", "invoice"),
     (r"^/api/v1/auth/keys/\{pk\}/", "api_key"),
+    (r"^/api/v1/webhooks/endpoints/\{pk\}/", "webhook_endpoint"),
+    (r"^/api/v1/webhooks/deliveries/\{pk\}/", "webhook_delivery"),
 ]
 # A valid body for the writes that name an object, so that another customer's key
 # reaches the lookup (and not a 400).
 BODIES = {
     ("/api/v1/wallets/{wallet_id}/top-ups/", "POST"): {"amount": 100},
+    ("/api/v1/webhooks/endpoints/{pk}/", "PATCH"): {"enabled": False},
 }
 
 
@@ -72,7 +78,12 @@ def world(customer, time_machine):
     """The customer's objects of every kind, and their keys of every kind."""
     invoice = issued_invoice(customer, time_machine)
     time_machine.move_to(timezone.now() + dt.timedelta(days=40))  # past the paid periods' clocks
+    endpoint = webhooks.endpoint_create(
+        owner_id=customer.pk, url="http://127.0.0.1:9/hooks", event_types=["top_up.succeeded"]
+    ).endpoint
     billing_services.top_up_create(wallet_id=invoice.wallet_id, owner_id=customer.pk, amount=10_000_000)
+    bus.deliver_pending()  # the top-up's notification: a delivery to that endpoint (never sent here)
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
     wallet = Wallet.objects.get(pk=invoice.wallet_id)
     sold = {}
     for config in selling_context_configs():
@@ -91,6 +102,8 @@ def world(customer, time_machine):
             "wallet": wallet.id,
             "invoice": invoice.id,
             "api_key": spare_key.pk,
+            "webhook_endpoint": endpoint.pk,
+            "webhook_delivery": delivery.pk,
             **sold,
         },
         "keys": {

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.db import connection
 
@@ -53,6 +54,7 @@ def production_env(cache_prefix: str, **more: str) -> dict[str, str]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "iaas.settings.production",
         "SECRET_KEY": secrets.token_urlsafe(48),
+        "IAAS_SECRET_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "0",
         "DATABASE_URL": test_database_url(),

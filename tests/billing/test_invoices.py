@@ -251,6 +251,7 @@ def test_a_charge_that_settles_late_lands_on_the_next_invoice(may_charges, asser
         assert_invariants()  # not yet due: June's run takes it
     with time_machine.travel(dt.datetime(2026, 7, 1, 2, tzinfo=UTC), tick=False):
         issue("--period", "2026-06")
+        bus.deliver_pending()  # the invoices, to the customer's notifications
     june = Invoice.objects.get(period_start=Month(2026, 6).start)
     assert june.number == "INV-2026-000002"
     assert {line.description for line in june.lines.all()} == {
@@ -331,4 +332,5 @@ def test_two_concurrent_runs_number_without_gaps(catalog, assert_invariants):
     assert numbers == list(range(1, 13))
     assert Invoice.objects.values("owner_id").distinct().count() == 12
     assert InvoiceSeries.objects.get(pk="INV-2026").last_number == 12
+    bus.deliver_pending()  # the invoices' InvoiceIssued, to the customers' notifications
     assert_invariants()

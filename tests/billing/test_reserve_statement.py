@@ -46,15 +46,27 @@ def reserve_statement(wallet, *, owner_id=None, currency="EUR", amount, minimum)
 
 
 def test_it_grants_the_amount_when_the_wallet_has_it(wallet):
-    assert reserve_statement(wallet, amount=700, minimum=300) == 700
+    reserved = reserve_statement(wallet, amount=700, minimum=300)
+    assert (reserved.granted, reserved.available_before) == (700, 10_000)
     wallet.refresh_from_db()
     assert (wallet.balance, wallet.reserved) == (10_000, 700)
+    # and the wallet as the grant left it, read from the same statement (what the API shows)
+    returned = reserved.wallet
+    assert (returned.id, returned.owner_id, returned.currency, returned.status) == (
+        wallet.id,
+        wallet.owner_id,
+        "EUR",
+        "active",
+    )
+    assert (returned.balance, returned.reserved, returned.available) == (10_000, 700, 9_300)
+    assert (returned.low_balance_threshold, returned.created_at) == (None, wallet.created_at)
 
 
 def test_it_grants_what_is_unreserved_between_the_minimum_and_the_amount(wallet):
     reserve_statement(wallet, amount=9_000, minimum=9_000)
     # 1,000 unreserved: at least 300 wanted, up to 5,000.
-    assert reserve_statement(wallet, amount=5_000, minimum=300) == 1_000
+    reserved = reserve_statement(wallet, amount=5_000, minimum=300)
+    assert (reserved.granted, reserved.available_before, reserved.wallet.available) == (1_000, 1_000, 0)
     wallet.refresh_from_db()
     assert wallet.reserved == wallet.balance == 10_000  # I2 at its edge, never past it
 

@@ -114,6 +114,8 @@ def test_a_top_up_publishes_wallet_topped_up(customer, monkeypatch):
             wallet_id=wallet.id,
             amount=300,
             currency="EUR",
+            owner_id=customer.id,
+            resource={"id": str(top_up.id), "amount": 300, "currency": "EUR", "status": "succeeded"},
         )
     ]
 

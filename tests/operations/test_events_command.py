@@ -13,6 +13,8 @@ from django.core.management.base import CommandError
 from iaas.billing import services as billing
 from iaas.contracts import bus, selling
 from iaas.contracts.events import WalletToppedUp
+from iaas.contracts.models import OutboxMessage
+from tests.factories import tell_customer
 
 
 def listed(*args: str) -> str:
@@ -28,7 +30,8 @@ def test_lists_each_event_with_its_handlers_and_their_context():
     assert ("ChargesRecorded", "billing.settle_recorded_charges", "billing") in rows
     assert ("ChargeSettled", "cloud.record_settlement", "cloud") in rows
     assert ("ChargeSettled", "hosting.record_settlement", "hosting") in rows
-    assert ("WalletToppedUp", "-", "-") in rows  # published, received by nobody yet
+    assert ("FundsReserved", "-", "-") in rows  # published, received by nobody yet
+    assert ("WalletToppedUp", "notifications.wallet_topped_up", "notifications") in rows
     assert not any(row[0].startswith("NamedSubscriptions") for row in lines)  # tests' own events
 
 
@@ -38,7 +41,7 @@ def test_json_says_which_subscriptions_batch_and_which_take_only_some_events():
     assert {(r["name"], r["batch"], r["conditional"]) for r in settled} == {
         (f"{name}.record_settlement", True, True) for name in selling.names()
     }
-    assert {"event": "InvoiceIssued", "name": None, "context": None} in rows
+    assert {"event": "FundsReserved", "name": None, "context": None} in rows
 
 
 @pytest.mark.django_db
@@ -47,6 +50,7 @@ def test_a_later_subscription_is_fed_the_recorded_events_once(monkeypatch, walle
     takes them through --feed (its condition applies), each once however often it runs."""
     for amount in (100, 200, 300):
         billing.top_up_create(wallet_id=wallet.id, owner_id=wallet.owner_id, amount=amount)  # sandbox: paid
+    tell_customer(OutboxMessage.objects.all())  # what they were published to: customers' notifications
     seen = []
     monkeypatch.setattr(bus, "_subscriptions", dict(bus._subscriptions))
     monkeypatch.setattr(bus, "_handlers", copy.deepcopy(bus._handlers))

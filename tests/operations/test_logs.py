@@ -12,6 +12,7 @@ import runpy
 import sys
 
 import pytest
+from cryptography.fernet import Fernet
 from django.conf import settings
 
 from iaas.common import request_ids
@@ -26,6 +27,7 @@ def production_logging(monkeypatch) -> dict:
 
     monkeypatch.setattr(base, "SECRET_KEY", "s" * 64)  # base was read already, with the development key
     monkeypatch.setenv("ALLOWED_HOSTS", "billing.example.com")
+    monkeypatch.setenv("IAAS_SECRET_KEYS", Fernet.generate_key().decode())
     return runpy.run_module("iaas.settings.production")["LOGGING"]
 
 

@@ -12,6 +12,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from iaas.contracts.models import OutboxMessage
+from iaas.notifications import webhooks
+from iaas.notifications.models import WebhookDelivery, WebhookMessage
 from iaas.operations.models import DeadLetter, JobRun
 from iaas.operations.schedule import JOBS
 from tests.api.conftest import assert_problem, client_for
@@ -197,8 +199,34 @@ def test_reconcile_shows_its_latest_finished_run(client, metrics_token, clock):
     )
 
 
+def test_notifications_waiting_are_counted_with_how_late_the_most_overdue_is(
+    client, metrics_token, clock, customer
+):
+    endpoint = webhooks.endpoint_create(
+        owner_id=customer.pk, url="http://127.0.0.1:9/", event_types=["top_up.succeeded"]
+    ).endpoint
+    for due, status in (
+        (NOW - dt.timedelta(seconds=90), "pending"),
+        (NOW + dt.timedelta(hours=1), "pending"),
+        (NOW - dt.timedelta(days=1), "succeeded"),
+    ):
+        message = WebhookMessage.objects.create(
+            id=uuid.uuid4(), owner=customer, event_type="top_up.succeeded", occurred_at=NOW, body="{}"
+        )
+        WebhookDelivery.objects.create(
+            message=message, endpoint=endpoint, owner=customer, event_type="top_up.succeeded",
+            status=status, next_attempt_at=due,
+        )  # fmt: skip
+    samples = scrape(client)
+    assert sample(samples, "iaas_notifications_pending", kind="webhook") == 2
+    assert sample(samples, "iaas_notifications_overdue_seconds", kind="webhook") == 90
+    assert sample(samples, "iaas_notifications_pending", kind="email") == 0
+    assert sample(samples, "iaas_notifications_overdue_seconds", kind="email") == 0
+
+
 def test_the_gauges_take_few_statements(client, metrics_token, django_assert_max_num_queries):
-    with django_assert_max_num_queries(3):  # outbox, dead letters, every job's runs
+    # outbox, dead letters, every job's runs, webhook deliveries and emails waiting
+    with django_assert_max_num_queries(5):
         scrape(client)
 
 

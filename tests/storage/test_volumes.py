@@ -241,6 +241,7 @@ def test_an_operator_holds_and_resumes_a_volume(wallet, admin_user, assert_invar
     # Charged the hour from now; the suspended time is never charged.
     assert (volume.status, volume.paid_until) == ("active", at(2026, 5, 20, 10))
     assert usage_of(volume)[0][1] == 2
+    bus.deliver_pending()  # the hold and its lift, to the customer's notifications
     assert_invariants()
 
 

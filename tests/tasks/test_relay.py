@@ -12,9 +12,11 @@ from iaas.billing import services as billing
 from iaas.common import request_ids
 from iaas.contracts import bus
 from iaas.contracts.models import InboxRecord, OutboxMessage
+from iaas.notifications import webhooks
+from iaas.notifications.models import WebhookDelivery
 from iaas.operations import relay
 from iaas.operations.models import UsedOperationToken
-from tests.factories import funded_wallet
+from tests.factories import UserFactory, funded_wallet
 
 from . import relay_probe
 from .conftest import wait_until
@@ -36,8 +38,15 @@ def applied() -> int:
     return UsedOperationToken.objects.filter(target=relay_probe.TARGET).count()
 
 
-def test_relayed_events_published_twice_are_applied_once_by_a_worker(probe, start_worker, monkeypatch):
-    wallet = funded_wallet(amount=1_000)  # its top-up's event is relayed too
+def test_relayed_events_published_twice_are_applied_once_by_a_worker(
+    probe, start_worker, monkeypatch, settings
+):
+    settings.IAAS_RELAY_EVENTS = True
+    owner = UserFactory()
+    endpoint = webhooks.endpoint_create(
+        owner_id=owner.pk, url="http://127.0.0.1:9/hooks", event_types=["top_up.succeeded"]
+    ).endpoint
+    wallet = funded_wallet(owner, amount=1_000)  # its top-up's event is relayed too
     with request_ids.bound("purchase-request-1"):
         top_up(wallet)
     rows = OutboxMessage.objects.filter(handler=relay_probe.NAME)
@@ -45,14 +54,24 @@ def test_relayed_events_published_twice_are_applied_once_by_a_worker(probe, star
     assert rows.order_by("id").last().request_id == "purchase-request-1"  # it follows the event
     assert bus.deliver_pending().delivered == 0  # the delivery worker leaves them to the relay
 
+    # Customers' notifications are relayed subscriptions too (their consumer is on the
+    # worker as well, and does nothing here: nobody registered an endpoint).
+    relayed_rows = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).count()
+    assert relayed_rows >= 2
+
     monkeypatch.setenv("IAAS_REPEAT_PUBLISH", "2")  # every message published twice
-    assert relay.relay_pending().relayed == 2
+    assert relay.relay_pending().relayed == relayed_rows
     assert set(rows.values_list("status", flat=True)) == {OutboxMessage.Status.DONE}
     assert applied() == 0  # nothing applied yet: the consumer is on a worker
 
     consumer = start_worker("consumer", include="tests.tasks.relay_probe")
-    wait_until(lambda: consumer.log_count("iaas.events.consume", "succeeded") == 4, what="the four messages")
-    assert applied() == 2  # four messages, two events, each applied once
+    wait_until(
+        lambda: consumer.log_count("iaas.events.consume", "succeeded") == 2 * relayed_rows,
+        what="every message, twice",
+    )
+    assert applied() == 2  # four messages of the probe, two events, each applied once
+    # The customer's notifications, on the same worker: one delivery per top-up, not two.
+    assert WebhookDelivery.objects.filter(endpoint=endpoint).count() == 2
     assert InboxRecord.objects.filter(consumer=relay_probe.NAME).count() == 2
     # The worker's log line of the top-up's consumer names the request that caused it.
     assert consumer.log_count("relay probe applied", "[purchase-request-1]") == 1

@@ -70,7 +70,10 @@ class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
     date_hierarchy = "created_at"
     fieldsets = (
         (None, {"fields": ("id", "owner_column", "currency", "status", "created_at", "updated_at")}),
-        ("Money", {"fields": ("balance_money", "reserved_money", "available_money", "holds")}),
+        (
+            "Money",
+            {"fields": ("balance_money", "reserved_money", "available_money", "low_balance_money", "holds")},
+        ),
         ("Ledger", {"fields": ("recent_ledger",)}),
         ("Follow the money", {"fields": ("related",)}),
     )
@@ -84,6 +87,7 @@ class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
         "balance_money",
         "reserved_money",
         "available_money",
+        "low_balance_money",
         "holds",
         "recent_ledger",
         "related",
@@ -94,6 +98,8 @@ class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
     balance_money = money_column("balance", "balance")
     reserved_money = money_column("reserved", "reserved")
     available_money = money_column("available", "available", ordering="available_amount")
+    # The customer's own setting (PATCH /api/v1/wallets/{id}/): shown, not changed, here.
+    low_balance_money = money_column("low_balance_threshold", "low-balance alert below")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(available_amount=F("balance") - F("reserved"))

@@ -7,22 +7,58 @@ from rest_framework import serializers
 
 from iaas.api.fields import StrictChoiceField, StrictIntegerField
 
-from ..models import LedgerEntry, TopUp, Wallet
+from ..models import LedgerEntry, Refund, TopUp, Wallet
+
+LOW_BALANCE_HELP = (
+    "Minor units, or null (the default): no alert. When the available balance drops from at "
+    "or above it to below it, the customer is told once (the `wallet.low_balance` webhook "
+    "event, and email); told again only after it has been back at or above it."
+)
 
 
 class WalletSerializer(serializers.ModelSerializer):
     available = serializers.IntegerField(
         read_only=True, help_text="balance - reserved: what the customer can still spend (minor units)."
     )
+    low_balance_threshold = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text=LOW_BALANCE_HELP
+    )
 
     class Meta:
         model = Wallet
-        fields = ["id", "currency", "status", "balance", "reserved", "available", "created_at"]
+        fields = [
+            "id",
+            "currency",
+            "status",
+            "balance",
+            "reserved",
+            "available",
+            "low_balance_threshold",
+            "created_at",
+        ]
         read_only_fields = fields
         extra_kwargs = {
             "balance": {"help_text": "The settled balance, the sum of the ledger (minor units)."},
             "reserved": {"help_text": "Held for purchases not yet settled and for allowances (minor units)."},
         }
+
+
+class WalletUpdateSerializer(serializers.Serializer):
+    """A wallet's writable field: its low-balance threshold (other fields sent are
+    ignored: they are Billing's to change)."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # The limit is a setting: read it per request (and for the schema).
+        fields["low_balance_threshold"] = StrictIntegerField(
+            required=False,
+            allow_null=True,
+            min_value=0,
+            max_value=settings.IAAS_MAX_TOP_UP,
+            help_text=f"{LOW_BALANCE_HELP} A JSON integer from 0 to the top-up limit, or null to turn "
+            "it off. Setting a threshold above what is available now tells the customer at once.",
+        )
+        return fields
 
 
 class WalletCreateSerializer(serializers.Serializer):
@@ -86,6 +122,23 @@ class TopUpSerializer(serializers.ModelSerializer):
         model = TopUp
         fields = ["id", "amount", "currency", "status"]
         read_only_fields = fields
+
+
+class RefundSerializer(serializers.ModelSerializer):
+    """A refund of one settled charge (no endpoint yet: what a ChargeRefunded webhook shows)."""
+
+    wallet = serializers.UUIDField(source="wallet_id", read_only=True)
+    charge = serializers.UUIDField(source="charge_id", read_only=True, help_text="The charge refunded.")
+    context = serializers.CharField(
+        source="charge.context", read_only=True, help_text="The service that charged it."
+    )
+    currency = serializers.CharField(source="wallet.currency", read_only=True)
+
+    class Meta:
+        model = Refund
+        fields = ["id", "wallet", "charge", "context", "amount", "currency", "reason", "created_at"]
+        read_only_fields = fields
+        extra_kwargs = {"amount": {"help_text": "Minor units given back (at most the charge's)."}}
 
 
 class InvoiceLineSerializer(serializers.Serializer):

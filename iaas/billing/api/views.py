@@ -21,6 +21,7 @@ from .serializers import (
     TopUpSerializer,
     WalletCreateSerializer,
     WalletSerializer,
+    WalletUpdateSerializer,
 )
 
 
@@ -57,6 +58,32 @@ class WalletDetailView(generics.RetrieveAPIView):
     @extend_schema(summary="Show a wallet")
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Set a wallet's low-balance alert",
+        description=(
+            "`low_balance_threshold` is the one writable field (others are ignored): minor units "
+            "from 0 to the top-up limit, or null to turn the alert off. The customer is told "
+            "once each time the available balance drops from at or above "
+            "the threshold to below it (the `wallet.low_balance` webhook event, and email), and at "
+            "once when a new threshold is above what is available now. Without the field, nothing "
+            "changes. Answers the wallet."
+        ),
+        request=WalletUpdateSerializer,
+        responses={200: WalletSerializer},
+    )
+    def patch(self, request, pk):
+        serializer = WalletUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if "low_balance_threshold" in serializer.validated_data:
+            wallet = services.wallet_low_balance_threshold_set(
+                wallet_id=pk,
+                owner_id=request.user.pk,
+                threshold=serializer.validated_data["low_balance_threshold"],
+            )
+        else:
+            wallet = self.get_object()
+        return Response(WalletSerializer(wallet).data)
 
 
 class LedgerFilter(StrictFilterSet):

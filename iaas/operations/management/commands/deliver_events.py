@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 
 from iaas.common.memory import relaxed_gc
 from iaas.contracts import bus
+from iaas.notifications import sender
 
 LOOP_BATCH = 100
 
@@ -54,9 +55,10 @@ class Command(BaseCommand):
                         limit=limit or (LOOP_BATCH if loop else None), batch_size=batch_size
                     )
                 total = total + report
+                sent = self._send_notifications()
                 if not loop or stopping["now"]:
                     break
-                if report.delivered + report.failed == 0:
+                if report.delivered + report.failed + sent == 0:
                     deadline = time.monotonic() + interval
                     while time.monotonic() < deadline and not stopping["now"]:
                         time.sleep(min(0.1, interval))
@@ -69,6 +71,13 @@ class Command(BaseCommand):
         self._print(total, pending, as_json=as_json)
         if total.failed:
             raise SystemExit(1)
+
+    def _send_notifications(self) -> int:
+        """Where no broker is configured, this loop also sends customers' webhooks and
+        emails (with one, the `notify` job does, on the workers)."""
+        if bus.relayed():
+            return 0
+        return sum(sender.send_due().as_dict().values())
 
     def _print(self, report: bus.DeliveryReport, pending: int, *, as_json: bool) -> None:
         if as_json:
