@@ -10,7 +10,7 @@ from django.db.models import Prefetch, QuerySet
 
 from iaas.contracts.errors import NotFound
 
-from .models import Hold, Invoice, LedgerEntry, SettledCharge, Wallet
+from .models import Hold, Invoice, LedgerEntry, SettledCharge, TopUp, Wallet
 
 
 def wallet_list(*, owner_id: int) -> QuerySet[Wallet]:
@@ -23,6 +23,24 @@ def ledger_entries(*, owner_id: int, wallet_id: uuid.UUID) -> QuerySet[LedgerEnt
     if not Wallet.objects.filter(pk=wallet_id, owner_id=owner_id).exists():
         raise NotFound("No such wallet.")
     return LedgerEntry.objects.filter(wallet_id=wallet_id).prefetch_related(_charge_ids("charges"))
+
+
+def top_up_list(*, owner_id: int, wallet_id: uuid.UUID) -> QuerySet[TopUp]:
+    """The wallet's top-ups, newest first, pending and failed ones included (what the
+    balance alone cannot show); another customer's wallet is NotFound, as a missing one."""
+    if not Wallet.objects.filter(pk=wallet_id, owner_id=owner_id).exists():
+        raise NotFound("No such wallet.")
+    # The id breaks ties so that pages do not overlap.
+    return TopUp.objects.filter(wallet_id=wallet_id).order_by("-created_at", "-id")
+
+
+def top_up_get(*, owner_id: int, wallet_id: uuid.UUID, top_up_id: uuid.UUID) -> TopUp:
+    """One top-up of the customer's wallet; another customer's, or one of another wallet
+    (the customer's own included), is NotFound, as a missing one."""
+    top_up = top_up_list(owner_id=owner_id, wallet_id=wallet_id).filter(pk=top_up_id).first()
+    if top_up is None:
+        raise NotFound("No such top-up.")
+    return top_up
 
 
 def _charge_ids(lookup: str) -> Prefetch:

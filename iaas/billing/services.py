@@ -101,9 +101,9 @@ def wallet_low_balance_threshold_set(*, wallet_id: uuid.UUID, owner_id: int, thr
     drops from at or above ``threshold`` (minor units, 0 to the top-up limit) to below it;
     None turns it off. Another customer's wallet is WalletNotFound, like a missing one.
 
-    A new threshold the wallet is below already is told at once, once (it counts as the
-    crossing): whoever sets an alert above what they have wants to hear it now, not after
-    the next top-up and purchase. Setting the threshold it has tells nothing. Under the
+    Setting a threshold tells nothing, even one the wallet is below already: only money
+    moving across it does (a purchase, a debit). Otherwise switching the threshold back
+    and forth would send an alert, with its webhooks and email, per request. Under the
     wallet lock, so a reserve running at the same time sees the old threshold or the new
     one, never half of the change."""
     if threshold is not None and (
@@ -116,8 +116,6 @@ def wallet_low_balance_threshold_set(*, wallet_id: uuid.UUID, owner_id: int, thr
             return wallet
         wallet.low_balance_threshold = threshold
         wallet.save(update_fields=["low_balance_threshold", "updated_at"])
-        if threshold is not None and wallet.available < threshold:
-            bus.publish(notices.low_balance_reached(wallet))
         return wallet
 
 

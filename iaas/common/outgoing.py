@@ -18,6 +18,7 @@ import contextlib
 import functools
 import http.client
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -32,6 +33,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 from urllib3.util.ssl_ import create_urllib3_context
 from urllib3.util.ssl_match_hostname import CertificateError
+
+logger = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2000
 USER_AGENT = "iaas-outgoing/1"
@@ -407,8 +410,13 @@ def _vetted_address(target: _Target) -> str:
             raise OutgoingError("could not resolve the host")
     for ip in addresses:
         reason = _refusal_here(ip)
-        if reason:
+        if reason and target.literal_ip:
             raise RefusedAddress(f"refused address {ip} ({reason})")
+        if reason:
+            # The customer reads this reason (the attempt's error): what our resolver
+            # answers for their name stays in our log, or a CNAME could map our network.
+            logger.warning("refused to send to %s: it resolves to %s (%s)", target.host, ip, reason)
+            raise RefusedAddress(f"the host resolves to an address that is not allowed ({reason})")
     return addresses[0]
 
 

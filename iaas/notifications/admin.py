@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 from django.contrib import admin
 from django.db import transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -19,9 +21,17 @@ from iaas.common.admin import ReadOnlyAdmin, link, table, user_link
 from . import locks, webhooks
 from .models import EmailSettings, OutgoingEmail, WebhookDelivery, WebhookEndpoint, WebhookMessage
 
+VERIFY_LINK = re.compile(r"(/email/verify/)[^/\s\"'<>]+/?")
+
 
 def _delivery_url(pk) -> str:
     return reverse("admin:notifications_webhookdelivery_change", args=[pk])
+
+
+def _without_links(text: str) -> str:
+    """An email as staff may read it: a verification link would let whoever reads it
+    verify the customer's address, so its token is not shown."""
+    return VERIFY_LINK.sub(r"\1[link hidden]/", text)
 
 
 def _when(moment) -> str:
@@ -180,7 +190,7 @@ class OutgoingEmailAdmin(ReadOnlyAdmin):
     ordering = ("-created_at",)
     readonly_fields = (
         "id", "kind", "customer", "to", "subject", "status", "attempts", "next_attempt_at", "last_error",
-        "sent_at", "event_id", "created_at", "text", "html_preview",
+        "sent_at", "event_id", "created_at", "text_shown", "html_preview",
     )  # fmt: skip
     fields = readonly_fields
     actions = ("send_again",)
@@ -193,20 +203,27 @@ class OutgoingEmailAdmin(ReadOnlyAdmin):
     def customer(self, obj):
         return user_link(obj.owner)
 
+    @admin.display(description="text")
+    def text_shown(self, obj):
+        return format_html("<pre>{}</pre>", _without_links(obj.text))
+
     @admin.display(description="HTML")
     def html_preview(self, obj):
         # Sandboxed: the email's HTML never runs script or reaches the admin's origin.
         return format_html(
             '<iframe sandbox="" srcdoc="{}" style="width:720px;height:600px;border:1px solid #ccc"></iframe>',
-            obj.html,
+            _without_links(obj.html),
         )
 
     @admin.action(description="Send the selected emails again", permissions=["send_again"])
     def send_again(self, request, queryset):
         def again(email):
-            OutgoingEmail.objects.filter(pk=email.pk).update(
-                status=OutgoingEmail.Status.PENDING, next_attempt_at=timezone.now(), claimed_until=None
-            )
+            # A fresh set of attempts, now; an email a sender is sending (a live claim)
+            # is left to it, so it never goes out twice at once.
+            now = timezone.now()
+            OutgoingEmail.objects.filter(pk=email.pk).filter(
+                Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+            ).update(status=OutgoingEmail.Status.PENDING, next_attempt_at=now, attempts=0, last_error="")
 
         return self.run_service(request, queryset, again, done="Queued again")
 

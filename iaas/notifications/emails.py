@@ -53,6 +53,7 @@ MAX_RETRY_SECONDS = 6 * 3600
 # A verification link goes out at most once per this many seconds per customer (an
 # address typed by the customer could be anyone's: no mail bomb through us).
 VERIFICATION_COOLDOWN_SECONDS = 60
+VERIFICATION_LINKS_PER_DAY = 5
 # Ids of emails that answer no event (a disabled endpoint), derived so that one
 # disabling composes one email however often it is recorded.
 EMAIL_NAMESPACE = uuid.UUID("0c6f3a52-7d0e-4f59-9a43-2f1e5b7c9d10")
@@ -484,10 +485,21 @@ def _verification_queue(owner: EmailSettings, *, event_id: uuid.UUID) -> None:
 
 
 def _cooldown_left(owner: EmailSettings, now: dt.datetime) -> float:
-    if owner.verification_sent_at is None:
-        return 0
-    since = (now - owner.verification_sent_at).total_seconds()
-    return max(0.0, VERIFICATION_COOLDOWN_SECONDS - since)
+    """Seconds until another link may go out: one a minute, and at most
+    VERIFICATION_LINKS_PER_DAY a day (nobody uses us to flood an address they typed in)."""
+    waits = [0.0]
+    if owner.verification_sent_at is not None:
+        since = (now - owner.verification_sent_at).total_seconds()
+        waits.append(VERIFICATION_COOLDOWN_SECONDS - since)
+    day = dt.timedelta(days=1)
+    recent = list(
+        OutgoingEmail.objects.filter(owner_id=owner.owner_id, kind="verify_email", created_at__gt=now - day)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[:VERIFICATION_LINKS_PER_DAY]
+    )
+    if len(recent) >= VERIFICATION_LINKS_PER_DAY:
+        waits.append((recent[-1] + day - now).total_seconds())
+    return max(waits)
 
 
 def on_customer_registered(event: e.CustomerRegistered) -> None:
@@ -541,6 +553,12 @@ def email_settings_update(
         if changed:
             owner.address = address
             owner.verified_at = None
+            # What was composed for the old address is not sent to it any more.
+            OutgoingEmail.objects.filter(owner_id=owner_id, status=OutgoingEmail.Status.PENDING).update(
+                status=OutgoingEmail.Status.FAILED,
+                last_error="not sent: the address changed",
+                claimed_until=None,
+            )
         owner.save()
         if changed:
             _verification_queue(owner, event_id=uuid.uuid4())

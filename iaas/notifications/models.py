@@ -23,8 +23,9 @@ class WebhookEndpoint(models.Model):
     """A URL of the customer's that receives the event types it asks for, signed with
     its secret (Standard Webhooks). After a rotation the previous secret also signs
     until ``previous_secret_expires_at``. ``failing_since`` is the first failed attempt
-    since the last success; an endpoint failing for IAAS_WEBHOOK_DISABLE_AFTER is
-    disabled (``disabled_reason`` says why) and its owner told."""
+    since the last success (or since a break in failing longer than the retries'
+    longest wait); an endpoint failing for IAAS_WEBHOOK_DISABLE_AFTER_HOURS is disabled
+    (``disabled_reason`` says why) and its owner told."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -36,6 +37,7 @@ class WebhookEndpoint(models.Model):
     previous_secret_encrypted = models.TextField(blank=True)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     failing_since = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
     disabled_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

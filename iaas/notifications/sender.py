@@ -30,9 +30,18 @@ from .models import OutgoingEmail, WebhookDelivery
 logger = logging.getLogger(__name__)
 
 
-def lease() -> dt.timedelta:
-    """Long enough for one request to time out, with room to record it."""
+def webhook_lease() -> dt.timedelta:
+    """A round's claim: its requests run at once, each at most IAAS_OUTGOING_TIMEOUT (the
+    deadline covers resolving, connecting and reading), with room to record them. A
+    claim that ran out while its sender was still sending would let another sender send
+    the same message again."""
     return dt.timedelta(seconds=settings.IAAS_OUTGOING_TIMEOUT * 2 + 30)
+
+
+def email_lease() -> dt.timedelta:
+    """A round's claim for emails: an SMTP exchange is several steps, each up to
+    EMAIL_TIMEOUT (connect, greeting, TLS, login, the message, quit)."""
+    return dt.timedelta(seconds=settings.EMAIL_TIMEOUT * 8 + 30)
 
 
 @dataclass
@@ -52,10 +61,12 @@ class SendReport:
         }
 
 
-def _claim(model, *, due_filter: Q, limit: int, now: dt.datetime) -> tuple[list[uuid.UUID], dt.datetime]:
-    """Claim up to ``limit`` due rows for a lease, oldest due first, in a short
+def _claim(
+    model, *, due_filter: Q, limit: int, now: dt.datetime, lease: dt.timedelta
+) -> tuple[list[uuid.UUID], dt.datetime]:
+    """Claim up to ``limit`` due rows for ``lease``, most overdue first, in a short
     transaction of its own (SKIP LOCKED: concurrent senders take different rows)."""
-    until = now + lease()
+    until = now + lease
     with transaction.atomic():
         ids = locks.due_try_lock(model.objects.filter(due_filter), now=now, limit=limit)
         model.objects.filter(pk__in=ids).update(claimed_until=until)
@@ -64,14 +75,14 @@ def _claim(model, *, due_filter: Q, limit: int, now: dt.datetime) -> tuple[list[
 
 def claim_deliveries(*, limit: int, now: dt.datetime) -> tuple[list[WebhookDelivery], dt.datetime]:
     due = Q(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now, endpoint__enabled=True)
-    ids, until = _claim(WebhookDelivery, due_filter=due, limit=limit, now=now)
+    ids, until = _claim(WebhookDelivery, due_filter=due, limit=limit, now=now, lease=webhook_lease())
     rows = WebhookDelivery.objects.filter(pk__in=ids).select_related("message", "endpoint")
     return list(rows), until
 
 
 def claim_emails(*, limit: int, now: dt.datetime) -> tuple[list[OutgoingEmail], dt.datetime]:
     due = Q(status=OutgoingEmail.Status.PENDING, next_attempt_at__lte=now)
-    ids, until = _claim(OutgoingEmail, due_filter=due, limit=limit, now=now)
+    ids, until = _claim(OutgoingEmail, due_filter=due, limit=limit, now=now, lease=email_lease())
     return list(OutgoingEmail.objects.filter(pk__in=ids)), until
 
 
@@ -93,13 +104,13 @@ def _post(request: webhooks.Request) -> webhooks.Outcome:
     )
 
 
-def send_webhooks(*, limit: int, report: SendReport) -> int:
-    now = timezone.now()
-    deliveries, until = claim_deliveries(limit=limit, now=now)
+def send_webhooks(*, report: SendReport) -> int:
+    """One round: as many due deliveries as there are threads, sent at once."""
+    deliveries, until = claim_deliveries(limit=settings.IAAS_NOTIFY_THREADS, now=timezone.now())
     if not deliveries:
         return 0
     requests = [webhooks.request_for(delivery) for delivery in deliveries]
-    with ThreadPoolExecutor(max_workers=min(settings.IAAS_NOTIFY_THREADS, len(requests))) as pool:
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
         outcomes = list(pool.map(_post, requests))
     for request, outcome in zip(requests, outcomes, strict=True):
         webhooks.attempt_record(delivery_id=request.delivery_id, outcome=outcome, claimed_until=until)
@@ -110,16 +121,25 @@ def send_webhooks(*, limit: int, report: SendReport) -> int:
     return len(deliveries)
 
 
-def send_emails(*, limit: int, report: SendReport) -> int:
-    now = timezone.now()
-    rows, until = claim_emails(limit=limit, now=now)
-    for email in rows:
-        error = ""
-        try:
-            emails.send(email)
-        except Exception as failure:  # an SMTP error of any kind is retried
-            error = f"{type(failure).__name__}: {failure}"[:500]
-            logger.warning("email %s to customer %s not sent: %s", email.pk, email.owner_id, error)
+def _mail(email: OutgoingEmail) -> str:
+    """Send one email (no database): "" or why it was not sent."""
+    try:
+        emails.send(email)
+    except Exception as failure:  # an SMTP error of any kind is retried
+        error = f"{type(failure).__name__}: {failure}"[:500]
+        logger.warning("email %s to customer %s not sent: %s", email.pk, email.owner_id, error)
+        return error
+    return ""
+
+
+def send_emails(*, report: SendReport) -> int:
+    """One round: as many due emails as there are threads, sent at once."""
+    rows, until = claim_emails(limit=settings.IAAS_NOTIFY_THREADS, now=timezone.now())
+    if not rows:
+        return 0
+    with ThreadPoolExecutor(max_workers=len(rows)) as pool:
+        errors = list(pool.map(_mail, rows))
+    for email, error in zip(rows, errors, strict=True):
         emails.outcome_record(email_id=email.pk, error=error, claimed_until=until)
         if error:
             report.emails_failed += 1
@@ -128,11 +148,14 @@ def send_emails(*, limit: int, report: SendReport) -> int:
     return len(rows)
 
 
-def send_due(*, limit: int | None = None) -> SendReport:
-    """One pass: every due webhook delivery and email, ``limit`` (IAAS_NOTIFY_BATCH) at a
-    time, until none is due."""
-    limit = limit or settings.IAAS_NOTIFY_BATCH
+def send_due(*, rounds: int | None = None) -> SendReport:
+    """Send what is due, a round of webhooks and a round of emails at a time, until none
+    is due or after ``rounds`` rounds (the event delivery loop sends one round per pass,
+    so settlements never wait behind a backlog of slow endpoints)."""
     report = SendReport()
-    while send_webhooks(limit=limit, report=report) + send_emails(limit=limit, report=report):
-        pass
+    done = 0
+    while rounds is None or done < rounds:
+        done += 1
+        if not send_webhooks(report=report) + send_emails(report=report):
+            break
     return report

@@ -103,7 +103,8 @@ def endpoint_update(*, owner_id: int, endpoint_id: uuid.UUID, **changes) -> Webh
         if "event_types" in changes:
             endpoint.event_types = sorted(set(changes["event_types"]))
         if changes.get("enabled"):
-            endpoint.disabled_at, endpoint.disabled_reason, endpoint.failing_since = None, "", None
+            endpoint.disabled_at, endpoint.disabled_reason = None, ""
+            endpoint.failing_since = endpoint.last_failure_at = None
         endpoint.updated_at = timezone.now()
         endpoint.save()
     return endpoint
@@ -296,17 +297,30 @@ def attempt_record(
     return delivery
 
 
+# Failures further apart than this are not one outage: the longest wait between two
+# retries (12 hours and its jitter), with room. An endpoint that failed weeks ago and
+# fails once today starts a new count, so only failure without a break disables it.
+FAILURE_BREAK = dt.timedelta(seconds=MAX_RETRY_SECONDS * 1.2) + dt.timedelta(hours=1)
+
+
 def _endpoint_outcome(endpoint_id: uuid.UUID, *, succeeded: bool, now: dt.datetime) -> None:
+    """A success clears the endpoint's failure; a failure extends it, or starts a new one
+    after a break, and disables the endpoint (its owner told) once every attempt failed
+    for IAAS_WEBHOOK_DISABLE_AFTER_HOURS."""
     endpoint = locks.endpoint_lock(endpoint_id)
     if succeeded:
         if endpoint.failing_since is not None:
-            endpoint.failing_since = None
-            endpoint.save(update_fields=["failing_since"])
+            endpoint.failing_since = endpoint.last_failure_at = None
+            endpoint.save(update_fields=["failing_since", "last_failure_at"])
         return
-    if endpoint.failing_since is None:
+    if (
+        endpoint.failing_since is None
+        or endpoint.last_failure_at is None
+        or now - endpoint.last_failure_at > FAILURE_BREAK
+    ):
         endpoint.failing_since = now
-        endpoint.save(update_fields=["failing_since"])
-        return
+    endpoint.last_failure_at = now
+    endpoint.save(update_fields=["failing_since", "last_failure_at"])
     failing_for = now - endpoint.failing_since
     if endpoint.enabled and failing_for >= dt.timedelta(hours=settings.IAAS_WEBHOOK_DISABLE_AFTER_HOURS):
         endpoint.enabled = False

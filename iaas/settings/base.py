@@ -513,9 +513,8 @@ IAAS_WEBHOOK_PREVIOUS_SECRET_HOURS = int(os.environ.get("IAAS_WEBHOOK_PREVIOUS_S
 IAAS_WEBHOOK_ENDPOINTS_PER_CUSTOMER = int(os.environ.get("IAAS_WEBHOOK_ENDPOINTS_PER_CUSTOMER", "16"))
 # Attempts (and finished deliveries) older than this are purged (purge_notifications).
 IAAS_NOTIFICATION_RETENTION_DAYS = int(os.environ.get("IAAS_NOTIFICATION_RETENTION_DAYS", "30"))
-# One sending pass claims at most this many deliveries and emails, sent by this many
-# threads, each claim a lease long enough for its request to time out.
-IAAS_NOTIFY_BATCH = int(os.environ.get("IAAS_NOTIFY_BATCH", "50"))
+# A sending round claims this many deliveries (and as many emails) and sends them at
+# once, one thread each, each claim a lease long enough for its request to time out.
 IAAS_NOTIFY_THREADS = int(os.environ.get("IAAS_NOTIFY_THREADS", "8"))
 IAAS_EMAIL_MAX_ATTEMPTS = int(os.environ.get("IAAS_EMAIL_MAX_ATTEMPTS", "8"))
 # Email: SMTP from the environment in production (EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER,

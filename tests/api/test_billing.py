@@ -10,11 +10,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from iaas.billing import services as billing_services
 from iaas.billing.models import LedgerEntry, SettledCharge, TopUp, Wallet
 from iaas.cloud import services as cloud_services
 from iaas.cloud.models import Charge as CloudCharge
-from iaas.contracts.events import InvoiceIssued, LowBalanceReached, WalletToppedUp
-from tests.api.conftest import assert_problem
+from iaas.contracts.events import InvoiceIssued, LowBalanceReached, TopUpFailed, WalletToppedUp
+from tests.api.conftest import assert_problem, client_for
 from tests.factories import funded_wallet, record_charges
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +41,7 @@ ENTRY_FIELDS = {
     "description",
     "charges",
 }
+TOP_UP_FIELDS = {"id", "amount", "currency", "status", "wallet", "provider", "created_at", "completed_at"}
 
 
 def test_open_a_wallet(api, customer):
@@ -111,8 +113,10 @@ def test_top_up_credits_the_wallet_before_answering(api, wallet):
     response = api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 2_550})
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "amount", "currency", "status"}
+    assert set(body) == TOP_UP_FIELDS
     assert (body["amount"], body["currency"], body["status"]) == (2_550, "EUR", "succeeded")
+    assert (body["wallet"], body["provider"]) == (str(wallet.id), "sandbox")
+    assert body["completed_at"] is not None
     assert api.get(f"/api/v1/wallets/{wallet.id}/").json()["balance"] == 12_550
 
 
@@ -120,6 +124,7 @@ def test_a_top_up_through_a_provider_that_confirms_later_is_pending(api, wallet,
     settings.IAAS_PAYMENT_PROVIDER = "iaas.billing.payments.ManualPaymentProvider"
     body = api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 500}).json()
     assert body["status"] == "pending"
+    assert (body["provider"], body["completed_at"]) == ("manual", None)
     assert api.get(f"/api/v1/wallets/{wallet.id}/").json()["balance"] == 10_000
 
 
@@ -153,6 +158,114 @@ def test_top_up_on_a_frozen_wallet_is_409(api, wallet):
     assert_problem(
         api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 100}), 409, "wallet_not_active"
     )
+
+
+# --- Top-ups read back ----------------------------------------------------------------
+
+
+def manual_top_up(api, wallet, amount: int, settings) -> dict:
+    """A top-up left pending (the manual provider waits for an operator), as POST answers it."""
+    configured = settings.IAAS_PAYMENT_PROVIDER
+    settings.IAAS_PAYMENT_PROVIDER = "iaas.billing.payments.ManualPaymentProvider"
+    try:
+        return api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": amount}).json()
+    finally:
+        settings.IAAS_PAYMENT_PROVIDER = configured
+
+
+def test_a_wallets_top_ups_are_listed_newest_first(api, wallet, settings):
+    paid = api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 500}).json()
+    waiting = manual_top_up(api, wallet, 300, settings)
+    listed = api.get(f"/api/v1/wallets/{wallet.id}/top-ups/").json()
+    assert (listed["next"], listed["previous"]) == (None, None)
+    shown = listed["results"]
+    assert all(set(top_up) == TOP_UP_FIELDS for top_up in shown)
+    assert [(t["amount"], t["status"], t["provider"]) for t in shown] == [
+        (300, "pending", "manual"),
+        (500, "succeeded", "sandbox"),
+        (10_000, "succeeded", "sandbox"),
+    ]
+    assert shown[:2] == [waiting, paid]
+    assert {t["wallet"] for t in shown} == {str(wallet.id)}
+    assert [t["completed_at"] is None for t in shown] == [True, False, False]
+
+
+def test_one_top_up_shows_its_status_as_it_changes(api, wallet, settings):
+    waiting = manual_top_up(api, wallet, 300, settings)
+    detail = f"/api/v1/wallets/{wallet.id}/top-ups/{waiting['id']}/"
+    assert api.get(detail).json() == waiting
+    billing_services.top_up_confirm(top_up_id=waiting["id"])
+    shown = api.get(detail).json()
+    assert (shown["status"], shown["amount"], shown["created_at"]) == (
+        "succeeded",
+        300,
+        waiting["created_at"],
+    )
+    assert shown["completed_at"] is not None
+    assert api.get(f"/api/v1/wallets/{wallet.id}/").json()["balance"] == 10_300
+
+
+def test_top_ups_filter_by_status(api, wallet, settings):
+    waiting = manual_top_up(api, wallet, 300, settings)
+    failed = manual_top_up(api, wallet, 200, settings)
+    billing_services.top_up_fail(top_up_id=failed["id"], reason="expired")
+    listed = f"/api/v1/wallets/{wallet.id}/top-ups/"
+    assert [t["id"] for t in api.get(f"{listed}?status=pending").json()["results"]] == [waiting["id"]]
+    assert [t["id"] for t in api.get(f"{listed}?status=failed").json()["results"]] == [failed["id"]]
+    assert [t["amount"] for t in api.get(f"{listed}?status=succeeded").json()["results"]] == [10_000]
+
+
+@pytest.mark.parametrize("query", ["status=done", "status=", "status=PENDING", "page_size=0", "page=x"])
+def test_a_bad_top_up_filter_or_page_is_400(api, wallet, query):
+    assert_problem(api.get(f"/api/v1/wallets/{wallet.id}/top-ups/?{query}"), 400, "validation_error")
+
+
+def test_top_ups_are_paginated(api, wallet):
+    for amount in (1, 2, 3):
+        api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": amount})
+    first = api.get(f"/api/v1/wallets/{wallet.id}/top-ups/?page_size=3").json()
+    assert [t["amount"] for t in first["results"]] == [3, 2, 1]
+    assert first["previous"] is None
+    second = api.get(first["next"]).json()
+    assert [t["amount"] for t in second["results"]] == [10_000]
+    assert second["next"] is None
+    assert_problem(api.get(f"/api/v1/wallets/{wallet.id}/top-ups/?page_size=3&page=3"), 404, "not_found")
+
+
+def test_another_customers_top_ups_are_404(api, wallet, other_customer):
+    theirs = funded_wallet(other_customer, amount=5_000)
+    [their_top_up] = TopUp.objects.filter(wallet=theirs)
+    assert_problem(api.get(f"/api/v1/wallets/{theirs.id}/top-ups/"), 404, "not_found")
+    assert_problem(api.get(f"/api/v1/wallets/{theirs.id}/top-ups/{their_top_up.id}/"), 404, "not_found")
+    # Under the customer's own wallet, another's top-up does not exist either.
+    assert_problem(api.get(f"/api/v1/wallets/{wallet.id}/top-ups/{their_top_up.id}/"), 404, "not_found")
+
+
+def test_a_top_up_is_found_only_under_its_own_wallet(api, customer, wallet):
+    dollars = funded_wallet(customer, amount=700, currency="USD")
+    [dollar_top_up] = TopUp.objects.filter(wallet=dollars)
+    assert_problem(api.get(f"/api/v1/wallets/{wallet.id}/top-ups/{dollar_top_up.id}/"), 404, "not_found")
+    shown = api.get(f"/api/v1/wallets/{dollars.id}/top-ups/{dollar_top_up.id}/").json()
+    assert (shown["amount"], shown["currency"], shown["wallet"]) == (700, "USD", str(dollars.id))
+    assert [t["amount"] for t in api.get(f"/api/v1/wallets/{wallet.id}/top-ups/").json()["results"]] == [
+        10_000
+    ]
+
+
+def test_a_top_up_that_does_not_exist_is_404(api, wallet):
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert_problem(api.get(f"/api/v1/wallets/{wallet.id}/top-ups/{missing}/"), 404, "not_found")
+    assert_problem(api.get(f"/api/v1/wallets/{missing}/top-ups/"), 404, "not_found")
+    assert_problem(api.get(f"/api/v1/wallets/{wallet.id}/top-ups/not-a-uuid/"), 404, "not_found")
+
+
+def test_a_read_key_reads_top_ups_but_cannot_top_up(customer, wallet):
+    reader = client_for(customer, scope="read")
+    [top_up] = reader.get(f"/api/v1/wallets/{wallet.id}/top-ups/").json()["results"]
+    assert reader.get(f"/api/v1/wallets/{wallet.id}/top-ups/{top_up['id']}/").status_code == 200
+    response = reader.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 100}, format="json")
+    assert_problem(response, 403, "permission_denied")
+    assert TopUp.objects.filter(wallet=wallet).count() == 1
 
 
 # --- Ledger ---------------------------------------------------------------------------
@@ -396,19 +509,25 @@ def test_another_customers_wallet_threshold_is_404_and_unchanged(api, other_cust
 
 
 def test_a_read_key_cannot_set_the_threshold(customer, wallet):
-    from tests.api.conftest import client_for
-
     reader = client_for(customer, scope="read")
     response = reader.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": 100}, format="json")
     assert_problem(response, 403, "permission_denied")
     assert Wallet.objects.get(pk=wallet.pk).low_balance_threshold is None
 
 
-def test_a_threshold_above_what_is_available_tells_the_customer_at_once(api, wallet, published):
-    api.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": 20_000}, format="json")
+def test_setting_a_threshold_tells_nothing_a_purchase_crossing_it_does(api, wallet, published):
+    for threshold in (20_000, 30_000, None, 20_000):  # back and forth: no alert per request
+        api.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": threshold}, format="json")
+    assert [e for e in published if isinstance(e, LowBalanceReached)] == []
+    api.patch(f"/api/v1/wallets/{wallet.id}/", {"low_balance_threshold": 9_999}, format="json")
+    bought = api.post(
+        "/api/v1/cloud/servers/",
+        {"name": "web-1", "plan": "s-2vcpu-4gb", "wallet": str(wallet.id)},
+        format="json",
+    )
+    assert bought.status_code == 201
     [alert] = [e for e in published if isinstance(e, LowBalanceReached)]
-    assert (alert.available, alert.threshold) == (10_000, 20_000)
-    assert alert.resource == api.get(f"/api/v1/wallets/{wallet.id}/").json()
+    assert (alert.available, alert.threshold) == (10_000 - 4, 9_999)
 
 
 # --- Events show what the API shows --------------------------------------------------------
@@ -418,6 +537,15 @@ def test_a_top_ups_event_shows_the_top_up_as_the_post_answered_it(api, customer,
     answer = api.post(f"/api/v1/wallets/{wallet.id}/top-ups/", {"amount": 2_550}).json()
     [told] = [e for e in published if isinstance(e, WalletToppedUp) and str(e.top_up_id) == answer["id"]]
     assert (told.owner_id, told.resource) == (customer.id, answer)
+    assert told.resource == api.get(f"/api/v1/wallets/{wallet.id}/top-ups/{answer['id']}/").json()
+
+
+def test_a_failed_top_ups_event_shows_the_top_up_as_get_shows_it(api, customer, wallet, settings, published):
+    waiting = manual_top_up(api, wallet, 300, settings)
+    billing_services.top_up_fail(top_up_id=waiting["id"], reason="expired")
+    [told] = [e for e in published if isinstance(e, TopUpFailed)]
+    assert (told.owner_id, told.reason, told.resource["status"]) == (customer.id, "expired", "failed")
+    assert told.resource == api.get(f"/api/v1/wallets/{wallet.id}/top-ups/{waiting['id']}/").json()
 
 
 def test_a_low_balance_event_shows_the_wallet_as_get_shows_it(api, customer, wallet, catalog, published):

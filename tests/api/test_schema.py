@@ -20,7 +20,9 @@ OPERATIONS = {
     ("/api/v1/wallets/{id}/", "get"),
     ("/api/v1/wallets/{id}/", "patch"),
     ("/api/v1/wallets/{wallet_id}/ledger/", "get"),
+    ("/api/v1/wallets/{wallet_id}/top-ups/", "get"),
     ("/api/v1/wallets/{wallet_id}/top-ups/", "post"),
+    ("/api/v1/wallets/{wallet_id}/top-ups/{top_up_id}/", "get"),
     ("/api/v1/invoices/", "get"),
     ("/api/v1/invoices/{invoice_id}/", "get"),
     ("/api/v1/cloud/plans/", "get"),
@@ -180,6 +182,30 @@ def test_bodies_are_described(schema):
         "kind",
         "transaction_date_after",
         "transaction_date_before",
+    }
+    top_ups = operations(schema)[("/api/v1/wallets/{wallet_id}/top-ups/", "get")]
+    [status] = [p for p in top_ups["parameters"] if p["name"] == "status"]
+    assert status["schema"]["enum"] == ["failed", "pending", "succeeded"]
+    assert {p["name"] for p in top_ups["parameters"]} >= {"page", "page_size", "status"}
+    top_up = components["TopUp"]
+    assert set(top_up["properties"]) == {
+        "id",
+        "amount",
+        "currency",
+        "status",
+        "wallet",
+        "provider",
+        "created_at",
+        "completed_at",
+    }
+    assert top_up["properties"]["completed_at"]["nullable"] is True
+    one = operations(schema)[("/api/v1/wallets/{wallet_id}/top-ups/{top_up_id}/", "get")]
+    assert one["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/TopUp"
+    }
+    assert {p["name"]: p["schema"].get("format") for p in one["parameters"] if p["in"] == "path"} == {
+        "wallet_id": "uuid",
+        "top_up_id": "uuid",
     }
     delete = operations(schema)[("/api/v1/cloud/servers/{id}/", "delete")]
     assert delete["responses"]["200"]["content"]["application/json"]["schema"] == {

@@ -52,6 +52,7 @@ IDS = [f"{method} {path}" for path, method, _ in ENDPOINTS]
 # Which of the customer's objects fills each path parameter, by path prefix.
 OBJECT_OF_PATH = [
     (r"^/api/v1/wallets/\{(pk|wallet_id)\}/", "wallet"),
+    (r"^/api/v1/wallets/[^/{]+/top-ups/\{top_up_id\}/", "top_up"),
     (r"^/api/v1/invoices/\{invoice_id\}/", "invoice"),
     (r"^/api/v1/auth/keys/\{pk\}/", "api_key"),
     (r"^/api/v1/webhooks/endpoints/\{pk\}/", "webhook_endpoint"),
@@ -81,7 +82,9 @@ def world(customer, time_machine):
     endpoint = webhooks.endpoint_create(
         owner_id=customer.pk, url="http://127.0.0.1:9/hooks", event_types=["top_up.succeeded"]
     ).endpoint
-    billing_services.top_up_create(wallet_id=invoice.wallet_id, owner_id=customer.pk, amount=10_000_000)
+    top_up = billing_services.top_up_create(
+        wallet_id=invoice.wallet_id, owner_id=customer.pk, amount=10_000_000
+    )
     bus.deliver_pending()  # the top-up's notification: a delivery to that endpoint (never sent here)
     delivery = WebhookDelivery.objects.get(endpoint=endpoint)
     wallet = Wallet.objects.get(pk=invoice.wallet_id)
@@ -100,6 +103,7 @@ def world(customer, time_machine):
     return {
         "objects": {
             "wallet": wallet.id,
+            "top_up": top_up.id,
             "invoice": invoice.id,
             "api_key": spare_key.pk,
             "webhook_endpoint": endpoint.pk,
@@ -118,8 +122,14 @@ def world(customer, time_machine):
 
 
 def concrete(path: str, objects: dict, view_class: type) -> str:
-    if "{" not in path:
-        return path
+    """``path`` with each of its parameters filled in turn, outermost first (a top-up's
+    wallet, then the top-up)."""
+    while "{" in path:
+        path = fill_first_parameter(path, objects, view_class)
+    return path
+
+
+def fill_first_parameter(path: str, objects: dict, view_class: type) -> str:
     for pattern, kind in OBJECT_OF_PATH:
         if re.match(pattern, path):
             return re.sub(r"\{[^}]+\}", str(objects[kind]), path, count=1)

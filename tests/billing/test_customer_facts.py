@@ -45,12 +45,27 @@ def pending(customer, settings):
 # --- Top-ups -----------------------------------------------------------------------------------
 
 
+def top_up_shown(top_up_id, **expected) -> dict:
+    """The top-up as the API shows it, from its row as it is now (``expected`` are the
+    fields a test states itself)."""
+    row = TopUp.objects.get(pk=top_up_id)
+    return {
+        "id": str(row.id),
+        "wallet": str(row.wallet_id),
+        "created_at": row.created_at.isoformat().replace("+00:00", "Z"),
+        "completed_at": row.completed_at.isoformat().replace("+00:00", "Z"),
+        **expected,
+    }
+
+
 def test_a_top_up_tells_its_owner_and_shows_the_succeeded_top_up(customer, published):
     wallet = services.wallet_create(owner_id=customer.id, currency="EUR")
     top_up = services.top_up_create(wallet_id=wallet.id, owner_id=customer.id, amount=300)
     [told] = of_type(published, WalletToppedUp)
     assert (told.top_up_id, told.wallet_id, told.owner_id) == (top_up.id, wallet.id, customer.id)
-    assert told.resource == {"id": str(top_up.id), "amount": 300, "currency": "EUR", "status": "succeeded"}
+    assert told.resource == top_up_shown(
+        top_up.id, amount=300, currency="EUR", status="succeeded", provider="sandbox"
+    )
 
 
 def test_a_top_up_confirmed_later_shows_it_succeeded(pending, customer, published):
@@ -59,7 +74,9 @@ def test_a_top_up_confirmed_later_shows_it_succeeded(pending, customer, publishe
     services.top_up_confirm(top_up_id=pending.id)  # confirmed once: told once
     [told] = of_type(published, WalletToppedUp)
     assert told.owner_id == customer.id
-    assert told.resource == {"id": str(pending.id), "amount": 2_500, "currency": "EUR", "status": "succeeded"}
+    assert told.resource == top_up_shown(
+        pending.id, amount=2_500, currency="EUR", status="succeeded", provider="manual"
+    )
 
 
 def test_a_failed_top_up_is_told_once_with_its_reason(pending, customer, published):
@@ -68,7 +85,9 @@ def test_a_failed_top_up_is_told_once_with_its_reason(pending, customer, publish
     [told] = of_type(published, TopUpFailed)
     assert (told.top_up_id, told.wallet_id, told.owner_id) == (pending.id, pending.wallet_id, customer.id)
     assert (told.amount, told.currency, told.reason) == (2_500, "EUR", "expired")
-    assert told.resource == {"id": str(pending.id), "amount": 2_500, "currency": "EUR", "status": "failed"}
+    assert told.resource == top_up_shown(
+        pending.id, amount=2_500, currency="EUR", status="failed", provider="manual"
+    )
     assert TopUp.objects.get(pk=pending.id).status == "failed"
 
 

@@ -109,20 +109,20 @@ def test_the_database_refuses_a_negative_threshold(wallet):
         Wallet.objects.filter(pk=wallet.pk).update(low_balance_threshold=-1)
 
 
-def test_a_threshold_set_above_what_is_available_alerts_at_once_and_once(wallet, published):
+def test_setting_a_threshold_alerts_nothing_only_money_crossing_it_does(wallet, published):
     reserve(wallet, 7_000)  # 3,000 available
-    set_threshold(wallet, 5_000)
+    for threshold in (5_000, 6_000, 5_000, None, 5_000):  # back and forth: no flood of alerts
+        set_threshold(wallet, threshold)
+    reserve(wallet, 1_000)  # still below (3,000 to 2,000): no crossing
+    assert alerts(published) == []
+
+    services.top_up_create(wallet_id=wallet.id, owner_id=wallet.owner_id, amount=4_000)  # 6,000: above again
+    reserve(wallet, 2_000)  # 4,000: crossed below 5,000
     [alert] = alerts(published)
     assert (alert.wallet_id, alert.owner_id, alert.currency) == (wallet.id, wallet.owner_id, "EUR")
-    assert (alert.available, alert.threshold) == (3_000, 5_000)
+    assert (alert.available, alert.threshold) == (4_000, 5_000)
     assert alert.resource == shown(wallet)
     assert alert.resource["low_balance_threshold"] == 5_000
-
-    set_threshold(wallet, 5_000)  # the same threshold again: nothing new to say
-    reserve(wallet, 1_000)  # still below: no new crossing
-    assert len(alerts(published)) == 1
-    set_threshold(wallet, 6_000)  # a new threshold the wallet is below: said once more
-    assert [a.threshold for a in alerts(published)] == [5_000, 6_000]
 
 
 def test_a_threshold_set_at_or_below_what_is_available_does_not_alert(wallet, published):

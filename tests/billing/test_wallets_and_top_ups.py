@@ -115,7 +115,16 @@ def test_a_top_up_publishes_wallet_topped_up(customer, monkeypatch):
             amount=300,
             currency="EUR",
             owner_id=customer.id,
-            resource={"id": str(top_up.id), "amount": 300, "currency": "EUR", "status": "succeeded"},
+            resource={
+                "id": str(top_up.id),
+                "amount": 300,
+                "currency": "EUR",
+                "status": "succeeded",
+                "wallet": str(wallet.id),
+                "provider": "sandbox",
+                "created_at": top_up.created_at.isoformat().replace("+00:00", "Z"),
+                "completed_at": top_up.completed_at.isoformat().replace("+00:00", "Z"),
+            },
         )
     ]
 

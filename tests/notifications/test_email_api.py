@@ -4,6 +4,7 @@ address unverified, with a new link), sending the link again at most once a minu
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 import time_machine
@@ -144,6 +145,35 @@ def test_the_link_is_sent_again_at_most_once_a_minute(api, customer):
         assert api.post(VERIFY_URL).status_code == 202
     emails_sent = OutgoingEmail.objects.filter(owner=customer, kind="verify_email")
     assert [m.to for m in emails_sent] == [customer.email, customer.email]
+
+
+def test_at_most_five_links_a_day_whatever_the_minutes_between_them(api, customer):
+    start = timezone.now()
+    for n in range(5):
+        with time_machine.travel(start + dt.timedelta(minutes=2 * n), tick=False):
+            assert api.post(VERIFY_URL).status_code == 202
+    with time_machine.travel(start + dt.timedelta(hours=3), tick=False):
+        response = api.post(VERIFY_URL)
+        assert_problem(response, 429, "throttled")
+        assert int(response["Retry-After"]) > 20 * 3600  # when the first of the five is a day old
+    with time_machine.travel(start + dt.timedelta(days=1, seconds=1), tick=False):
+        assert api.post(VERIFY_URL).status_code == 202
+    assert OutgoingEmail.objects.filter(owner=customer, kind="verify_email").count() == 6
+
+
+def test_emails_waiting_for_the_old_address_are_not_sent_to_it(api, customer):
+    waiting = OutgoingEmail.objects.create(
+        owner=customer,
+        kind="low_balance",
+        event_id=uuid.uuid4(),
+        to=customer.email,
+        subject="s",
+        text="t",
+        html="h",
+    )
+    assert api.put(URL, {**BODY, "address": "new@example.com"}, format="json").status_code == 200
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.last_error) == ("failed", "not sent: the address changed")
 
 
 def test_a_verified_address_needs_no_link(api, customer):

@@ -136,6 +136,20 @@ def test_a_suspension_for_unpaid_says_when_the_service_will_be_terminated(custom
     assert "insufficient_funds" not in email.text  # a code, not words
 
 
+def test_a_subject_is_plain_text_and_the_html_escapes_the_same_words(customer, verified):
+    # A subscription's domain cannot hold these, a volume's name neither; a plan's or an
+    # operator's words might: the subject is a header, never HTML.
+    email = only_email(
+        e.ServerSuspended(
+            server_id=SERVICE, wallet_id=WALLET, reason="unpaid", cause="unpaid", owner_id=customer.pk,
+            resource=server(customer.pk, name="bob's <web> & db"),
+        )
+    )  # fmt: skip
+    assert email.subject == "Your server bob's <web> & db is suspended"
+    assert "bob&#x27;s &lt;web&gt; &amp; db" in email.html
+    assert "<web>" not in email.html
+
+
 def test_an_operator_hold_says_no_clock_runs_and_gives_the_reason(customer, verified):
     email = only_email(
         e.SubscriptionSuspended(

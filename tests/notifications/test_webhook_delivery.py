@@ -182,9 +182,9 @@ def test_retries_back_off_with_jitter_and_give_up_after_three_days(customer):
     assert len(receiver.requests) == delivery.attempts == WebhookAttempt.objects.count()
 
 
-@IN_PROCESS
+@override_settings(IAAS_RELAY_EVENTS=False)  # and the real retry schedule
 def test_an_endpoint_failing_for_five_days_is_disabled_and_gets_nothing_more(customer):
-    receiver = Receiver(statuses=[500] * 100).start()
+    receiver = Receiver(statuses=[500] * 1000).start()
     samples = sample_events(customer.pk)
     start = timezone.now()
     EmailSettings.objects.create(
@@ -192,27 +192,22 @@ def test_an_endpoint_failing_for_five_days_is_disabled_and_gets_nothing_more(cus
     )
     try:
         endpoint_for(customer.pk, receiver.url)
-        # One attempt per message (no retries), so each failure is one more day of failing.
-        with (
-            override_settings(IAAS_WEBHOOK_RETRY_FOR_HOURS=0),
-            time_machine.travel(start, tick=False) as clock,
-        ):
-            publish(samples["server.suspended"])
-            bus.deliver_pending()
-            sender.send_due()
-            assert WebhookEndpoint.objects.get().failing_since == start
-            clock.move_to(start + dt.timedelta(days=4, hours=23))
-            publish(samples["server.termination_scheduled"])
-            bus.deliver_pending()
-            sender.send_due()
-            assert WebhookEndpoint.objects.get().enabled
-            clock.move_to(start + dt.timedelta(days=5))
-            publish(samples["server.terminated"])
-            bus.deliver_pending()
-            sender.send_due()
+        with time_machine.travel(start, tick=False) as clock:
+            # An event a day, each retried on its schedule (at most 12 h apart): failing
+            # without a break.
+            day = 0
+            while WebhookEndpoint.objects.get().enabled:
+                if timezone.now() >= start + dt.timedelta(days=day):
+                    publish(list(samples.values())[day])
+                    bus.deliver_pending()
+                    day += 1
+                sender.send_due()
+                due = WebhookDelivery.objects.filter(status="pending").order_by("next_attempt_at").first()
+                clock.move_to(min(due.next_attempt_at, start + dt.timedelta(days=day)))
+                assert timezone.now() - start < dt.timedelta(days=6), "never disabled"
             endpoint = WebhookEndpoint.objects.get()
-            assert not endpoint.enabled
-            assert endpoint.disabled_at == start + dt.timedelta(days=5)
+            assert dt.timedelta(days=5) <= endpoint.disabled_at - start < dt.timedelta(days=5, hours=13)
+            assert endpoint.failing_since == start
             assert "failed for 5 days" in endpoint.disabled_reason
             seen = len(receiver.requests)
             publish(samples["volume.deleted"])
@@ -220,10 +215,35 @@ def test_an_endpoint_failing_for_five_days_is_disabled_and_gets_nothing_more(cus
             sender.send_due()
     finally:
         receiver.stop()
-    assert len(receiver.requests) == seen == 3
+    assert len(receiver.requests) == seen  # nothing more sent to it
     # Its owner is told, whatever their email preferences (it is about their account).
     [told] = OutgoingEmail.objects.filter(kind="webhook_endpoint_disabled")
     assert (told.owner_id, told.to) == (customer.pk, "owner@example.com")
+
+
+@override_settings(IAAS_RELAY_EVENTS=False, IAAS_WEBHOOK_RETRY_FOR_HOURS=0)
+def test_failures_weeks_apart_are_not_one_outage(customer):
+    """An endpoint that failed once long ago (that delivery gave up) and fails once today
+    has not been failing for weeks: only failing without a break disables it."""
+    receiver = Receiver(statuses=[500, 500]).start()
+    samples = sample_events(customer.pk)
+    start = timezone.now()
+    try:
+        endpoint_for(customer.pk, receiver.url)
+        with time_machine.travel(start, tick=False) as clock:
+            publish(samples["server.suspended"])
+            bus.deliver_pending()
+            sender.send_due()
+            clock.move_to(start + dt.timedelta(days=14))
+            publish(samples["server.resumed"])
+            bus.deliver_pending()
+            sender.send_due()
+    finally:
+        receiver.stop()
+    endpoint = WebhookEndpoint.objects.get()
+    assert endpoint.enabled
+    assert endpoint.failing_since == start + dt.timedelta(days=14)  # a new count
+    assert len(receiver.requests) == 2
 
 
 @IN_PROCESS

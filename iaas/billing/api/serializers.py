@@ -118,10 +118,26 @@ class TopUpCreateSerializer(serializers.Serializer):
 
 
 class TopUpSerializer(serializers.ModelSerializer):
+    """A top-up as the POST answers it, GET reads it back and the top-up webhooks
+    (WalletToppedUp, TopUpFailed) carry it."""
+
+    wallet = serializers.UUIDField(source="wallet_id", read_only=True, help_text="The wallet credited.")
+
     class Meta:
         model = TopUp
-        fields = ["id", "amount", "currency", "status"]
+        fields = ["id", "amount", "currency", "status", "wallet", "provider", "created_at", "completed_at"]
         read_only_fields = fields
+        extra_kwargs = {
+            "amount": {"help_text": "Minor units."},
+            "status": {
+                "help_text": "`pending` until the payment provider says the money arrived "
+                "(`succeeded`: the wallet is credited) or will not (`failed`: cancelled or expired)."
+            },
+            "provider": {
+                "help_text": "The payment provider that takes the payment, e.g. `sandbox`, `manual`."
+            },
+            "completed_at": {"help_text": "When it succeeded or failed; null while pending."},
+        }
 
 
 class RefundSerializer(serializers.ModelSerializer):

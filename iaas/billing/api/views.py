@@ -13,7 +13,7 @@ from iaas.api.idempotency import idempotent
 from iaas.api.pagination import SequenceCursorPagination
 
 from .. import selectors, services
-from ..models import LedgerEntry
+from ..models import LedgerEntry, TopUp
 from .serializers import (
     InvoiceSerializer,
     LedgerEntrySerializer,
@@ -114,8 +114,30 @@ class LedgerView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class TopUpCreateView(APIView):
+class TopUpFilter(StrictFilterSet):
+    status = django_filters.ChoiceFilter(choices=TopUp.Status.choices)
+
+    class Meta:
+        model = TopUp
+        fields = ["status"]
+
+
+class TopUpListCreateView(generics.ListAPIView):
+    serializer_class = TopUpSerializer
+    filterset_class = TopUpFilter
     problem_codes = {"post": {404: ["not_found"], 409: ["wallet_not_active"]}}
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request
+            return TopUp.objects.none()
+        return selectors.top_up_list(owner_id=self.request.user.pk, wallet_id=self.kwargs["wallet_id"])
+
+    @extend_schema(
+        summary="A wallet's top-ups, newest first",
+        description="Pending and failed ones included; `?status=` filters by status.",
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
     @extend_schema(
         summary="Top up a wallet",
@@ -134,6 +156,13 @@ class TopUpCreateView(APIView):
             wallet_id=wallet_id, owner_id=request.user.pk, amount=serializer.validated_data["amount"]
         )
         return Response(TopUpSerializer(top_up).data, status=status.HTTP_201_CREATED)
+
+
+class TopUpDetailView(APIView):
+    @extend_schema(summary="Show a top-up and its status", responses={200: TopUpSerializer})
+    def get(self, request, wallet_id, top_up_id):
+        top_up = selectors.top_up_get(owner_id=request.user.pk, wallet_id=wallet_id, top_up_id=top_up_id)
+        return Response(TopUpSerializer(top_up).data)
 
 
 class InvoiceListView(generics.ListAPIView):
