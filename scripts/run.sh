@@ -8,4 +8,10 @@ scripts/bootstrap.sh runtime
 export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-iaas.settings.development}
 .venv/bin/python manage.py migrate --no-input
 .venv/bin/python manage.py seed_demo
-exec .venv/bin/python manage.py runserver "${ADDRESS:-127.0.0.1:8000}"
+# Beside the server, the event delivery worker: settlements, releases, and customers'
+# webhooks and emails (to the console in development) go out as they would in production
+# without a broker. It stops with the server.
+.venv/bin/python manage.py deliver_events --loop --interval 2 &
+worker=$!
+trap 'kill "$worker" 2>/dev/null || true' EXIT INT TERM
+.venv/bin/python manage.py runserver "${ADDRESS:-127.0.0.1:8000}"
