@@ -11,7 +11,10 @@ export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-iaas.settings.developmen
 # Beside the server, the event delivery worker: settlements, releases, and customers'
 # webhooks and emails (to the console in development) go out as they would in production
 # without a broker. It stops with the server.
+# Both in the background, the script waiting: Ctrl-C or a SIGTERM to it stops both.
 .venv/bin/python manage.py deliver_events --loop --interval 2 &
 worker=$!
-trap 'kill "$worker" 2>/dev/null || true' EXIT INT TERM
-.venv/bin/python manage.py runserver "${ADDRESS:-127.0.0.1:8000}"
+.venv/bin/python manage.py runserver "${ADDRESS:-127.0.0.1:8000}" &
+server=$!
+trap 'kill "$worker" "$server" 2>/dev/null || true' EXIT INT TERM
+wait "$server"
