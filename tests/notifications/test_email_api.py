@@ -4,10 +4,14 @@ address unverified, with a new link), sending the link again at most once a minu
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
+from io import StringIO
 
 import pytest
 import time_machine
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.utils import timezone
 
 from iaas.notifications import emails
@@ -191,3 +195,19 @@ def test_the_link_in_the_email_verifies_the_address(api, client, customer):
     assert client.get(f"/email/verify/{token}/").status_code == 200
     body = api.get(URL).json()
     assert (body["address"], body["verified"]) == ("alice@new.example", True)
+
+
+def test_customers_from_before_emails_are_asked_to_confirm_theirs_once(customer, other_customer):
+    emails.settings_for(other_customer.pk)
+    row = emails.settings_for(other_customer.pk)
+    row.verified_at = timezone.now()
+    row.save()
+    nobody = get_user_model().objects.create_user("no-address", email="", password="x" * 12)
+    out = StringIO()
+    call_command("send_verification_links", "--json", stdout=out)
+    assert json.loads(out.getvalue()) == {"dry_run": False, "sent": 1, "skipped": 1}  # nobody has no address
+    sent = OutgoingEmail.objects.filter(kind="verify_email")
+    assert [(m.owner_id, m.to) for m in sent] == [(customer.pk, customer.email)]
+    call_command("send_verification_links", stdout=StringIO())  # again at once: the cooldown holds
+    assert sent.count() == 1
+    assert not OutgoingEmail.objects.filter(owner=nobody).exists()
