@@ -25,8 +25,23 @@ class Money:
         return format_minor_units(self.amount, self.currency)
 
 
-def format_minor_units(amount: int, currency: str, exponent: int = 2) -> str:
-    """``1250, "EUR"`` -> ``"12.50 EUR"``; integer arithmetic only."""
+# ISO 4217 minor-unit exponents other than 2 (the supported currencies are a setting).
+MINOR_UNIT_EXPONENTS = {
+    **dict.fromkeys(["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF"], 0),
+    **dict.fromkeys(["UGX", "VND", "VUV", "XAF", "XOF", "XPF"], 0),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+}
+
+
+def minor_unit_exponent(currency: str) -> int:
+    return MINOR_UNIT_EXPONENTS.get(currency, 2)
+
+
+def format_minor_units(amount: int, currency: str, exponent: int | None = None) -> str:
+    """``1250, "EUR"`` -> ``"12.50 EUR"``, ``1250, "JPY"`` -> ``"1,250 JPY"``; integer
+    arithmetic only. ``exponent``: the currency's own unless given."""
+    exponent = minor_unit_exponent(currency) if exponent is None else exponent
     sign = "-" if amount < 0 else ""
     whole, fraction = divmod(abs(amount), 10**exponent)
-    return f"{sign}{whole:,}.{fraction:0{exponent}d} {currency}"
+    digits = f"{whole:,}" + (f".{fraction:0{exponent}d}" if exponent else "")
+    return f"{sign}{digits} {currency}"

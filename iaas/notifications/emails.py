@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from iaas.contracts import events as e
 from iaas.contracts.errors import DomainError
+from iaas.contracts.types import format_minor_units
 
 from . import catalog, locks, verification
 from .models import EmailSettings, OutgoingEmail, WebhookEndpoint
@@ -138,22 +139,10 @@ class Composed:
 
 # --- Facts in words -----------------------------------------------------------------------
 
-# ISO 4217 minor-unit exponents other than 2 (the supported list is a setting).
-_EXPONENTS = {
-    **dict.fromkeys(["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF"], 0),
-    **dict.fromkeys(["UGX", "VND", "VUV", "XAF", "XOF", "XPF"], 0),
-    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
-}
-
 
 def format_money(amount: int, currency: str) -> str:
-    """``1250, "EUR"`` -> ``"12.50 EUR"`` (as the admin writes it), ``1250, "JPY"`` ->
-    ``"1,250 JPY"``: integer arithmetic only."""
-    exponent = _EXPONENTS.get(currency, 2)
-    sign = "-" if amount < 0 else ""
-    whole, fraction = divmod(abs(amount), 10**exponent)
-    digits = f"{whole:,}" + (f".{fraction:0{exponent}d}" if exponent else "")
-    return f"{sign}{digits} {currency}"
+    """``1250, "EUR"`` -> ``"12.50 EUR"``, as the admin writes it (iaas.contracts.types)."""
+    return format_minor_units(amount, currency)
 
 
 def _moment(value) -> dt.datetime | None:
