@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import re
 import uuid
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from iaas.contracts.errors import DomainError
 from iaas.contracts.types import format_minor_units
 
 from . import catalog, locks, verification
+from .backoff import jittered_backoff
 from .models import EmailSettings, OutgoingEmail, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
@@ -614,8 +614,7 @@ def send(email: OutgoingEmail) -> None:
 def retry_delay(attempts: int) -> dt.timedelta:
     """After the ``attempts``-th failure: 1 min, 4 min, 16 min, ... at most 6 hours, each
     with ±20% jitter (a mail server that was down does not get every email at once)."""
-    base = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 4 ** max(attempts - 1, 0))
-    return dt.timedelta(seconds=base * random.uniform(0.8, 1.2))  # noqa: S311 (jitter, not a secret)
+    return jittered_backoff(attempts, first=FIRST_RETRY_SECONDS, cap=MAX_RETRY_SECONDS)
 
 
 def outcome_record(*, email_id: uuid.UUID, error: str, claimed_until: dt.datetime) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import random
 import uuid
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from iaas.contracts.errors import DomainError
 from iaas.contracts.events import Event
 
 from . import catalog, emails, locks, secrets
+from .backoff import jittered_backoff
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookMessage
 
 logger = logging.getLogger(__name__)
@@ -231,9 +231,7 @@ def retry_delay(attempts: int) -> dt.timedelta:
     """After the ``attempts``-th failure: 30 s, 2 min, 8 min, 32 min, ... times four each
     time, at most 12 hours, each with ±20% jitter (so endpoints that failed together do
     not all come back at once)."""
-    first = settings.IAAS_WEBHOOK_FIRST_RETRY_SECONDS
-    base = min(MAX_RETRY_SECONDS, first * 4 ** max(attempts - 1, 0))
-    return dt.timedelta(seconds=base * random.uniform(0.8, 1.2))  # noqa: S311 (jitter, not a secret)
+    return jittered_backoff(attempts, first=settings.IAAS_WEBHOOK_FIRST_RETRY_SECONDS, cap=MAX_RETRY_SECONDS)
 
 
 @dataclass(frozen=True)
