@@ -36,6 +36,14 @@ class Wallet(models.Model):
         editable=False,
         help_text="LowBalanceReached is published when the available balance drops below it.",
     )
+    # What a payment reversal (a card refund, a dispute) could not take because the money
+    # was spent or held (ARCHITECTURE.md, "Money coming in"): the balance never goes
+    # below zero (I2); later top-ups pay this first.
+    debt = models.BigIntegerField(default=0, editable=False)
+    # The wallet's auto top-up threshold while one is set up (AutoTopUp), copied here under
+    # this row's lock so the reserve paths see it in the row they already lock and return:
+    # a spend that takes the available balance below it asks for an auto top-up.
+    auto_top_up_below = models.BigIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -58,6 +66,11 @@ class Wallet(models.Model):
                 condition=Q(low_balance_threshold__isnull=True) | Q(low_balance_threshold__gte=0),
                 name="wallet_low_balance_threshold_not_negative",
             ),
+            models.CheckConstraint(condition=Q(debt__gte=0), name="wallet_debt_not_negative"),
+            models.CheckConstraint(
+                condition=Q(auto_top_up_below__isnull=True) | Q(auto_top_up_below__gt=0),
+                name="wallet_auto_top_up_below_positive",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -76,6 +89,13 @@ class Wallet(models.Model):
         threshold = self.low_balance_threshold
         return threshold is not None and available_before >= threshold > self.available
 
+    def auto_top_up_crossed(self, *, available_before: int) -> bool:
+        """Whether the write that took the available balance from ``available_before`` to
+        what it is now took it below the auto top-up threshold: the moment to ask for one
+        (once per crossing; the runner retries on its own)."""
+        threshold = self.auto_top_up_below
+        return threshold is not None and available_before >= threshold > self.available
+
     def money(self, amount: int) -> str:
         return format_minor_units(amount, self.currency)
 
@@ -89,6 +109,9 @@ class LedgerEntry(models.Model):
         CHARGE = "charge", "Charge"
         REFUND = "refund", "Refund"
         ADJUSTMENT = "adjustment", "Adjustment"
+        # Money the payment provider took back (a card refund, a dispute), or a top-up's
+        # part that paid the debt such a reversal left.
+        REVERSAL = "reversal", "Reversal"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="ledger_entries")
@@ -137,6 +160,7 @@ class LedgerEntry(models.Model):
                     | Q(kind="refund", amount__gt=0)
                     | Q(kind="charge", amount__lt=0)
                     | Q(kind="adjustment")
+                    | Q(kind="reversal", amount__lt=0)
                 ),
                 name="ledger_amount_sign_matches_kind",
             ),
@@ -223,22 +247,110 @@ class Reservation(models.Model):
         return f"{self.kind} {self.amount} for {self.context}"
 
 
+class PaymentCustomer(models.Model):
+    """The customer's record at a card provider (Stripe's ``cus_...``), made on first
+    need: saved payment methods hang on it."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    provider = models.CharField(max_length=50)
+    provider_customer_id = models.CharField(max_length=120)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "provider"], name="payment_customer_one_per_provider"),
+            models.UniqueConstraint(
+                fields=["provider", "provider_customer_id"], name="payment_customer_reference_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} customer {self.provider_customer_id}"
+
+
+class PaymentMethod(models.Model):
+    """A card the customer saved for automatic top-ups. ``pending`` while the customer
+    completes the provider's setup (Stripe: a SetupIntent, ``setup_reference``) in their
+    browser, ``active`` once the provider says it worked, ``failed`` when the setup was
+    cancelled, ``removed`` when the customer deleted it (kept: top-ups point at it)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACTIVE = "active", "Active"
+        FAILED = "failed", "Failed"
+        REMOVED = "removed", "Removed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payment_methods"
+    )
+    provider = models.CharField(max_length=50)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    setup_reference = models.CharField(
+        max_length=120, blank=True, help_text="Stripe: the SetupIntent (seti_...)."
+    )
+    provider_method_id = models.CharField(
+        max_length=120, blank=True, help_text="Stripe: the PaymentMethod (pm_...)."
+    )
+    brand = models.CharField(max_length=20, blank=True)
+    last4 = models.CharField(max_length=4, blank=True)
+    exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
+    exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    failure_message = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "setup_reference"],
+                condition=~Q(setup_reference=""),
+                name="payment_method_setup_unique",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="active") | ~Q(provider_method_id=""),
+                name="payment_method_active_is_known",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.brand or self.provider} ****{self.last4 or '????'} ({self.status})"
+
+
 class TopUp(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
+    class Origin(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        AUTO = "auto", "Auto top-up"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="top_ups")
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.CUSTOMER)
     provider = models.CharField(max_length=50)
+    # Stripe: the PaymentIntent (pi_...), recorded once the provider answered.
     provider_reference = models.CharField(max_length=120, blank=True)
     # The payer's reference (an idempotency key, a bank transfer reference): the same
     # reference on the same wallet is one top-up, credited once.
     reference = models.CharField(max_length=255)
+    payment_method = models.ForeignKey(
+        PaymentMethod, null=True, blank=True, on_delete=models.PROTECT, related_name="top_ups"
+    )
+    # Attempts the provider refused (a declined card, authentication required): the top-up
+    # stays pending until the provider cancels or expires it; the last refusal is kept.
+    failed_attempts = models.PositiveIntegerField(default=0)
+    failure_code = models.CharField(max_length=60, blank=True)
+    failure_message = models.CharField(max_length=255, blank=True)
+    # The part of the credit that paid the wallet's debt (a reversal-kind entry).
+    debt_paid = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
     ledger_entry = models.OneToOneField(
@@ -254,10 +366,174 @@ class TopUp(models.Model):
                 condition=~Q(status="succeeded") | Q(ledger_entry__isnull=False),
                 name="top_up_succeeded_is_booked",
             ),
+            models.UniqueConstraint(
+                fields=["provider", "provider_reference"],
+                condition=~Q(provider_reference=""),
+                name="top_up_provider_reference_unique",
+            ),
+            # Never two automatic top-ups in flight for one wallet.
+            models.UniqueConstraint(
+                fields=["wallet"],
+                condition=Q(origin="auto", status="pending"),
+                name="top_up_one_auto_in_flight",
+            ),
+            models.CheckConstraint(
+                condition=Q(debt_paid__gte=0, debt_paid__lte=F("amount")),
+                name="top_up_debt_paid_within_amount",
+            ),
         ]
+        indexes = [models.Index(fields=["status", "created_at"], name="top_up_status_created")]
 
     def __str__(self) -> str:
         return f"top-up {self.amount} {self.currency} ({self.status})"
+
+
+class AutoTopUp(models.Model):
+    """A wallet's automatic top-up: when a spend takes the available balance below
+    ``threshold``, the saved ``payment_method`` is charged ``amount`` off-session, one
+    at a time. The runner (``payments.auto``) works the rows that are ``due``; a refusal
+    (declined, authentication required) is remembered and retried with backoff, at most
+    a set number of attempts a day."""
+
+    wallet = models.OneToOneField(
+        Wallet, primary_key=True, on_delete=models.PROTECT, related_name="auto_top_up"
+    )
+    payment_method = models.ForeignKey(PaymentMethod, on_delete=models.PROTECT, related_name="auto_top_ups")
+    threshold = models.BigIntegerField()
+    amount = models.BigIntegerField()
+    # Set when a top-up is wanted (the balance crossed the threshold), cleared when one is
+    # started or no longer needed; the runner works only due rows whose time has come.
+    due_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # A runner's claim, so two runners never start the same wallet's top-up.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_failure_code = models.CharField(max_length=60, blank=True)
+    last_failure_message = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(threshold__gt=0), name="auto_top_up_threshold_positive"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="auto_top_up_amount_positive"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"], condition=Q(due_at__isnull=False), name="auto_top_up_due"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"auto top-up of {self.wallet_id}"
+
+
+class PaymentEvent(models.Model):
+    """Each event a payment provider sent us (Stripe's ``evt_...``), recorded once: the
+    unique key is what makes a redelivered or repeated webhook change nothing twice.
+    Written in the transaction that applies the event."""
+
+    provider = models.CharField(max_length=50)
+    event_id = models.CharField(max_length=120)
+    type = models.CharField(max_length=80)
+    object_id = models.CharField(
+        max_length=120, blank=True, help_text="The object it is about (pi_, ch_, dp_...)."
+    )
+    outcome = models.CharField(max_length=40, help_text="What applying it did.")
+    occurred_at = models.DateTimeField(null=True, blank=True, help_text="When the provider made it.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "event_id"], name="payment_event_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+
+class ParkedPayment(models.Model):
+    """A payment the provider says succeeded that matches no top-up (its metadata names
+    none we know, or another currency): kept for an operator, reported by reconcile,
+    never dropped and never guessed onto a wallet."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.CharField(max_length=50)
+    payment_reference = models.CharField(max_length=120, help_text="Stripe: the PaymentIntent (pi_...).")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    metadata = models.JSONField(default=dict, blank=True)
+    why = models.CharField(max_length=255)
+    event_id = models.CharField(max_length=120, blank=True)
+    parked_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    resolution = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-parked_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "payment_reference"], name="parked_payment_once"),
+            models.CheckConstraint(
+                condition=Q(resolved_at__isnull=True) | ~Q(resolution=""),
+                name="parked_payment_resolution_said",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"parked {self.payment_reference}"
+
+
+class PaymentReversal(models.Model):
+    """Money the provider took back from a succeeded top-up (a card refund, a dispute),
+    applied once per ``reference`` (I5): the part the available balance covered was
+    taken by a ``reversal`` ledger entry, the rest became the wallet's debt. A dispute,
+    or a reversal that left debt, freezes the wallet (``frozen_at`` once done)."""
+
+    class Kind(models.TextChoices):
+        REFUND = "refund", "Card refund"
+        DISPUTE = "dispute", "Dispute"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    top_up = models.ForeignKey(TopUp, on_delete=models.PROTECT, related_name="reversals")
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="reversals")
+    provider = models.CharField(max_length=50)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    reference = models.CharField(
+        max_length=160, help_text="What it reverses at the provider (a dispute, a refund total)."
+    )
+    amount = models.BigIntegerField(help_text="Minor units the provider took back.")
+    taken = models.BigIntegerField(help_text="Minor units taken from the wallet's available balance.")
+    debt_added = models.BigIntegerField(
+        help_text="Minor units the wallet could not cover: its debt grew by this."
+    )
+    ledger_entry = models.OneToOneField(
+        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="reversal"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    frozen_at = models.DateTimeField(null=True, blank=True, help_text="When the wallet was frozen for it.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "reference"], name="payment_reversal_once"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_reversal_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(taken__gte=0, debt_added__gte=0, amount=F("taken") + F("debt_added")),
+                name="payment_reversal_parts_add_up",
+            ),
+            models.CheckConstraint(
+                condition=Q(taken=0, ledger_entry__isnull=True) | Q(taken__gt=0, ledger_entry__isnull=False),
+                name="payment_reversal_taken_is_booked",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.reference}: {self.amount}"
 
 
 class Adjustment(models.Model):
