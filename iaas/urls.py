@@ -7,6 +7,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from iaas.api.problems import api_not_found
+from iaas.billing.api.stripe_webhook import StripeWebhookView
 from iaas.operations.views import healthz, metrics, readyz
 
 api_v1 = [
@@ -25,6 +26,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("", include("iaas.notifications.urls")),  # the link in a verification email
+    path("payments/stripe/webhook/", StripeWebhookView.as_view(), name="stripe-webhook"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^api/", api_not_found),

@@ -145,6 +145,16 @@ def idempotent(view_method: Callable) -> Callable:
     return wrapper
 
 
+def idempotent_in_its_first_step(view_method: Callable) -> Callable:
+    """Mark a POST that honours the Idempotency-Key through its first step, an
+    ``@idempotent`` method that commits what it opens (a pending top-up) with the stored
+    answer, and then calls a payment provider outside any transaction: a replay answers
+    the same object and the POST carries it on. For the schema, which documents the
+    header on idempotent operations."""
+    view_method.idempotent = True
+    return view_method
+
+
 def _run(scope: Scope, request_fingerprint: str, work: Callable[[], Response]) -> Response:
     # One transaction, retried a bounded number of times on a deadlock or lock timeout
     # (then a 503), like every other write. A storable refusal rolls it back whole and is

@@ -49,6 +49,8 @@ TITLES = {
     "unsupported_media_type": "Unsupported media type",
     "throttled": "Too many requests",
     "unsafe_url": "Unsafe URL",
+    "invalid_signature": "Invalid signature",
+    "payment_methods_unavailable": "Payment methods unavailable",
     "server_error": "Internal server error",
     "service_unavailable": "Service unavailable",
 }

@@ -50,6 +50,7 @@ RESERVED_COLUMNS = (
     "balance",
     "reserved",
     "low_balance_threshold",
+    "debt",
     "created_at",
 )
 
@@ -109,6 +110,7 @@ def wallets_lock(wallet_ids, *, skip_locked: bool) -> dict[uuid.UUID, Wallet]:
             "ledger_sequence",
             # What the API shows of a wallet, for a LowBalanceReached a batch reserve publishes.
             "low_balance_threshold",
+            "debt",
             "created_at",
         )
     )

@@ -5,6 +5,7 @@ under those locks are made of ``ledger``'s basics; the reads are in ``selectors`
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from iaas.contracts.errors import (
 )
 from iaas.contracts.events import ChargeSettled, FundsReserved, ReleaseRequested
 
-from . import batch, notices, selectors
+from . import batch, notices, reversals, selectors
 from .ledger import (
     charges_applied,
     entry_book,
@@ -42,7 +43,9 @@ from .ledger import (
 )
 from .locks import Reserved, top_up_lock, wallet_lock, wallet_reserve_if_available, wallets_lock
 from .models import Adjustment, LedgerEntry, Refund, Reservation, SettledCharge, TopUp, Wallet
-from .payments import payment_provider
+from .payments import PaymentOutcome, payment_provider
+
+logger = logging.getLogger(__name__)
 
 # --- Wallets ---------------------------------------------------------------------------
 
@@ -391,10 +394,19 @@ def allowance_release_apply(
 # --- Top-ups -----------------------------------------------------------------------------
 
 
-def top_up_create(*, wallet_id: uuid.UUID, owner_id: int, amount: int, reference: str | None = None) -> TopUp:
-    """Start a top-up through the configured payment provider. The sandbox provider
-    succeeds at once and the wallet is credited before this returns. The same
-    ``reference`` on the same wallet is the same top-up: returned, not credited again."""
+def top_up_open(
+    *,
+    wallet_id: uuid.UUID,
+    owner_id: int,
+    amount: int,
+    reference: str | None = None,
+    origin: str = TopUp.Origin.CUSTOMER,
+    payment_method_id: uuid.UUID | None = None,
+) -> TopUp:
+    """Commit a pending top-up, before any provider is asked for the money (ARCHITECTURE.md,
+    "Money coming in"). The same ``reference`` on the same wallet is the same top-up:
+    returned, never a second one. A frozen wallet in debt may be topped up (the money pays
+    the debt first); any other wallet that is not active may not."""
     if type(amount) is not int or amount <= 0 or amount > settings.IAAS_MAX_TOP_UP:
         raise ValueError(f"a top-up is 1 to {settings.IAAS_MAX_TOP_UP} minor units")
     provider = payment_provider()
@@ -404,33 +416,100 @@ def top_up_create(*, wallet_id: uuid.UUID, owner_id: int, amount: int, reference
             wallet = Wallet.objects.get(pk=wallet_id, owner_id=owner_id)
         except Wallet.DoesNotExist:
             raise WalletNotFound() from None
-        if wallet.status != Wallet.Status.ACTIVE:
+        if not (
+            wallet.status == Wallet.Status.ACTIVE or (wallet.status == Wallet.Status.FROZEN and wallet.debt)
+        ):
             raise WalletNotActive()
         existing = TopUp.objects.filter(wallet=wallet, reference=reference).first()
         if existing is not None:
             return existing
         try:
             with transaction.atomic():
-                top_up = TopUp.objects.create(
+                return TopUp.objects.create(
                     wallet=wallet,
                     amount=amount,
                     currency=wallet.currency,
                     reference=reference,
                     provider=provider.name,
+                    origin=origin,
+                    payment_method_id=payment_method_id,
                 )
         except IntegrityError:
             # The same reference committed by a concurrent request: that is this top-up.
             return TopUp.objects.get(wallet=wallet, reference=reference)
-        outcome = provider.start(top_up_id=top_up.id, amount=amount, currency=wallet.currency)
-        top_up.provider_reference = outcome.provider_reference
-        top_up.save(update_fields=["provider_reference"])
-        if outcome.succeeded:
-            return top_up_confirm(top_up_id=top_up.id)
+
+
+@dataclass(frozen=True)
+class TopUpStarted:
+    """A top-up after its provider was asked for the money, and what the customer's
+    browser needs to complete it (a card provider's ``client_secret``; None otherwise)."""
+
+    top_up: TopUp
+    client_secret: str | None = None
+
+
+def top_up_start(*, top_up_id: uuid.UUID) -> TopUpStarted:
+    """Ask the top-up's provider for the money, outside any transaction, then record what
+    it said: its reference, and the credit when the money is there already. Safe to call
+    again for the same top-up (a retried request, reconcile): the provider's idempotency
+    key is the top-up's, so it is one payment. A top-up no longer pending is answered as
+    it is."""
+    top_up = TopUp.objects.get(pk=top_up_id)
+    if top_up.status != TopUp.Status.PENDING:
+        return TopUpStarted(top_up)
+    outcome = payment_provider_for(top_up).start(top_up)
+    return TopUpStarted(top_up_record_outcome(top_up_id=top_up.id, outcome=outcome), outcome.client_secret)
+
+
+def payment_provider_for(top_up: TopUp):
+    """The provider a top-up was opened with (an operator may switch providers while
+    top-ups are pending): the configured one when it has that name."""
+    provider = payment_provider()
+    if provider.name != top_up.provider:
+        raise InvalidState(f"This top-up belongs to the {top_up.provider} provider, not {provider.name}.")
+    return provider
+
+
+def top_up_record_outcome(*, top_up_id: uuid.UUID, outcome: PaymentOutcome) -> TopUp:
+    """Record what the provider said of a top-up's payment: its reference (once), the
+    credit when it succeeded, the refused attempt when it was refused (the top-up stays
+    pending: the provider says when it is cancelled)."""
+    if outcome.succeeded:
+        return top_up_confirm(top_up_id=top_up_id, provider_reference=outcome.provider_reference)
+    with transaction.atomic():
+        top_up = top_up_lock(top_up_id)
+        fields = _reference_fields(top_up, outcome.provider_reference)
+        if outcome.refused and top_up.status == TopUp.Status.PENDING:
+            top_up.failed_attempts += 1
+            top_up.failure_code = outcome.failure_code[:60]
+            top_up.failure_message = outcome.failure_message[:255]
+            fields += ["failed_attempts", "failure_code", "failure_message"]
+        if fields:
+            top_up.save(update_fields=fields)
         return top_up
 
 
-def top_up_confirm(*, top_up_id: uuid.UUID) -> TopUp:
-    """The provider says the money arrived: credit the wallet, once."""
+def _reference_fields(top_up: TopUp, provider_reference: str) -> list[str]:
+    """Set the provider's reference on a locked top-up when it has none yet."""
+    if provider_reference and not top_up.provider_reference:
+        top_up.provider_reference = provider_reference
+        return ["provider_reference"]
+    return []
+
+
+def top_up_create(*, wallet_id: uuid.UUID, owner_id: int, amount: int, reference: str | None = None) -> TopUp:
+    """Open a top-up and start it through the configured provider (``top_up_open``, then
+    ``top_up_start``). The sandbox provider succeeds at once: the wallet is credited
+    before this returns."""
+    top_up = top_up_open(wallet_id=wallet_id, owner_id=owner_id, amount=amount, reference=reference)
+    return top_up_start(top_up_id=top_up.id).top_up
+
+
+def top_up_confirm(*, top_up_id: uuid.UUID, provider_reference: str = "") -> TopUp:
+    """The provider says the money arrived: credit the wallet, once, whenever it arrives
+    and whatever came before (a top-up failed by an operator or a cancellation is
+    credited too: the money is there). What the wallet owes after a payment reversal is
+    paid first, by a reversal-kind entry beside the whole credit."""
     with transaction.atomic():
         wallet_id = TopUp.objects.values_list("wallet_id", flat=True).get(pk=top_up_id)
         wallet = wallet_lock(wallet_id)
@@ -438,7 +517,7 @@ def top_up_confirm(*, top_up_id: uuid.UUID) -> TopUp:
         if top_up.status == TopUp.Status.SUCCEEDED:
             return top_up
         if top_up.status == TopUp.Status.FAILED:
-            raise InvalidState("A failed top-up cannot be confirmed.")
+            logger.warning("top-up %s succeeded at the provider after it had failed: credited", top_up.id)
         entry = entry_book(
             wallet,
             kind=LedgerEntry.Kind.TOP_UP,
@@ -448,10 +527,14 @@ def top_up_confirm(*, top_up_id: uuid.UUID) -> TopUp:
             transaction_date=top_up.created_at,
             source_id=top_up.id,
         )
+        fields = ["status", "completed_at", "ledger_entry", *_reference_fields(top_up, provider_reference)]
         top_up.status = TopUp.Status.SUCCEEDED
         top_up.completed_at = timezone.now()
         top_up.ledger_entry = entry
-        top_up.save(update_fields=["status", "completed_at", "ledger_entry"])
+        if paid := reversals.debt_pay(wallet, top_up):
+            top_up.debt_paid = paid
+            fields.append("debt_paid")
+        top_up.save(update_fields=fields)
         bus.publish(notices.wallet_topped_up(top_up, owner_id=wallet.owner_id))
         return top_up
 

@@ -91,3 +91,21 @@ class ServiceBusy(DomainError):
 
     code = "service_unavailable"
     default_detail = "The service is busy; nothing was done. Retry shortly."
+
+
+class PaymentProviderUnavailable(ServiceBusy):
+    """The payment provider could not be reached or failed; what we committed before
+    calling it (a pending top-up, a pending payment method) stays, and the same call
+    again (the same Idempotency-Key) finishes it."""
+
+    default_detail = (
+        "The payment provider could not be reached. Nothing was charged; retry with the same "
+        "Idempotency-Key to carry on with the same payment."
+    )
+
+
+class PaymentMethodsUnavailable(DomainError):
+    """The configured payment provider cannot save payment methods or charge them."""
+
+    code = "payment_methods_unavailable"
+    default_detail = "The configured payment provider does not support saved payment methods."

@@ -13,14 +13,19 @@ from .binding import Slot
 
 
 class WalletStatusChange(Protocol):
-    def __call__(self, *, wallet_id: uuid.UUID, status: str, actor_id: int | None = None) -> object: ...
+    def __call__(
+        self, *, wallet_id: uuid.UUID, status: str, actor_id: int | None = None, reason: str = ""
+    ) -> object: ...
 
 
 _slot: Slot[WalletStatusChange] = Slot("wallet status")
 bind = _slot.bind
 
 
-def change_status(*, wallet_id: uuid.UUID, status: str, actor_id: int | None = None) -> object:
-    """Freeze (``frozen``), close (``closed``) or unfreeze (``active``) a wallet; returns
-    Billing's wallet. Raises InvalidState for a closed wallet."""
-    return _slot.get()(wallet_id=wallet_id, status=status, actor_id=actor_id)
+def change_status(
+    *, wallet_id: uuid.UUID, status: str, actor_id: int | None = None, reason: str = ""
+) -> object:
+    """Freeze (``frozen``), close (``closed``) or unfreeze (``active``) a wallet, recording
+    who (``actor_id``; None for the system) and why; returns Billing's wallet. Raises
+    InvalidState for a closed wallet."""
+    return _slot.get()(wallet_id=wallet_id, status=status, actor_id=actor_id, reason=reason)

@@ -17,10 +17,14 @@ from iaas.contracts import selling
 
 
 @retry_transaction
-def wallet_status_change(*, wallet_id: uuid.UUID, status: str, actor_id: int | None = None) -> Wallet:
+def wallet_status_change(
+    *, wallet_id: uuid.UUID, status: str, actor_id: int | None = None, reason: str = ""
+) -> Wallet:
     if status not in Wallet.Status.values:
         raise ValueError(f"unknown wallet status {status!r}")
     blocked = status != Wallet.Status.ACTIVE
     for context in selling.contexts():  # allowance rows first: the lock order
         context.set_allowance_blocked(wallet_id=wallet_id, blocked=blocked)
-    return billing_services.wallet_set_status(wallet_id=wallet_id, status=status, actor_id=actor_id)
+    return billing_services.wallet_set_status(
+        wallet_id=wallet_id, status=status, actor_id=actor_id, reason=reason
+    )

@@ -177,10 +177,29 @@ IAAS_SUPPORTED_CURRENCIES = env_list("IAAS_SUPPORTED_CURRENCIES", ["EUR", "USD",
 # Largest single top-up in minor units (1,000,000.00): far above any real prepayment,
 # far below the bigint limit, so no sum of top-ups can come near an overflow.
 IAAS_MAX_TOP_UP = int(os.environ.get("IAAS_MAX_TOP_UP", "100000000"))
-# The payment provider for top-ups. The sandbox succeeds at once; "manual" leaves the
-# top-up pending until an operator (or a provider webhook) confirms it.
-IAAS_PAYMENT_PROVIDER = os.environ.get(
-    "IAAS_PAYMENT_PROVIDER", "iaas.billing.payments.SandboxPaymentProvider"
+# The payment provider for top-ups: "sandbox" succeeds at once; "manual" leaves the
+# top-up pending until an operator confirms it; "stripe" takes cards (below); or a dotted
+# path to a provider class (iaas.billing.payments).
+IAAS_PAYMENT_PROVIDER = os.environ.get("IAAS_PAYMENT_PROVIDER", "sandbox")
+# Stripe (README, "Card payments with Stripe"): the secret key (sk_live_/sk_test_ or a
+# restricted rk_ key), the publishable key the customer's browser uses (handed out with a
+# top-up's client_secret), the webhook endpoint's signing secret (whsec_, one or more,
+# comma-separated, while an endpoint secret is rolled), and the tolerance of a webhook's
+# timestamp (Stripe's default, 300 s). The API base is a setting for tests only.
+IAAS_STRIPE_SECRET_KEY = os.environ.get("IAAS_STRIPE_SECRET_KEY", "")
+IAAS_STRIPE_PUBLISHABLE_KEY = os.environ.get("IAAS_STRIPE_PUBLISHABLE_KEY", "")
+IAAS_STRIPE_WEBHOOK_SECRETS = env_list("IAAS_STRIPE_WEBHOOK_SECRET", [])
+IAAS_STRIPE_WEBHOOK_TOLERANCE = int(os.environ.get("IAAS_STRIPE_WEBHOOK_TOLERANCE", "300"))
+IAAS_STRIPE_API_BASE = os.environ.get("IAAS_STRIPE_API_BASE", "https://api.stripe.com")
+# Seconds to connect to Stripe and to wait for an answer; retries of a failed call (with
+# the same idempotency key: the client adds it) before the call is given up.
+IAAS_STRIPE_CONNECT_TIMEOUT = float(os.environ.get("IAAS_STRIPE_CONNECT_TIMEOUT", "3"))
+IAAS_STRIPE_READ_TIMEOUT = float(os.environ.get("IAAS_STRIPE_READ_TIMEOUT", "20"))
+IAAS_STRIPE_NETWORK_RETRIES = int(os.environ.get("IAAS_STRIPE_NETWORK_RETRIES", "2"))
+# A pending top-up older than this is reported by reconcile (the customer never paid, or
+# the provider's answer was lost).
+IAAS_TOP_UP_PENDING_REPORT_AFTER_SECONDS = int(
+    os.environ.get("IAAS_TOP_UP_PENDING_REPORT_AFTER_SECONDS", "86400")
 )
 # Reserve-ahead chunk per selling context, in minor units, by the context's name:
 # IAAS_RESERVE_AHEAD_<NAME> in the environment (IAAS_RESERVE_AHEAD_CLOUD=1000). A context

@@ -9,6 +9,10 @@ from .base import *  # noqa: F403
 from .base import (
     DEVELOPMENT_SECRET_KEY,
     IAAS_OUTGOING_ALLOW_PRIVATE,
+    IAAS_STRIPE_API_BASE,
+    IAAS_STRIPE_PUBLISHABLE_KEY,
+    IAAS_STRIPE_SECRET_KEY,
+    IAAS_STRIPE_WEBHOOK_SECRETS,
     LOGGING,
     SECRET_KEY,
     env_bool,
@@ -40,7 +44,15 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # Real payments only: the sandbox provider must be chosen explicitly.
-IAAS_PAYMENT_PROVIDER = os.environ.get("IAAS_PAYMENT_PROVIDER", "iaas.billing.payments.ManualPaymentProvider")
+IAAS_PAYMENT_PROVIDER = os.environ.get("IAAS_PAYMENT_PROVIDER", "manual")
+if IAAS_PAYMENT_PROVIDER == "stripe":
+    if not (IAAS_STRIPE_SECRET_KEY and IAAS_STRIPE_PUBLISHABLE_KEY and IAAS_STRIPE_WEBHOOK_SECRETS):
+        raise ImproperlyConfigured(
+            "IAAS_PAYMENT_PROVIDER=stripe needs IAAS_STRIPE_SECRET_KEY, IAAS_STRIPE_PUBLISHABLE_KEY "
+            "and IAAS_STRIPE_WEBHOOK_SECRET (README, 'Card payments with Stripe')."
+        )
+    if not IAAS_STRIPE_API_BASE.startswith("https://"):
+        raise ImproperlyConfigured("IAAS_STRIPE_API_BASE must be an https:// address in production.")
 
 # Settlement off the request path: a purchase answers once it commits, and the delivery
 # worker that production runs in any case (deliver_events --loop: it is what guarantees

@@ -143,9 +143,7 @@ class TestWhatIsStored:
         assert replay["Idempotent-Replayed"] == "true"
 
     def test_a_5xx_is_not_stored(self, api, wallet):
-        with mock.patch(
-            "iaas.billing.api.views.services.top_up_create", side_effect=OperationalError("down")
-        ):
+        with mock.patch("iaas.billing.api.views.services.top_up_open", side_effect=OperationalError("down")):
             assert_problem(top_up(api, wallet), 503, "service_unavailable")
         assert not IdempotencyKey.objects.exists()
         assert top_up(api, wallet).status_code == 201
@@ -270,7 +268,7 @@ class TestConcurrentDuplicates:
         from iaas.billing import services as billing_services
 
         inside, release = threading.Event(), threading.Event()
-        real_top_up = billing_services.top_up_create
+        real_top_up = billing_services.top_up_open
 
         def slow_top_up(**kwargs):
             inside.set()
@@ -285,7 +283,7 @@ class TestConcurrentDuplicates:
             finally:
                 connections.close_all()
 
-        with mock.patch("iaas.billing.api.views.services.top_up_create", side_effect=slow_top_up):
+        with mock.patch("iaas.billing.api.views.services.top_up_open", side_effect=slow_top_up):
             thread = threading.Thread(target=first_request)
             thread.start()
             assert inside.wait(10)

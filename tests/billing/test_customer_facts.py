@@ -54,6 +54,13 @@ def top_up_shown(top_up_id, **expected) -> dict:
         "wallet": str(row.wallet_id),
         "created_at": row.created_at.isoformat().replace("+00:00", "Z"),
         "completed_at": row.completed_at.isoformat().replace("+00:00", "Z"),
+        "provider_reference": row.provider_reference,
+        "origin": "customer",
+        "payment_method": None,
+        "failed_attempts": 0,
+        "failure_code": "",
+        "failure_message": "",
+        "debt_paid": 0,
         **expected,
     }
 

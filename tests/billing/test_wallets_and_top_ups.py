@@ -6,7 +6,7 @@ from django.db import connection
 from iaas.billing import services
 from iaas.billing.models import LedgerEntry, TopUp
 from iaas.contracts import bus
-from iaas.contracts.errors import InvalidState, WalletExists, WalletNotActive, WalletNotFound
+from iaas.contracts.errors import WalletExists, WalletNotActive, WalletNotFound
 from iaas.contracts.events import WalletToppedUp
 from tests.factories import funded_wallet
 
@@ -81,15 +81,26 @@ def test_a_manual_top_up_stays_pending_until_confirmed_then_credits_once(custome
     assert wallet.ledger_entries.count() == 1
 
 
-def test_a_failed_top_up_credits_nothing_and_cannot_be_confirmed(customer, settings):
+def test_a_failed_top_up_credits_nothing(customer, settings):
     settings.IAAS_PAYMENT_PROVIDER = "iaas.billing.payments.ManualPaymentProvider"
     wallet = services.wallet_create(owner_id=customer.id, currency="EUR")
     top_up = services.top_up_create(wallet_id=wallet.id, owner_id=customer.id, amount=1_000)
     services.top_up_fail(top_up_id=top_up.id)
-    with pytest.raises(InvalidState):
-        services.top_up_confirm(top_up_id=top_up.id)
     wallet.refresh_from_db()
-    assert wallet.balance == 0
+    assert (wallet.balance, wallet.ledger_entries.count()) == (0, 0)
+
+
+def test_a_success_after_a_failure_is_credited_once_the_money_is_there(customer, settings):
+    """ARCHITECTURE.md: a provider's success always credits (once), whenever it arrives."""
+    settings.IAAS_PAYMENT_PROVIDER = "iaas.billing.payments.ManualPaymentProvider"
+    wallet = services.wallet_create(owner_id=customer.id, currency="EUR")
+    top_up = services.top_up_create(wallet_id=wallet.id, owner_id=customer.id, amount=1_000)
+    services.top_up_fail(top_up_id=top_up.id)
+    services.top_up_confirm(top_up_id=top_up.id)
+    services.top_up_confirm(top_up_id=top_up.id)
+    wallet.refresh_from_db()
+    top_up.refresh_from_db()
+    assert (wallet.balance, wallet.ledger_entries.count(), top_up.status) == (1_000, 1, "succeeded")
 
 
 def test_a_frozen_wallet_takes_no_top_up(customer):
@@ -122,6 +133,13 @@ def test_a_top_up_publishes_wallet_topped_up(customer, monkeypatch):
                 "status": "succeeded",
                 "wallet": str(wallet.id),
                 "provider": "sandbox",
+                "provider_reference": f"sandbox-{top_up.id}",
+                "origin": "customer",
+                "payment_method": None,
+                "failed_attempts": 0,
+                "failure_code": "",
+                "failure_message": "",
+                "debt_paid": 0,
                 "created_at": top_up.created_at.isoformat().replace("+00:00", "Z"),
                 "completed_at": top_up.completed_at.isoformat().replace("+00:00", "Z"),
             },

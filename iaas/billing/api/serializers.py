@@ -34,12 +34,17 @@ class WalletSerializer(serializers.ModelSerializer):
             "reserved",
             "available",
             "low_balance_threshold",
+            "debt",
             "created_at",
         ]
         read_only_fields = fields
         extra_kwargs = {
             "balance": {"help_text": "The settled balance, the sum of the ledger (minor units)."},
             "reserved": {"help_text": "Held for purchases not yet settled and for allowances (minor units)."},
+            "debt": {
+                "help_text": "Minor units owed after the payment provider took money back (a card refund "
+                "or dispute) that the available balance could not cover; 0 normally. Top-ups pay it first."
+            },
         }
 
 
@@ -118,26 +123,84 @@ class TopUpCreateSerializer(serializers.Serializer):
 
 
 class TopUpSerializer(serializers.ModelSerializer):
-    """A top-up as the POST answers it, GET reads it back and the top-up webhooks
-    (WalletToppedUp, TopUpFailed) carry it."""
+    """A top-up as GET reads it and the top-up webhooks (WalletToppedUp, TopUpFailed)
+    carry it; the POST's answer adds what the customer's browser needs to pay."""
 
     wallet = serializers.UUIDField(source="wallet_id", read_only=True, help_text="The wallet credited.")
+    payment_method = serializers.UUIDField(
+        source="payment_method_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The saved payment method an automatic top-up charged; null otherwise.",
+    )
 
     class Meta:
         model = TopUp
-        fields = ["id", "amount", "currency", "status", "wallet", "provider", "created_at", "completed_at"]
+        fields = [
+            "id",
+            "amount",
+            "currency",
+            "status",
+            "wallet",
+            "provider",
+            "provider_reference",
+            "origin",
+            "payment_method",
+            "failed_attempts",
+            "failure_code",
+            "failure_message",
+            "debt_paid",
+            "created_at",
+            "completed_at",
+        ]
         read_only_fields = fields
         extra_kwargs = {
             "amount": {"help_text": "Minor units."},
             "status": {
                 "help_text": "`pending` until the payment provider says the money arrived "
-                "(`succeeded`: the wallet is credited) or will not (`failed`: cancelled or expired)."
+                "(`succeeded`: the wallet is credited) or will not (`failed`: cancelled or expired). "
+                "A refused attempt (a declined card) leaves it `pending`: the customer may try again."
             },
             "provider": {
-                "help_text": "The payment provider that takes the payment, e.g. `sandbox`, `manual`."
+                "help_text": "The payment provider that takes the payment: `sandbox`, `manual` or `stripe`."
+            },
+            "provider_reference": {
+                "help_text": "The provider's id for the payment (Stripe: the PaymentIntent, `pi_...`); "
+                "empty until the provider has answered."
+            },
+            "origin": {"help_text": "`customer` (a POST) or `auto` (an automatic top-up)."},
+            "failed_attempts": {"help_text": "Payment attempts the provider refused (a declined card)."},
+            "failure_code": {
+                "help_text": "The provider's code for the last refused attempt, e.g. `card_declined`, "
+                "`authentication_required`; empty when none was refused."
+            },
+            "failure_message": {"help_text": "The provider's words for the last refused attempt."},
+            "debt_paid": {
+                "help_text": "Minor units of this top-up that paid the wallet's debt (money a card "
+                "refund or dispute took back that the wallet could not cover); 0 normally."
             },
             "completed_at": {"help_text": "When it succeeded or failed; null while pending."},
         }
+
+
+class TopUpStartedSerializer(TopUpSerializer):
+    """The POST's answer: the top-up, and how the customer's browser pays a pending one."""
+
+    client_secret = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="With a card provider, while the top-up is pending: the secret the customer's "
+        "browser confirms the payment with (Stripe.js `confirmPayment`). Null otherwise. Never log it.",
+    )
+    publishable_key = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="With a card provider: the provider's publishable key for the browser. Null otherwise.",
+    )
+
+    class Meta(TopUpSerializer.Meta):
+        fields = [*TopUpSerializer.Meta.fields, "client_secret", "publishable_key"]
+        read_only_fields = fields
 
 
 class RefundSerializer(serializers.ModelSerializer):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import django_filters
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from iaas.api.filters import StrictFilterSet
-from iaas.api.idempotency import idempotent
+from iaas.api.idempotency import REPLAYED_HEADER, idempotent, idempotent_in_its_first_step
 from iaas.api.pagination import SequenceCursorPagination
 
 from .. import selectors, services
@@ -19,6 +20,7 @@ from .serializers import (
     LedgerEntrySerializer,
     TopUpCreateSerializer,
     TopUpSerializer,
+    TopUpStartedSerializer,
     WalletCreateSerializer,
     WalletSerializer,
     WalletUpdateSerializer,
@@ -142,17 +144,40 @@ class TopUpListCreateView(generics.ListAPIView):
     @extend_schema(
         summary="Top up a wallet",
         description=(
-            "Through the configured payment provider: `succeeded` (credited before this answer) "
-            "or `pending` (credited when the payment arrives)."
+            "Commits a pending top-up, then asks the configured payment provider for the money. "
+            "The sandbox answers `succeeded` (credited before this answer); the manual provider "
+            "`pending` (an operator confirms it). With Stripe the answer is `pending` with a "
+            "`client_secret` and `publishable_key`: the customer's browser completes the payment "
+            "with Stripe.js, and the wallet is credited when Stripe says it succeeded (README). "
+            "If the provider cannot be reached the answer is a 503 and the pending top-up stays: "
+            "the same request with the same `Idempotency-Key` carries on with the same payment."
         ),
         request=TopUpCreateSerializer,
-        responses={201: TopUpSerializer},
+        responses={201: TopUpStartedSerializer},
     )
-    @idempotent
+    @idempotent_in_its_first_step
     def post(self, request, wallet_id):
+        opened = self._open(request, wallet_id)
+        if opened.status_code != status.HTTP_201_CREATED:
+            return opened
+        # Outside the request's transaction, now committed: the provider is never called
+        # inside a transaction that may roll back (ARCHITECTURE.md, "Money coming in").
+        started = services.top_up_start(top_up_id=opened.data["id"])
+        answer = TopUpStartedSerializer(started.top_up).data
+        answer["client_secret"] = (
+            started.client_secret if started.top_up.status == TopUp.Status.PENDING else None
+        )
+        answer["publishable_key"] = settings.IAAS_STRIPE_PUBLISHABLE_KEY if started.client_secret else None
+        headers = {name: opened.headers[name] for name in (REPLAYED_HEADER,) if name in opened.headers}
+        return Response(answer, status=status.HTTP_201_CREATED, headers=headers)
+
+    @idempotent
+    def _open(self, request, wallet_id):
+        """The pending top-up, committed with the key's stored answer (the top-up as it was
+        opened); a replay answers the same top-up, which the POST then carries on."""
         serializer = TopUpCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        top_up = services.top_up_create(
+        top_up = services.top_up_open(
             wallet_id=wallet_id, owner_id=request.user.pk, amount=serializer.validated_data["amount"]
         )
         return Response(TopUpSerializer(top_up).data, status=status.HTTP_201_CREATED)
