@@ -54,16 +54,22 @@ def _outside_transactions() -> None:
         )
 
 
-def _call(operation, *args, **kwargs):
-    """One Stripe call. A card refusal is the caller's to read (stripe.CardError); the
-    provider being unreachable or failing is PaymentProviderUnavailable (503: retry)."""
+def _call(operation, *args, **kwargs) -> dict[str, Any]:
+    """One Stripe call, its answer as plain data. A card refusal is the caller's to read
+    (stripe.CardError); the provider being unreachable or failing is
+    PaymentProviderUnavailable (503: retry)."""
     _outside_transactions()
     try:
-        return operation(*args, **kwargs)
+        return _plain(operation(*args, **kwargs))
     except stripe.CardError:
         raise
     except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as error:
         raise PaymentProviderUnavailable() from error
+
+
+def _plain(found: Any) -> Any:
+    """A Stripe object as the plain dicts and lists it is made of."""
+    return found.to_dict() if isinstance(found, stripe.StripeObject) else found
 
 
 def _top_up_params(top_up: TopUp) -> dict[str, Any]:
@@ -130,7 +136,7 @@ class StripePaymentProvider:
                 options={"idempotency_key": idempotency_key("top-up", top_up.id)},
             )
         except stripe.CardError as refusal:
-            intent = (refusal.error and refusal.error.payment_intent) or {}
+            intent = _plain(refusal.error.payment_intent if refusal.error else None) or {}
             return PaymentOutcome(
                 succeeded=False,
                 provider_reference=intent.get("id", "") if intent else "",
