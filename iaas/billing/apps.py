@@ -9,11 +9,12 @@ class BillingConfig(AppConfig):
 
     def ready(self) -> None:
         from iaas.contracts import billing, bus
-        from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ChargesRecorded
+        from iaas.contracts.events import AllowanceReleased, AutoTopUpDue, ChargeRecorded, ChargesRecorded
 
         from .contract import BillingContractImpl
         from .handlers import (
             apply_release,
+            mark_auto_top_up_due,
             settle_charge,
             settle_charges,
             settle_many_recorded_charges,
@@ -29,3 +30,5 @@ class BillingConfig(AppConfig):
             batch=settle_many_recorded_charges,
         )
         bus.subscribe(AllowanceReleased, apply_release, name="billing.apply_release")
+        # Billing's own: in the money database, never relayed; no customer is told of it.
+        bus.subscribe(AutoTopUpDue, mark_auto_top_up_due, name="billing.auto_top_up_due")

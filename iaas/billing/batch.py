@@ -27,7 +27,7 @@ from iaas.contracts.errors import (
     WalletNotActive,
     WalletNotFound,
 )
-from iaas.contracts.events import FundsReserved, LowBalanceReached, ReleaseRequested
+from iaas.contracts.events import AutoTopUpDue, FundsReserved, LowBalanceReached, ReleaseRequested
 
 from . import notices
 from .locks import wallets_try_lock
@@ -62,7 +62,7 @@ def funds_reserve_batch(
     locked = wallets_try_lock(exists)
     answers: dict[uuid.UUID, Grant | DomainError] = {}
     grants: list[tuple[Wallet, int]] = []
-    alerts: list[LowBalanceReached] = []
+    alerts: list[LowBalanceReached | AutoTopUpDue] = []
     for request in sorted(requests, key=lambda r: r.wallet_id):
         wallet = locked.get(request.wallet_id)
         if wallet is None and request.wallet_id in exists:
@@ -75,7 +75,7 @@ def funds_reserve_batch(
         granted = min(request.amount, available_before)
         wallet.reserved += granted
         grants.append((wallet, granted))
-        alerts += notices.low_balance_alerts(wallet, available_before=available_before)
+        alerts += notices.balance_alerts(wallet, available_before=available_before)
     reservations = _book_grants(context, grants, alerts)
     for (wallet, granted), reservation in zip(grants, reservations, strict=True):
         answers[wallet.id] = Grant(reservation.id, wallet.id, context, granted, wallet.currency)
@@ -84,11 +84,12 @@ def funds_reserve_batch(
 
 
 def _book_grants(
-    context: str, grants: list[tuple[Wallet, int]], alerts: list[LowBalanceReached]
+    context: str, grants: list[tuple[Wallet, int]], alerts: list[LowBalanceReached | AutoTopUpDue]
 ) -> list[Reservation]:
     """Reserved grows on each wallet and on its hold for ``context``, and each grant is
     recorded: three statements for the whole batch, and one for the events, FundsReserved
-    with the LowBalanceReached of the wallets whose grant crossed their threshold."""
+    with the LowBalanceReached and AutoTopUpDue of the wallets whose grant crossed a
+    threshold."""
     if not grants:
         return []
     now = timezone.now()

@@ -7,9 +7,10 @@ in one transaction, busy wallets deferred). Both go through ``services.charges_s
 
 from __future__ import annotations
 
-from iaas.contracts.events import AllowanceReleased, ChargeRecorded, ChargesRecorded
+from iaas.contracts.events import AllowanceReleased, AutoTopUpDue, ChargeRecorded, ChargesRecorded
 
 from . import services
+from .payments import auto
 
 
 def charges_to_settle(event: ChargesRecorded) -> services.ChargesToSettle:
@@ -79,3 +80,9 @@ def apply_release(event: AllowanceReleased) -> None:
         context=event.context,
         amount=event.amount,
     )
+
+
+def mark_auto_top_up_due(event: AutoTopUpDue) -> None:
+    """A write took the wallet below its auto top-up threshold: its automatic top-up is
+    due (one UPDATE; the runner charges the card later, outside this transaction)."""
+    auto.auto_top_up_mark_due(wallet_id=event.wallet_id)

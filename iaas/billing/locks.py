@@ -1,19 +1,24 @@
 """Every row lock Billing takes, in one place, so the lock order can be read here
 (ARCHITECTURE.md): the wallet row, then (written under it) the hold, then an invoice
-series counter. A top-up is locked after its wallet. Billing never takes a context's
-lock. Each helper runs inside the caller's transaction; none opens one."""
+series counter. A top-up is locked after its wallet; a saved payment method after the
+wallets of the auto top-ups that use it; a wallet's auto top-up row after its wallet,
+its payment method and its top-up (never before any of them: the runner's claim takes
+auto top-up rows alone). Billing never takes a context's lock. Each helper runs inside
+the caller's transaction; none opens one."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from iaas.contracts.errors import WalletNotFound
 
-from .models import InvoiceSeries, TopUp, Wallet
+from .models import AutoTopUp, InvoiceSeries, PaymentMethod, TopUp, Wallet
 
 
 def wallet_lock(wallet_id: uuid.UUID, *, owner_id: int | None = None) -> Wallet:
@@ -41,7 +46,8 @@ class Reserved:
     available_before: int
 
 
-# The wallet's columns the reserve statement returns: what the API shows of it.
+# The wallet's columns the reserve statement returns: what the API shows of it, and the
+# auto top-up threshold (a grant that crosses it asks for an automatic top-up).
 RESERVED_COLUMNS = (
     "id",
     "owner_id",
@@ -51,6 +57,7 @@ RESERVED_COLUMNS = (
     "reserved",
     "low_balance_threshold",
     "debt",
+    "auto_top_up_below",
     "created_at",
 )
 
@@ -108,9 +115,11 @@ def wallets_lock(wallet_ids, *, skip_locked: bool) -> dict[uuid.UUID, Wallet]:
             "balance",
             "reserved",
             "ledger_sequence",
-            # What the API shows of a wallet, for a LowBalanceReached a batch reserve publishes.
+            # What the API shows of a wallet, for a LowBalanceReached a batch reserve publishes,
+            # and the auto top-up threshold, for its AutoTopUpDue.
             "low_balance_threshold",
             "debt",
+            "auto_top_up_below",
             "created_at",
         )
     )
@@ -127,6 +136,41 @@ def top_up_lock(top_up_id: uuid.UUID) -> TopUp:
     """Lock a top-up row, waiting for it (FOR NO KEY UPDATE), so it is confirmed or
     failed once. Confirming locks its wallet first. Raises TopUp.DoesNotExist."""
     return TopUp.objects.select_for_update(no_key=True).get(pk=top_up_id)
+
+
+def payment_method_lock(method_id: uuid.UUID, *, owner_id: int) -> PaymentMethod | None:
+    """Lock one of the owner's saved payment methods (FOR NO KEY UPDATE, waiting), after the
+    wallets whose auto top-ups use it: removing it and choosing it for an auto top-up are
+    then one after the other. None when the owner has no such method."""
+    return (
+        PaymentMethod.objects.select_for_update(no_key=True).filter(pk=method_id, owner_id=owner_id).first()
+    )
+
+
+def auto_top_up_lock(wallet_id: uuid.UUID) -> AutoTopUp | None:
+    """Lock a wallet's auto top-up row (FOR NO KEY UPDATE, waiting), after its wallet (and
+    its payment method, or its top-up, where the caller holds them). None when the wallet
+    has none."""
+    return AutoTopUp.objects.select_for_update(no_key=True).filter(pk=wallet_id).first()
+
+
+def auto_top_ups_claim(*, now: dt.datetime, until: dt.datetime, limit: int) -> list[uuid.UUID]:
+    """Claim up to ``limit`` due auto top-ups whose attempt time has come and that no other
+    runner holds (a claim until ``until``, a lease: a runner that dies lets go of it when it
+    expires). Two statements in the caller's short transaction: the rows are locked SKIP
+    LOCKED in attempt order (another runner claiming at the same moment takes others),
+    then their claim is written. Takes no wallet lock: the attempt takes it later, alone.
+    Returns the claimed wallets' ids."""
+    claimable = (
+        AutoTopUp.objects.select_for_update(no_key=True, skip_locked=True)
+        .filter(due_at__isnull=False, next_attempt_at__lte=now)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .order_by("next_attempt_at", "wallet_id")
+    )
+    claimed = list(claimable.values_list("wallet_id", flat=True)[:limit])
+    if claimed:
+        AutoTopUp.objects.filter(pk__in=claimed).update(claimed_until=until)
+    return claimed
 
 
 def invoice_series_lock(series: str) -> InvoiceSeries:

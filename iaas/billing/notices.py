@@ -1,12 +1,14 @@
 """What Billing tells a customer: the events iaas.notifications turns into webhooks and
 emails, each with its owner and the thing as the API shows it at that moment
-(iaas.api.representation), so a webhook's body is what a GET answers. The services build
-them here under their locks and publish them in their own transactions."""
+(iaas.api.representation), so a webhook's body is what a GET answers; and what a falling
+balance asks of Billing itself (an automatic top-up). The services build them here under
+their locks and publish them in their own transactions."""
 
 from __future__ import annotations
 
 from iaas.api.representation import as_shown
 from iaas.contracts.events import (
+    AutoTopUpDue,
     ChargeRefunded,
     InvoiceIssued,
     LowBalanceReached,
@@ -84,9 +86,21 @@ def low_balance_reached(wallet: Wallet) -> LowBalanceReached:
     )
 
 
-def low_balance_alerts(wallet: Wallet, *, available_before: int) -> tuple[LowBalanceReached, ...]:
-    """The alert to publish with the write that took ``wallet``'s available balance from
-    ``available_before`` to what it is now: one when it crossed its threshold, else none."""
+def auto_top_up_due(wallet: Wallet) -> AutoTopUpDue:
+    """``wallet`` as its writer left it, below its auto top-up threshold (Billing's own
+    event: its handler marks the automatic top-up due; no customer is told of it)."""
+    return AutoTopUpDue(wallet_id=wallet.id, available=wallet.available, threshold=wallet.auto_top_up_below)
+
+
+def balance_alerts(wallet: Wallet, *, available_before: int) -> tuple[LowBalanceReached | AutoTopUpDue, ...]:
+    """The events to publish with the write that took ``wallet``'s available balance from
+    ``available_before`` to what it is now, under its lock: LowBalanceReached when it
+    crossed the owner's low-balance threshold, AutoTopUpDue when it crossed the auto
+    top-up threshold; none when it crossed neither. Published with the write's own events
+    (one outbox statement), so the purchase path pays nothing for them."""
+    alerts: tuple[LowBalanceReached | AutoTopUpDue, ...] = ()
     if wallet.low_balance_crossed(available_before=available_before):
-        return (low_balance_reached(wallet),)
-    return ()
+        alerts += (low_balance_reached(wallet),)
+    if wallet.auto_top_up_crossed(available_before=available_before):
+        alerts += (auto_top_up_due(wallet),)
+    return alerts

@@ -10,7 +10,7 @@ from django.db.models import Prefetch, QuerySet
 
 from iaas.contracts.errors import NotFound
 
-from .models import Hold, Invoice, LedgerEntry, SettledCharge, TopUp, Wallet
+from .models import AutoTopUp, Hold, Invoice, LedgerEntry, PaymentMethod, SettledCharge, TopUp, Wallet
 
 
 def wallet_list(*, owner_id: int) -> QuerySet[Wallet]:
@@ -97,3 +97,34 @@ def hold_totals() -> list[dict]:
             "wallet_id", "context", "granted_total", "captured_total", "released_total", "amount"
         ).order_by("wallet_id", "context")
     )
+
+
+# --- Saved payment methods and automatic top-ups ---------------------------------------------
+
+
+def payment_method_list(*, owner_id: int) -> QuerySet[PaymentMethod]:
+    """The customer's saved payment methods, newest first (removed ones included: the
+    API leaves them out unless asked for by status)."""
+    # The id breaks ties so that pages do not overlap.
+    return PaymentMethod.objects.filter(owner_id=owner_id).order_by("-created_at", "-id")
+
+
+def payment_method_get(*, owner_id: int, method_id: uuid.UUID) -> PaymentMethod:
+    """One of the customer's payment methods; another customer's is NotFound, as a missing one."""
+    method = payment_method_list(owner_id=owner_id).filter(pk=method_id).first()
+    if method is None:
+        raise NotFound("No such payment method.")
+    return method
+
+
+def auto_top_up_get(*, owner_id: int, wallet_id: uuid.UUID) -> AutoTopUp:
+    """The automatic top-up of one of the customer's wallets; NotFound when the wallet has
+    none, or is another customer's (as a missing one)."""
+    auto = (
+        AutoTopUp.objects.filter(wallet_id=wallet_id, wallet__owner_id=owner_id)
+        .select_related("wallet")
+        .first()
+    )
+    if auto is None:
+        raise NotFound("This wallet has no automatic top-up.")
+    return auto

@@ -20,6 +20,7 @@ from rest_framework import permissions
 from iaas.api import keys
 from iaas.billing import services as billing_services
 from iaas.billing.models import Wallet
+from iaas.billing.payments import auto, methods
 from iaas.contracts import bus
 from iaas.notifications import webhooks
 from iaas.notifications.models import WebhookDelivery
@@ -57,12 +58,18 @@ OBJECT_OF_PATH = [
     (r"^/api/v1/auth/keys/\{pk\}/", "api_key"),
     (r"^/api/v1/webhooks/endpoints/\{pk\}/", "webhook_endpoint"),
     (r"^/api/v1/webhooks/deliveries/\{pk\}/", "webhook_delivery"),
+    (r"^/api/v1/payment-methods/\{pk\}/", "payment_method"),
 ]
 # A valid body for the writes that name an object, so that another customer's key
 # reaches the lookup (and not a 400).
 BODIES = {
     ("/api/v1/wallets/{wallet_id}/top-ups/", "POST"): {"amount": 100},
     ("/api/v1/webhooks/endpoints/{pk}/", "PATCH"): {"enabled": False},
+    ("/api/v1/wallets/{wallet_id}/auto-top-up/", "PUT"): lambda objects: {
+        "threshold": 100,
+        "amount": 1_000,
+        "payment_method": str(objects["payment_method"]),
+    },
 }
 
 
@@ -94,6 +101,10 @@ def world(customer, time_machine):
         for model_name, _ in config.service_pages:
             model = config.get_model(model_name)
             sold[model._meta.label_lower] = model.objects.get(owner=customer).pk
+    card = methods.payment_method_start(owner_id=customer.pk).method
+    auto.auto_top_up_set(
+        wallet_id=wallet.id, owner_id=customer.pk, threshold=100, amount=1_000, payment_method_id=card.id
+    )
     spare_key = keys.api_key_create(owner_id=customer.pk, name="spare").api_key
     revoked = keys.api_key_create(owner_id=customer.pk, name="revoked")
     keys.api_key_revoke(owner_id=customer.pk, key_id=revoked.api_key.pk)
@@ -108,6 +119,7 @@ def world(customer, time_machine):
             "api_key": spare_key.pk,
             "webhook_endpoint": endpoint.pk,
             "webhook_delivery": delivery.pk,
+            "payment_method": card.pk,
             **sold,
         },
         "keys": {
@@ -176,10 +188,11 @@ def test_a_read_key_reads_and_is_refused_every_write(world, path, method, view_c
     ("path", "method", "view_class"), [e for e in ENDPOINTS if "{" in e[0]], ids=[i for i in IDS if "{" in i]
 )
 def test_another_customers_key_finds_none_of_the_customers_objects(world, path, method, view_class):
+    body = BODIES.get((path, method))
     response = send(
         concrete(path, world["objects"], view_class),
         method,
         world["keys"]["other"],
-        body=BODIES.get((path, method)),
+        body=body(world["objects"]) if callable(body) else body,
     )
     assert_problem(response, 404, "not_found")

@@ -9,6 +9,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
+from iaas.billing.payments import auto
 from iaas.common.memory import relaxed_gc
 from iaas.contracts import bus
 from iaas.notifications import sender
@@ -56,9 +57,10 @@ class Command(BaseCommand):
                     )
                 total = total + report
                 sent = self._send_notifications()
+                charged = self._run_auto_top_ups()
                 if not loop or stopping["now"]:
                     break
-                if report.delivered + report.failed + sent == 0:
+                if report.delivered + report.failed + sent + charged == 0:
                     deadline = time.monotonic() + interval
                     while time.monotonic() < deadline and not stopping["now"]:
                         time.sleep(min(0.1, interval))
@@ -79,6 +81,14 @@ class Command(BaseCommand):
         if bus.relayed():
             return 0
         return sum(sender.send_due(rounds=1).as_dict().values())
+
+    def _run_auto_top_ups(self) -> int:
+        """Where no broker is configured, this loop also charges the automatic top-ups that
+        are due (with one, the `auto_top_up` job does): one round per pass, right after
+        the delivery that marked them due."""
+        if bus.relayed():
+            return 0
+        return auto.auto_top_ups_run()["claimed"]
 
     def _print(self, report: bus.DeliveryReport, pending: int, *, as_json: bool) -> None:
         if as_json:
