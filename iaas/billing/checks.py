@@ -1,13 +1,21 @@
 """Billing's own invariants, checked with set-based SQL: aggregates and joins run in
-the database, only violations come back."""
+the database, only violations come back. Also what reconcile lists for an operator
+without it being a violation (``money_in_report``): old pending top-ups, parked
+payments, wallets in debt."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
+from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
+from iaas.contracts.billing import MoneyInReport, ParkedPaymentFacts, PendingTopUpFacts, WalletDebtFacts
 from iaas.contracts.checks import Violation
+
+from .models import ParkedPayment, TopUp, Wallet
 
 # One pass over the ledger, in (wallet, sequence) order (the covering unique index
 # ledger_sequence_unique gives that order without a sort or a visit to the table): per
@@ -427,6 +435,254 @@ def check_i8() -> list[Violation]:
     return found
 
 
+# --- I12: money coming in -------------------------------------------------------------------
+# ARCHITECTURE.md, "Money coming in". Ledger entries are found by kind and source (the
+# top-up, the reversal), never by the text of their reference, which spells a UUID
+# differently on SQLite; only a reversal-kind entry's prefix ("debt:" for a top-up's
+# debt payment, "reversal:" for a reversal) tells the two apart.
+
+# Every succeeded top-up has exactly one top_up entry sourced to it, the one it links to,
+# of its amount and on its wallet; a top-up that did not succeed has none.
+I12_TOP_UP_CREDITED_ONCE = """
+SELECT t.wallet_id, t.id, t.status, t.amount, COALESCE(e.entries, 0), COALESCE(e.total, 0),
+       l.id, l.kind, l.amount, l.wallet_id, l.source_id
+FROM billing_topup t
+LEFT JOIN (
+    SELECT source_id, COUNT(*) AS entries, CAST(SUM(amount) AS BIGINT) AS total
+    FROM billing_ledgerentry WHERE kind = 'top_up' GROUP BY source_id
+) e ON e.source_id = t.id
+LEFT JOIN billing_ledgerentry l ON l.id = t.ledger_entry_id
+WHERE (t.status = 'succeeded' AND (
+          COALESCE(e.entries, 0) <> 1 OR l.id IS NULL OR l.kind <> 'top_up' OR l.amount <> t.amount
+          OR l.wallet_id <> t.wallet_id OR l.source_id IS NULL OR l.source_id <> t.id))
+   OR (t.status <> 'succeeded' AND (COALESCE(e.entries, 0) > 0 OR t.ledger_entry_id IS NOT NULL))
+"""
+
+# ... and every top_up entry is a top-up's (the query above judges the top-up's side).
+I12_CREDIT_OF_NO_TOP_UP = """
+SELECT l.wallet_id, l.sequence, l.amount, l.source_id
+FROM billing_ledgerentry l
+LEFT JOIN billing_topup t ON t.id = l.source_id
+WHERE l.kind = 'top_up' AND t.id IS NULL
+"""
+
+# A top-up that paid debt (debt_paid > 0) has one "debt:" reversal entry of -debt_paid on
+# its wallet, and a "debt:" entry belongs to such a succeeded top-up.
+I12_DEBT_PAID_ONCE = """
+SELECT COALESCE(t.wallet_id, d.wallet_id), COALESCE(t.id, d.source_id), t.status,
+       COALESCE(t.debt_paid, 0), COALESCE(d.entries, 0), COALESCE(d.paid, 0), d.wallet_id
+FROM (SELECT id, wallet_id, status, debt_paid FROM billing_topup WHERE debt_paid <> 0) t
+FULL OUTER JOIN (
+    SELECT source_id, wallet_id, COUNT(*) AS entries, CAST(-SUM(amount) AS BIGINT) AS paid
+    FROM billing_ledgerentry WHERE kind = 'reversal' AND reference LIKE 'debt:%'
+    GROUP BY source_id, wallet_id
+) d ON d.source_id = t.id
+WHERE t.id IS NULL OR d.source_id IS NULL OR d.entries <> 1 OR d.paid <> t.debt_paid
+   OR d.wallet_id <> t.wallet_id OR t.status <> 'succeeded'
+"""
+
+# A reversal reverses a succeeded top-up of its own wallet; what it took is one reversal
+# entry of -taken on that wallet, sourced to it (none when it took nothing) ...
+I12_REVERSAL_BOOKED = """
+SELECT r.wallet_id, r.id, r.taken, t.wallet_id, t.status, l.id, l.kind, l.amount, l.wallet_id, l.source_id
+FROM billing_paymentreversal r
+JOIN billing_topup t ON t.id = r.top_up_id
+LEFT JOIN billing_ledgerentry l ON l.id = r.ledger_entry_id
+WHERE t.wallet_id <> r.wallet_id OR t.status <> 'succeeded'
+   OR (r.taken > 0 AND (l.id IS NULL OR l.kind <> 'reversal' OR l.amount <> -r.taken
+                        OR l.wallet_id <> r.wallet_id OR l.source_id IS NULL OR l.source_id <> r.id))
+   OR (r.taken = 0 AND r.ledger_entry_id IS NOT NULL)
+"""
+
+# ... every other reversal entry is a reversal's ...
+I12_REVERSAL_ENTRY_OF_NO_REVERSAL = """
+SELECT l.wallet_id, l.sequence, l.amount, l.reference
+FROM billing_ledgerentry l
+LEFT JOIN billing_paymentreversal r ON r.ledger_entry_id = l.id
+WHERE l.kind = 'reversal' AND l.reference NOT LIKE 'debt:%' AND r.id IS NULL
+"""
+
+# ... and the reversals of a top-up take back at most what it brought in.
+I12_REVERSED_WITHIN_TOP_UP = """
+SELECT t.wallet_id, t.id, t.amount, CAST(SUM(r.amount) AS BIGINT)
+FROM billing_paymentreversal r
+JOIN billing_topup t ON t.id = r.top_up_id
+GROUP BY t.wallet_id, t.id, t.amount
+HAVING SUM(r.amount) > t.amount
+"""
+
+# A wallet's debt is what its reversals could not take less what its top-ups paid of it.
+I12_DEBT_IS_ITS_RECORD = """
+SELECT w.id, w.debt, COALESCE(r.added, 0), COALESCE(p.paid, 0)
+FROM billing_wallet w
+LEFT JOIN (
+    SELECT wallet_id, CAST(SUM(debt_added) AS BIGINT) AS added FROM billing_paymentreversal GROUP BY wallet_id
+) r ON r.wallet_id = w.id
+LEFT JOIN (
+    SELECT wallet_id, CAST(SUM(debt_paid) AS BIGINT) AS paid FROM billing_topup
+    WHERE debt_paid <> 0 GROUP BY wallet_id
+) p ON p.wallet_id = w.id
+WHERE w.debt <> COALESCE(r.added, 0) - COALESCE(p.paid, 0)
+"""
+
+
+def check_i12() -> list[Violation]:
+    """Money coming in (I12): each succeeded top-up credited exactly once, each debt payment
+    and each reversal booked as recorded, reversals within their top-up, and each wallet's
+    debt equal to its record."""
+    found = [_top_up_violation(*row) for row in _rows(I12_TOP_UP_CREDITED_ONCE)]
+    found += [
+        Violation(
+            "I12",
+            _uuid(w),
+            "a top_up entry of a top-up",
+            {"entry": sequence, "amount": amount},
+            f"top_up entry #{sequence} credits no top-up (source {_uuid(source) if source else None})",
+        )
+        for w, sequence, amount, source in _rows(I12_CREDIT_OF_NO_TOP_UP)
+    ]
+    for w, top_up, status, debt_paid, entries, paid, entry_wallet in _rows(I12_DEBT_PAID_ONCE):
+        entries, paid, top_up = int(entries), int(paid), _uuid(top_up)
+        if status is None:
+            detail = f"debt entry of top-up {top_up} that paid no debt"
+        elif status != TopUp.Status.SUCCEEDED:
+            detail = f"{status} top-up {top_up} paid debt"
+        elif entry_wallet is not None and _uuid(entry_wallet) != _uuid(w):
+            detail = f"debt payment of top-up {top_up} booked on wallet {_uuid(entry_wallet)}"
+        else:
+            detail = f"debt payment of top-up {top_up} differs from its debt entry"
+        found.append(
+            Violation(
+                "I12",
+                _uuid(w),
+                {"debt_paid": debt_paid, "debt entries": 1 if status else 0},
+                {"debt entries": entries, "paid": paid},
+                detail,
+            )
+        )
+    for row in _rows(I12_REVERSAL_BOOKED):
+        w, reversal, taken, top_up_wallet, top_up_status, entry, kind, amount, _wallet, _source = row
+        reversal = _uuid(reversal)
+        if _uuid(top_up_wallet) != _uuid(w) or top_up_status != TopUp.Status.SUCCEEDED:
+            expected, found_ = (
+                "a succeeded top-up of its wallet",
+                f"{top_up_status} top-up of {_uuid(top_up_wallet)}",
+            )
+            detail = f"reversal {reversal} reverses no succeeded top-up of its wallet"
+        else:
+            expected = {"entry": f"reversal {-taken}" if taken else None}
+            found_ = {"entry": f"{kind} {amount}" if entry else None}
+            detail = f"reversal {reversal} differs from its ledger entry (or its wallet, or source)"
+        found.append(Violation("I12", _uuid(w), expected, found_, detail))
+    found += [
+        Violation(
+            "I12",
+            _uuid(w),
+            "a reversal entry of a reversal or a debt payment",
+            {"entry": sequence, "amount": amount},
+            f"reversal entry #{sequence} ({reference}) books no reversal",
+        )
+        for w, sequence, amount, reference in _rows(I12_REVERSAL_ENTRY_OF_NO_REVERSAL)
+    ]
+    found += [
+        Violation(
+            "I12",
+            _uuid(w),
+            {"reversed at most": amount},
+            {"reversed": int(reversed_)},
+            f"reversals of top-up {_uuid(top_up)} exceed its amount",
+        )
+        for w, top_up, amount, reversed_ in _rows(I12_REVERSED_WITHIN_TOP_UP)
+    ]
+    found += [
+        Violation(
+            "I12",
+            _uuid(w),
+            int(added) - int(paid),
+            debt,
+            f"debt differs from reversals' debt ({int(added)}) less debt paid by top-ups ({int(paid)})",
+        )
+        for w, debt, added, paid in _rows(I12_DEBT_IS_ITS_RECORD)
+    ]
+    return found
+
+
+def _top_up_violation(
+    w, top_up, status, amount, entries, total, entry, kind, entry_amount, entry_wallet, source
+) -> Violation:
+    entries, total, top_up = int(entries), int(total), _uuid(top_up)
+    found = {"credits": entries, "credited": total}
+    if status != TopUp.Status.SUCCEEDED:
+        return Violation("I12", _uuid(w), {"credits": 0}, found, f"{status} top-up {top_up} was credited")
+    if entries != 1:
+        detail = f"succeeded top-up {top_up} credited {entries} times"
+    else:
+        found["entry"] = f"{kind} {entry_amount}" if entry else None
+        detail = f"succeeded top-up {top_up} is not linked to its credit (of its amount, on its wallet)"
+    return Violation("I12", _uuid(w), {"credits": 1, "credited": amount}, found, detail)
+
+
+# --- What reconcile lists for an operator: not violations -----------------------------------
+
+# Each list is the first this many rows (its count says how many in all).
+REPORTED_AT_MOST = 100
+
+
+def money_in_report(*, now: dt.datetime | None = None) -> MoneyInReport:
+    """Pending top-ups older than IAAS_TOP_UP_PENDING_REPORT_AFTER_SECONDS (a customer who
+    walked away, or a provider's answer lost: ``finish_top_ups`` asks the provider),
+    unresolved parked payments (an operator must place the money), and wallets in debt
+    after a payment reversal (the largest first, with their status)."""
+    now = now or timezone.now()
+    after = settings.IAAS_TOP_UP_PENDING_REPORT_AFTER_SECONDS
+    pending = TopUp.objects.filter(
+        status=TopUp.Status.PENDING, created_at__lt=now - dt.timedelta(seconds=after)
+    )
+    parked = ParkedPayment.objects.filter(resolved_at__isnull=True)
+    in_debt = Wallet.objects.filter(debt__gt=0)
+    return MoneyInReport(
+        pending_after_seconds=after,
+        pending_top_ups=pending.count(),
+        oldest_pending_top_ups=tuple(
+            PendingTopUpFacts(
+                top_up_id=top_up.id,
+                wallet_id=top_up.wallet_id,
+                amount=top_up.amount,
+                currency=top_up.currency,
+                provider=top_up.provider,
+                provider_reference=top_up.provider_reference,
+                origin=top_up.origin,
+                failed_attempts=top_up.failed_attempts,
+                created_at=top_up.created_at,
+            )
+            for top_up in pending.order_by("created_at", "id")[:REPORTED_AT_MOST]
+        ),
+        parked_payments=parked.count(),
+        unresolved_parked_payments=tuple(
+            ParkedPaymentFacts(
+                parked_payment_id=payment.id,
+                provider=payment.provider,
+                payment_reference=payment.payment_reference,
+                amount=payment.amount,
+                currency=payment.currency,
+                why=payment.why,
+                parked_at=payment.parked_at,
+            )
+            for payment in parked.order_by("parked_at", "id")[:REPORTED_AT_MOST]
+        ),
+        wallets_in_debt=in_debt.count(),
+        largest_debts=tuple(
+            WalletDebtFacts(
+                wallet_id=wallet.id,
+                currency=wallet.currency,
+                debt=wallet.debt,
+                status=wallet.status,
+            )
+            for wallet in in_debt.order_by("-debt", "id")[:REPORTED_AT_MOST]
+        ),
+    )
+
+
 def check_all(*, deep: bool = False) -> dict[str, list[Violation]]:
     """Every invariant Billing can check on its own. ``deep`` adds the row-by-row
     re-derivations from the reservation record (I3, I5): the same invariants, proven
@@ -437,6 +693,7 @@ def check_all(*, deep: bool = False) -> dict[str, list[Violation]]:
     found["I6"] = check_i6()
     found["I7"] = check_i7()
     found["I8"] = check_i8()
+    found["I12"] = check_i12()
     if deep:
         found["I3"] += check_i3_deep()
         found["I5"] += check_i5_deep()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from iaas.contracts.billing import Grant, HoldTotals, ReserveRequest, WalletView
+from iaas.contracts.billing import Grant, HoldTotals, MoneyInReport, ReserveRequest, WalletView
 from iaas.contracts.checks import Relation, Violation
 from iaas.contracts.errors import DomainError, WalletNotFound
 
@@ -76,3 +76,6 @@ class BillingContractImpl:
 
     def check_invariants(self, *, deep: bool = False) -> dict[str, list[Violation]]:
         return checks.check_all(deep=deep)
+
+    def money_in_report(self) -> MoneyInReport:
+        return checks.money_in_report()

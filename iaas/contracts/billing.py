@@ -6,6 +6,7 @@ Billing binds its implementation at start-up (``BillingConfig.ready``).
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,7 +20,11 @@ __all__ = [
     "CurrencyMismatch",
     "Grant",
     "InsufficientFunds",
+    "MoneyInReport",
+    "ParkedPaymentFacts",
+    "PendingTopUpFacts",
     "ReserveRequest",
+    "WalletDebtFacts",
     "WalletNotActive",
     "WalletNotFound",
     "WalletView",
@@ -27,6 +32,7 @@ __all__ = [
     "check_invariants",
     "hold_totals",
     "hold_totals_relation",
+    "money_in_report",
     "request_release",
     "reserve",
     "reserve_batch",
@@ -76,6 +82,88 @@ class HoldTotals:
     outstanding: int  # the hold now
 
 
+@dataclass(frozen=True, slots=True)
+class PendingTopUpFacts:
+    """A top-up still waiting for its provider's answer."""
+
+    top_up_id: uuid.UUID
+    wallet_id: uuid.UUID
+    amount: int
+    currency: str
+    provider: str
+    provider_reference: str
+    origin: str
+    failed_attempts: int
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedPaymentFacts:
+    """A payment the provider says succeeded that matched no top-up, not yet resolved."""
+
+    parked_payment_id: uuid.UUID
+    provider: str
+    payment_reference: str
+    amount: int
+    currency: str
+    why: str
+    parked_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WalletDebtFacts:
+    """A wallet owing what a payment reversal could not take."""
+
+    wallet_id: uuid.UUID
+    currency: str
+    debt: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyInReport:
+    """What reconcile lists about money coming in besides violations: counts, and the
+    first rows of each (the oldest pending and parked, the largest debts)."""
+
+    pending_after_seconds: int
+    pending_top_ups: int
+    oldest_pending_top_ups: tuple[PendingTopUpFacts, ...]
+    parked_payments: int
+    unresolved_parked_payments: tuple[ParkedPaymentFacts, ...]
+    wallets_in_debt: int
+    largest_debts: tuple[WalletDebtFacts, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "pending_top_ups": {
+                "older_than_seconds": self.pending_after_seconds,
+                "count": self.pending_top_ups,
+                "oldest": [plain(top_up) for top_up in self.oldest_pending_top_ups],
+            },
+            "parked_payments": {
+                "count": self.parked_payments,
+                "unresolved": [plain(payment) for payment in self.unresolved_parked_payments],
+            },
+            "wallets_in_debt": {
+                "count": self.wallets_in_debt,
+                "largest": [plain(debt) for debt in self.largest_debts],
+            },
+        }
+
+
+def plain(facts) -> dict:
+    """A facts dataclass as JSON-ready values (ids and moments as strings)."""
+    values = {}
+    for name in facts.__slots__:
+        value = getattr(facts, name)
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, dt.datetime):
+            value = value.isoformat()
+        values[name] = value
+    return values
+
+
 class BillingContract(Protocol):
     def reserve(
         self,
@@ -101,6 +189,8 @@ class BillingContract(Protocol):
     def hold_totals_relation(self) -> Relation: ...
 
     def check_invariants(self, *, deep: bool = False) -> dict[str, list[Violation]]: ...
+
+    def money_in_report(self) -> MoneyInReport: ...
 
 
 _slot: Slot[BillingContract] = Slot("billing")
@@ -160,8 +250,15 @@ def hold_totals_relation() -> Relation:
 
 
 def check_invariants(*, deep: bool = False) -> dict[str, list[Violation]]:
-    """Billing's own invariants (I1, I2, I3, I5, I6, I7, I8, I9), checked in the database.
-    ``deep`` also re-derives the holds' running totals and each capture's link to its
+    """Billing's own invariants (I1, I2, I3, I5, I6, I7, I8, I9, I12), checked in the
+    database. ``deep`` also re-derives the holds' running totals and each capture's link to its
     ledger entry from the reservation record, and each charge entry from the settled
     charges it books, row by row (slower)."""
     return _slot.get().check_invariants(deep=deep)
+
+
+def money_in_report() -> MoneyInReport:
+    """What an operator should know of money coming in, read in the caller's snapshot:
+    pending top-ups older than IAAS_TOP_UP_PENDING_REPORT_AFTER_SECONDS, unresolved parked
+    payments, wallets in debt. Not violations (I12 checks the books)."""
+    return _slot.get().money_in_report()

@@ -22,11 +22,16 @@ INVARIANTS = {
         "each metered service's usage records agree with it (amount = min(cap + refunded, list), "
         "paid_until where its usage accrued until); no two charges of one service overlap in time"
     ),
+    "I12": (
+        "money in: every succeeded top-up credited exactly once (its amount), every credit a top-up's; "
+        "each reversal and each debt payment booked as recorded, reversals within their top-up; "
+        "wallet.debt = debt the reversals left - debt paid by top-ups"
+    ),
 }
 
 
 def invariant_order(name: str) -> int:
-    """I1, I2, ..., I9, I11 in their numeric order (not I1, I11, I2)."""
+    """I1, I2, ..., I9, I11, I12 in their numeric order (not I1, I11, I2)."""
     return int(name.removeprefix("I"))
 
 

@@ -6,6 +6,12 @@ their contracts; each selling context checks its usage records and charges (I11)
 through its contract. All of it reads one REPEATABLE READ read-only snapshot, so a
 purchase committing in between is never a false alarm. Undelivered charges and releases
 older than a few minutes are reported too (I5): Billing has not booked them.
+
+Besides the invariants, Billing lists what an operator should know of money coming in
+(its contract's ``money_in_report``, read in the same snapshot): pending top-ups older than
+IAAS_TOP_UP_PENDING_REPORT_AFTER_SECONDS and wallets in debt are listed only (a customer
+who walked away from a payment is normal); an unresolved parked payment fails the check
+like a stuck event does, because only an operator can place that money.
 """
 
 from __future__ import annotations
@@ -32,12 +38,19 @@ class ReconciliationReport:
     # Undelivered events that are not charges or releases (those are I5 violations),
     # failed or waiting longer than IAAS_RECONCILE_STUCK_AFTER_SECONDS.
     stuck_events: list[dict] = field(default_factory=list)
+    # Money coming in (Billing's report): pending top-ups, parked payments, debts.
+    money_in: billing.MoneyInReport | None = None
     deep: bool = False
     checked_at: dt.datetime | None = None
 
     @property
+    def parked_payments(self) -> int:
+        """Unresolved parked payments: money that arrived for no top-up, for an operator."""
+        return self.money_in.parked_payments if self.money_in else 0
+
+    @property
     def ok(self) -> bool:
-        return not any(self.violations.values()) and not self.stuck_events
+        return not any(self.violations.values()) and not self.stuck_events and not self.parked_payments
 
     def as_dict(self) -> dict:
         return {
@@ -46,6 +59,7 @@ class ReconciliationReport:
             "deep": self.deep,
             "pending_events": self.pending_events,
             "stuck_events": self.stuck_events,
+            "money_in": self.money_in.as_dict() if self.money_in else None,
             "invariants": {
                 name: {
                     "description": INVARIANTS[name],
@@ -219,7 +233,8 @@ def _in_snapshot(snapshot: str, work):
 
 
 def reconcile(*, deep: bool = False) -> ReconciliationReport:
-    """Check I1 to I9 and I11 over the whole database in one REPEATABLE READ read-only snapshot.
+    """Check I1 to I9, I11 and I12 over the whole database in one REPEATABLE READ read-only
+    snapshot, and read Billing's report of money coming in from the same snapshot.
     ``deep`` also re-derives Billing's running totals from its reservation record.
 
     On PostgreSQL, as the outermost transaction, Billing's checks and the cross-context
@@ -241,9 +256,11 @@ def reconcile(*, deep: bool = False) -> ReconciliationReport:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile") as pool:
                 cross_context = pool.submit(_in_snapshot, snapshot, _cross_context_checks)
                 violations = billing.check_invariants(deep=deep)
+                money_in = billing.money_in_report()
                 i4, i11, event_violations, stuck = cross_context.result()
         else:
             violations = billing.check_invariants(deep=deep)
+            money_in = billing.money_in_report()
             i4, i11, event_violations, stuck = _cross_context_checks()
         violations["I4"] = i4
         violations["I5"] = violations.get("I5", []) + event_violations
@@ -252,6 +269,7 @@ def reconcile(*, deep: bool = False) -> ReconciliationReport:
             violations=dict(sorted(violations.items(), key=lambda item: invariant_order(item[0]))),
             pending_events=bus.pending_count(),
             stuck_events=stuck,
+            money_in=money_in,
             deep=deep,
             checked_at=timezone.now(),
         )

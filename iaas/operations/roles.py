@@ -4,7 +4,8 @@ carry model permissions, which the admin checks on the server for every page and
 - Support: view everything (every model of the contexts, the outbox, the history of
   changes, and customers); change nothing.
 - Finance: what Support sees, plus balance adjustments (``billing.make_adjustment``),
-  refunds of settled charges (``billing.make_refund``),
+  refunds of settled charges (``billing.make_refund``), marking parked card payments
+  resolved (``billing.change_parkedpayment``: the admin changes nothing else of them),
   retrying event deliveries (``contracts.retry_outboxmessage``) and retrying or
   discarding dead-lettered tasks (``operations.retry_deadletter``).
 
@@ -42,6 +43,7 @@ NOTIFICATION_PERMISSIONS = (
 FINANCE_PERMISSIONS = (
     ("billing", "make_adjustment"),
     ("billing", "make_refund"),
+    ("billing", "change_parkedpayment"),
     ("contracts", "retry_outboxmessage"),
     ("operations", "retry_deadletter"),
 )

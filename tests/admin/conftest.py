@@ -25,6 +25,7 @@ from iaas.contracts.events import ReleaseRequested
 from iaas.contracts.models import InboxRecord, OutboxMessage
 from iaas.hosting import services as hosting_services
 from iaas.operations.roles import FINANCE, SUPPORT, install_operator_groups
+from tests.admin.payment_rows import payment_rows
 from tests.factories import UserFactory, funded_wallet
 
 PASSWORD = "operator-test-password"
@@ -125,8 +126,8 @@ def alice(db):
 def books(catalog, alice, superuser, settings, deliver):
     """Alice's EUR wallet (100.00 EUR topped up), a server and a hosting subscription bought
     with both contexts reserving 5.00 EUR ahead (so they hold allowances: reserved > 0),
-    part of each released, every charge and release settled, a credit adjustment, and one
-    event delivery that failed."""
+    part of each released, every charge and release settled, a credit adjustment, one
+    event delivery that failed, and card payments (tests/admin/payment_rows.py)."""
     settings.IAAS_RESERVE_AHEAD = {"cloud": 500, "hosting": 500}
     wallet = funded_wallet(alice, amount=10_000)
     server = cloud_services.server_create(
@@ -160,6 +161,7 @@ def books(catalog, alice, superuser, settings, deliver):
     refund = billing_services.charge_refund(
         charge_id=server_charge.pk, reason="Server never booted", operator_id=superuser.id
     )
+    payments = payment_rows(wallet)  # a card top-up partly refunded, a parked payment...
     deliver()  # the contexts note the refund on their charge (ChargeRefunded)
     wallet.refresh_from_db()
     return {
@@ -170,6 +172,7 @@ def books(catalog, alice, superuser, settings, deliver):
         "invoice": invoice,
         "refund": refund,
         "hosting_charge": SettledCharge.objects.get(wallet=wallet, context="hosting"),
+        "payments": payments,
     }
 
 

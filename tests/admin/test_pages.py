@@ -6,6 +6,8 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
+from tests.admin.payment_rows import SEARCH as PAYMENT_SEARCH
+
 CONSOLE_APPS = {"billing", "cloud", "hosting", "contracts"}
 MODELS = sorted(
     (model for model in admin.site._registry if model._meta.app_label in CONSOLE_APPS),
@@ -38,6 +40,8 @@ def search_term(model, books) -> str:
         return "INV"
     if model._meta.model_name == "inboxrecord":
         return "tests.consumer"
+    if model._meta.model_name in ("paymentevent", "parkedpayment"):
+        return PAYMENT_SEARCH
     return str(books["wallet"].id)
 
 

@@ -12,8 +12,11 @@ autodiscovery imports this package):
   reservation records.
 - ``bookings``: top-ups (confirmed or failed by an operator), adjustments and refunds.
 - ``invoices``: invoices, their lines and the number series.
+- ``payments``: card payments: the provider's events, parked payments (resolved here),
+  payment reversals, saved cards, automatic top-ups and customers at the provider, each
+  linked to the provider's dashboard.
 - ``forms``: the adjustment and refund forms, and the page that shows and books them."""
 
-from . import bookings, invoices, ledger, wallets
+from . import bookings, invoices, ledger, payments, wallets
 
-__all__ = ["bookings", "invoices", "ledger", "wallets"]
+__all__ = ["bookings", "invoices", "ledger", "payments", "wallets"]

@@ -1,6 +1,8 @@
 """What a ledger entry books besides a charge: top-ups (an operator confirms one when the
-payment arrives, or marks it failed), adjustments and refunds. Adjustments and refunds
-are made on the wallet's and the settled charge's pages; here they are read."""
+payment arrives, or marks it failed; a card top-up shows its payment at the provider,
+linked to the provider's dashboard, its refused attempts, the debt it paid and what the
+provider took back), adjustments and refunds. Adjustments and refunds are made on the
+wallet's and the settled charge's pages; here they are read."""
 
 from __future__ import annotations
 
@@ -8,11 +10,12 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from iaas.common.admin import link, money_column
+from iaas.common.admin import admin_url, link, money, money_column, table
 from iaas.contracts.types import format_minor_units
 
 from .. import services
 from ..models import Adjustment, Refund, TopUp
+from .payments import provider_link
 from .wallets import WalletRowAdmin
 
 
@@ -23,11 +26,13 @@ class TopUpAdmin(WalletRowAdmin):
         "wallet_link",
         "amount_money",
         "status",
+        "origin",
         "provider",
-        "reference",
+        "payment",
+        "failed_attempts",
         "completed_at",
     )
-    list_filter = ("status", "provider", "currency", "created_at")
+    list_filter = ("status", "origin", "provider", "currency", "created_at")
     search_fields = (
         "wallet__owner__username",
         "wallet__owner__email",
@@ -35,6 +40,10 @@ class TopUpAdmin(WalletRowAdmin):
         "id",
         "reference",
         "provider_reference",
+    )
+    search_help_text = (
+        "Customer username or email, wallet id, top-up id, its reference, or the provider's payment "
+        "id (pi_...)."
     )
     list_select_related = ("wallet__owner",)
     date_hierarchy = "created_at"
@@ -44,18 +53,53 @@ class TopUpAdmin(WalletRowAdmin):
         "wallet_link",
         "amount_money",
         "status",
+        "origin",
         "provider",
-        "provider_reference",
+        "payment",
+        "payment_method",
         "reference",
+        "failed_attempts",
+        "failure_code",
+        "failure_message",
+        "debt_paid_money",
         "created_at",
         "completed_at",
         "ledger_entry",
+        "taken_back",
     )
     fields = readonly_fields
     actions = ("confirm_top_ups", "fail_top_ups")
     object_actions = (("confirm_top_ups", "Confirm payment received"), ("fail_top_ups", "Mark failed"))
 
     amount_money = money_column("amount", "amount")
+    # The part of the credit that paid the wallet's debt (a reversal-kind entry beside it).
+    debt_paid_money = money_column("debt_paid", "of which paid debt")
+
+    @admin.display(description="payment at the provider", ordering="provider_reference")
+    def payment(self, obj):
+        return provider_link(obj.provider, obj.provider_reference)
+
+    # Not "reversals": the admin would take the top-up's reverse accessor for a field.
+    @admin.display(description="taken back by the provider")
+    def taken_back(self, obj):
+        return table(
+            ["when", "kind", "reference", "taken back", "from the balance", "left as debt"],
+            [
+                (
+                    link(
+                        admin_url("billing_paymentreversal_change", reversal.pk),
+                        f"{reversal.created_at:%Y-%m-%d %H:%M}",
+                    ),
+                    reversal.get_kind_display(),
+                    provider_link(reversal.provider, reversal.reference),
+                    money(reversal.amount, obj.currency),
+                    money(reversal.taken, obj.currency),
+                    money(reversal.debt_added, obj.currency),
+                )
+                for reversal in obj.reversals.order_by("created_at")
+            ],
+            empty="Nothing.",
+        )
 
     def has_settle_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("billing.change_topup")
@@ -71,7 +115,10 @@ class TopUpAdmin(WalletRowAdmin):
         ):
             return response
         return self.run_service(
-            request, queryset, lambda top_up: services.top_up_confirm(top_up_id=top_up.pk), done="Confirmed"
+            request,
+            queryset,
+            lambda top_up: services.top_up_confirm_by_operator(top_up_id=top_up.pk),
+            done="Confirmed",
         )
 
     @admin.action(description="Mark failed: the payment will not arrive", permissions=["settle"])

@@ -18,6 +18,7 @@ from django.urls import reverse
 from iaas.common.admin import operation_token_field, parse_major_units
 from iaas.common.db import retry_transaction, run_after_rollback
 from iaas.contracts.errors import DomainError
+from iaas.contracts.types import minor_unit_exponent
 
 from .. import services
 
@@ -90,6 +91,21 @@ def book_from_form(model_admin, request, form, obj, *, book, describe, wallet_id
     return wallet_page
 
 
+def example_amount(currency: str) -> str:
+    """An amount as an operator types it in ``currency``: 12.50 EUR, 12 JPY, 12.500 KWD."""
+    exponent = minor_unit_exponent(currency)
+    return "12" + ("." + "5".ljust(exponent, "0") if exponent else "")
+
+
+def parse_amount(text: str, currency: str) -> int:
+    """An amount typed in major units of ``currency``, in its minor units (its own number of
+    decimals: none for JPY, three for KWD); a form error when it is not one."""
+    try:
+        return parse_major_units(text, exponent=minor_unit_exponent(currency))
+    except ValueError as error:
+        raise forms.ValidationError(str(error)) from None
+
+
 def reason_field(help_text: str) -> forms.CharField:
     return forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=1000, help_text=help_text
@@ -111,20 +127,18 @@ class AdjustmentForm(forms.Form):
         ],
         widget=forms.RadioSelect,
     )
-    amount = forms.CharField(max_length=20, help_text="In major units, e.g. 12.50")
+    amount = forms.CharField(max_length=20, help_text="In major units")
     reason = reason_field("Required. Shown on the ledger entry; the customer may see it.")
     # The adjustment's id: a second submission of this page books nothing.
     operation_token = operation_token_field()
 
     def __init__(self, *args, currency: str, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["amount"].help_text = f"In {currency}, e.g. 12.50"
+        self.currency = currency
+        self.fields["amount"].help_text = f"In {currency}, e.g. {example_amount(currency)}"
 
     def clean_amount(self) -> int:
-        try:
-            amount = parse_major_units(self.cleaned_data["amount"])
-        except ValueError as error:
-            raise forms.ValidationError(str(error)) from None
+        amount = parse_amount(self.cleaned_data["amount"], self.currency)
         if amount == 0:
             raise forms.ValidationError("An adjustment is never zero.")
         if amount > settings.IAAS_MAX_TOP_UP:
@@ -151,16 +165,14 @@ class RefundForm(forms.Form):
 
     def __init__(self, *args, currency: str, charged: str, **kwargs):
         super().__init__(*args, **kwargs)
+        self.currency = currency
         self.fields["amount"].help_text = f"In {currency}, at most {charged}. Leave empty to refund it all."
 
     def clean_amount(self) -> int | None:
         text = self.cleaned_data["amount"]
         if not text.strip():
             return None
-        try:
-            amount = parse_major_units(text)
-        except ValueError as error:
-            raise forms.ValidationError(str(error)) from None
+        amount = parse_amount(text, self.currency)
         if amount == 0:
             raise forms.ValidationError("A refund is never zero.")
         return amount

@@ -177,6 +177,10 @@ class LedgerEntryAdmin(WalletRowAdmin):
             return link(admin_url("billing_adjustment_change", obj.source_id), "adjustment")
         if obj.kind == LedgerEntry.Kind.REFUND:
             return link(admin_url("billing_refund_change", obj.source_id), "refund")
+        if obj.kind == LedgerEntry.Kind.REVERSAL and obj.reference.startswith("debt:"):
+            return link(admin_url("billing_topup_change", obj.source_id), "the top-up that paid the debt")
+        if obj.kind == LedgerEntry.Kind.REVERSAL:
+            return link(admin_url("billing_paymentreversal_change", obj.source_id), "payment reversal")
         return str(obj.source_id)
 
 

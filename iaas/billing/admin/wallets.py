@@ -8,6 +8,8 @@ from django.contrib import admin, messages
 from django.db.models import F
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from iaas.audit.admin import ChangeHistoryAdmin
 from iaas.common.admin import (
@@ -24,7 +26,7 @@ from iaas.contracts import selling, wallets
 from iaas.contracts.types import format_minor_units
 
 from .. import services
-from ..models import Wallet
+from ..models import AutoTopUp, Wallet
 from .forms import AdjustmentForm, book_from_form, money_form_page, operator_object
 
 RECENT_LEDGER_ENTRIES = 10
@@ -40,6 +42,40 @@ def wallet_column(wallet: Wallet) -> str:
 
 def wallet_query(wallet_id) -> dict:
     return {"wallet__id__exact": wallet_id}
+
+
+def auto_top_up_state(auto: AutoTopUp, *, now=None) -> str:
+    """An automatic top-up's state, as an operator asks it: waiting for the balance to
+    drop, due (being tried, or when the runner tries next), and its refusals in a row."""
+    now = now or timezone.now()
+    if auto.due_at is None:
+        state = "waiting for the balance to drop below the threshold"
+    elif auto.claimed_until is not None and auto.claimed_until > now:
+        state = f"due since {auto.due_at:%Y-%m-%d %H:%M}, being tried"
+    elif auto.next_attempt_at is not None and auto.next_attempt_at > now:
+        state = f"due since {auto.due_at:%Y-%m-%d %H:%M}, next attempt {auto.next_attempt_at:%Y-%m-%d %H:%M}"
+    else:
+        state = f"due since {auto.due_at:%Y-%m-%d %H:%M}"
+    if auto.consecutive_failures:
+        state += f"; {auto.consecutive_failures} refusal(s) in a row, the last: {auto.last_failure_code}"
+    return state
+
+
+class InDebtFilter(admin.SimpleListFilter):
+    """Wallets owing what a payment reversal could not take."""
+
+    title = "debt"
+    parameter_name = "in_debt"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "In debt"), ("no", "No debt")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(debt__gt=0)
+        if self.value() == "no":
+            return queryset.filter(debt=0)
+        return queryset
 
 
 class WalletRowAdmin(ReadOnlyAdmin):
@@ -59,10 +95,11 @@ class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
         "balance_money",
         "reserved_money",
         "available_money",
+        "debt_money",
         "created_at",
     )
     list_display_links = ("owner_column",)
-    list_filter = ("status", "currency", "created_at")
+    list_filter = ("status", InDebtFilter, "currency", "created_at")
     search_fields = ("owner__username", "owner__email", "id")
     search_help_text = "Customer username or email, or wallet id."
     list_select_related = ("owner",)
@@ -72,8 +109,18 @@ class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
         (None, {"fields": ("id", "owner_column", "currency", "status", "created_at", "updated_at")}),
         (
             "Money",
-            {"fields": ("balance_money", "reserved_money", "available_money", "low_balance_money", "holds")},
+            {
+                "fields": (
+                    "balance_money",
+                    "reserved_money",
+                    "available_money",
+                    "debt_money",
+                    "low_balance_money",
+                    "holds",
+                )
+            },
         ),
+        ("Card payments", {"fields": ("automatic_top_up", "payment_reversals")}),
         ("Ledger", {"fields": ("recent_ledger",)}),
         ("Follow the money", {"fields": ("related",)}),
     )
@@ -87,8 +134,11 @@ class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
         "balance_money",
         "reserved_money",
         "available_money",
+        "debt_money",
         "low_balance_money",
         "holds",
+        "automatic_top_up",
+        "payment_reversals",
         "recent_ledger",
         "related",
     )
@@ -100,6 +150,8 @@ class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
     available_money = money_column("available", "available", ordering="available_amount")
     # The customer's own setting (PATCH /api/v1/wallets/{id}/): shown, not changed, here.
     low_balance_money = money_column("low_balance_threshold", "low-balance alert below")
+    # What payment reversals could not take; later top-ups pay it first.
+    debt_money = money_column("debt", "debt")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(available_amount=F("balance") - F("reserved"))
@@ -125,6 +177,48 @@ class WalletAdmin(ChangeHistoryAdmin, ReadOnlyAdmin):
             ["context", "held"],
             [(hold.context, money(hold.amount, obj.currency)) for hold in obj.holds.order_by("context")],
             empty="Nothing held.",
+        )
+
+    # Not named after the wallet's reverse accessors (auto_top_up, reversals): the admin
+    # would take those for the model's fields.
+    @admin.display(description="automatic top-up")
+    def automatic_top_up(self, obj):
+        auto = AutoTopUp.objects.filter(wallet=obj).select_related("payment_method").first()
+        if auto is None:
+            return "None."
+        return format_html(
+            "{}: when the available balance drops below {}, top up by {} with {}. {}.",
+            link(admin_url("billing_autotopup_change", auto.pk), "Set up"),
+            money(auto.threshold, obj.currency),
+            money(auto.amount, obj.currency),
+            str(auto.payment_method),
+            auto_top_up_state(auto).capitalize(),
+        )
+
+    @admin.display(description="payment reversals")
+    def payment_reversals(self, obj):
+        """Money the card provider took back (refunds, disputes), the latest first."""
+        rows = obj.reversals.select_related("top_up").order_by("-created_at")[:RECENT_LEDGER_ENTRIES]
+        return table(
+            ["when", "kind", "taken back", "from the balance", "left as debt", "top-up"],
+            [
+                (
+                    link(
+                        admin_url("billing_paymentreversal_change", reversal.pk),
+                        f"{reversal.created_at:%Y-%m-%d %H:%M}",
+                    ),
+                    reversal.get_kind_display(),
+                    money(reversal.amount, obj.currency),
+                    money(reversal.taken, obj.currency),
+                    money(reversal.debt_added, obj.currency),
+                    link(
+                        admin_url("billing_topup_change", reversal.top_up_id),
+                        reversal.top_up.provider_reference or reversal.top_up_id,
+                    ),
+                )
+                for reversal in rows
+            ],
+            empty="None.",
         )
 
     @admin.display(description=f"latest {RECENT_LEDGER_ENTRIES}")
