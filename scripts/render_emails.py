@@ -96,6 +96,24 @@ def _samples() -> dict[str, tuple[str, dict]]:
         disabled_at=at,
         disabled_reason="Every attempt failed for 5 days (since 2026-11-28 13:00 UTC).",
     )
+    reversed_top_up = uuid.UUID("6f7a8b9c-0d1e-4f2a-9b3c-4d5e6f7a8b9c")
+    reversed_resource = {
+        "id": str(reversed_top_up),
+        "amount": 5_000,
+        "currency": "EUR",
+        "status": "succeeded",
+        "wallet": str(wallet),
+        "provider": "stripe",
+        "provider_reference": "pi_3QxYz2LkdIwHu7ix0a1b2c3d",
+        "origin": "customer",
+        "payment_method": None,
+        "failed_attempts": 0,
+        "failure_code": "",
+        "failure_message": "",
+        "debt_paid": 0,
+        "created_at": "2026-11-18T09:41:12+00:00",
+        "completed_at": "2026-11-18T09:41:30+00:00",
+    }
     owner = EmailSettings(owner_id=42, address="alice@acme-shop.example")
     samples = {
         "verify_email": ("verify_email", emails.verification_facts(owner)),
@@ -174,6 +192,34 @@ def _samples() -> dict[str, tuple[str, dict]]:
             owner_id=42,
             occurred_at=at,
         ),
+        # A refund the wallet could pay back (no debt, not frozen), and a dispute that
+        # found less available than it took (debt, frozen): the two ends of the kind.
+        "top_up_reversed": e.TopUpReversed(
+            top_up_id=reversed_top_up,
+            wallet_id=wallet,
+            kind="refund",
+            amount=2_000,
+            taken=2_000,
+            debt_added=0,
+            currency="EUR",
+            frozen=False,
+            owner_id=42,
+            resource=reversed_resource,
+            occurred_at=at,
+        ),
+        "top_up_reversed_dispute": e.TopUpReversed(
+            top_up_id=reversed_top_up,
+            wallet_id=wallet,
+            kind="dispute",
+            amount=5_000,
+            taken=1_250,
+            debt_added=3_750,
+            currency="EUR",
+            frozen=True,
+            owner_id=42,
+            resource=reversed_resource,
+            occurred_at=at,
+        ),
         "invoice_issued": e.InvoiceIssued(
             invoice_id=invoice,
             number="INV-2026-000187",
@@ -196,7 +242,7 @@ def _samples() -> dict[str, tuple[str, dict]]:
         ),
     }
     for name, event in events.items():
-        kind = name.removesuffix("_operator").removesuffix("_wallet_blocked")
+        kind = name.removesuffix("_operator").removesuffix("_wallet_blocked").removesuffix("_dispute")
         samples[name] = (kind, emails.FACTS[kind](event))
     return samples
 

@@ -19,11 +19,14 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from iaas.api.representation import as_shown
 from iaas.contracts import bus, wallets
+from iaas.contracts.events import TopUpReversed
 
 from . import notices
+from .api.serializers import TopUpSerializer
 from .ledger import entry_book
-from .locks import wallet_lock
+from .locks import top_up_lock, wallet_lock
 from .models import LedgerEntry, PaymentReversal, TopUp, Wallet
 
 logger = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ def reversal_apply(
     with transaction.atomic():
         wallet_id = TopUp.objects.values_list("wallet_id", flat=True).get(pk=top_up_id)
         wallet = wallet_lock(wallet_id)
-        top_up = TopUp.objects.select_for_update(no_key=True).get(pk=top_up_id)
+        top_up = top_up_lock(top_up_id)
         existing = PaymentReversal.objects.filter(provider=top_up.provider, reference=reference).first()
         if existing is not None:
             return ReversalApplied(existing, created=False)
@@ -94,9 +97,26 @@ def reversal_apply(
             debt_added=amount - taken,
             ledger_entry=entry,
         )
-        if alerts := notices.low_balance_alerts(wallet, available_before=available_before):
-            bus.publish(*alerts)
+        alerts = notices.balance_alerts(wallet, available_before=available_before)
+        bus.publish(_top_up_reversed(reversal, top_up, wallet), *alerts)
         return ReversalApplied(reversal, created=True)
+
+
+def _top_up_reversed(reversal: PaymentReversal, top_up: TopUp, wallet: Wallet) -> TopUpReversed:
+    """What the owner is told: how much was taken back, how much they owe, and whether the
+    wallet is being frozen for it (by the follow-up, once this commits)."""
+    return TopUpReversed(
+        top_up_id=top_up.id,
+        wallet_id=wallet.id,
+        kind=reversal.kind,
+        amount=reversal.amount,
+        taken=reversal.taken,
+        debt_added=reversal.debt_added,
+        currency=wallet.currency,
+        frozen=needs_freeze(reversal),
+        owner_id=wallet.owner_id,
+        resource=as_shown(TopUpSerializer, top_up),
+    )
 
 
 def needs_freeze(reversal: PaymentReversal) -> bool:

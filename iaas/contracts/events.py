@@ -231,6 +231,25 @@ class TopUpFailed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TopUpReversed(Event):
+    """The payment provider took money back from a succeeded top-up (a card refund, a
+    dispute): ``taken`` came out of the wallet's available balance, ``debt_added`` is
+    what the wallet now owes; ``frozen`` when the wallet is frozen for it (a dispute, or
+    debt). The top-up as the API shows it is the resource."""
+
+    top_up_id: uuid.UUID
+    wallet_id: uuid.UUID
+    kind: str  # "refund" or "dispute"
+    amount: int
+    taken: int
+    debt_added: int
+    currency: str
+    frozen: bool
+    owner_id: int | None = None
+    resource: dict | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class LowBalanceReached(Event):
     """A wallet's available balance went below the threshold its owner set: published
     once per crossing (re-armed when the available balance is back at or above it)."""
@@ -241,6 +260,18 @@ class LowBalanceReached(Event):
     available: int
     threshold: int
     resource: dict | None = None  # the wallet as the API shows it
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutoTopUpDue(Event):
+    """A write took a wallet's available balance below its auto top-up threshold: Billing
+    marks the wallet's automatic top-up due, and its runner charges the saved card later,
+    outside the write's transaction. Internal to Billing (no webhook, no email): published
+    with the write, in its outbox statement, so the purchase path pays no statement for it."""
+
+    wallet_id: uuid.UUID
+    available: int
+    threshold: int
 
 
 # --- Selling contexts (Cloud, Hosting, Storage) -------------------------------------------

@@ -1,9 +1,10 @@
 """The events customers can hear about: each webhook event type, the integration event
 it comes from, and how its body is built. The body is documented per type in
-docs/webhooks.md (generated from here by `webhook_examples`): a stable ``id`` (the event's
-id, also the ``webhook-id`` header), ``type``, ``created_at`` (when it happened) and
-``data``: ``object``, the resource as the API shows it at that moment, plus the facts
-the type adds (a suspension's cause, when a service ends)."""
+docs/webhooks.md (with an example of each in docs/webhook-examples.json, written from real
+flows by tests/notifications/test_customer_journey.py): a stable ``id`` (the event's id,
+also the ``webhook-id`` header), ``type``, ``created_at`` (when it happened) and ``data``:
+``object``, the resource as the API shows it at that moment, plus the facts the type adds
+(a suspension's cause, when a service ends, what a reversed top-up took)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,17 @@ def _ends_soon(event: e.ServiceEndsSoon) -> dict:
     return {"ends_at": _moment(event.ends_at)}
 
 
+def _reversal(event: e.TopUpReversed) -> dict:
+    return {
+        "kind": event.kind,
+        "amount": event.amount,
+        "taken": event.taken,
+        "debt_added": event.debt_added,
+        "currency": event.currency,
+        "frozen": event.frozen,
+    }
+
+
 def _of_kind(kind: str) -> Callable[[e.Event], bool]:
     return lambda event: event.kind == kind
 
@@ -60,6 +72,13 @@ EVENT_TYPES: tuple[EventType, ...] = (
         e.TopUpFailed,
         "A top-up failed (cancelled or expired at the provider, or rejected).",
         facts=lambda ev: {"reason": ev.reason},
+    ),
+    EventType(
+        "top_up.reversed",
+        e.TopUpReversed,
+        "The payment provider took money back from a succeeded top-up (a card refund or a "
+        "dispute): taken from the wallet's available balance, the rest owed as its debt.",
+        facts=_reversal,
     ),
     EventType("refund.created", e.ChargeRefunded, "A charge was refunded to the wallet."),
     EventType("invoice.issued", e.InvoiceIssued, "A monthly invoice was issued."),

@@ -8,9 +8,10 @@ composes nothing new. The sender (iaas.notifications.sender) claims due emails, 
 
 Who gets what: only a verified address hears about anything but its own verification
 link, and only about the categories its owner keeps on (EmailSettings: low_balance,
-services, payments, invoices). Two kinds ignore the categories: the verification link,
-and a disabled webhook endpoint (about the account, not a service). A service the
-customer ended themselves (reason ``customer``) is not announced back to them.
+services, payments, invoices). Three kinds ignore the categories: the verification link,
+a disabled webhook endpoint, and a top-up the payment provider took back (about the
+account: money owed, a wallet frozen). A service the customer ended themselves (reason
+``customer``) is not announced back to them.
 
 A resumed service gets a short email in the ``services`` category: the customer who was
 told "this server will be terminated on ..." needs to hear that the clock stopped, and an
@@ -64,6 +65,11 @@ EMAIL_NAMESPACE = uuid.UUID("0c6f3a52-7d0e-4f59-9a43-2f1e5b7c9d10")
 CATEGORY: dict[str, str | None] = {
     "verify_email": None,
     "webhook_endpoint_disabled": None,
+    # Money the card's bank or a refund took back is about the account, not one payment:
+    # the wallet may owe it and be frozen (nothing bought or renewed, its services
+    # suspended) until the customer talks to support. Turning off "payments" must not
+    # hide that.
+    "top_up_reversed": None,
     "low_balance": "low_balance",
     "service_suspended": "services",
     "service_resumed": "services",
@@ -86,6 +92,7 @@ ACCENT = {
     "service_ended": "#4b5563",
     "top_up_succeeded": "#16a34a",
     "top_up_failed": "#dc2626",
+    "top_up_reversed": "#dc2626",  # amber for a refund paid back in full (_top_up_reversed)
     "refund_made": "#16a34a",
     "invoice_issued": "#2563eb",
 }
@@ -102,6 +109,7 @@ _MONEY_KINDS = {
     "wallet.low_balance": "low_balance",
     "top_up.succeeded": "top_up_succeeded",
     "top_up.failed": "top_up_failed",
+    "top_up.reversed": "top_up_reversed",
     "refund.created": "refund_made",
     "invoice.issued": "invoice_issued",
 }
@@ -317,6 +325,31 @@ def _top_up(event) -> dict:
     }
 
 
+def _top_up_reversed(event: e.TopUpReversed) -> dict:
+    """A card payment the provider took back: the payment as made (the top-up: its amount,
+    the day it was credited), what was taken back and from where, what is owed."""
+    resource = event.resource or {}
+    paid = resource.get("amount") or event.amount
+    return {
+        "dispute": event.kind == "dispute",
+        "payment": format_money(paid, event.currency),
+        "paid_on": format_day(resource.get("completed_at") or resource.get("created_at")),
+        "amount": format_money(event.amount, event.currency),
+        "part": event.amount < paid,  # taken back in part: "20.00 EUR of your payment of 50.00"
+        "taken": format_money(event.taken, event.currency),
+        "nothing_taken": event.taken == 0,
+        "debt_added": format_money(event.debt_added, event.currency) if event.debt_added else "",
+        "currency": event.currency,
+        "frozen": event.frozen,
+        "top_up_id": str(event.top_up_id),
+        "wallet_id": str(event.wallet_id),
+        "wallet_url": public_url(f"/api/v1/wallets/{event.wallet_id}/"),
+        "top_up_url": public_url(f"/api/v1/wallets/{event.wallet_id}/top-ups/"),
+        # Red for a freeze or a debt; a refund the wallet simply paid back is a warning.
+        "accent": ACCENT["top_up_reversed"] if event.frozen or event.debt_added else "#d97706",
+    }
+
+
 def _refund(event: e.ChargeRefunded) -> dict:
     resource = event.resource or {}
     return {
@@ -357,6 +390,7 @@ FACTS = {
     "service_ended": _ended,
     "top_up_succeeded": _top_up,
     "top_up_failed": _top_up,
+    "top_up_reversed": _top_up_reversed,
     "refund_made": _refund,
     "invoice_issued": _invoice,
 }
@@ -383,9 +417,9 @@ def compose(kind: str, facts: dict, *, owner: EmailSettings, username: str) -> C
     """The subject, text and HTML of a ``kind`` email saying ``facts``."""
     category = CATEGORY[kind]
     context = {
+        "accent": ACCENT[kind],  # unless the facts say a sharper one
         **facts,
         "kind": kind,
-        "accent": ACCENT[kind],
         "username": username,
         "address": owner.address,
         "category": category,

@@ -1,6 +1,7 @@
 """What the contexts really publish reaches the customer as documented: their services'
 lives (suspended, a day before the end, ended) and their money (top-ups, the low-balance
-threshold, an invoice, a refund) arrive at a real receiver on loopback, signed, each
+threshold, an invoice, a refund, a card payment disputed) arrive at a real receiver on
+loopback, signed, each
 body's ``data.object`` exactly what the API showed at that moment; and the verified
 customer gets an email for each.
 
@@ -22,8 +23,9 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
+from iaas.billing import reversals
 from iaas.billing import services as billing_services
-from iaas.billing.models import SettledCharge
+from iaas.billing.models import SettledCharge, TopUp
 from iaas.contracts import bus
 from iaas.notifications import catalog as webhook_catalog
 from iaas.notifications import sender, webhooks
@@ -217,6 +219,41 @@ def test_the_customer_hears_about_their_money_as_documented(customer, catalog, r
     subjects = [email.subject for email in mail.outbox]
     assert len(subjects) == 5, subjects  # the top-up, low balance, the refund, the failed top-up, the invoice
     keep_examples(bodies)
+
+
+def test_a_disputed_top_up_reaches_its_owner_as_documented(customer, catalog, receiver, told, api):
+    """The card's bank takes a top-up back after some of it was spent: what the wallet
+    still had available is taken, the rest is owed, and the wallet is being frozen."""
+    wallet = funded_wallet(customer, amount=5_000)
+    top_up = TopUp.objects.get(wallet=wallet)
+    server = api.post(
+        "/api/v1/cloud/servers/",
+        {"name": "web-1", "plan": "s-2vcpu-4gb", "wallet": str(wallet.id)},
+        format="json",
+    )
+    assert server.status_code == 201
+    available = api.get(f"/api/v1/wallets/{wallet.id}/").json()["available"]
+    assert 0 < available < 5_000
+
+    applied = reversals.reversal_apply(top_up_id=top_up.id, kind="dispute", reference="dp_test", amount=5_000)
+    assert applied.created
+    top_up_as_shown = api.get(f"/api/v1/wallets/{wallet.id}/top-ups/{top_up.id}/").json()
+    send_at(timezone.now())
+
+    bodies = received(receiver, told.secret)
+    assert set(bodies) == {"top_up.succeeded", "top_up.reversed"}
+    reversal = bodies["top_up.reversed"]["data"]
+    assert reversal["object"] == top_up_as_shown
+    assert (reversal["object"]["id"], reversal["object"]["status"]) == (str(top_up.id), "succeeded")
+    assert (reversal["kind"], reversal["amount"], reversal["currency"]) == ("dispute", 5_000, "EUR")
+    assert (reversal["taken"], reversal["debt_added"]) == (available, 5_000 - available)
+    assert reversal["frozen"] is True
+    shown = api.get(f"/api/v1/wallets/{wallet.id}/").json()
+    assert (shown["available"], shown["debt"]) == (0, reversal["debt_added"])
+
+    subjects = [email.subject for email in mail.outbox]
+    assert "Your card payment of 50.00 EUR was disputed: your wallet is frozen" in subjects
+    keep_examples({"top_up.reversed": bodies["top_up.reversed"]})
 
 
 def test_the_documented_examples_cover_every_event_type():

@@ -301,6 +301,73 @@ def test_top_ups_and_refunds_say_the_amount(customer, verified):
     assert_says(refund, "10.64 EUR", "cloud servers")
 
 
+def reversed_top_up(owner_id: int, **facts) -> e.TopUpReversed:
+    """A card top-up of 50.00 EUR, credited on 18 November 2026, that the provider took
+    (some of) back: as Billing's reversal_apply publishes it."""
+    top_up = uuid.UUID("6f7a8b9c-0d1e-4f2a-9b3c-4d5e6f7a8b9c")
+    resource = {"id": str(top_up), "amount": 5000, "currency": "EUR", "status": "succeeded",
+                "wallet": str(WALLET), "provider": "stripe", "debt_paid": 0,
+                "created_at": "2026-11-18T09:41:12Z", "completed_at": "2026-11-18T09:41:30Z"}  # fmt: skip
+    return e.TopUpReversed(
+        top_up_id=top_up, wallet_id=WALLET, currency="EUR", owner_id=owner_id, resource=resource,
+        **{"kind": "refund", "amount": 5000, "taken": 5000, "debt_added": 0, "frozen": False, **facts},
+    )  # fmt: skip
+
+
+def test_a_dispute_says_what_was_taken_what_is_owed_and_that_the_wallet_is_frozen(customer, verified):
+    # Whatever the categories: it is about the account (money owed, a frozen wallet).
+    EmailSettings.objects.filter(pk=verified.pk).update(
+        low_balance=False, services=False, payments=False, invoices=False
+    )
+    email = only_email(reversed_top_up(customer.pk, kind="dispute", taken=1250, debt_added=3750, frozen=True))
+    assert (email.kind, email.to) == ("top_up_reversed", "alice@example.com")
+    assert email.subject == "Your card payment of 50.00 EUR was disputed: your wallet is frozen"
+    assert_says(
+        email,
+        "disputed your card payment of",
+        "on 18 November 2026",
+        "12.50 EUR",
+        "37.50 EUR",
+        "now owes it",
+        "Your next top-up pays that first",
+        "Your wallet is frozen",
+        "no purchase and no renewal",
+        "until our staff unfreeze it",
+        "Contact our support",
+        "6f7a8b9c-0d1e-4f2a-9b3c-4d5e6f7a8b9c",
+        f"POST {settings.IAAS_PUBLIC_URL}/api/v1/wallets/{WALLET}/top-ups/",
+    )
+    assert "whatever your email preferences say" in email.text
+    assert "#dc2626" in email.html
+
+
+def test_a_refund_the_wallet_paid_back_says_it_owes_nothing_and_is_not_frozen(customer, verified):
+    email = only_email(reversed_top_up(customer.pk, amount=2000, taken=2000))
+    assert email.subject == "20.00 EUR of your card payment of 50.00 EUR was refunded"
+    assert "refunded in part: 20.00 EUR went back to the card" in email.text
+    assert_says(
+        email,
+        "20.00 EUR",
+        "The wallet owes nothing",
+        "Your wallet is not frozen",
+        "If you did not expect this refund",
+    )
+    assert "top-ups/" not in email.text  # nothing owed: no top-up to ask for
+    assert "#d97706" in email.html  # a warning, not an alarm
+
+
+def test_a_reversal_that_found_nothing_available_says_the_whole_amount_is_owed(customer, verified):
+    email = only_email(reversed_top_up(customer.pk, taken=0, debt_added=5000, frozen=True))
+    assert email.subject == "Your card payment of 50.00 EUR was refunded: your wallet is frozen"
+    assert_says(email, "had nothing available", "(it owes money)")
+    assert "it now owes the whole 50.00 EUR" in email.text
+
+
+def test_a_reversal_is_not_emailed_to_an_unverified_address(customer):
+    emails.settings_for(customer.pk)
+    assert queue(reversed_top_up(customer.pk, kind="dispute", frozen=True)) == []
+
+
 def test_an_invoice_says_its_number_period_total_and_pdf(customer, verified):
     invoice = uuid.uuid4()
     email = only_email(

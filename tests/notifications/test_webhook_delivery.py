@@ -56,6 +56,7 @@ def sample_events(owner_id: int) -> dict[str, e.Event]:
         "wallet.low_balance": e.LowBalanceReached(**common, currency="EUR", available=900, threshold=1000, resource=wallet),
         "top_up.succeeded": e.WalletToppedUp(**common, top_up_id=uuid.UUID(top_up["id"]), amount=5000, currency="EUR", resource=top_up),
         "top_up.failed": e.TopUpFailed(**common, top_up_id=uuid.uuid4(), amount=5000, currency="EUR", reason="expired", resource={**top_up, "status": "failed"}),
+        "top_up.reversed": e.TopUpReversed(**common, top_up_id=uuid.UUID(top_up["id"]), kind="dispute", amount=5000, taken=900, debt_added=4100, currency="EUR", frozen=True, resource=top_up),
         "refund.created": e.ChargeRefunded(**common, refund_id=uuid.uuid4(), charge_id=uuid.uuid4(), context="cloud", amount=7, currency="EUR", resource={"id": "r"}),
         "invoice.issued": e.InvoiceIssued(invoice_id=uuid.uuid4(), number="INV-2026-000001", owner_id=owner_id, currency="EUR", total=1234, resource={"id": "i", "total": 1234}),
         "server.suspended": e.ServerSuspended(**svc, server_id=service_id, reason="unpaid", cause="unpaid"),
@@ -114,6 +115,53 @@ def test_every_event_type_arrives_signed_with_its_documented_body(customer, rece
     assert dt.datetime.fromisoformat(ends) == samples["volume.deletion_scheduled"].ends_at
     low = json.loads(by_type["wallet.low_balance"].body)["data"]
     assert (low["available"], low["threshold"], low["currency"]) == (900, 1000, "EUR")
+    reversal = json.loads(by_type["top_up.reversed"].body)["data"]
+    assert reversal["kind"] == "dispute"
+    assert (reversal["amount"], reversal["taken"], reversal["debt_added"]) == (5000, 900, 4100)
+    assert (reversal["currency"], reversal["frozen"]) == ("EUR", True)
+
+
+@IN_PROCESS
+def test_a_reversed_top_up_reaches_each_endpoint_that_wants_it_once(customer, other_customer, receiver):
+    """One delivery per endpoint of the owner that asked for ``top_up.reversed``, with the
+    body docs/webhooks.md documents: the top-up as the API shows it, what was taken back,
+    from where, what is owed, and whether the wallet is being frozen."""
+    wanting = {
+        "/hooks/iaas/all": endpoint_for(customer.pk, f"{receiver.url}/all"),
+        "/hooks/iaas/money": endpoint_for(
+            customer.pk, f"{receiver.url}/money", types=["top_up.succeeded", "top_up.reversed"]
+        ),
+    }
+    endpoint_for(customer.pk, f"{receiver.url}/other", types=["top_up.succeeded", "top_up.failed"])
+    endpoint_for(other_customer.pk, f"{receiver.url}/theirs")
+    event = sample_events(customer.pk)["top_up.reversed"]
+    publish(event)
+    bus.deliver_pending()
+    sender.send_due()
+
+    assert sorted(WebhookDelivery.objects.values_list("endpoint_id", flat=True)) == sorted(
+        created.endpoint.pk for created in wanting.values()
+    )
+    by_path = {received.path: received for received in receiver.requests}
+    assert len(receiver.requests) == len(by_path) == 2
+    assert set(by_path) == set(wanting)
+    for path, created in wanting.items():
+        received = by_path[path]
+        assert spec_verify(created.secret, received)
+        assert json.loads(received.body) == {
+            "id": str(event.event_id),
+            "type": "top_up.reversed",
+            "created_at": event.occurred_at.isoformat().replace("+00:00", "Z"),
+            "data": {
+                "object": event.resource,
+                "kind": "dispute",
+                "amount": 5000,
+                "taken": 900,
+                "debt_added": 4100,
+                "currency": "EUR",
+                "frozen": True,
+            },
+        }
 
 
 @IN_PROCESS
