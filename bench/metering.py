@@ -279,7 +279,7 @@ SEED = [
                                    reference, created_at, completed_at, ledger_entry_id)
         SELECT top_up_id, wallet_id,
                hosting + allowance + accrued + CASE WHEN broke THEN 0 ELSE %(spare)s END,
-               'EUR', 'succeeded', 'sandbox', 'bench-seed', 'mb-seed', %(now)s - interval '60 days',
+               'EUR', 'succeeded', 'sandbox', '', 'mb-seed-' || top_up_id, %(now)s - interval '60 days',
                %(now)s - interval '60 days', top_up_entry
         FROM ma
         """,

@@ -62,7 +62,7 @@ WITH owners AS (
 ), top_ups AS (
     INSERT INTO billing_topup (id, wallet_id, amount, currency, status, provider, provider_reference,
                                reference, created_at, completed_at, ledger_entry_id)
-    SELECT top_up_id, wallet_id, %(amount)s, 'EUR', 'succeeded', 'sandbox', 'bench-seed',
+    SELECT top_up_id, wallet_id, %(amount)s, 'EUR', 'succeeded', 'sandbox', '',
            'bench-seed-' || k, now(), now(), entry_id
     FROM credits
     RETURNING 1

@@ -48,7 +48,8 @@ CODE_DESCRIPTIONS = {
     "request_too_large": "the body is larger than the limit",
     "unsupported_media_type": "the body is not JSON",
     "throttled": "too many requests from this customer or address; see Retry-After",
-    "service_unavailable": "database unreachable or busy; nothing was done",
+    "service_unavailable": "database or payment provider unreachable or busy; retry, same Idempotency-Key",
+    "payment_methods_unavailable": "the configured payment provider does not save payment methods",
 }
 
 RETRY_AFTER = {

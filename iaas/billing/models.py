@@ -39,7 +39,7 @@ class Wallet(models.Model):
     # What a payment reversal (a card refund, a dispute) could not take because the money
     # was spent or held (ARCHITECTURE.md, "Money coming in"): the balance never goes
     # below zero (I2); later top-ups pay this first.
-    debt = models.BigIntegerField(default=0, editable=False)
+    debt = models.BigIntegerField(default=0, db_default=0, editable=False)
     # The wallet's auto top-up threshold while one is set up (AutoTopUp), copied here under
     # this row's lock so the reserve paths see it in the row they already lock and return:
     # a spend that takes the available balance below it asks for an auto top-up.
@@ -320,6 +320,10 @@ class PaymentMethod(models.Model):
 
 
 class TopUp(models.Model):
+    # Columns added after the first release carry database defaults too (db_default), so
+    # rows written by plain SQL (the benchmarks' seeds, an old app host during a rolling
+    # upgrade) get them.
+
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         SUCCEEDED = "succeeded", "Succeeded"
@@ -334,7 +338,9 @@ class TopUp(models.Model):
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.CUSTOMER)
+    origin = models.CharField(
+        max_length=10, choices=Origin.choices, default=Origin.CUSTOMER, db_default="customer"
+    )
     provider = models.CharField(max_length=50)
     # Stripe: the PaymentIntent (pi_...), recorded once the provider answered.
     provider_reference = models.CharField(max_length=120, blank=True)
@@ -346,11 +352,11 @@ class TopUp(models.Model):
     )
     # Attempts the provider refused (a declined card, authentication required): the top-up
     # stays pending until the provider cancels or expires it; the last refusal is kept.
-    failed_attempts = models.PositiveIntegerField(default=0)
-    failure_code = models.CharField(max_length=60, blank=True)
-    failure_message = models.CharField(max_length=255, blank=True)
+    failed_attempts = models.PositiveIntegerField(default=0, db_default=0)
+    failure_code = models.CharField(max_length=60, blank=True, db_default="")
+    failure_message = models.CharField(max_length=255, blank=True, db_default="")
     # The part of the credit that paid the wallet's debt (a reversal-kind entry).
-    debt_paid = models.BigIntegerField(default=0)
+    debt_paid = models.BigIntegerField(default=0, db_default=0)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
     ledger_entry = models.OneToOneField(
@@ -401,8 +407,10 @@ class AutoTopUp(models.Model):
     payment_method = models.ForeignKey(PaymentMethod, on_delete=models.PROTECT, related_name="auto_top_ups")
     threshold = models.BigIntegerField()
     amount = models.BigIntegerField()
-    # Set when a top-up is wanted (the balance crossed the threshold), cleared when one is
-    # started or no longer needed; the runner works only due rows whose time has come.
+    # Set when a top-up is wanted (the balance crossed the threshold), cleared when one
+    # succeeded or none is needed any more (it stays set while one is in flight, so a
+    # runner that died mid-attempt leaves it to the next); the runner works only due rows
+    # whose time has come.
     due_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # A runner's claim, so two runners never start the same wallet's top-up.

@@ -43,7 +43,7 @@ from .ledger import (
 )
 from .locks import Reserved, top_up_lock, wallet_lock, wallet_reserve_if_available, wallets_lock
 from .models import Adjustment, LedgerEntry, Refund, Reservation, SettledCharge, TopUp, Wallet
-from .payments import PaymentOutcome, payment_provider
+from .payments import PaymentOutcome, auto, payment_provider
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +138,9 @@ def funds_reserve(
     checked in Python first.
 
     A grant that takes the available balance below the owner's low-balance threshold
-    publishes LowBalanceReached too, at no statement's cost: the UPDATE returns the
-    wallet, and the alert's outbox row goes in FundsReserved's INSERT."""
+    publishes LowBalanceReached too, and below the auto top-up threshold AutoTopUpDue, at
+    no statement's cost: the UPDATE returns the wallet, and their outbox rows go in
+    FundsReserved's INSERT."""
     if not 0 < minimum <= amount:
         raise ValueError("reserve needs 0 < minimum <= amount")
     with transaction.atomic(savepoint=False):
@@ -169,7 +170,7 @@ def funds_reserve(
                 amount=granted,
                 currency=currency,
             ),
-            *notices.low_balance_alerts(reserved.wallet, available_before=reserved.available_before),
+            *notices.balance_alerts(reserved.wallet, available_before=reserved.available_before),
             together=[
                 hold_grow_write(wallet_id=wallet_id, context=context, amount=granted),
                 statements.insert(reservation),
@@ -454,10 +455,15 @@ def top_up_start(*, top_up_id: uuid.UUID) -> TopUpStarted:
     again for the same top-up (a retried request, reconcile): the provider's idempotency
     key is the top-up's, so it is one payment. A top-up no longer pending is answered as
     it is."""
-    top_up = TopUp.objects.get(pk=top_up_id)
+    top_up = TopUp.objects.select_related("payment_method").get(pk=top_up_id)
     if top_up.status != TopUp.Status.PENDING:
         return TopUpStarted(top_up)
-    outcome = payment_provider_for(top_up).start(top_up)
+    provider = payment_provider_for(top_up)
+    if top_up.origin == TopUp.Origin.AUTO:
+        # The same call the auto top-up runner made (the same parameters under the same key).
+        outcome = provider.charge_saved(top_up, top_up.payment_method)
+    else:
+        outcome = provider.start(top_up)
     return TopUpStarted(top_up_record_outcome(top_up_id=top_up.id, outcome=outcome), outcome.client_secret)
 
 
@@ -536,7 +542,27 @@ def top_up_confirm(*, top_up_id: uuid.UUID, provider_reference: str = "") -> Top
             fields.append("debt_paid")
         top_up.save(update_fields=fields)
         bus.publish(notices.wallet_topped_up(top_up, owner_id=wallet.owner_id))
+        if top_up.origin == TopUp.Origin.AUTO:
+            auto.after_credit(wallet, top_up)
         return top_up
+
+
+# Providers whose payments only the provider can confirm: an operator's "the money
+# arrived" would credit money the card network may never deliver.
+PROVIDER_CONFIRMED = frozenset({"stripe"})
+
+
+def top_up_confirm_by_operator(*, top_up_id: uuid.UUID) -> TopUp:
+    """An operator says the money arrived (a bank transfer seen on the account): credit
+    it, once. Refused for a card top-up, which its provider confirms (webhook, or
+    ``finish_top_ups`` asking it)."""
+    provider = TopUp.objects.values_list("provider", flat=True).get(pk=top_up_id)
+    if provider in PROVIDER_CONFIRMED:
+        raise InvalidState(
+            f"A {provider} top-up is credited when {provider} says the payment succeeded, not by hand; "
+            "`manage.py finish_top_ups` asks it about pending ones."
+        )
+    return top_up_confirm(top_up_id=top_up_id)
 
 
 def top_up_fail(*, top_up_id: uuid.UUID, reason: str = "") -> TopUp:
@@ -555,6 +581,8 @@ def top_up_fail(*, top_up_id: uuid.UUID, reason: str = "") -> TopUp:
         top_up.save(update_fields=["status", "completed_at"])
         owner_id = Wallet.objects.values_list("owner_id", flat=True).get(pk=top_up.wallet_id)
         bus.publish(notices.top_up_failed(top_up, owner_id=owner_id, reason=reason))
+        if top_up.origin == TopUp.Origin.AUTO:
+            auto.after_failure(top_up)
         return top_up
 
 
@@ -622,7 +650,7 @@ def wallet_adjust(
             )
             if amount < 0:
                 _publish_release_request(wallet, requested_by="billing")
-                if alerts := notices.low_balance_alerts(wallet, available_before=available_before):
+                if alerts := notices.balance_alerts(wallet, available_before=available_before):
                     bus.publish(*alerts)
             return Adjustment.objects.create(
                 id=adjustment_id,

@@ -177,6 +177,19 @@ JOBS: dict[str, Job] = {
             5,
             "send customers' due webhook deliveries and emails (retries included)",
         ),
+        repeating(
+            "auto_top_up",
+            "run_auto_top_ups",
+            10,
+            "charge saved cards for the automatic top-ups that are due (retries with backoff, a daily cap)",
+        ),
+        Job(
+            "finish_top_ups",
+            "finish_top_ups",
+            crontab(minute=35),
+            "ask the payment provider about top-ups pending a while: credit the paid ones whose "
+            "webhook never came, cancel the ones left unpaid for IAAS_TOP_UP_EXPIRE_AFTER_DAYS",
+        ),
         Job(
             "purge_notifications",
             "purge_notifications",

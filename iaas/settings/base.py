@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 
 import dj_database_url
@@ -201,6 +202,13 @@ IAAS_STRIPE_NETWORK_RETRIES = int(os.environ.get("IAAS_STRIPE_NETWORK_RETRIES", 
 IAAS_TOP_UP_PENDING_REPORT_AFTER_SECONDS = int(
     os.environ.get("IAAS_TOP_UP_PENDING_REPORT_AFTER_SECONDS", "86400")
 )
+# Automatic top-ups (iaas.billing.payments.auto) a wallet may start in any 24 hours, refused
+# attempts included: a card that keeps being declined is charged at most this often, and
+# its owner told at most this often.
+IAAS_AUTO_TOP_UP_DAILY_ATTEMPTS = int(os.environ.get("IAAS_AUTO_TOP_UP_DAILY_ATTEMPTS", "3"))
+# A card top-up still unpaid this many days after it was opened is cancelled at Stripe and
+# failed by finish_top_ups (a success that still arrives later is credited all the same).
+IAAS_TOP_UP_EXPIRE_AFTER_DAYS = int(os.environ.get("IAAS_TOP_UP_EXPIRE_AFTER_DAYS", "7"))
 # Reserve-ahead chunk per selling context, in minor units, by the context's name:
 # IAAS_RESERVE_AHEAD_<NAME> in the environment (IAAS_RESERVE_AHEAD_CLOUD=1000). A context
 # not named here reserves its registered default (the kit's is 0: exactly the shortfall,
@@ -477,6 +485,7 @@ SPECTACULAR_SETTINGS = {
         "ServerStatusEnum": "iaas.cloud.models.Server.Status",
         "SubscriptionStatusEnum": "iaas.hosting.models.Subscription.Status",
         "TopUpStatusEnum": "iaas.billing.models.TopUp.Status",
+        "PaymentMethodStatusEnum": "iaas.billing.models.PaymentMethod.Status",
         "LedgerEntryKindEnum": "iaas.billing.models.LedgerEntry.Kind",
     },
 }
@@ -546,3 +555,7 @@ EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "IaaS billing <billing@localhost>")
+# The operators mailed when a payment needs a person (a parked payment, a reversal that
+# froze a wallet): "Name <address>", comma-separated. The error is logged in any case.
+ADMINS = [parseaddr(address) for address in env_list("ADMINS", [])]
+SERVER_EMAIL = os.environ.get("SERVER_EMAIL", DEFAULT_FROM_EMAIL)

@@ -207,28 +207,31 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="topup",
             name="debt_paid",
-            field=models.BigIntegerField(default=0),
+            field=models.BigIntegerField(default=0, db_default=0),
         ),
         migrations.AddField(
             model_name="topup",
             name="failed_attempts",
-            field=models.PositiveIntegerField(default=0),
+            field=models.PositiveIntegerField(default=0, db_default=0),
         ),
         migrations.AddField(
             model_name="topup",
             name="failure_code",
-            field=models.CharField(blank=True, max_length=60),
+            field=models.CharField(blank=True, db_default="", max_length=60),
         ),
         migrations.AddField(
             model_name="topup",
             name="failure_message",
-            field=models.CharField(blank=True, max_length=255),
+            field=models.CharField(blank=True, db_default="", max_length=255),
         ),
         migrations.AddField(
             model_name="topup",
             name="origin",
             field=models.CharField(
-                choices=[("customer", "Customer"), ("auto", "Auto top-up")], default="customer", max_length=10
+                choices=[("customer", "Customer"), ("auto", "Auto top-up")],
+                db_default="customer",
+                default="customer",
+                max_length=10,
             ),
         ),
         migrations.AddField(
@@ -239,7 +242,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="wallet",
             name="debt",
-            field=models.BigIntegerField(default=0, editable=False),
+            field=models.BigIntegerField(db_default=0, default=0, editable=False),
         ),
         migrations.AlterField(
             model_name="ledgerentry",

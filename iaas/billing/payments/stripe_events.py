@@ -243,7 +243,10 @@ def _unmatched_reversal(reference: str, kind: str) -> Applied:
 
 
 def _repeat_follow_ups(event_type: str, payload: dict[str, Any]) -> list[Callable[[], None]]:
-    """A repeated reversal event finishes what a crash may have left undone (the freeze)."""
+    """A repeated event finishes what a crash may have left undone after the first one
+    committed: a reversal's freeze, a saved card's details."""
+    if event_type == "setup_intent.succeeded":
+        return [lambda: methods.card_details_refresh(setup_reference=payload["id"])]
     if event_type not in ("charge.refunded", "charge.dispute.created"):
         return []
     reference = (
