@@ -43,7 +43,7 @@ from .ledger import (
 )
 from .locks import Reserved, top_up_lock, wallet_lock, wallet_reserve_if_available, wallets_lock
 from .models import Adjustment, LedgerEntry, Refund, Reservation, SettledCharge, TopUp, Wallet
-from .payments import PaymentOutcome, auto, payment_provider
+from .payments import PaymentOutcome, auto, check_minimum, payment_provider
 
 logger = logging.getLogger(__name__)
 
@@ -421,6 +421,7 @@ def top_up_open(
             wallet.status == Wallet.Status.ACTIVE or (wallet.status == Wallet.Status.FROZEN and wallet.debt)
         ):
             raise WalletNotActive()
+        check_minimum(provider, amount, wallet.currency)
         existing = TopUp.objects.filter(wallet=wallet, reference=reference).first()
         if existing is not None:
             return existing
@@ -563,6 +564,19 @@ def top_up_confirm_by_operator(*, top_up_id: uuid.UUID) -> TopUp:
             "`manage.py finish_top_ups` asks it about pending ones."
         )
     return top_up_confirm(top_up_id=top_up_id)
+
+
+def top_up_fail_by_operator(*, top_up_id: uuid.UUID, reason: str = "rejected") -> TopUp:
+    """An operator says the money will not arrive. Refused for a card payment the provider
+    holds (it may still succeed, and would then be credited anyway): cancel it at the
+    provider, whose cancellation fails the top-up (or ``finish_top_ups`` expires it)."""
+    provider, reference = TopUp.objects.values_list("provider", "provider_reference").get(pk=top_up_id)
+    if provider in PROVIDER_CONFIRMED and reference:
+        raise InvalidState(
+            f"This top-up's payment {reference} is open at {provider}: cancel it there; its "
+            "cancellation fails the top-up."
+        )
+    return top_up_fail(top_up_id=top_up_id, reason=reason)
 
 
 def top_up_fail(*, top_up_id: uuid.UUID, reason: str = "") -> TopUp:

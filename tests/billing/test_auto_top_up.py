@@ -518,11 +518,18 @@ def test_a_top_up_no_longer_needed_is_not_charged(wallet, card):
     assert row(wallet).due_at is None
 
 
-def test_a_frozen_wallet_is_not_topped_up_automatically(wallet, card):
+def test_a_frozen_wallet_is_not_topped_up_automatically_until_it_is_unfrozen(wallet, card):
     crossed(wallet, card)
     services.wallet_set_status(wallet_id=wallet.id, status="frozen")
     assert run()["not_needed"] == 1
     assert auto_top_ups(wallet) == []
+    setting = row(wallet)
+    assert setting.due_at is not None  # still wanted: nothing re-arms it when unfrozen
+    assert setting.next_attempt_at > timezone.now() + dt.timedelta(minutes=50)
+
+    services.wallet_set_status(wallet_id=wallet.id, status="active")
+    assert run(now=timezone.now() + dt.timedelta(hours=1, minutes=1))["credited"] == 1
+    assert [t.status for t in auto_top_ups(wallet)] == ["succeeded"]
 
 
 def test_a_card_saved_with_another_provider_is_not_charged(wallet, card, settings):

@@ -7,6 +7,8 @@ PaymentIntent at Stripe."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.utils import timezone
 
@@ -214,3 +216,31 @@ def test_an_answer_lost_after_stripe_charged_is_retried_into_the_same_payment(
     assert [(i["status"], i["metadata"]["top_up_id"]) for i in intents] == [("succeeded", str(pending.id))]
     assert [t.status for t in auto_top_ups(card_wallet)] == ["succeeded"]
     assert_invariants()
+
+
+def test_a_pending_auto_top_up_never_sent_is_not_charged_to_a_removed_card(
+    api, card_wallet, stripe_double, webhook
+):
+    """Stripe was down when the auto top-up opened; the customer then swapped cards: the
+    old top-up fails unsent (nothing charged to the removed card) and the new card pays."""
+    card_a = save_card(api, stripe_double, webhook)
+    set_auto_top_up(api, card_wallet, card_a, threshold=5_000)
+    stripe_double.fail_next(1, status=500, path_prefix="/v1/payment_intents")
+    assert auto.auto_top_ups_run()["unavailable"] == 1
+    assert api.delete(f"{METHODS}{card_a['id']}/").status_code == 204
+    card_b = save_card(api, stripe_double, webhook, "pm_card_mastercard")
+    set_auto_top_up(api, card_wallet, card_b, threshold=5_000)
+
+    assert auto.auto_top_ups_run(now=timezone.now() + dt.timedelta(minutes=2))["credited"] == 1
+    [unsent, paid] = auto_top_ups(card_wallet)
+    assert (unsent.status, unsent.provider_reference, str(unsent.payment_method_id)) == (
+        "failed",
+        "",
+        card_a["id"],
+    )
+    assert (paid.status, str(paid.payment_method_id)) == ("succeeded", card_b["id"])
+    charged = [pi for pi in stripe_double.payment_intents.values() if pi["status"] == "succeeded"]
+    assert len(charged) == 1
+    assert charged[0]["metadata"]["top_up_id"] == str(paid.id)
+    card_wallet.refresh_from_db()
+    assert card_wallet.balance == 1_000 + 2_000

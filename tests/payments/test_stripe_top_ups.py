@@ -435,3 +435,95 @@ def test_a_freeze_lost_to_a_crash_is_done_when_stripe_repeats_the_event(
     assert webhook(dispute) == ["duplicate"]
     card_wallet.refresh_from_db()
     assert card_wallet.status == "frozen"
+
+
+# --- Found in review: each failed before its fix --------------------------------------------------
+
+
+def test_a_refund_told_before_its_success_credits_then_takes_back(api, card_wallet, stripe_double, webhook):
+    """The success's delivery failed and is retried later; the refund arrives first. A
+    refund proves the payment succeeded: the top-up is credited, then reversed, and the
+    late success changes nothing."""
+    answer = top_up(api, card_wallet, 2_000)
+    stripe_double.pay(answer["provider_reference"])
+    succeeded = last_event(stripe_double, "payment_intent.succeeded")
+    stripe_double.refund(answer["provider_reference"])
+    refunded = last_event(stripe_double, "charge.refunded")
+    assert webhook(refunded, succeeded, refunded) == ["reversed", "credited", "duplicate"]
+    assert balance(card_wallet) == (0, 0, 0)
+    assert credits_of(answer["id"]) == 1
+    assert LedgerEntry.objects.filter(wallet=card_wallet, kind="reversal").get().amount == -2_000
+
+
+def test_a_dispute_told_before_its_success_credits_then_takes_back(
+    api, card_wallet, stripe_double, webhook, assert_invariants
+):
+    answer = top_up(api, card_wallet, 2_000)
+    stripe_double.pay(answer["provider_reference"])
+    succeeded = last_event(stripe_double, "payment_intent.succeeded")
+    stripe_double.dispute(answer["provider_reference"])
+    assert webhook(last_event(stripe_double, "charge.dispute.created"), succeeded) == ["reversed", "credited"]
+    card_wallet.refresh_from_db()
+    assert (card_wallet.balance, card_wallet.debt, card_wallet.status) == (0, 0, "frozen")
+    assert_invariants()
+
+
+def test_a_top_up_below_stripes_minimum_is_400_and_nothing_is_opened(api, card_wallet, stripe_double):
+    body = assert_problem(
+        api.post(f"/api/v1/wallets/{card_wallet.id}/top-ups/", {"amount": 49}, format="json"),
+        400,
+        "validation_error",
+    )
+    assert "0.50" in body["errors"]["amount"][0]
+    assert (TopUp.objects.filter(wallet=card_wallet).count(), stripe_double.payment_intents) == (0, {})
+    assert top_up(api, card_wallet, 50)["status"] == "pending"
+
+
+def test_a_request_stripe_refuses_is_a_503_not_a_500(api, card_wallet, stripe_double, settings, caplog):
+    settings.IAAS_STRIPE_SECRET_KEY = "sk_test_not_what_the_double_knows"
+    stripe_double.fail_next(1, status=400, path_prefix="/v1/payment_intents")
+    with caplog.at_level(logging.ERROR):
+        response = api.post(f"/api/v1/wallets/{card_wallet.id}/top-ups/", {"amount": 500}, format="json")
+    assert_problem(response, 503, "service_unavailable")
+    assert any("Stripe refused" in record.getMessage() for record in caplog.records)
+
+
+def test_a_second_payment_for_a_credited_top_up_is_parked_not_absorbed(
+    api, card_wallet, stripe_double, webhook
+):
+    answer = top_up(api, card_wallet, 2_000)
+    stripe_double.pay(answer["provider_reference"])
+    first = last_event(stripe_double, "payment_intent.succeeded")
+    second = {**first, "id": "evt_second_payment"}
+    second["data"] = {"object": {**first["data"]["object"], "id": "pi_second_payment_same_top_up"}}
+    assert webhook(first, second) == ["credited", "parked"]
+    assert ParkedPayment.objects.get().payment_reference == "pi_second_payment_same_top_up"
+    assert balance(card_wallet) == (2_000, 0, 0)
+
+
+def test_a_closed_dispute_tells_the_operators_and_moves_no_money(
+    api, card_wallet, stripe_double, webhook, caplog
+):
+    paid = paid_top_up(api, card_wallet, stripe_double, webhook, 1_000)
+    stripe_double.dispute(paid["provider_reference"])
+    created = last_event(stripe_double, "charge.dispute.created")
+    webhook(created)
+    closed = {**created, "id": "evt_dispute_won", "type": "charge.dispute.closed"}
+    closed["data"] = {"object": {**created["data"]["object"], "status": "won"}}
+    with caplog.at_level(logging.ERROR):
+        assert webhook(closed) == ["dispute_won"]
+    assert any("closed: won" in record.getMessage() for record in caplog.records)
+    card_wallet.refresh_from_db()
+    assert (card_wallet.balance, card_wallet.status) == (0, "frozen")
+
+
+def test_operators_neither_confirm_nor_fail_a_card_payment_by_hand(api, card_wallet, stripe_double):
+    from iaas.billing import services
+    from iaas.contracts.errors import InvalidState
+
+    answer = top_up(api, card_wallet, 500)
+    with pytest.raises(InvalidState):
+        services.top_up_confirm_by_operator(top_up_id=answer["id"])
+    with pytest.raises(InvalidState):
+        services.top_up_fail_by_operator(top_up_id=answer["id"])
+    assert TopUp.objects.get(pk=answer["id"]).status == "pending"

@@ -127,7 +127,7 @@ class TopUpAdmin(WalletRowAdmin):
             request,
             queryset,
             # The reason the customer is told (TopUpFailed): never the operator's name.
-            lambda top_up: services.top_up_fail(top_up_id=top_up.pk, reason="rejected"),
+            lambda top_up: services.top_up_fail_by_operator(top_up_id=top_up.pk, reason="rejected"),
             done="Marked failed",
         )
 

@@ -21,7 +21,7 @@ from iaas.api.idempotency import REPLAYED_HEADER, idempotent, idempotent_in_its_
 
 from .. import selectors
 from ..models import PaymentMethod
-from ..payments import auto, methods
+from ..payments import AmountTooSmall, auto, methods
 from ..payments.stripe_provider import NAME as STRIPE
 from .payment_serializers import (
     AutoTopUpSerializer,
@@ -158,6 +158,8 @@ class AutoTopUpView(APIView):
             )
         except auto.PaymentMethodNotUsable as unusable:
             raise ValidationError({"payment_method": [str(unusable)]}) from None
+        except AmountTooSmall as too_small:
+            raise ValidationError({"amount": [str(too_small)]}) from None
         shown = selectors.auto_top_up_get(owner_id=request.user.pk, wallet_id=wallet_id)
         return Response(AutoTopUpSerializer(shown).data)
 

@@ -6,6 +6,7 @@ import django_filters
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,6 +16,7 @@ from iaas.api.pagination import SequenceCursorPagination
 
 from .. import selectors, services
 from ..models import LedgerEntry, TopUp
+from ..payments import AmountTooSmall
 from .serializers import (
     InvoiceSerializer,
     LedgerEntrySerializer,
@@ -177,9 +179,12 @@ class TopUpListCreateView(generics.ListAPIView):
         opened); a replay answers the same top-up, which the POST then carries on."""
         serializer = TopUpCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        top_up = services.top_up_open(
-            wallet_id=wallet_id, owner_id=request.user.pk, amount=serializer.validated_data["amount"]
-        )
+        try:
+            top_up = services.top_up_open(
+                wallet_id=wallet_id, owner_id=request.user.pk, amount=serializer.validated_data["amount"]
+            )
+        except AmountTooSmall as too_small:
+            raise ValidationError({"amount": [str(too_small)]}) from None
         return Response(TopUpSerializer(top_up).data, status=status.HTTP_201_CREATED)
 
 

@@ -57,6 +57,27 @@ class SetupOutcome:
     exp_year: int | None = None
 
 
+class AmountTooSmall(ValueError):
+    """Less than the provider can charge in that currency (Stripe: 0.50 EUR)."""
+
+    def __init__(self, minimum: int, currency: str) -> None:
+        from iaas.contracts.types import format_minor_units
+
+        self.minimum, self.currency = minimum, currency
+        super().__init__(
+            f"The smallest payment the provider takes in {currency} is {minimum} minor units "
+            f"({format_minor_units(minimum, currency)})."
+        )
+
+
+def check_minimum(provider: PaymentProvider, amount: int, currency: str) -> None:
+    """Refuse an amount below what ``provider`` can charge in ``currency`` (AmountTooSmall),
+    before anything is committed or sent."""
+    minimum = getattr(provider, "minimum_amount", lambda currency: 1)(currency)
+    if amount < minimum:
+        raise AmountTooSmall(minimum, currency)
+
+
 class PaymentProvider(Protocol):
     name: str
 

@@ -42,7 +42,7 @@ from iaas.contracts.errors import NotFound, PaymentProviderUnavailable
 from .. import services
 from ..locks import auto_top_up_lock, auto_top_ups_claim, payment_method_lock, wallet_lock
 from ..models import AutoTopUp, PaymentMethod, TopUp, Wallet
-from . import PaymentOutcome, payment_provider
+from . import PaymentOutcome, check_minimum, payment_provider
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ WAIT_FOR_PROVIDER = dt.timedelta(minutes=15)
 PROVIDER_UNAVAILABLE_DELAY = dt.timedelta(minutes=1)
 # Something unexpected went wrong (logged): try again after this long.
 ERROR_DELAY = dt.timedelta(minutes=15)
+# A frozen wallet's due automatic top-up is looked at again after this long (it waits for
+# the wallet to be unfrozen).
+FROZEN_RECHECK = dt.timedelta(hours=1)
 # A runner's claim on a row, longer than a run's attempts take (each is bounded by the
 # provider's timeouts); a runner that dies lets its rows go when it expires.
 CLAIM_LEASE = dt.timedelta(minutes=10)
@@ -105,6 +108,7 @@ def auto_top_up_set(
         if method is None:
             raise NotFound("No such payment method.")
         _check_usable(method)
+        check_minimum(payment_provider(), amount, wallet.currency)
         existing = auto_top_up_lock(wallet.id)
         auto = existing or AutoTopUp(wallet=wallet, payment_method=method)
         if existing is None or auto.payment_method_id != method.id:
@@ -340,6 +344,11 @@ def _attempt_decide(wallet_id: uuid.UUID, *, now: dt.datetime, claimed_until: dt
         if auto.due_at is None:  # a credit came first
             _release_locked(auto)
             return Attempt("not_needed")
+        if wallet.status == Wallet.Status.FROZEN:
+            # Still wanted once the wallet is unfrozen (nothing re-arms it then): look again later.
+            auto.next_attempt_at = now + FROZEN_RECHECK
+            _release_locked(auto, "next_attempt_at")
+            return Attempt("not_needed")
         if wallet.status != Wallet.Status.ACTIVE:
             auto.due_at = None
             _release_locked(auto, "due_at")
@@ -350,9 +359,18 @@ def _attempt_decide(wallet_id: uuid.UUID, *, now: dt.datetime, claimed_until: dt
             .first()
         )
         if pending is not None:
-            auto.last_attempt_at = now
-            auto.save(update_fields=["last_attempt_at", "updated_at"])
-            return Attempt("resumed", pending, pending.payment_method)
+            if pending.provider_reference or _still_chargeable(pending, auto):
+                auto.last_attempt_at = now
+                auto.save(update_fields=["last_attempt_at", "updated_at"])
+                return Attempt("resumed", pending, pending.payment_method)
+            # Never sent to the provider, and its card was removed or replaced since: it is
+            # not charged (not the removed card, not another one under its key); it fails,
+            # and the wallet's current card is tried below.
+            services.top_up_fail(
+                top_up_id=pending.id,
+                reason="Nothing was charged: the saved card was removed or replaced "
+                "before the payment started.",
+            )
         if wallet.available >= auto.threshold:
             auto.due_at = None
             _release_locked(auto, "due_at")
@@ -382,6 +400,17 @@ def _attempt_decide(wallet_id: uuid.UUID, *, now: dt.datetime, claimed_until: dt
         auto.last_attempt_at = now
         auto.save(update_fields=["last_attempt_at", "updated_at"])
         return Attempt("opened", top_up, method)
+
+
+def _still_chargeable(pending: TopUp, auto: AutoTopUp) -> bool:
+    """Whether a pending automatic top-up not yet sent to the provider may be charged now:
+    its card is still the auto top-up's, and still saved."""
+    method = pending.payment_method
+    return (
+        method is not None
+        and method.id == auto.payment_method_id
+        and method.status == PaymentMethod.Status.ACTIVE
+    )
 
 
 def _refused(provider, top_up: TopUp, outcome: PaymentOutcome) -> None:

@@ -127,8 +127,29 @@ def _payment_succeeded(intent: dict[str, Any], event: dict[str, Any]) -> Applied
             event,
             why=f"Paid {amount} {currency} for top-up {top_up.id} of {top_up.amount} {top_up.currency}.",
         )
+    if top_up.provider_reference and top_up.provider_reference != intent["id"]:
+        # A top-up is paid by the one payment it recorded: another one is money we would
+        # otherwise absorb without a credit.
+        return _park(
+            intent,
+            event,
+            why=f"A second payment for top-up {top_up.id}, which is paid by {top_up.provider_reference}.",
+        )
     services.top_up_confirm(top_up_id=top_up.id, provider_reference=intent["id"])
     return Applied("credited")
+
+
+def _paid_first(top_up: TopUp, payment_intent_id: str | None) -> bool:
+    """A refund or dispute proves its payment succeeded: when that success has not been
+    applied yet (its event is late), credit the top-up first, so the money taken back is
+    taken from a credit and the late success changes nothing. False when the payment is
+    not the top-up's own (parked instead)."""
+    if top_up.status == TopUp.Status.SUCCEEDED:
+        return True
+    if payment_intent_id and top_up.provider_reference and top_up.provider_reference != payment_intent_id:
+        return False
+    services.top_up_confirm(top_up_id=top_up.id, provider_reference=payment_intent_id or "")
+    return True
 
 
 def _park(intent: dict[str, Any], event: dict[str, Any], *, why: str) -> Applied:
@@ -196,6 +217,8 @@ def _charge_refunded(charge: dict[str, Any], event: dict[str, Any]) -> Applied:
     top_up = _top_up_for(charge.get("payment_intent"), charge.get("metadata"))
     if top_up is None:
         return _unmatched_reversal(charge["id"], "refund")
+    if not _paid_first(top_up, charge.get("payment_intent")):
+        return _unmatched_reversal(charge["id"], "refund")
     refunded = int(charge.get("amount_refunded") or 0)
     applied = reversals.reversal_apply(
         top_up_id=top_up.id,
@@ -210,6 +233,8 @@ def _charge_refunded(charge: dict[str, Any], event: dict[str, Any]) -> Applied:
 def _dispute_created(dispute: dict[str, Any], event: dict[str, Any]) -> Applied:
     top_up = _top_up_for(dispute.get("payment_intent"), dispute.get("metadata"))
     if top_up is None:
+        return _unmatched_reversal(dispute["id"], "dispute")
+    if not _paid_first(top_up, dispute.get("payment_intent")):
         return _unmatched_reversal(dispute["id"], "dispute")
     applied = reversals.reversal_apply(
         top_up_id=top_up.id,
@@ -242,6 +267,23 @@ def _unmatched_reversal(reference: str, kind: str) -> Applied:
     )
 
 
+def _dispute_closed(dispute: dict[str, Any], event: dict[str, Any]) -> Applied:
+    """A dispute's end: won (the bank gave the money back to us) or lost. Nothing moves by
+    itself: the wallet stays frozen and the reversal stands until an operator decides (a
+    won dispute is credited back by an adjustment); they are told."""
+    status = dispute.get("status", "")
+    subject = f"Dispute {dispute['id']} closed: {status}"
+    message = (
+        f"Stripe closed dispute {dispute['id']} ({dispute.get('amount')} "
+        f"{str(dispute.get('currency', '')).upper()}) as {status}. "
+        "The wallet stays frozen until an operator unfreezes it"
+        + ("; the money came back: credit the wallet by an adjustment." if status == "won" else ".")
+    )
+    return Applied(
+        f"dispute_{status or 'closed'}"[:40], follow_ups=[lambda: reversals.operators_tell(subject, message)]
+    )
+
+
 def _repeat_follow_ups(event_type: str, payload: dict[str, Any]) -> list[Callable[[], None]]:
     """A repeated event finishes what a crash may have left undone after the first one
     committed: a reversal's freeze, a saved card's details."""
@@ -266,6 +308,7 @@ HANDLERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Applied]] = {
     "payment_intent.canceled": _payment_canceled,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute_created,
+    "charge.dispute.closed": _dispute_closed,
     "setup_intent.succeeded": lambda payload, event: Applied(
         methods.setup_succeeded(payload),
         follow_ups=[lambda: methods.card_details_refresh(setup_reference=payload["id"])],

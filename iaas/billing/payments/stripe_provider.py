@@ -10,6 +10,7 @@ environment and no redirects. The webhook's events are applied by ``stripe_event
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -23,6 +24,8 @@ from . import PaymentOutcome, SetupOutcome, idempotency_key
 
 if TYPE_CHECKING:
     from ..models import PaymentMethod, TopUp
+
+logger = logging.getLogger(__name__)
 
 NAME = "stripe"
 # What a PaymentIntent's status says of the money (the others wait for the customer).
@@ -54,16 +57,21 @@ def _outside_transactions() -> None:
         )
 
 
-def _call(operation, *args, **kwargs) -> dict[str, Any]:
-    """One Stripe call, its answer as plain data. A card refusal is the caller's to read
-    (stripe.CardError); the provider being unreachable or failing is
-    PaymentProviderUnavailable (503: retry)."""
+def _call(operation, *args, passes: tuple[type[Exception], ...] = (), **kwargs) -> dict[str, Any]:
+    """One Stripe call, its answer as plain data. A card refusal (stripe.CardError), and the
+    errors in ``passes``, are the caller's to read; the provider being unreachable,
+    failing or refusing the request is PaymentProviderUnavailable (503: retry)."""
     _outside_transactions()
     try:
         return _plain(operation(*args, **kwargs))
-    except stripe.CardError:
+    except (stripe.CardError, *passes):
         raise
     except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as error:
+        raise PaymentProviderUnavailable() from error
+    except stripe.StripeError as error:
+        # Stripe refused the request itself (our keys, our parameters): nothing was charged,
+        # and an operator must look; the caller sees the provider as unavailable (503).
+        logger.error("Stripe refused a request: %s (%s)", error.user_message or error, error.code)
         raise PaymentProviderUnavailable() from error
 
 
@@ -100,8 +108,16 @@ def outcome_of(intent: Any) -> PaymentOutcome:
     )
 
 
+# The smallest charge Stripe takes, per currency, in minor units (Stripe's "Minimum and
+# maximum charge amounts"); other currencies: the common 50.
+MINIMUM_AMOUNTS = {"EUR": 50, "USD": 50, "GBP": 30, "CHF": 50, "CAD": 50, "AUD": 50, "JPY": 50}
+
+
 class StripePaymentProvider:
     name = NAME
+
+    def minimum_amount(self, currency: str) -> int:
+        return MINIMUM_AMOUNTS.get(currency, 50)
 
     def start(self, top_up: TopUp) -> PaymentOutcome:
         """The top-up's PaymentIntent, created once (the key is the top-up's); the customer's
@@ -150,7 +166,9 @@ class StripePaymentProvider:
         """Cancel a PaymentIntent that will not be paid (an automatic top-up refused); one
         already cancelled or succeeded is left as it is."""
         try:
-            _call(client().v1.payment_intents.cancel, provider_reference)
+            _call(
+                client().v1.payment_intents.cancel, provider_reference, passes=(stripe.InvalidRequestError,)
+            )
         except stripe.InvalidRequestError:
             return None
 
@@ -186,7 +204,11 @@ class StripePaymentProvider:
         if not method.provider_method_id:
             return None
         try:
-            _call(client().v1.payment_methods.detach, method.provider_method_id)
+            _call(
+                client().v1.payment_methods.detach,
+                method.provider_method_id,
+                passes=(stripe.InvalidRequestError,),
+            )
         except stripe.InvalidRequestError:
             return None  # already detached, or gone
         return None
