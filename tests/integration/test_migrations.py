@@ -112,6 +112,18 @@ def _books_before_aggregate_settlement(apps, owner) -> dict:
                 source_id=source,
             )
         )
+    TopUp = apps.get_model("billing", "TopUp")
+    TopUp.objects.create(
+        id=entries[0].source_id,
+        wallet=wallet,
+        amount=1_000,
+        currency="EUR",
+        status="succeeded",
+        provider="sandbox",
+        reference="top-up:1",
+        completed_at=may,
+        ledger_entry=entries[0],
+    )
     for context, total in (("hosting", 399), ("cloud", 8)):
         Hold.objects.create(
             wallet=wallet, context=context, amount=0, granted_total=total, captured_total=total
