@@ -206,6 +206,9 @@ IAAS_TOP_UP_PENDING_REPORT_AFTER_SECONDS = int(
 # attempts included: a card that keeps being declined is charged at most this often, and
 # its owner told at most this often.
 IAAS_AUTO_TOP_UP_DAILY_ATTEMPTS = int(os.environ.get("IAAS_AUTO_TOP_UP_DAILY_ATTEMPTS", "3"))
+# Refusals in a row (declined, authentication required) after which automatic top-ups
+# stop until the owner sets them up again: two days at the daily cap.
+IAAS_AUTO_TOP_UP_GIVE_UP_AFTER = int(os.environ.get("IAAS_AUTO_TOP_UP_GIVE_UP_AFTER", "6"))
 # A card top-up still unpaid this many days after it was opened is cancelled at Stripe and
 # failed by finish_top_ups (a success that still arrives later is credited all the same).
 IAAS_TOP_UP_EXPIRE_AFTER_DAYS = int(os.environ.get("IAAS_TOP_UP_EXPIRE_AFTER_DAYS", "7"))

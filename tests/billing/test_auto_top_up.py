@@ -414,6 +414,39 @@ def test_refusals_wait_longer_each_time_and_at_most_three_a_day(wallet, scripted
     assert len(scripted.of("charge_saved")) == 4
 
 
+def test_refusals_in_a_row_stop_it_until_the_owner_sets_it_again(
+    wallet, scripted, time_machine, settings, published
+):
+    settings.IAAS_AUTO_TOP_UP_DAILY_ATTEMPTS = 10
+    settings.IAAS_AUTO_TOP_UP_GIVE_UP_AFTER = 2
+    start = dt.datetime(2027, 6, 1, 9, 0, tzinfo=dt.UTC)
+    time_machine.move_to(start, tick=False)
+    card = methods.payment_method_start(owner_id=wallet.owner_id).method
+    crossed(wallet, card)
+    scripted.charges += [refused() for _ in range(3)]
+    assert run()["refused"] == 1
+    time_machine.move_to(start + HOUR, tick=False)
+    assert run()["refused"] == 1
+    stopped = row(wallet)
+    assert (stopped.consecutive_failures, stopped.due_at, stopped.next_attempt_at) == (2, None, None)
+    [*_, last] = [e for e in published if type(e).__name__ == "TopUpFailed"]
+    assert "stopped after 2 refusals" in last.reason
+    time_machine.move_to(start + 30 * HOUR, tick=False)
+    assert run()["claimed"] == 0  # no more tries, no more emails
+
+    auto.auto_top_up_set(
+        wallet_id=wallet.id,
+        owner_id=wallet.owner_id,
+        threshold=5_000,
+        amount=10_000,
+        payment_method_id=card.id,
+    )
+    again = row(wallet)
+    assert (again.consecutive_failures, again.due_at is not None) == (0, True)
+    assert run()["refused"] == 1
+    assert row(wallet).next_attempt_at is not None  # one refusal after a fresh start: it waits, not stops
+
+
 def test_a_runner_that_finds_the_cap_reached_waits_for_the_window(wallet, scripted, time_machine, settings):
     settings.IAAS_AUTO_TOP_UP_DAILY_ATTEMPTS = 1
     start = dt.datetime(2027, 6, 1, 9, 0, tzinfo=dt.UTC)
@@ -589,3 +622,13 @@ def test_an_unexpected_error_is_logged_and_the_others_go_on(customer, scripted, 
     assert (summary["claimed"], summary["errors"], summary["credited"]) == (2, 1, 1)
     assert "failed unexpectedly" in caplog.text
     assert AutoTopUp.objects.filter(claimed_until__isnull=False).count() == 0
+
+
+def test_a_runner_whose_lease_ran_out_leaves_the_next_runners_claim_alone(wallet, card):
+    crossed(wallet, card)
+    now = timezone.now()
+    AutoTopUp.objects.filter(pk=wallet.pk).update(claimed_until=now + dt.timedelta(minutes=10))
+    auto._release(wallet.id, claimed_until=now - dt.timedelta(minutes=1))  # an old lease's release
+    assert row(wallet).claimed_until == now + dt.timedelta(minutes=10)
+    auto._release(wallet.id, claimed_until=now + dt.timedelta(minutes=10))  # its own
+    assert row(wallet).claimed_until is None

@@ -116,6 +116,8 @@ def auto_top_up_set(
             auto.consecutive_failures = 0
             auto.last_failure_code = auto.last_failure_message = ""
             auto.next_attempt_at = None
+        elif gives_up(auto.consecutive_failures):
+            auto.consecutive_failures = 0  # stopped after refusals: setting it again starts afresh
         auto.threshold, auto.amount = threshold, amount
         if wallet.available < threshold:
             auto.due_at = auto.due_at or now
@@ -207,18 +209,29 @@ def after_failure(top_up: TopUp) -> None:
     auto.consecutive_failures += 1
     auto.last_failure_code = (top_up.failure_code or "failed")[:60]
     auto.last_failure_message = top_up.failure_message[:255]
-    auto.next_attempt_at = next_attempt_after_failure(
-        wallet_id=auto.wallet_id, failures=auto.consecutive_failures, now=now
-    )
+    if gives_up(auto.consecutive_failures):
+        # Stopped until the owner sets it again (PUT) or chooses another card: a card
+        # that keeps failing is not tried, and its owner not emailed, day after day.
+        auto.due_at = auto.next_attempt_at = None
+    else:
+        auto.next_attempt_at = next_attempt_after_failure(
+            wallet_id=auto.wallet_id, failures=auto.consecutive_failures, now=now
+        )
     auto.save(
         update_fields=[
             "consecutive_failures",
             "last_failure_code",
             "last_failure_message",
+            "due_at",
             "next_attempt_at",
             "updated_at",
         ]
     )
+
+
+def gives_up(failures: int) -> bool:
+    """Whether ``failures`` refusals in a row stop the automatic top-ups."""
+    return failures >= settings.IAAS_AUTO_TOP_UP_GIVE_UP_AFTER
 
 
 def retry_delay(failures: int) -> dt.timedelta:
@@ -288,7 +301,7 @@ def auto_top_ups_run(*, now: dt.datetime | None = None, limit: int = CLAIM_BATCH
             outcome = auto_top_up_attempt(wallet_id=wallet_id, now=now, claimed_until=until)
         except Exception:  # one wallet's surprise must not stop the others'
             logger.exception("automatic top-up of wallet %s failed unexpectedly", wallet_id)
-            _release(wallet_id, next_attempt_at=timezone.now() + ERROR_DELAY)
+            _release(wallet_id, claimed_until=until, next_attempt_at=timezone.now() + ERROR_DELAY)
             outcome = "errors"
         summary[outcome] = summary.get(outcome, 0) + 1
     return summary
@@ -311,20 +324,24 @@ def auto_top_up_attempt(
     try:
         outcome = provider.charge_saved(top_up, method)
     except PaymentProviderUnavailable:
-        _release(wallet_id, next_attempt_at=timezone.now() + PROVIDER_UNAVAILABLE_DELAY)
+        _release(
+            wallet_id,
+            claimed_until=claimed_until,
+            next_attempt_at=timezone.now() + PROVIDER_UNAVAILABLE_DELAY,
+        )
         return "unavailable"
     recorded = services.top_up_record_outcome(top_up_id=top_up.id, outcome=outcome)
     if recorded.status == TopUp.Status.SUCCEEDED:
-        _release(wallet_id)
+        _release(wallet_id, claimed_until=claimed_until)
         return "credited"
     if recorded.status == TopUp.Status.FAILED:  # the provider's cancellation came first
-        _release(wallet_id)
+        _release(wallet_id, claimed_until=claimed_until)
         return "refused"
     if outcome.refused or outcome.failure_code:
         _refused(provider, recorded, outcome)
-        _release(wallet_id)
+        _release(wallet_id, claimed_until=claimed_until)
         return "refused"
-    _release(wallet_id, next_attempt_at=timezone.now() + WAIT_FOR_PROVIDER)
+    _release(wallet_id, claimed_until=claimed_until, next_attempt_at=timezone.now() + WAIT_FOR_PROVIDER)
     return "waiting"
 
 
@@ -420,8 +437,10 @@ def _refused(provider, top_up: TopUp, outcome: PaymentOutcome) -> None:
     open; its cancellation webhook finds the top-up failed already)."""
     auto = AutoTopUp.objects.filter(pk=top_up.wallet_id).first()
     failures = (auto.consecutive_failures if auto is not None else 0) + 1
-    next_attempt = next_attempt_after_failure(
-        wallet_id=top_up.wallet_id, failures=failures, now=timezone.now()
+    next_attempt = (
+        None
+        if gives_up(failures)
+        else next_attempt_after_failure(wallet_id=top_up.wallet_id, failures=failures, now=timezone.now())
     )
     services.top_up_fail(top_up_id=top_up.id, reason=failure_reason(outcome, next_attempt=next_attempt))
     cancel = getattr(provider, "cancel", None)
@@ -435,10 +454,16 @@ def _refused(provider, top_up: TopUp, outcome: PaymentOutcome) -> None:
             )
 
 
-def failure_reason(outcome: PaymentOutcome, *, next_attempt: dt.datetime) -> str:
+def failure_reason(outcome: PaymentOutcome, *, next_attempt: dt.datetime | None) -> str:
     """What the customer reads (the top-up's failure webhook and email): what happened to
-    the automatic top-up, what to do about it, and when it is tried again."""
-    when = f"Automatic top-ups will try again after {next_attempt:%Y-%m-%d %H:%M} UTC."
+    the automatic top-up, what to do about it, and when it is tried again (None: it is not,
+    after too many refusals in a row, until the customer sets it up again)."""
+    when = (
+        f"Automatic top-ups will try again after {next_attempt:%Y-%m-%d %H:%M} UTC."
+        if next_attempt is not None
+        else f"Automatic top-ups have stopped after {settings.IAAS_AUTO_TOP_UP_GIVE_UP_AFTER} refusals "
+        "in a row: choose a card again (PUT /api/v1/wallets/{id}/auto-top-up/) to start them again."
+    )
     code = outcome.failure_code
     if code == "authentication_required":
         return (
@@ -463,14 +488,23 @@ def failure_reason(outcome: PaymentOutcome, *, next_attempt: dt.datetime) -> str
     )
 
 
-def _release(wallet_id: uuid.UUID, *, next_attempt_at: dt.datetime | None = None) -> None:
+def _release(
+    wallet_id: uuid.UUID,
+    *,
+    claimed_until: dt.datetime | None = None,
+    next_attempt_at: dt.datetime | None = None,
+) -> None:
     """Let go of the runner's claim on the row (one UPDATE, no other field touched: the
     row's due time and failures are the crediting and failing transactions' to write),
-    and, given one, set when it is tried next."""
+    and, given one, set when it is tried next. With ``claimed_until``, only while the
+    claim is still this runner's: one whose lease ran out leaves another's claim alone."""
     fields: dict = {"claimed_until": None}
     if next_attempt_at is not None:
         fields["next_attempt_at"] = next_attempt_at
-    AutoTopUp.objects.filter(pk=wallet_id).update(**fields)
+    rows = AutoTopUp.objects.filter(pk=wallet_id)
+    if claimed_until is not None:
+        rows = rows.filter(claimed_until=claimed_until)
+    rows.update(**fields)
 
 
 def _release_locked(auto: AutoTopUp, *fields: str) -> None:
