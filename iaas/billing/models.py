@@ -391,7 +391,7 @@ class TopUp(models.Model):
         indexes = [models.Index(fields=["status", "created_at"], name="top_up_status_created")]
 
     def __str__(self) -> str:
-        return f"top-up {self.amount} {self.currency} ({self.status})"
+        return f"top-up {format_minor_units(self.amount, self.currency)} ({self.status})"
 
 
 class AutoTopUp(models.Model):

@@ -43,6 +43,7 @@ CHROMEDRIVER = Path(os.environ.get("IAAS_CHROMEDRIVER", "/usr/bin/chromedriver")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "admin-wallet.png"
 SET_UP_SCREENSHOT = SCREENSHOT.with_name("admin-2fa.png")
 DELIVERY_SCREENSHOT = SCREENSHOT.with_name("admin-webhook-delivery.png")
+TOP_UP_SCREENSHOT = SCREENSHOT.with_name("admin-card-top-up.png")
 CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",
@@ -196,6 +197,29 @@ def test_finance_sees_a_webhook_delivery_with_its_attempts_and_sends_it_again(
         save_screenshot(browser, DELIVERY_SCREENSHOT)
     finally:
         receiver.stop()
+
+
+def test_finance_sees_a_card_top_up_with_its_stripe_payment_and_what_was_taken_back(
+    live_server, browser, books, finance
+):
+    top_up = books["payments"]["top_up"]
+    wait = WebDriverWait(browser, 30)
+    browser.get(f"{live_server.url}/admin/")
+    wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(finance.username)
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    code = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#otp-form input[name=code]")))
+    code.send_keys(current_code(TOTPDevice.objects.get(user=finance).bin_key))
+    browser.find_element(By.CSS_SELECTOR, "#otp-form input[type=submit]").click()
+    wait.until(ec.presence_of_element_located((By.ID, "site-name")))
+
+    browser.get(f"{live_server.url}/admin/billing/topup/{top_up.pk}/change/")
+    link = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "a[href*='dashboard.stripe.com']")))
+    assert link.text == "pi_books_paid"
+    assert link.get_attribute("href").endswith("/payments/pi_books_paid")
+    page = browser.find_element(By.ID, "content").text
+    assert "ch_books:refunded:500" in page  # what the provider took back, listed on the top-up
+    save_screenshot(browser, TOP_UP_SCREENSHOT)
 
 
 def current_code(key: bytes) -> str:
